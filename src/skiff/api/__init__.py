@@ -1,0 +1,1 @@
+"""Object helpers shared by every component: errors, meta, selectors, patches, schemas, tables."""

@@ -1,0 +1,1 @@
+"""The Kubernetes API server: HTTP app, handler chain, generic store, watch, discovery, OpenAPI, auth."""

@@ -1,0 +1,1 @@
+"""Clients of the apiserver: async REST client, informers, work queue, leader election."""
