@@ -1,24 +1,155 @@
-"""The aiohttp application: routes every Kubernetes REST path to the generic handlers.
+"""The aiohttp application: health, version, discovery, OpenAPI and every REST path.
 
 `create_app` is the seam between the HTTP server (TLS, authentication,
 lifecycle in `serve.py`) and the API machinery (registry, generic store,
-watch, discovery, OpenAPI).
+watch cache). The caller opens and closes the storage backend; the app's
+startup hook starts the watch cache and makes sure the namespaces every
+cluster has exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import platform
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
-from skiff.storage.interface import Backend
+from skiff import __version__
+from skiff.api import errors
+from skiff.apiserver import content
+from skiff.apiserver.builtin import builtin_types
+from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
+from skiff.apiserver.discovery import setup_discovery
+from skiff.apiserver.handlers import Rest
+from skiff.apiserver.registry import Registry
+from skiff.apiserver.store import Store, WriteOptions
+from skiff.apiserver.watchcache import WatchCache
+from skiff.storage.interface import Backend, StorageError, Unavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+REGISTRY = web.AppKey("registry", Registry)
+STORE = web.AppKey("store", Store)
+CACHE = web.AppKey("watch_cache", WatchCache)
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+KUBERNETES_VERSION = ("1", "37")
 
 
-def create_app(*, backend: Backend, middlewares: Iterable[web.middleware] = ()) -> web.Application:  # type: ignore[valid-type]
-    """Build the API application over an opened (or to-be-opened) backend.
+@web.middleware
+async def status_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as a Kubernetes Status; client mistakes are never 500s."""
+    try:
+        return await handler(request)
+    except errors.StatusError as status_err:
+        return content.status_response(status_err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        err: errors.StatusError
+        if exc.status == 404:
+            err = errors.NotFound("the server could not find the requested resource")
+        elif exc.status == 405:
+            err = errors.MethodNotAllowed("the server does not allow this method on the requested resource")
+        elif exc.status == 413:
+            err = errors.RequestEntityTooLarge("the request body is too large (limit 3 MiB)")
+        else:
+            err = errors.StatusError(exc.reason or "error")
+            err.code, err.reason = exc.status, exc.reason.replace(" ", "") if exc.reason else "Unknown"
+        return content.status_response(err)
+    except Unavailable as exc:
+        return content.status_response(errors.ServiceUnavailable(f"storage is unavailable: {exc}"))
+    except StorageError as exc:
+        log.exception("storage error on %s %s", request.method, request.path)
+        return content.status_response(errors.InternalError(f"storage error: {exc}"))
 
-    The app's startup hook starts the API machinery (watch cache, built-in
-    namespaces); `/readyz` answers 200 once storage is open. `middlewares`
-    run before the REST handlers (authentication, then authorization).
+
+def create_app(
+    *, backend: Backend, middlewares: Iterable[Any] = (), compact_interval: float = DEFAULT_INTERVAL
+) -> web.Application:
+    """Build the API application over an opened storage backend.
+
+    `middlewares` (authentication, then authorization) run after Status
+    error shaping and before the REST handlers.
     """
-    raise NotImplementedError("being written")
+    app = web.Application(middlewares=[status_errors, *list(middlewares)], client_max_size=64 * 1024 * 1024)
+    registry = Registry()
+    for rt in builtin_types():
+        registry.add(rt)
+    store = Store(backend, registry)
+    cache = WatchCache(backend)
+    compactor = Compactor(backend, compact_interval)
+    rest = Rest(store, registry, cache)
+    app[REGISTRY], app[STORE], app[CACHE] = registry, store, cache
+    state: dict[str, Any] = {"ready": False}
+
+    async def on_startup(app: web.Application) -> None:
+        await cache.start()
+        await ensure_namespaces(store, registry)
+        compactor.start()
+        state["ready"] = True
+
+    async def on_cleanup(app: web.Application) -> None:
+        state["ready"] = False
+        await compactor.close()
+        await cache.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if not state["ready"]:
+            return web.Response(status=503, text="storage not ready")
+        try:
+            await backend.current_revision()
+        except StorageError as exc:
+            return web.Response(status=503, text=f"storage not ready: {exc}")
+        return web.Response(text="ok")
+
+    async def version(request: web.Request) -> web.Response:
+        major, minor = KUBERNETES_VERSION
+        return content.json_response(
+            {
+                "major": major,
+                "minor": minor,
+                "gitVersion": f"v{major}.{minor}.0-skiff.{__version__}",
+                "gitCommit": "",
+                "gitTreeState": "clean",
+                "buildDate": "",
+                "goVersion": f"python{platform.python_version()}",
+                "compiler": platform.python_implementation().lower(),
+                "platform": f"linux/{platform.machine()}",
+            }
+        )
+
+    for path in ("/healthz", "/livez"):
+        app.router.add_get(path, healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/version", version)
+    setup_discovery(app, registry)
+    try:
+        from skiff.apiserver.openapi import setup_openapi
+    except ImportError:  # pragma: no cover - during bring-up only
+        log.warning("OpenAPI documents are not served")
+    else:
+        setup_openapi(app, registry)
+    app.router.add_route("*", "/api/v1/{tail:.+}", rest.handle)
+    app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", rest.handle)
+    return app
+
+
+async def ensure_namespaces(store: Store, registry: Registry) -> None:
+    ns_rt = registry.get("", "v1", "namespaces")
+    assert ns_rt is not None
+    for name in SYSTEM_NAMESPACES:
+        try:
+            await store.create(ns_rt, None, {"metadata": {"name": name}}, WriteOptions())
+        except errors.AlreadyExists:
+            pass

@@ -37,7 +37,7 @@ class ResourceType:
     schema_ref: str | None = None
     # where objects live: several versions of one kind share storage (autoscaling v1/v2)
     storage_resource: str | None = None  # defaults to "<group or core>/<plural>"
-    storage_version: str | None = None  # the version objects are stored in; None = this version
+    storage_version: str | None = None  # the apiVersion objects are stored in; None = this one
     # convert an object between this version and the storage version
     to_storage: Callable[[Obj], Obj] | None = None
     from_storage: Callable[[Obj], Obj] | None = None

