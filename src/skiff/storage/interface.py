@@ -32,6 +32,7 @@ Semantics all backends share (tests/storage runs one suite against each):
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -128,7 +129,7 @@ class Backend(Protocol):
 
     async def delete(self, key: str, expected_revision: int = 0) -> KeyValue: ...
 
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]: ...
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[builtins.list[Event]]: ...
 
     async def compact(self, revision: int) -> None: ...
 

@@ -1,0 +1,253 @@
+"""The SQLite store's single writer thread: schema, group commit, compaction.
+
+Every write goes through one thread that owns the only writing connection.
+Writers enqueue an operation with an asyncio future; the thread takes
+everything queued (up to a batch limit), applies it in ONE transaction --
+each operation still gets its own revision, and a failed condition (key
+exists, stale revision) fails only that operation -- commits with one fsync
+(WAL + synchronous=FULL), then hands the results and the resulting events
+back to the event loop in a single callback. While one batch is being
+fsynced the next one queues up, which is what makes concurrent writers fast.
+
+Schema (the log's INTEGER PRIMARY KEY is the revision):
+
+    log(id, key, deleted, create_revision, prev_revision, value)
+        append-only; a DELETE row carries the deleted value; prev_revision is
+        the row this one supersedes (0 for a create)
+    current(key PRIMARY KEY, rev)   -- live keys -> their latest log row
+    meta(name PRIMARY KEY, value)   -- 'compact_rev'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from skiff.storage.interface import (
+    Event,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    RevisionConflictError,
+    StorageError,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_key_id ON log (key, id);
+CREATE TABLE IF NOT EXISTS current (
+    key TEXT PRIMARY KEY,
+    rev INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('compact_rev', 0);
+"""
+
+MAX_BATCH = 1000
+COMPACT_CHUNK = 10_000
+
+_CURRENT_ROW = "SELECT l.id, l.create_revision, l.value FROM current c JOIN log l ON l.id = c.rev WHERE c.key = ?"
+_COMPACT_CHUNK_SQL = """
+DELETE FROM log WHERE id >= :lo AND id < :hi AND (
+    deleted = 1 OR EXISTS (
+        SELECT 1 FROM log AS n WHERE n.key = log.key AND n.id > log.id AND n.id <= :rev
+    )
+)
+"""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, fully synchronous."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def read_revisions(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(current revision, compacted revision) as seen by `conn`'s snapshot."""
+    row = conn.execute(
+        "SELECT (SELECT IFNULL(MAX(id), 0) FROM log), (SELECT value FROM meta WHERE name = 'compact_rev')"
+    ).fetchone()
+    compacted = int(row[1] or 0)
+    return max(int(row[0]), compacted), compacted
+
+
+@dataclass(slots=True)
+class WriteOp:
+    kind: Literal["create", "update", "delete"]
+    key: str
+    value: bytes
+    expected: int
+    future: asyncio.Future[KeyValue]
+
+
+@dataclass(slots=True)
+class CompactOp:
+    revision: int
+    future: asyncio.Future[None]
+
+
+# a future and what to resolve it with (an exception instance is set as the exception)
+_Result = tuple["asyncio.Future[Any]", object]
+# called on the event loop with the batch's results and its events (revision order)
+DeliverFn = Callable[[list[_Result], list[Event]], None]
+
+
+class Writer:
+    """Owns the writing connection and the revision counter; runs in its own thread."""
+
+    def __init__(self, path: str, loop: asyncio.AbstractEventLoop, deliver: DeliverFn) -> None:
+        self._conn = connect(path)
+        self._conn.executescript(SCHEMA)
+        self.revision, self.compacted = read_revisions(self._conn)
+        self._loop = loop
+        self._deliver = deliver
+        self._queue: queue.SimpleQueue[WriteOp | CompactOp | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="skiff-sqlite-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, op: WriteOp | CompactOp) -> None:
+        self._queue.put(op)
+
+    def stop(self) -> None:
+        """Finish everything queued so far, then exit the thread (blocking)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    # --- writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch: list[WriteOp | CompactOp] = []
+                op = self._queue.get()
+                while op is not None:
+                    batch.append(op)
+                    if len(batch) >= MAX_BATCH:
+                        break
+                    try:
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                stopping = op is None
+                self._process(batch)
+        finally:
+            self._conn.close()
+
+    def _process(self, batch: list[WriteOp | CompactOp]) -> None:
+        writes: list[WriteOp] = []
+        for op in batch:
+            if isinstance(op, CompactOp):
+                self._commit_writes(writes)
+                writes = []
+                self._compact(op)
+            else:
+                writes.append(op)
+        self._commit_writes(writes)
+
+    def _commit_writes(self, ops: list[WriteOp]) -> None:
+        if not ops:
+            return
+        start_revision = self.revision
+        results: list[_Result] = []
+        events: list[Event] = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    outcome = self._apply(op)
+                    if isinstance(outcome, Event):
+                        events.append(outcome)
+                        results.append((op.future, outcome.kv))
+                    else:
+                        results.append((op.future, outcome))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # nothing of the batch was committed: fail all of it, keep serving
+            self.revision = start_revision
+            error = StorageError(f"sqlite write failed: {exc}")
+            results = [(op.future, error) for op in ops]
+            events = []
+        self._hand_back(results, events)
+
+    def _hand_back(self, results: list[_Result], events: list[Event]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, results, events)
+        except RuntimeError:  # the event loop is gone; nobody is waiting any more
+            pass
+
+    def _apply(self, op: WriteOp) -> Event | StorageError:
+        execute = self._conn.execute
+        row = execute(_CURRENT_ROW, (op.key,)).fetchone()
+        current = KeyValue(op.key, row[2], row[1], row[0]) if row else None
+        if op.kind == "create":
+            if current is not None:
+                return KeyExistsError(op.key)
+        elif current is None:
+            return KeyNotFoundError(op.key)
+        elif (op.kind == "update" or op.expected) and current.mod_revision != op.expected:
+            return RevisionConflictError(op.key, current)
+
+        rev = self.revision + 1
+        if current is None:
+            kv = KeyValue(op.key, op.value, rev, rev)
+            execute("INSERT INTO log VALUES (?, ?, 0, ?, 0, ?)", (rev, op.key, rev, op.value))
+            execute("INSERT INTO current (key, rev) VALUES (?, ?)", (op.key, rev))
+            event = Event("CREATE", kv)
+        elif op.kind == "update":
+            kv = KeyValue(op.key, op.value, current.create_revision, rev)
+            execute(
+                "INSERT INTO log VALUES (?, ?, 0, ?, ?, ?)",
+                (rev, op.key, current.create_revision, current.mod_revision, op.value),
+            )
+            execute("UPDATE current SET rev = ? WHERE key = ?", (rev, op.key))
+            event = Event("UPDATE", kv, current)
+        else:
+            kv = KeyValue(op.key, current.value, current.create_revision, rev)
+            execute(
+                "INSERT INTO log VALUES (?, ?, 1, ?, ?, ?)",
+                (rev, op.key, current.create_revision, current.mod_revision, current.value),
+            )
+            execute("DELETE FROM current WHERE key = ?", (op.key,))
+            event = Event("DELETE", kv, current)
+        self.revision = rev
+        return event
+
+    def _compact(self, op: CompactOp) -> None:
+        """Record the new compacted revision first (readers check it), then delete in chunks."""
+        result: object = None
+        target = min(op.revision, self.revision)
+        try:
+            if target > self.compacted:
+                old = self.compacted
+                self._conn.execute("UPDATE meta SET value = ? WHERE name = 'compact_rev'", (target,))
+                self.compacted = target
+                for lo in range(old + 1, target + 1, COMPACT_CHUNK):
+                    hi = min(lo + COMPACT_CHUNK, target + 1)
+                    self._conn.execute(_COMPACT_CHUNK_SQL, {"lo": lo, "hi": hi, "rev": target})
+        except Exception as exc:
+            result = StorageError(f"sqlite compaction failed: {exc}")
+        self._hand_back([(op.future, result)], [])
