@@ -273,3 +273,26 @@ async def test_list_at_compacted_revision_raises(backend: Backend) -> None:
         events = await take(stream, 2)
     assert [e.kv for e in events] == [c, d]
     assert events[1].prev == a2
+
+
+async def test_current_revision_is_always_readable_during_writes(backend: Backend) -> None:
+    await backend.create("/cr/first", b"v")  # an empty SQLite store is at revision 0, which means "now"
+    done = False
+
+    async def writer(w: int) -> None:
+        for i in range(30):
+            await backend.create(f"/cr/{w}/{i}", b"v")
+
+    async def reader() -> int:
+        reads = 0
+        while not done:
+            revision = await backend.current_revision()
+            listed = await backend.list("/cr/", revision=revision, limit=1)
+            assert listed.revision == revision
+            reads += 1
+        return reads
+
+    readers = [asyncio.ensure_future(reader()) for _ in range(4)]
+    await asyncio.gather(*(writer(w) for w in range(8)))
+    done = True
+    assert all(reads > 0 for reads in await asyncio.gather(*readers))

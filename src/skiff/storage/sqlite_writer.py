@@ -116,7 +116,9 @@ class Writer:
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop, deliver: DeliverFn) -> None:
         self._conn = connect(path)
         self._conn.executescript(SCHEMA)
+        # `revision` is the last COMMITTED revision (what readers can see); `_pending` counts inside a batch
         self.revision, self.compacted = read_revisions(self._conn)
+        self._pending = self.revision
         self._loop = loop
         self._deliver = deliver
         self._queue: queue.SimpleQueue[WriteOp | CompactOp | None] = queue.SimpleQueue()
@@ -168,7 +170,7 @@ class Writer:
     def _commit_writes(self, ops: list[WriteOp]) -> None:
         if not ops:
             return
-        start_revision = self.revision
+        self._pending = self.revision
         results: list[_Result] = []
         events: list[Event] = []
         try:
@@ -182,12 +184,12 @@ class Writer:
                     else:
                         results.append((op.future, outcome))
                 self._conn.execute("COMMIT")
+                self.revision = self._pending
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
         except Exception as exc:  # nothing of the batch was committed: fail all of it, keep serving
-            self.revision = start_revision
             error = StorageError(f"sqlite write failed: {exc}")
             results = [(op.future, error) for op in ops]
             events = []
@@ -211,7 +213,7 @@ class Writer:
         elif (op.kind == "update" or op.expected) and current.mod_revision != op.expected:
             return RevisionConflictError(op.key, current)
 
-        rev = self.revision + 1
+        rev = self._pending + 1
         if current is None:
             kv = KeyValue(op.key, op.value, rev, rev)
             execute("INSERT INTO log VALUES (?, ?, 0, ?, 0, ?)", (rev, op.key, rev, op.value))
@@ -233,7 +235,7 @@ class Writer:
             )
             execute("DELETE FROM current WHERE key = ?", (op.key,))
             event = Event("DELETE", kv, current)
-        self.revision = rev
+        self._pending = rev
         return event
 
     def _compact(self, op: CompactOp) -> None:
