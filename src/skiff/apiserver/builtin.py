@@ -11,7 +11,7 @@ from __future__ import annotations
 from skiff.api import validation
 from skiff.apiserver import conversion
 from skiff.apiserver.registry import ResourceType
-from skiff.apiserver.strategy import NamespaceStrategy, PodStrategy, Strategy, WorkloadStrategy
+from skiff.apiserver.strategy import NamespaceStrategy, PodStrategy, SecretStrategy, Strategy, WorkloadStrategy
 
 ALL = ("all",)
 CREATE_ONLY = ("create",)
@@ -106,9 +106,7 @@ def builtin_types() -> list[ResourceType]:
             "v1",
             "Secret",
             "secrets",
-            strategy=Strategy(
-                tracks_generation=False, selectable_fields=("type",), immutable_fields=("type",)
-            ),
+            strategy=SecretStrategy(),
         ),
         _rt(
             "",

@@ -269,3 +269,29 @@ class WorkloadStrategy(Strategy):
             pod_errors = PodStrategy().validate({"spec": template.get("spec") or {}})
             errors.extend((t, "spec.template." + p, m) for t, p, m in pod_errors)
         return errors
+
+
+class SecretStrategy(Strategy):
+    """`stringData` is write-only: merged into `data` (base64) and never stored, as Kubernetes' conversion does."""
+
+    def __init__(self) -> None:
+        super().__init__(tracks_generation=False, selectable_fields=("type",), immutable_fields=("type",))
+
+    @staticmethod
+    def _merge_string_data(obj: Obj) -> None:
+        import base64
+
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict) and string_data:
+            data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+            for k, v in string_data.items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
+            obj["data"] = data
+
+    def prepare_for_create(self, obj: Obj) -> None:
+        super().prepare_for_create(obj)
+        self._merge_string_data(obj)
+
+    def prepare_for_update(self, new: Obj, old: Obj) -> None:
+        super().prepare_for_update(new, old)
+        self._merge_string_data(new)
