@@ -14,6 +14,7 @@ from aiohttp import web
 
 from skiff.api import errors, tables
 from skiff.apiserver import content, paths, subresources
+from skiff.apiserver.auth import USER
 from skiff.apiserver.objects import Obj, partial_metadata
 from skiff.apiserver.patching import TYPES as PATCH_TYPES
 from skiff.apiserver.registry import Registry, ResourceType
@@ -36,7 +37,7 @@ def write_options(request: web.Request) -> WriteOptions:
         dry_run=bool(dry),
         field_validation=q.get("fieldValidation", "Warn") or "Warn",
         field_manager=q.get("fieldManager", ""),
-        user=request.get("user"),
+        user=request.get(USER),
     )
 
 
