@@ -52,8 +52,12 @@ def schema_name(rt: ResourceType) -> str | None:
     return str(name) if name else None
 
 
-def default_and_validate_schema(rt: ResourceType, obj: Obj, opts: WriteOptions) -> None:
-    """Type errors -> 400; unknown fields per fieldValidation (and pruned); then defaults."""
+def default_and_validate_schema(rt: ResourceType, obj: Obj, opts: WriteOptions, *, patched: bool = False) -> None:
+    """Type errors -> 400; unknown fields per fieldValidation (and pruned); then defaults.
+
+    A strict error on a request body (create, update) carries the decoder's prefix
+    `Deployment in version "v1" cannot be handled as a Deployment: `; on a patch it does not.
+    """
     name = schema_name(rt)
     if name is None:
         return
@@ -69,7 +73,10 @@ def default_and_validate_schema(rt: ResourceType, obj: Obj, opts: WriteOptions) 
     if result.unknown:
         described = [f'unknown field "{path}"' for path in result.unknown]
         if opts.field_validation == "Strict":
-            raise errors.BadRequest("strict decoding error: " + ", ".join(described))
+            message = "strict decoding error: " + ", ".join(described)
+            if not patched:
+                message = f'{obj["kind"]} in version "{rt.version}" cannot be handled as a {rt.kind}: {message}'
+            raise errors.BadRequest(message)
         if opts.field_validation in ("Warn", ""):
             opts.warnings.extend(described)
     defaults.apply_defaults(rt.api_version, rt.kind, obj)

@@ -282,7 +282,8 @@ class Store:
         return await self._write(rt, kv, obj, opts, subresource=subresource)
 
     async def _write(
-        self, rt: ResourceType, kv: KeyValue, obj: Obj, opts: WriteOptions, *, subresource: str = ""
+        self, rt: ResourceType, kv: KeyValue, obj: Obj, opts: WriteOptions, *, subresource: str = "",
+        patched: bool = False,
     ) -> Obj:
         """Check and write `obj` over the stored `kv`; raises RevisionConflictError if it moved."""
         strategy = strategy_of(rt)
@@ -290,7 +291,7 @@ class Store:
         if subresource == "status":
             obj = strategy.prepare_for_status_update(obj, old)
         else:
-            admission.default_and_validate_schema(rt, obj, opts)
+            admission.default_and_validate_schema(rt, obj, opts, patched=patched)
         meta, old_meta = obj["metadata"], old["metadata"]
         for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
             if key in old_meta:
@@ -382,7 +383,7 @@ class Store:
                 )
             pmeta["name"] = name
             try:
-                return await self._write(rt, kv, patched, opts, subresource=subresource), False
+                return await self._write(rt, kv, patched, opts, subresource=subresource, patched=True), False
             except RevisionConflictError:
                 if wanted:
                     raise conflict(rt, name, MODIFIED) from None
