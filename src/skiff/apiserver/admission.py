@@ -47,6 +47,17 @@ def check_type_meta(rt: ResourceType, body: Any) -> Obj:
     return obj
 
 
+# ObjectMeta's maps and lists are `omitempty` in Go: once emptied they are neither stored nor shown
+OMIT_EMPTY_META = ("labels", "annotations", "finalizers", "ownerReferences", "managedFields")
+
+
+def omit_empty_metadata(obj: Obj) -> None:
+    meta = obj["metadata"]
+    for key in OMIT_EMPTY_META:
+        if key in meta and not meta[key]:
+            del meta[key]
+
+
 def schema_name(rt: ResourceType) -> str | None:
     name = rt.extra.get("schema_name") or rt.schema_ref
     return str(name) if name else None

@@ -207,6 +207,7 @@ class Store:
             meta.pop(key, None)
         meta["uid"] = objects.new_uid()
         meta["creationTimestamp"] = objects.now_rfc3339()
+        admission.omit_empty_metadata(obj)
         strategy.prepare_for_create(obj)
         admission.validate(rt, obj, strategy.validate(obj))
         if rt.namespaced:
@@ -292,6 +293,7 @@ class Store:
             obj = strategy.prepare_for_status_update(obj, old)
         else:
             admission.default_and_validate_schema(rt, obj, opts, patched=patched)
+            admission.omit_empty_metadata(obj)
         meta, old_meta = obj["metadata"], old["metadata"]
         for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
             if key in old_meta:
