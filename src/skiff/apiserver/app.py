@@ -82,7 +82,7 @@ def create_app(
         registry.add(rt)
     store = Store(backend, registry)
     cache = WatchCache(backend)
-    compactor = Compactor(backend, compact_interval)
+    compactor = Compactor(backend, compact_interval, on_compact=cache.mark_compacted)
     rest = Rest(store, registry, cache)
     app[REGISTRY], app[STORE], app[CACHE] = registry, store, cache
     state: dict[str, Any] = {"ready": False}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from skiff.storage.interface import Backend, StorageError
 
@@ -19,9 +20,12 @@ DEFAULT_INTERVAL = 300.0
 
 
 class Compactor:
-    def __init__(self, backend: Backend, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(
+        self, backend: Backend, interval: float = DEFAULT_INTERVAL, on_compact: Callable[[int], None] | None = None
+    ) -> None:
         self.backend = backend
         self.interval = interval
+        self.on_compact = on_compact  # told the new compacted revision (the watch cache's floor follows it)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -41,6 +45,8 @@ class Compactor:
             try:
                 if previous > await self.backend.compacted_revision():
                     await self.backend.compact(previous)
+                    if self.on_compact is not None:
+                        self.on_compact(previous)
                     log.info("compacted storage history up to revision %d", previous)
                 previous = await self.backend.current_revision()
             except StorageError as exc:

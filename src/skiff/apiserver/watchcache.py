@@ -172,6 +172,10 @@ class WatchCache:
                 hi = mid
         return [self.events[i] for i in range(lo, len(self.events))]
 
+    def mark_compacted(self, revision: int) -> None:
+        """Storage history before `revision` is gone: watches from before it answer 410, as storage would."""
+        self.floor = max(self.floor, min(revision, self.revision))
+
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscribers.discard(sub)
 
