@@ -1,0 +1,206 @@
+"""Watches over raw HTTPS: WatchList initial events, timeouts, selectors, and 410 after compaction."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.e2e.cluster import Server
+
+
+class Stream:
+    """One watch response read line by line (each line one JSON event)."""
+
+    def __init__(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse) -> None:
+        self.conn, self.resp = conn, resp
+
+    @property
+    def status(self) -> int:
+        return self.resp.status
+
+    def next(self) -> dict[str, Any] | None:
+        """The next event, or None when the server ended the stream."""
+        line = self.resp.readline()
+        if not line:
+            return None
+        return dict(json.loads(line))
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        events = []
+        for _ in range(n):
+            ev = self.next()
+            assert ev is not None, f"stream ended after {events}"
+            events.append(ev)
+        return events
+
+
+@contextmanager
+def watch(server: Server, path: str, timeout: float = 10.0) -> Iterator[Stream]:
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=server.ssl_context(), timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Accept": "application/json"})
+        yield Stream(conn, conn.getresponse())
+    finally:
+        conn.close()
+
+
+def _ns(server: Server) -> str:
+    name = f"watch-{uuid.uuid4().hex[:8]}"
+    code, body, _ = server.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert code == 201, body
+    return name
+
+
+def _cm(server: Server, ns: str, name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
+    code, body, _ = server.raw(
+        "POST",
+        f"/api/v1/namespaces/{ns}/configmaps",
+        {"metadata": {"name": name, "labels": labels or {}}, "data": data},
+    )
+    assert code == 201, body
+    return dict(body)
+
+
+def _patch(server: Server, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+    code, body, _ = server.raw("PATCH", path, patch, content_type="application/merge-patch+json")
+    assert code == 200, body
+    return dict(body)
+
+
+def test_send_initial_events_then_bookmark(server: Server) -> None:
+    ns = _ns(server)
+    for name in ("a", "b", "c"):
+        _cm(server, ns, name, v=name)
+    query = "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+    with watch(server, f"/api/v1/namespaces/{ns}/configmaps?{query}") as stream:
+        assert stream.status == 200
+        assert stream.resp.getheader("Content-Type", "").startswith("application/json")
+        initial = stream.take(4)
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in initial[:3]] == [
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("ADDED", "c"),
+        ]
+        assert [e["object"]["data"] for e in initial[:3]] == [{"v": "a"}, {"v": "b"}, {"v": "c"}]
+        bookmark = initial[3]
+        assert bookmark["type"] == "BOOKMARK"
+        meta = bookmark["object"]["metadata"]
+        assert meta["annotations"]["k8s.io/initial-events-end"] == "true"
+        assert bookmark["object"]["kind"] == "ConfigMap" and bookmark["object"]["apiVersion"] == "v1"
+        bookmark_rv = int(meta["resourceVersion"])
+        assert bookmark_rv >= max(int(e["object"]["metadata"]["resourceVersion"]) for e in initial[:3])
+
+        # then live events, after the bookmark's resourceVersion
+        created = _cm(server, ns, "d", v="d")
+        ev = stream.next()
+        assert ev is not None and ev["type"] == "ADDED" and ev["object"]["metadata"]["name"] == "d"
+        assert ev["object"]["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+        assert int(created["metadata"]["resourceVersion"]) > bookmark_rv
+
+
+def test_send_initial_events_needs_not_older_than(server: Server) -> None:
+    code, body, _ = server.raw("GET", "/api/v1/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true")
+    assert code == 422 and body["reason"] == "Invalid"
+    assert "resourceVersionMatch" in body["message"]
+
+
+def test_timeout_seconds_ends_the_stream(server: Server) -> None:
+    ns = _ns(server)
+    rv = server.raw("GET", f"/api/v1/namespaces/{ns}/configmaps")[1]["metadata"]["resourceVersion"]
+    start = time.monotonic()
+    with watch(server, f"/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=2") as s:
+        assert s.status == 200
+        assert s.next() is None  # nothing happened; the server closes the stream
+    elapsed = time.monotonic() - start
+    assert 1.5 <= elapsed < 6, elapsed
+
+
+def test_label_selector_watch_sees_objects_leave_and_enter(server: Server) -> None:
+    ns = _ns(server)
+    _cm(server, ns, "in", {"team": "a"}, v="1")
+    _cm(server, ns, "out", {"team": "b"}, v="1")
+    listed = server.raw("GET", f"/api/v1/namespaces/{ns}/configmaps?labelSelector=team%3Da")[1]
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["in"]
+    rv = listed["metadata"]["resourceVersion"]
+    path = f"/api/v1/namespaces/{ns}/configmaps?watch=true&labelSelector=team%3Da&resourceVersion={rv}"
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    with watch(server, path) as stream:
+        assert stream.status == 200
+        _patch(server, f"{base}/out", {"data": {"v": "ignored"}})  # never in the selection: no event
+        _patch(server, f"{base}/in", {"data": {"v": "2"}})
+        left = _patch(server, f"{base}/in", {"metadata": {"labels": {"team": "b"}}})
+        _patch(server, f"{base}/out", {"metadata": {"labels": {"team": "a"}}})
+        server.raw("DELETE", f"{base}/out")
+        events = stream.take(4)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("MODIFIED", "in"),
+        ("DELETED", "in"),
+        ("ADDED", "out"),
+        ("DELETED", "out"),
+    ]
+    assert events[0]["object"]["data"] == {"v": "2"}
+    # the object that left the selection is sent as it is now, at the resourceVersion of the change
+    assert events[1]["object"]["metadata"]["labels"] == {"team": "b"}
+    assert events[1]["object"]["metadata"]["resourceVersion"] == left["metadata"]["resourceVersion"]
+    assert events[2]["object"]["data"] == {"v": "ignored"}
+
+
+def test_watch_single_object_by_field_selector(server: Server) -> None:
+    ns = _ns(server)
+    _cm(server, ns, "one", v="1")
+    _cm(server, ns, "two", v="1")
+    rv = server.raw("GET", f"/api/v1/namespaces/{ns}/configmaps")[1]["metadata"]["resourceVersion"]
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    with watch(server, f"{base}?watch=1&fieldSelector=metadata.name%3Dtwo&resourceVersion={rv}") as stream:
+        _patch(server, f"{base}/one", {"data": {"v": "2"}})
+        _patch(server, f"{base}/two", {"data": {"v": "2"}})
+        ev = stream.next()
+    assert ev is not None and ev["type"] == "MODIFIED" and ev["object"]["metadata"]["name"] == "two"
+
+
+def test_watch_from_compacted_resource_version_is_gone(tmp_path: Path) -> None:
+    """A server of its own that compacts its history every second."""
+    srv = Server(tmp_path / "data", extra_args=["--compact-interval", "1"]).start()
+    try:
+        ns = _ns(srv)
+        first = _cm(srv, ns, "c0", v="0")
+        old_rv = first["metadata"]["resourceVersion"]
+        for i in range(1, 6):
+            _patch(srv, f"/api/v1/namespaces/{ns}/configmaps/c0", {"data": {"v": str(i)}})
+        time.sleep(3.2)  # two compaction rounds: history up to at least the last write is gone
+
+        code, body, _ = srv.raw("GET", f"/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={old_rv}")
+        assert code == 410, body
+        assert body["kind"] == "Status" and body["reason"] == "Expired" and body["code"] == 410
+        assert "too old resource version" in body["message"]
+
+        api = srv.client()
+        try:
+            core = client.CoreV1Api(api)
+            with pytest.raises(ApiException) as info:
+                core.list_namespaced_config_map(ns, resource_version=old_rv, resource_version_match="Exact")
+            assert info.value.status == 410
+            assert json.loads(info.value.body)["reason"] == "Expired"
+            # a current list and a watch from it still work
+            current = core.list_namespaced_config_map(ns)
+            assert [i.data for i in current.items] == [{"v": "5"}]
+            rv = current.metadata.resource_version
+            with watch(srv, f"/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={rv}") as stream:
+                assert stream.status == 200
+                _patch(srv, f"/api/v1/namespaces/{ns}/configmaps/c0", {"data": {"v": "6"}})
+                ev = stream.next()
+                assert ev is not None and ev["type"] == "MODIFIED" and ev["object"]["data"] == {"v": "6"}
+        finally:
+            api.close()
+    finally:
+        srv.stop()
