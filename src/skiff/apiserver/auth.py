@@ -1,0 +1,441 @@
+"""Who is calling, and may they: the first two links of the handler chain.
+
+Authentication follows kube-apiserver's order: a TLS client certificate
+signed by the cluster CA (user = CN, groups = O; the TLS handshake already
+verified it), then a bearer token from the static token file
+(`--token-auth-file` format, reread when it changes). A request with no
+credentials is answered 401, except the public health and version
+endpoints, which anonymous callers may read (Kubernetes'
+system:public-info-viewer). Every authenticated user also gets the
+`system:authenticated` group.
+
+Authorization is a chain of `Authorizer`s, as in Kubernetes' union
+authorizer: the first to allow or deny decides, "no opinion" passes on, and
+nobody allowing means 403. The default chain lets `system:masters` do
+anything and anyone read the public endpoints; RBAC joins the chain later.
+The user is stored on the request under `USER`, the parsed request under
+`REQUEST_ATTRIBUTES`, for the handlers after these middlewares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import enum
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from skiff.api.errors import Forbidden, StatusError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATED_GROUP = "system:authenticated"
+UNAUTHENTICATED_GROUP = "system:unauthenticated"
+MASTERS_GROUP = "system:masters"
+
+# what an anonymous caller may read (Kubernetes' system:public-info-viewer role)
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """An authenticated (or anonymous) caller, as Kubernetes' user.Info."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+
+
+ANONYMOUS = UserInfo("system:anonymous", (UNAUTHENTICATED_GROUP,))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAttributes:
+    """What a request asks to do, parsed from its method and path (Kubernetes' RequestInfo)."""
+
+    user: UserInfo
+    verb: str
+    path: str
+    resource_request: bool
+    api_group: str = ""
+    api_version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+
+
+USER = web.RequestKey("user", UserInfo)
+REQUEST_ATTRIBUTES = web.RequestKey("request_attributes", RequestAttributes)
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+class TokenAuthenticator(Protocol):
+    """Maps a bearer token to a user; None when the token is unknown."""
+
+    async def authenticate_token(self, token: str) -> UserInfo | None: ...
+
+
+class TokenFile:
+    """Kubernetes' static token file: `token,user,uid,"group1,group2"` per line.
+
+    The file is re-read when its size, mtime or inode change; that check is
+    one `stat` at most every `check_interval` seconds, done in a thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, check_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.check_interval = check_interval
+        self._tokens: dict[str, UserInfo] = {}
+        self._signature: tuple[int, int, int] | None = None
+        self._last_check: float | None = None
+
+    async def authenticate_token(self, token: str) -> UserInfo | None:
+        now = asyncio.get_running_loop().time()
+        if self._last_check is None or now - self._last_check >= self.check_interval:
+            self._last_check = now  # set first: concurrent callers use the current table meanwhile
+            await asyncio.to_thread(self.reload_if_changed)
+        return self._tokens.get(token)
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if it changed since the last read (blocking). True if it was re-read."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._signature is not None:
+                log.warning("token file %s is gone; no token is valid now", self.path)
+            self._tokens, self._signature = {}, None
+            return False
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature == self._signature:
+            return False
+        try:
+            text = self.path.read_text()
+        except OSError as e:
+            log.error("cannot read token file %s: %s", self.path, e)
+            return False
+        self._tokens = parse_token_file(text, source=str(self.path))
+        self._signature = signature
+        return True
+
+
+def parse_token_file(text: str, *, source: str = "token file") -> dict[str, UserInfo]:
+    """Parse the `--token-auth-file` CSV format; malformed lines are logged and skipped."""
+    tokens: dict[str, UserInfo] = {}
+    for lineno, record in enumerate(csv.reader(text.splitlines(), skipinitialspace=True), start=1):
+        if not record or not "".join(record).strip() or record[0].lstrip().startswith("#"):
+            continue
+        if len(record) < 3 or not record[0].strip() or not record[1].strip():
+            log.warning("%s line %d: want token,user,uid[,groups]; line skipped", source, lineno)
+            continue
+        token, name, uid = (field.strip() for field in record[:3])
+        groups = tuple(g.strip() for g in record[3].split(",") if g.strip()) if len(record) > 3 else ()
+        if token in tokens:
+            log.warning("%s line %d: duplicate token; the later line wins", source, lineno)
+        tokens[token] = UserInfo(name, groups, uid)
+    return tokens
+
+
+class Authenticator:
+    """Finds the caller of a request: client certificate first, then bearer token."""
+
+    def __init__(self, *, token_authenticators: Sequence[TokenAuthenticator] = ()) -> None:
+        self.token_authenticators = tuple(token_authenticators)
+
+    async def authenticate(self, request: web.Request) -> UserInfo | None:
+        """The caller, or None if the request carries no credentials.
+
+        Raises `Unauthorized` when it carries credentials that are not valid.
+        """
+        user = user_from_peer_cert(_peer_cert(request))
+        if user is not None:
+            return _with_authenticated_group(user)
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
+            return None
+        for authenticator in self.token_authenticators:
+            user = await authenticator.authenticate_token(token)
+            if user is not None:
+                return _with_authenticated_group(user)
+        raise Unauthorized("Unauthorized")
+
+
+def _peer_cert(request: web.Request) -> Mapping[str, Any] | None:
+    transport = request.transport
+    if transport is None:
+        return None
+    cert = transport.get_extra_info("peercert")
+    return cert if isinstance(cert, Mapping) else None
+
+
+def user_from_peer_cert(cert: Mapping[str, Any] | None) -> UserInfo | None:
+    """User from a verified peer certificate (`ssl.SSLSocket.getpeercert()` form): CN and O values.
+
+    Only a certificate the TLS handshake verified against the CA shows up
+    here: unverified ones come back empty from `getpeercert()`.
+    """
+    if not cert:
+        return None
+    common_names: list[str] = []
+    organizations: list[str] = []
+    for rdn in cert.get("subject", ()):
+        for attribute, value in rdn:
+            if attribute == "commonName":
+                common_names.append(value)
+            elif attribute == "organizationName":
+                organizations.append(value)
+    if not common_names or not common_names[0]:
+        return None
+    return UserInfo(common_names[0], tuple(organizations))
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def _with_authenticated_group(user: UserInfo) -> UserInfo:
+    if AUTHENTICATED_GROUP in user.groups or user.name == ANONYMOUS.name:
+        return user
+    return UserInfo(user.name, (*user.groups, AUTHENTICATED_GROUP), user.uid)
+
+
+def authentication_middleware(authenticator: Authenticator) -> Middleware:
+    """Middleware that sets `request[USER]` or answers 401 (public endpoints excepted)."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            user = await authenticator.authenticate(request)
+        except StatusError as e:
+            return status_response(e)
+        if user is None:
+            if request.path not in PUBLIC_PATHS:
+                return status_response(Unauthorized("Unauthorized"))
+            user = ANONYMOUS
+        request[USER] = user
+        return await handler(request)
+
+    return authenticate
+
+
+def status_response(error: StatusError) -> web.Response:
+    """A `Status` JSON answer for `error`."""
+    response = web.json_response(error.status(), status=error.code)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+# -- authorization -----------------------------------------------------------------------------
+
+
+class Decision(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    NO_OPINION = "no-opinion"
+
+
+class Authorizer(Protocol):
+    """Decides one request; returns the decision and a reason (may be empty) shown on denial."""
+
+    async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]: ...
+
+
+class PrivilegedGroupAuthorizer:
+    """Allows members of the given groups anything (Kubernetes' system:masters short-cut)."""
+
+    def __init__(self, groups: Iterable[str] = (MASTERS_GROUP,)) -> None:
+        self.groups = frozenset(groups)
+
+    async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]:
+        if self.groups.intersection(attributes.user.groups):
+            return Decision.ALLOW, ""
+        return Decision.NO_OPINION, ""
+
+
+class PublicInfoAuthorizer:
+    """Allows anyone, anonymous included, to read the health and version endpoints."""
+
+    async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]:
+        if (
+            not attributes.resource_request
+            and attributes.verb in ("get", "head")
+            and attributes.path in PUBLIC_PATHS
+        ):
+            return Decision.ALLOW, ""
+        return Decision.NO_OPINION, ""
+
+
+class UnionAuthorizer:
+    """Asks each authorizer in turn; the first allow or deny decides, else no opinion."""
+
+    def __init__(self, *authorizers: Authorizer) -> None:
+        self.authorizers = authorizers
+
+    async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]:
+        reasons: list[str] = []
+        for authorizer in self.authorizers:
+            decision, reason = await authorizer.authorize(attributes)
+            if decision is not Decision.NO_OPINION:
+                return decision, reason
+            if reason:
+                reasons.append(reason)
+        return Decision.NO_OPINION, "\n".join(reasons)
+
+
+def default_authorizer() -> Authorizer:
+    """system:masters may do anything; anyone may read the public endpoints; nothing else."""
+    return UnionAuthorizer(PrivilegedGroupAuthorizer(), PublicInfoAuthorizer())
+
+
+def authorization_middleware(authorizer: Authorizer | None = None) -> Middleware:
+    """Middleware that answers 403 unless `authorizer` allows the request. Runs after authentication."""
+    chosen = authorizer if authorizer is not None else default_authorizer()
+
+    @web.middleware
+    async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+        user = request.get(USER, ANONYMOUS)
+        attributes = request_attributes(request.method, request.path, request.query, user)
+        request[REQUEST_ATTRIBUTES] = attributes
+        decision, reason = await chosen.authorize(attributes)
+        if decision is not Decision.ALLOW:
+            return status_response(forbidden(attributes, reason))
+        return await handler(request)
+
+    return authorize
+
+
+def forbidden(attributes: RequestAttributes, reason: str = "") -> Forbidden:
+    """The 403 Kubernetes answers, e.g. `pods is forbidden: User "x" cannot list resource "pods" ...`."""
+    user = attributes.user.name
+    if not attributes.resource_request:
+        detail = f'User "{user}" cannot {attributes.verb} path "{attributes.path}"'
+    else:
+        resource = attributes.resource
+        if attributes.subresource:
+            resource += "/" + attributes.subresource
+        where = (
+            f'in the namespace "{attributes.namespace}"' if attributes.namespace else "at the cluster scope"
+        )
+        detail = (
+            f'User "{user}" cannot {attributes.verb} resource "{resource}" '
+            f'in API group "{attributes.api_group}" {where}'
+        )
+    if reason:
+        detail += ": " + reason
+    qualified = attributes.resource
+    if qualified and attributes.api_group:
+        qualified += "." + attributes.api_group
+    if not qualified:
+        message = f"forbidden: {detail}"
+    elif attributes.name:
+        message = f'{qualified} "{attributes.name}" is forbidden: {detail}'
+    else:
+        message = f"{qualified} is forbidden: {detail}"
+    return Forbidden(
+        message,
+        name=attributes.name or None,
+        group=attributes.api_group or None,
+        kind=attributes.resource or None,
+    )
+
+
+# -- request attributes ------------------------------------------------------------------------
+
+_VERBS_BY_METHOD = {
+    "POST": "create",
+    "GET": "get",
+    "HEAD": "get",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+_SPECIAL_VERBS = frozenset({"proxy", "watch"})
+_NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+
+
+def request_attributes(method: str, path: str, query: Mapping[str, str], user: UserInfo) -> RequestAttributes:
+    """Parse a request as Kubernetes' RequestInfoFactory does (best effort).
+
+    `/api/v1/...` and `/apis/<group>/<version>/...` paths are resource
+    requests (`namespaces/<ns>/<resource>/<name>/<subresource>`); anything
+    else is a non-resource request whose verb is the lower-cased method.
+    """
+    parts = [p for p in path.split("/") if p]
+    non_resource = RequestAttributes(user=user, verb=method.lower(), path=path, resource_request=False)
+    if len(parts) < 3 or parts[0] not in ("api", "apis"):
+        return non_resource
+    group = ""
+    rest = parts[1:]
+    if parts[0] == "apis":
+        if len(rest) < 3:
+            return non_resource
+        group, rest = rest[0], rest[1:]
+    version, rest = rest[0], rest[1:]
+
+    if rest[0] in _SPECIAL_VERBS:
+        if len(rest) < 2:
+            return non_resource
+        verb, rest = rest[0], rest[1:]
+    else:
+        verb = _VERBS_BY_METHOD.get(method.upper(), "")
+
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+
+    resource = rest[0]
+    name = rest[1] if len(rest) >= 2 else ""
+    subresource = rest[2] if len(rest) >= 3 and verb != "proxy" else ""
+
+    if not name and verb == "get":
+        verb = "watch" if query.get("watch", "") in _TRUE else "list"
+        selected = _name_from_field_selector(query.get("fieldSelector", ""))
+        if selected:
+            name = selected
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return RequestAttributes(
+        user=user,
+        verb=verb,
+        path=path,
+        resource_request=True,
+        api_group=group,
+        api_version=version,
+        namespace=namespace,
+        resource=resource,
+        subresource=subresource,
+        name=name,
+    )
+
+
+def _name_from_field_selector(selector: str) -> str:
+    """`metadata.name=x` (or `==`) as the only term of a field selector names one object."""
+    terms = [t for t in selector.split(",") if t.strip()]
+    if len(terms) != 1:
+        return ""
+    term = terms[0]
+    with contextlib.suppress(ValueError):
+        field, value = term.split("==", 1) if "==" in term else term.split("=", 1)
+        value = value.strip()
+        if field.strip() == "metadata.name" and value not in ("", ".", "..") and "/" not in value:
+            return value
+    return ""

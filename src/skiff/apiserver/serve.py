@@ -1,0 +1,265 @@
+"""The API server process: credentials, storage, the HTTPS listener and a clean shutdown.
+
+`serve` is what `skiff server` runs. It wires the pieces the rest of the
+apiserver package provides: the PKI and kubeconfig (`pki.py`, in a
+thread), the store (`storage.factory.open_backend`), the application
+(`app.create_app`) behind authentication and authorization (`auth.py`),
+served over HTTPS only. SIGTERM or SIGINT stops it in phases: stop
+accepting, end long-running requests (watches, log follows, exec), give
+other in-flight requests a short grace, run the app's cleanup, close the
+store, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from skiff.apiserver.app import create_app
+from skiff.apiserver.auth import (
+    REQUEST_ATTRIBUTES,
+    Authenticator,
+    Authorizer,
+    TokenFile,
+    authentication_middleware,
+    authorization_middleware,
+)
+from skiff.apiserver.pki import PKIPaths, ensure_pki
+from skiff.storage.factory import open_backend
+from skiff.storage.interface import StorageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 6443
+
+# how long in-flight requests may take to finish once shutdown starts
+SHUTDOWN_GRACE = 5.0
+# how long long-running requests get to end by themselves before they are cancelled
+LONG_RUNNING_GRACE = 1.0
+
+# Kubernetes' long-running requests: they never finish on their own
+_LONG_RUNNING_VERBS = frozenset({"watch", "proxy"})
+_LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "proxy", "log", "portforward"})
+
+
+@dataclass
+class ServerConfig:
+    data_dir: str
+    bind_address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    datastore_endpoint: str | None = None
+    tls_sans: tuple[str, ...] = ()
+    compact_interval: float = 300.0
+
+
+class ServerStartError(Exception):
+    """The server cannot start (data directory not writable, address in use...); the message says why."""
+
+
+def local_server_url(bind_address: str, port: int) -> str:
+    """The URL a client on this host uses: loopback when bound to every address, else the bind address."""
+    host = bind_address.strip() or "0.0.0.0"
+    if host in ("0.0.0.0", "127.0.0.1"):
+        return f"https://127.0.0.1:{port}"
+    if host == "::":
+        return f"https://[::1]:{port}"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"https://{host}:{port}"
+    return f"https://[{ip}]:{port}" if ip.version == 6 else f"https://{ip}:{port}"
+
+
+def make_ssl_context(paths: PKIPaths) -> ssl.SSLContext:
+    """TLS 1.2+, the serving certificate, and optional client certificates verified against the CA.
+
+    Blocking (reads files). A client without a certificate still connects
+    (and then needs a token); one with a certificate the CA did not sign is
+    refused in the handshake.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(paths.serving_cert, paths.serving_key)
+    ctx.load_verify_locations(cafile=paths.ca_cert)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    authorizer: Authorizer | None = None,
+) -> None:
+    """Run the API server until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly and return.
+
+    `ready` is set once the listener accepts connections. Raises
+    `ServerStartError` when it cannot start.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    data_dir = Path(config.data_dir)
+    server_url = local_server_url(config.bind_address, config.port)
+    with _stop_on_signals(stop):
+        paths, ssl_context = await _prepare_credentials(config, data_dir, server_url)
+        try:
+            backend = await asyncio.to_thread(open_backend, config.datastore_endpoint, str(data_dir))
+            await backend.start()
+        except (OSError, ValueError, StorageError) as e:
+            raise ServerStartError(f"cannot open the datastore: {e}") from e
+        try:
+            tracker = LongRunningRequests()
+            app = create_app(
+                backend=backend,
+                compact_interval=config.compact_interval,
+                middlewares=[
+                    authentication_middleware(Authenticator(token_authenticators=[TokenFile(paths.tokens)])),
+                    authorization_middleware(authorizer),
+                    tracker.middleware,
+                ],
+            )
+            app.on_shutdown.append(tracker.on_shutdown)
+            access_log = logging.getLogger("aiohttp.access")
+            runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                shutdown_timeout=SHUTDOWN_GRACE,
+                access_log=access_log if access_log.isEnabledFor(logging.DEBUG) else None,
+            )
+            await runner.setup()
+            try:
+                await _listen(runner, config, ssl_context)
+                log.info(
+                    "skiff apiserver listening on https://%s:%d; kubeconfig: %s",
+                    _url_host(config.bind_address),
+                    config.port,
+                    paths.kubeconfig,
+                )
+                if ready is not None:
+                    ready.set()
+                await stop.wait()
+                log.info("shutting down")
+            finally:
+                await runner.cleanup()
+        finally:
+            await backend.close()
+    log.info("stopped")
+
+
+async def _prepare_credentials(
+    config: ServerConfig, data_dir: Path, server_url: str
+) -> tuple[PKIPaths, ssl.SSLContext]:
+    extra_sans = list(config.tls_sans)
+    if config.bind_address.strip() not in ("", "0.0.0.0", "::"):
+        extra_sans.append(config.bind_address.strip())
+    try:
+        paths = await asyncio.to_thread(ensure_pki, data_dir, server_url=server_url, extra_sans=extra_sans)
+        ssl_context = await asyncio.to_thread(make_ssl_context, paths)
+    except OSError as e:
+        raise ServerStartError(f"cannot set up credentials in {data_dir}: {e}") from e
+    return paths, ssl_context
+
+
+async def _listen(runner: web.AppRunner, config: ServerConfig, ssl_context: ssl.SSLContext) -> None:
+    host = config.bind_address.strip() or None
+    site = web.TCPSite(runner, host, config.port, ssl_context=ssl_context, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as e:
+        raise ServerStartError(
+            f"cannot listen on {_url_host(config.bind_address)}:{config.port}: {e.strerror or e}"
+        ) from e
+
+
+def _url_host(bind_address: str) -> str:
+    host = bind_address.strip() or "0.0.0.0"
+    return f"[{host}]" if ":" in host else host
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on SIGTERM and SIGINT while inside (only possible in the main thread)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, _on_signal, sig, stop)
+        except (NotImplementedError, RuntimeError, ValueError):
+            log.debug("cannot handle %s here; stop the server through its stop event", sig.name)
+        else:
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    if stop.is_set():
+        log.info("received %s again; shutdown is already under way", sig.name)
+    else:
+        log.info("received %s", sig.name)
+    stop.set()
+
+
+class LongRunningRequests:
+    """Tracks watches, log follows, exec… so that shutdown can end them instead of waiting.
+
+    The middleware runs after authorization (it reads `REQUEST_ATTRIBUTES`).
+    On shutdown, such requests get `LONG_RUNNING_GRACE` seconds to end by
+    themselves (the app's own shutdown hooks may close watches), then are
+    cancelled.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    @property
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def track_long_running(request: web.Request, handler: Handler) -> web.StreamResponse:
+            task = asyncio.current_task()
+            if task is None or not self._is_long_running(request):
+                return await handler(request)
+            self._tasks.add(task)
+            try:
+                return await handler(request)
+            finally:
+                self._tasks.discard(task)
+
+        return track_long_running
+
+    @staticmethod
+    def _is_long_running(request: web.Request) -> bool:
+        attributes = request.get(REQUEST_ATTRIBUTES)
+        if attributes is None or not attributes.resource_request:
+            return False
+        return (
+            attributes.verb in _LONG_RUNNING_VERBS
+            or attributes.subresource in _LONG_RUNNING_SUBRESOURCES
+            or (attributes.verb == "get" and request.query.get("watch", "") in ("1", "true", "True"))
+        )
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        tasks = [t for t in self._tasks if not t.done()]
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=LONG_RUNNING_GRACE)
+        if pending:
+            log.info("closing %d long-running request(s)", len(pending))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=LONG_RUNNING_GRACE)
