@@ -11,7 +11,14 @@ from __future__ import annotations
 from skiff.api import validation
 from skiff.apiserver import conversion
 from skiff.apiserver.registry import ResourceType
-from skiff.apiserver.strategy import NamespaceStrategy, PodStrategy, SecretStrategy, Strategy, WorkloadStrategy
+from skiff.apiserver.strategy import (
+    JobStrategy,
+    NamespaceStrategy,
+    PodStrategy,
+    SecretStrategy,
+    Strategy,
+    WorkloadStrategy,
+)
 
 ALL = ("all",)
 CREATE_ONLY = ("create",)
@@ -226,7 +233,7 @@ def builtin_types() -> list[ResourceType]:
             "jobs",
             categories=ALL,
             sub=("status",),
-            strategy=WorkloadStrategy(
+            strategy=JobStrategy(
                 immutable=("spec.selector", "spec.template", "spec.completions"),
                 selectable_fields=("status.successful",),
             ),

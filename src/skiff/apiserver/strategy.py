@@ -271,6 +271,35 @@ class WorkloadStrategy(Strategy):
         return errors
 
 
+class JobStrategy(WorkloadStrategy):
+    """Jobs: unless `spec.manualSelector`, the server picks the selector and pod labels from the uid."""
+
+    def prepare_for_create(self, obj: Obj) -> None:
+        super().prepare_for_create(obj)
+        spec = obj.get("spec")
+        if isinstance(spec, dict) and not spec.get("manualSelector"):
+            self._generate_selector(obj, spec)
+
+    @staticmethod
+    def _generate_selector(obj: Obj, spec: Obj) -> None:
+        """As Kubernetes' job strategy: job-name and controller-uid labels (legacy and batch.kubernetes.io/)."""
+        meta = obj["metadata"]
+        uid, name = meta["uid"], meta["name"]
+        template = spec["template"] = spec.get("template") or {}
+        tmeta = template["metadata"] = template.get("metadata") or {}
+        labels = tmeta["labels"] = tmeta.get("labels") or {}
+        for key, value in (
+            ("batch.kubernetes.io/controller-uid", uid),
+            ("batch.kubernetes.io/job-name", name),
+            ("controller-uid", uid),
+            ("job-name", name),
+        ):
+            labels.setdefault(key, value)
+        selector = spec["selector"] = spec.get("selector") or {}
+        match = selector["matchLabels"] = selector.get("matchLabels") or {}
+        match.setdefault("batch.kubernetes.io/controller-uid", uid)
+
+
 class SecretStrategy(Strategy):
     """`stringData` is write-only: merged into `data` (base64) and never stored, as Kubernetes' conversion does."""
 
