@@ -66,9 +66,7 @@ class Cluster:
 async def whoami(request: web.Request) -> web.Response:
     user = request[USER]
     attributes = request[REQUEST_ATTRIBUTES]
-    return web.json_response(
-        {"name": user.name, "groups": list(user.groups), "uid": user.uid, "verb": attributes.verb}
-    )
+    return web.json_response({"name": user.name, "groups": list(user.groups), "uid": user.uid, "verb": attributes.verb})
 
 
 def server_ssl(paths: pki.PKIPaths) -> ssl.SSLContext:
@@ -116,8 +114,7 @@ def issue_client_cert(
     """A client certificate signed by the given CA key pair, or self-signed when `ca` is None."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        + [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs] + [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     )
     if ca is not None:
         ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())
@@ -141,9 +138,7 @@ def issue_client_cert(
     cert_path, key_path = tmp_path / f"{cn}.crt", tmp_path / f"{cn}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 
@@ -205,16 +200,13 @@ async def test_user_outside_masters_is_forbidden(cluster: Cluster) -> None:
     assert (status, ctype) == (403, "application/json")
     assert body["reason"] == "Forbidden" and body["code"] == 403
     assert body["message"] == (
-        'pods is forbidden: User "alice" cannot list resource "pods" in API group "" '
-        'in the namespace "default"'
+        'pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "default"'
     )
     assert body["details"] == {"kind": "pods"}
 
 
 async def test_client_cert_outside_masters_is_forbidden(cluster: Cluster, tmp_path: Path) -> None:
-    bob = issue_client_cert(
-        tmp_path, cn="bob", orgs=("dev",), ca=(cluster.paths.ca_cert, cluster.paths.ca_key)
-    )
+    bob = issue_client_cert(tmp_path, cn="bob", orgs=("dev",), ca=(cluster.paths.ca_cert, cluster.paths.ca_key))
     status, _ctype, body = await cluster.get("/apis/apps/v1/deployments", cert=bob)
     assert status == 403
     assert body["message"] == (
@@ -341,9 +333,7 @@ def test_request_attributes(method: str, path: str, query: dict[str, str], expec
     assert (a.verb, a.api_group, a.namespace, a.resource, a.subresource, a.name) == expected
 
 
-@pytest.mark.parametrize(
-    "path", ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/healthz", "/openapi/v2"]
-)
+@pytest.mark.parametrize("path", ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/healthz", "/openapi/v2"])
 def test_non_resource_requests(path: str) -> None:
     a = request_attributes("GET", path, {}, USER_X)
     assert (a.resource_request, a.verb, a.path) == (False, "get", path)
@@ -353,8 +343,7 @@ def test_forbidden_messages() -> None:
     named = request_attributes("GET", "/api/v1/namespaces/ns/pods/web/log", {}, USER_X)
     err = forbidden(named)
     assert err.message == (
-        'pods "web" is forbidden: User "x" cannot get resource "pods/log" in API group "" '
-        'in the namespace "ns"'
+        'pods "web" is forbidden: User "x" cannot get resource "pods/log" in API group "" in the namespace "ns"'
     )
     assert err.status()["details"] == {"name": "web", "kind": "pods"}
     path = request_attributes("GET", "/metrics", {}, USER_X)

@@ -20,9 +20,7 @@ SERVER_URL = "https://127.0.0.1:16443"
 
 @pytest.fixture
 def paths(tmp_path: Path) -> pki.PKIPaths:
-    return pki.ensure_pki(
-        tmp_path / "data", server_url=SERVER_URL, extra_sans=["api.example.com", "203.0.113.7"]
-    )
+    return pki.ensure_pki(tmp_path / "data", server_url=SERVER_URL, extra_sans=["api.example.com", "203.0.113.7"])
 
 
 def load(path: Path) -> x509.Certificate:
@@ -76,9 +74,7 @@ def test_host_addresses_leave_out_loopback_and_link_local() -> None:
 def test_admin_cert_is_system_masters(paths: pki.PKIPaths) -> None:
     cert = load(paths.admin_cert)
     assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["system:admin"]
-    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
-        "system:masters"
-    ]
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == ["system:masters"]
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
@@ -124,18 +120,14 @@ def test_token_files(paths: pki.PKIPaths) -> None:
 
 def test_second_start_reuses_everything(paths: pki.PKIPaths) -> None:
     before = snapshot(paths)
-    again = pki.ensure_pki(
-        paths.data_dir, server_url=SERVER_URL, extra_sans=["api.example.com", "203.0.113.7"]
-    )
+    again = pki.ensure_pki(paths.data_dir, server_url=SERVER_URL, extra_sans=["api.example.com", "203.0.113.7"])
     assert again == paths
     assert snapshot(paths) == before
 
 
 def test_new_port_rewrites_only_the_kubeconfig(paths: pki.PKIPaths) -> None:
     before = snapshot(paths)
-    pki.ensure_pki(
-        paths.data_dir, server_url="https://127.0.0.1:7443", extra_sans=["api.example.com", "203.0.113.7"]
-    )
+    pki.ensure_pki(paths.data_dir, server_url="https://127.0.0.1:7443", extra_sans=["api.example.com", "203.0.113.7"])
     after = snapshot(paths)
     assert {name for name in before if before[name] != after[name]} == {"kubeconfig.yaml"}
     assert yaml.safe_load(after["kubeconfig.yaml"])["clusters"][0]["cluster"]["server"].endswith(":7443")

@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api.errors import Forbidden, StatusError, Unauthorized
+from skiff.apiserver.content import status_response
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +234,6 @@ def authentication_middleware(authenticator: Authenticator) -> Middleware:
     return authenticate
 
 
-def status_response(error: StatusError) -> web.Response:
-    """A `Status` JSON answer for `error`."""
-    response = web.json_response(error.status(), status=error.code)
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
-
-
 # -- authorization -----------------------------------------------------------------------------
 
 
@@ -272,11 +265,7 @@ class PublicInfoAuthorizer:
     """Allows anyone, anonymous included, to read the health and version endpoints."""
 
     async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]:
-        if (
-            not attributes.resource_request
-            and attributes.verb in ("get", "head")
-            and attributes.path in PUBLIC_PATHS
-        ):
+        if not attributes.resource_request and attributes.verb in ("get", "head") and attributes.path in PUBLIC_PATHS:
             return Decision.ALLOW, ""
         return Decision.NO_OPINION, ""
 
@@ -329,9 +318,7 @@ def forbidden(attributes: RequestAttributes, reason: str = "") -> Forbidden:
         resource = attributes.resource
         if attributes.subresource:
             resource += "/" + attributes.subresource
-        where = (
-            f'in the namespace "{attributes.namespace}"' if attributes.namespace else "at the cluster scope"
-        )
+        where = f'in the namespace "{attributes.namespace}"' if attributes.namespace else "at the cluster scope"
         detail = (
             f'User "{user}" cannot {attributes.verb} resource "{resource}" '
             f'in API group "{attributes.api_group}" {where}'

@@ -315,9 +315,7 @@ def _issue_leaf(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -367,9 +365,7 @@ def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.El
     return cert, key
 
 
-def _write_pair(
-    cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> None:
+def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -403,16 +399,12 @@ def host_addresses() -> list[IPAddress]:
     with contextlib.suppress(OSError):
         for info in socket.getaddrinfo(socket.gethostname(), None, proto=socket.IPPROTO_TCP):
             found.append(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
-    return [
-        ip for ip in dict.fromkeys(found) if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified)
-    ]
+    return [ip for ip in dict.fromkeys(found) if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified)]
 
 
 def _addresses_from_ip_command() -> list[IPAddress]:
     try:
-        out = subprocess.run(
-            ["ip", "-j", "addr", "show"], capture_output=True, check=True, timeout=5, text=True
-        ).stdout
+        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, check=True, timeout=5, text=True).stdout
         interfaces = json.loads(out)
     except (OSError, subprocess.SubprocessError, ValueError):
         return []
@@ -506,9 +498,7 @@ def ensure_token_file(paths: PKIPaths) -> None:
     if paths.tokens.exists():
         return
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(
-        [secrets.token_hex(32), "admin", str(uuid.uuid4()), MASTERS_GROUP]
-    )
+    csv.writer(buf, lineterminator="\n").writerow([secrets.token_hex(32), "admin", str(uuid.uuid4()), MASTERS_GROUP])
     _write_atomic(paths.tokens, buf.getvalue().encode(), mode=0o600)
 
 
