@@ -200,6 +200,9 @@ class Store:
         if strategy.create_only:
             return admission.answer_virtual(rt, obj, opts.user)
         admission.default_and_validate_schema(rt, obj, opts)
+        if rt.namespaced and meta.get("namespace"):
+            # Kubernetes' NamespaceLifecycle admission: before name generation and validation
+            await self._check_namespace(meta["namespace"], rt, meta.get("name") or "")
         generate = not meta.get("name") and meta.get("generateName")
         if generate:
             meta["name"] = validation.generate_name(meta["generateName"])
@@ -210,8 +213,6 @@ class Store:
         admission.omit_empty_metadata(obj)
         strategy.prepare_for_create(obj)
         admission.validate(rt, obj, strategy.validate(obj))
-        if rt.namespaced:
-            await self._check_namespace(meta["namespace"])
         for attempt in range(5):
             if opts.dry_run:
                 if await self.backend.get(rt.key(meta.get("namespace"), meta["name"])) is not None:
@@ -236,7 +237,7 @@ class Store:
             f'{rt.group_resource} "{name}" already exists', name=name, group=rt.group or None, kind=rt.plural
         )
 
-    async def _check_namespace(self, namespace: str) -> None:
+    async def _check_namespace(self, namespace: str, rt: ResourceType, name: str) -> None:
         ns_rt = self.registry.get(*NAMESPACES)
         assert ns_rt is not None
         kv = await self.backend.get(ns_rt.key(None, namespace))
@@ -244,10 +245,13 @@ class Store:
             raise errors.NotFound(f'namespaces "{namespace}" not found', name=namespace, kind="namespaces")
         ns = objects.decode(ns_rt, kv)
         if ns["metadata"].get("deletionTimestamp"):
+            what = f'{rt.group_resource} "{name}"' if name else rt.group_resource
             raise errors.Forbidden(
-                f"unable to create new content in namespace {namespace} because it is being terminated",
-                name=namespace,
-                kind="namespaces",
+                f"{what} is forbidden: unable to create new content in namespace {namespace} "
+                "because it is being terminated",
+                name=name or None,
+                group=rt.group or None,
+                kind=rt.plural,
             )
 
     # ----------------------------------------------------------------- update
