@@ -153,3 +153,35 @@ def test_delete_dry_run_keeps_object(server: Server, ns: str) -> None:
     out = server.kubectl("delete", "configmap", "kept", "-n", ns, "--dry-run=server").stdout
     assert out.strip() == f'configmap "kept" deleted from {ns} namespace (server dry run)'
     assert "deletionTimestamp" not in get_json(server, "configmap", "kept", "-n", ns)["metadata"]
+
+
+def test_namespace_terminating(server: Server) -> None:
+    """Without a namespace controller (skiff is the API server alone) a deleted namespace stays
+    Terminating; it takes no new content, and finalizing it by hand (the usual "stuck namespace"
+    fix, PUT .../finalize) removes it."""
+    name = f"kc-doomed-{uuid.uuid4().hex[:6]}"
+    server.kubectl("create", "namespace", name)
+    server.kubectl("create", "configmap", "inside", "-n", name)
+    out = server.kubectl("delete", "namespace", name, "--wait=false").stdout
+    assert out.strip() == f'namespace "{name}" deleted'
+    namespace = get_json(server, "namespace", name)
+    assert namespace["status"]["phase"] == "Terminating"
+    assert namespace["metadata"]["deletionTimestamp"]
+    assert namespace["spec"]["finalizers"] == ["kubernetes"]
+    assert server.kubectl("get", "ns", name, "--no-headers").stdout.split()[1] == "Terminating"
+
+    proc = server.kubectl("create", "configmap", "late", "-n", name, check=False)
+    assert proc.returncode == 1
+    assert (
+        f'configmaps "late" is forbidden: unable to create new content in namespace {name} because it is being '
+        "terminated"
+    ) in proc.stderr
+    # existing content can still be changed and removed
+    server.kubectl("label", "configmap", "inside", "-n", name, "x=y")
+    server.kubectl("delete", "configmap", "inside", "-n", name)
+
+    namespace["spec"]["finalizers"] = []
+    server.kubectl("replace", "--raw", f"/api/v1/namespaces/{name}/finalize", "-f", "-", input=json.dumps(namespace))
+    proc = server.kubectl("get", "namespace", name, check=False)
+    assert proc.returncode == 1
+    assert f'namespaces "{name}" not found' in proc.stderr
