@@ -152,6 +152,24 @@ def test_missing_namespace_is_not_found(server: Server) -> None:
     proc = server.kubectl("create", "configmap", "orphan", "-n", "no-such-ns", "--from-literal=a=1", check=False)
     assert proc.returncode == 1
     assert 'namespaces "no-such-ns" not found' in proc.stderr
+    # the namespace is checked (admission) before the object is validated
+    proc = server.kubectl("create", "configmap", "Bad_Name", "-n", "no-such-ns", check=False)
+    assert proc.returncode == 1
+    assert 'namespaces "no-such-ns" not found' in proc.stderr
+
+
+def test_generate_name(server: Server, ns: str) -> None:
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: gen-\ndata:\n  a: '1'\n"
+    names = set()
+    for _ in range(2):
+        out = server.kubectl("create", "-n", ns, "-f", "-", input=manifest).stdout.strip()
+        assert out.startswith("configmap/gen-")
+        assert out.endswith(" created")
+        names.add(out.split()[0].removeprefix("configmap/"))
+    assert len(names) == 2
+    for name in names:
+        assert len(name) == len("gen-") + 5
+        assert get_json(server, "configmap", name, "-n", ns)["metadata"]["generateName"] == "gen-"
 
 
 def test_invalid_name(server: Server, ns: str) -> None:
