@@ -63,6 +63,10 @@ def test_get_default_table(server: Server, ns: str) -> None:
     assert row_of(out, "blue")[1] == "2"
     assert row_of(out, "red")[1] == "1"
 
+    # paged lists (limit/continue) print the same single table
+    paged = server.kubectl("get", "configmaps", "-n", ns, "--chunk-size=1").stdout
+    assert [r[0] for r in rows(paged)] == [r[0] for r in rows(out)]
+
 
 def test_get_wide(server: Server, ns: str) -> None:
     out = server.kubectl("get", "deploy", "web", "-n", ns, "-o", "wide").stdout
