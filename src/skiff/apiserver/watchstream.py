@@ -172,7 +172,12 @@ async def _pump(
         if remaining <= 0:
             return
         try:
-            ev = await asyncio.wait_for(sub.queue.get(), timeout=min(remaining, BOOKMARK_EVERY))
+            if sub.queue.empty():
+                # asyncio.timeout, not wait_for: wait_for wraps the get in a new Task per event and watcher
+                async with asyncio.timeout(min(remaining, BOOKMARK_EVERY)):
+                    ev = await sub.queue.get()
+            else:
+                ev = sub.queue.get_nowait()
         except TimeoutError:
             if bookmarks and time.monotonic() < deadline:
                 await writer.bookmark(max(sub.after, cache.revision))
