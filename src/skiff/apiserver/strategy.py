@@ -312,7 +312,8 @@ class SecretStrategy(Strategy):
 
         string_data = obj.pop("stringData", None)
         if isinstance(string_data, dict) and string_data:
-            data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+            existing = obj.get("data")
+            data: dict[str, Any] = existing if isinstance(existing, dict) else {}
             for k, v in string_data.items():
                 data[k] = base64.b64encode(str(v).encode()).decode()
             obj["data"] = data
