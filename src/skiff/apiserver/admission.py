@@ -16,7 +16,7 @@ from skiff.api import defaults, errors, schema, validation
 from skiff.apiserver.registry import ResourceType
 
 if TYPE_CHECKING:
-    from skiff.apiserver.store import WriteOptions
+    from skiff.apiserver.options import WriteOptions
 
 Obj = dict[str, Any]
 

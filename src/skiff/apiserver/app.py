@@ -23,8 +23,9 @@ from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
 from skiff.apiserver.discovery import setup_discovery
 from skiff.apiserver.handlers import Rest
+from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.registry import Registry
-from skiff.apiserver.store import Store, WriteOptions
+from skiff.apiserver.store import Store
 from skiff.apiserver.watchcache import WatchCache
 from skiff.storage.interface import Backend, StorageError, Unavailable
 

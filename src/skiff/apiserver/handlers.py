@@ -16,9 +16,10 @@ from skiff.api import errors, tables
 from skiff.apiserver import content, paths, subresources
 from skiff.apiserver.auth import USER
 from skiff.apiserver.objects import Obj, partial_metadata
+from skiff.apiserver.options import DeleteOptions, ListOptions, WriteOptions
 from skiff.apiserver.patching import TYPES as PATCH_TYPES
 from skiff.apiserver.registry import Registry, ResourceType
-from skiff.apiserver.store import DeleteOptions, ListOptions, Store, WriteOptions
+from skiff.apiserver.store import Store
 from skiff.apiserver.watchcache import WatchCache
 from skiff.apiserver.watchstream import serve_watch
 

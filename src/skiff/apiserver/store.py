@@ -9,14 +9,22 @@ storage revision become 409s, history that is gone becomes 410.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from skiff.api import errors, fieldselectors, selectors, validation
-from skiff.apiserver import admission, objects
+from skiff.apiserver import admission, deletion, objects
 from skiff.apiserver.objects import Obj
+from skiff.apiserver.options import (
+    MODIFIED,
+    NAMESPACES,
+    PATCH_RETRIES,
+    DeleteOptions,
+    ListOptions,
+    WriteOptions,
+    conflict,
+    not_found,
+    strategy_of,
+)
 from skiff.apiserver.registry import Registry, ResourceType
 from skiff.apiserver.strategy import Strategy
 from skiff.storage.interface import (
@@ -24,63 +32,10 @@ from skiff.storage.interface import (
     CompactedError,
     FutureRevisionError,
     KeyExistsError,
-    KeyNotFoundError,
     KeyValue,
     ListResult,
     RevisionConflictError,
 )
-
-NAMESPACES = ("", "v1", "namespaces")
-PATCH_RETRIES = 8
-
-
-@dataclass
-class WriteOptions:
-    dry_run: bool = False
-    field_validation: str = "Warn"  # Strict | Warn | Ignore (Kubernetes' default when unset is Warn)
-    field_manager: str = ""
-    user: Any = None
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ListOptions:
-    label_selector: str = ""
-    field_selector: str = ""
-    limit: int = 0
-    continue_token: str = ""
-    resource_version: str = ""
-    resource_version_match: str = ""
-
-
-@dataclass
-class DeleteOptions:
-    grace_period_seconds: int | None = None
-    propagation_policy: str | None = None
-    preconditions: dict[str, Any] = field(default_factory=dict)
-    dry_run: bool = False
-
-
-def strategy_of(rt: ResourceType) -> Strategy:
-    return rt.strategy or Strategy()
-
-
-def not_found(rt: ResourceType, name: str) -> errors.NotFound:
-    return errors.NotFound(
-        f'{rt.group_resource} "{name}" not found', name=name, group=rt.group or None, kind=rt.plural
-    )
-
-
-def conflict(rt: ResourceType, name: str, why: str) -> errors.Conflict:
-    return errors.Conflict(
-        f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}',
-        name=name,
-        group=rt.group,
-        kind=rt.plural,
-    )
-
-
-MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
 
 
 class Store:
@@ -163,9 +118,7 @@ class Store:
             raise errors.Gone(f"The resourceVersion for the provided list is too old: {revision}") from None
         except FutureRevisionError:
             current = await self.backend.current_revision()
-            raise errors.Timeout(
-                f"Too large resource version: {revision}, current: {current}", retry_after=1
-            ) from None
+            raise errors.Timeout(f"Too large resource version: {revision}, current: {current}", retry_after=1) from None
 
     @staticmethod
     def _matches(strategy: Strategy, labels: Any, fields: Any, obj: Obj) -> bool:
@@ -219,9 +172,7 @@ class Store:
                     raise self._exists(rt, meta["name"])
                 return obj
             try:
-                kv = await self.backend.create(
-                    rt.key(meta.get("namespace"), meta["name"]), objects.encode(rt, obj)
-                )
+                kv = await self.backend.create(rt.key(meta.get("namespace"), meta["name"]), objects.encode(rt, obj))
             except KeyExistsError:
                 if generate and attempt < 4:
                     meta["name"] = validation.generate_name(meta["generateName"])
@@ -287,7 +238,13 @@ class Store:
         return await self._write(rt, kv, obj, opts, subresource=subresource)
 
     async def _write(
-        self, rt: ResourceType, kv: KeyValue, obj: Obj, opts: WriteOptions, *, subresource: str = "",
+        self,
+        rt: ResourceType,
+        kv: KeyValue,
+        obj: Obj,
+        opts: WriteOptions,
+        *,
+        subresource: str = "",
         patched: bool = False,
     ) -> Obj:
         """Check and write `obj` over the stored `kv`; raises RevisionConflictError if it moved."""
@@ -329,20 +286,13 @@ class Store:
             return old  # a no-op update writes nothing, as in Kubernetes
         if opts.dry_run:
             return obj
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and self._deletable_now(rt, obj):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and strategy.deletable_now(obj):
             deleted = await self.backend.delete(kv.key, kv.mod_revision)
             meta["resourceVersion"] = str(deleted.mod_revision)
             return obj
         new_kv = await self.backend.update(kv.key, objects.encode(rt, obj), kv.mod_revision)
         meta["resourceVersion"] = str(new_kv.mod_revision)
         return obj
-
-    @staticmethod
-    def _deletable_now(rt: ResourceType, obj: Obj) -> bool:
-        """An object whose finalizers are gone is removed, unless it is a pod still in its grace period."""
-        if rt.kind == "Pod" and rt.group == "" and (obj.get("spec") or {}).get("nodeName"):
-            return bool(obj["metadata"].get("deletionGracePeriodSeconds", 0) == 0)
-        return True
 
     # ------------------------------------------------------------------ patch
     async def patch(
@@ -397,120 +347,11 @@ class Store:
         raise conflict(rt, name, "too many concurrent changes; please try again")
 
     # ----------------------------------------------------------------- delete
-    async def delete(
-        self, rt: ResourceType, namespace: str | None, name: str, opts: DeleteOptions
-    ) -> tuple[Obj, bool]:
+    async def delete(self, rt: ResourceType, namespace: str | None, name: str, opts: DeleteOptions) -> tuple[Obj, bool]:
         """Delete or begin deleting; returns (object or Status, deleted now)."""
-        for _attempt in range(PATCH_RETRIES):
-            kv = await self.get_kv(rt, namespace, name)
-            obj = objects.decode(rt, kv)
-            meta = obj["metadata"]
-            pre = opts.preconditions or {}
-            if pre.get("uid") and pre["uid"] != meta.get("uid"):
-                raise errors.Conflict(
-                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
-                    name=name,
-                    group=rt.group or None,
-                    kind=rt.plural,
-                )
-            if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]:
-                raise errors.Conflict(
-                    f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
-                    f"ResourceVersion in object meta: {meta['resourceVersion']}",
-                    name=name,
-                    group=rt.group or None,
-                    kind=rt.plural,
-                )
-            try:
-                return await self._delete_once(rt, kv, obj, opts)
-            except (RevisionConflictError, KeyNotFoundError):
-                continue
-        raise conflict(rt, name, "too many concurrent changes; please try again")
-
-    async def _delete_once(
-        self, rt: ResourceType, kv: KeyValue, obj: Obj, opts: DeleteOptions
-    ) -> tuple[Obj, bool]:
-        meta = obj["metadata"]
-        updated = copy.deepcopy(obj)
-        umeta = updated["metadata"]
-        finalizers = list(umeta.get("finalizers") or [])
-        policy = opts.propagation_policy
-        if policy not in (None, "", "Background", "Foreground", "Orphan"):
-            raise errors.BadRequest(
-                f'propagationPolicy: Unsupported value: "{policy}": supported values: '
-                '"Background", "Foreground", "Orphan"'
-            )
-        if policy == "Orphan" and "orphan" not in finalizers:
-            finalizers.append("orphan")
-        elif policy == "Foreground" and "foregroundDeletion" not in finalizers:
-            finalizers.append("foregroundDeletion")
-        if policy in ("Background", "Foreground"):
-            finalizers = [f for f in finalizers if f != "orphan" or policy == "Orphan"]
-        if rt.kind == "Namespace" and rt.group == "" and (updated.get("spec") or {}).get("finalizers"):
-            updated.setdefault("status", {})["phase"] = "Terminating"
-            finalizers = finalizers or []
-            pending_spec = True
-        else:
-            pending_spec = False
-        grace = self._grace(rt, obj, opts)
-        if not finalizers and not pending_spec and grace == 0:
-            if opts.dry_run:
-                return self._deleted_result(rt, obj), True
-            deleted = await self.backend.delete(kv.key, kv.mod_revision)
-            meta["resourceVersion"] = str(deleted.mod_revision)
-            return self._deleted_result(rt, obj), True
-        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
-            return obj, False  # already being deleted; nothing new to record
-        now = datetime.now(UTC)
-        if not umeta.get("deletionTimestamp"):
-            umeta["deletionTimestamp"] = (now + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            umeta["deletionGracePeriodSeconds"] = grace
-            if "generation" in umeta:
-                umeta["generation"] += 1
-        umeta["finalizers"] = finalizers
-        if not finalizers:
-            umeta.pop("finalizers")
-        if opts.dry_run:
-            return updated, False
-        new_kv = await self.backend.update(kv.key, objects.encode(rt, updated), kv.mod_revision)
-        umeta["resourceVersion"] = str(new_kv.mod_revision)
-        return updated, False
-
-    @staticmethod
-    def _grace(rt: ResourceType, obj: Obj, opts: DeleteOptions) -> int:
-        """Only pods bound to a node wait out a grace period (the node agent ends them)."""
-        if not (rt.kind == "Pod" and rt.group == ""):
-            return 0
-        spec = obj.get("spec") or {}
-        if not spec.get("nodeName"):
-            return 0
-        phase = (obj.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            return 0
-        if opts.grace_period_seconds is not None:
-            return max(int(opts.grace_period_seconds), 0)
-        return int(spec.get("terminationGracePeriodSeconds", 30))
-
-    @staticmethod
-    def _deleted_result(rt: ResourceType, obj: Obj) -> Obj:
-        if rt.extra.get("return_deleted_object", rt.kind in ("Pod", "Namespace")):
-            return obj
-        meta = obj.get("metadata", {})
-        details: Obj = {"name": meta.get("name"), "kind": rt.plural, "uid": meta.get("uid")}
-        if rt.group:
-            details["group"] = rt.group
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        return await deletion.delete(self, rt, namespace, name, opts)
 
     async def delete_collection(
         self, rt: ResourceType, namespace: str | None, list_opts: ListOptions, opts: DeleteOptions
     ) -> Obj:
-        listed = await self.list(rt, namespace, list_opts)
-        items = []
-        for obj in listed["items"]:
-            meta = obj["metadata"]
-            try:
-                result, _ = await self.delete(rt, meta.get("namespace"), meta["name"], opts)
-            except errors.NotFound:
-                continue
-            items.append(result if result.get("kind") != "Status" else obj)
-        return objects.list_object(rt, items, int(listed["metadata"]["resourceVersion"]))
+        return await deletion.delete_collection(self, rt, namespace, list_opts, opts)

@@ -39,6 +39,9 @@ def _str(value: Any) -> str:
 class Strategy:
     """Defaults suit most kinds: spec/status objects with generation tracking."""
 
+    # DELETE answers the deleted object (pods, namespaces) rather than a Success Status
+    return_deleted_object = False
+
     def __init__(
         self,
         *,
@@ -99,6 +102,19 @@ class Strategy:
                 errors.append(("FieldValueInvalid", path, "field is immutable"))
         return errors
 
+    # --- deletion -----------------------------------------------------------------------
+    def grace_period(self, obj: Obj, requested: int | None) -> int:
+        """Seconds the object lingers with a deletionTimestamp before it is removed (0: at once)."""
+        return 0
+
+    def begin_delete(self, obj: Obj) -> bool:
+        """Mark `obj` for a deletion that must wait on something besides finalizers; True if it must."""
+        return False
+
+    def deletable_now(self, obj: Obj) -> bool:
+        """Whether an object being deleted whose finalizers are all gone may be removed now."""
+        return True
+
     # --- selection ----------------------------------------------------------------------
     def field_attrs(self, obj: Obj) -> dict[str, str]:
         return {f: _str(get_path(obj, f)) for f in self.selectable_fields}
@@ -109,6 +125,16 @@ def _spec_of(obj: Obj) -> dict[str, Any]:
 
 
 class NamespaceStrategy(Strategy):
+    """Namespaces wait in Terminating until their content is gone (spec.finalizers emptied via /finalize)."""
+
+    return_deleted_object = True
+
+    def begin_delete(self, obj: Obj) -> bool:
+        if not (obj.get("spec") or {}).get("finalizers"):
+            return False
+        obj.setdefault("status", {})["phase"] = "Terminating"
+        return True
+
     def __init__(self) -> None:
         super().__init__(
             has_status=True,
@@ -133,7 +159,23 @@ class NamespaceStrategy(Strategy):
 
 
 class PodStrategy(Strategy):
-    """Most of a pod's spec is immutable once created, as in Kubernetes."""
+    """Most of a pod's spec is immutable once created; a pod on a node is ended by its node agent."""
+
+    return_deleted_object = True
+
+    def grace_period(self, obj: Obj, requested: int | None) -> int:
+        """Only pods bound to a node and still running wait out a grace period."""
+        spec = obj.get("spec") or {}
+        if not spec.get("nodeName") or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return 0
+        if requested is not None:
+            return max(int(requested), 0)
+        return int(spec.get("terminationGracePeriodSeconds", 30))
+
+    def deletable_now(self, obj: Obj) -> bool:
+        if (obj.get("spec") or {}).get("nodeName"):
+            return bool(obj["metadata"].get("deletionGracePeriodSeconds", 0) == 0)
+        return True
 
     MUTABLE_SPEC = (
         "activeDeadlineSeconds",
@@ -177,9 +219,7 @@ class PodStrategy(Strategy):
                     errors.append(("FieldValueDuplicate", f"{path}.name", f'Duplicate value: "{name}"'))
                 else:
                     for msg in validation.is_dns1123_label(name):
-                        errors.append(
-                            ("FieldValueInvalid", f"{path}.name", f'Invalid value: "{name}": {msg}')
-                        )
+                        errors.append(("FieldValueInvalid", f"{path}.name", f'Invalid value: "{name}": {msg}'))
                 seen.add(name)
                 if not c.get("image") and group == "containers":
                     errors.append(("FieldValueRequired", f"{path}.image", "Required value"))
@@ -245,9 +285,7 @@ class WorkloadStrategy(Strategy):
             if not selector:
                 errors.append(("FieldValueRequired", "spec.selector", "Required value"))
             elif (
-                isinstance(selector, dict)
-                and not selector.get("matchLabels")
-                and not selector.get("matchExpressions")
+                isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get("matchExpressions")
             ):
                 errors.append(
                     (

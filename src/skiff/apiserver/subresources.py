@@ -16,8 +16,8 @@ from aiohttp import web
 
 from skiff.api import errors, patch
 from skiff.apiserver import content, objects, patching
+from skiff.apiserver.options import MODIFIED, PATCH_RETRIES, conflict
 from skiff.apiserver.paths import Target, not_found_path
-from skiff.apiserver.store import MODIFIED, PATCH_RETRIES, conflict
 from skiff.storage.interface import RevisionConflictError
 
 if TYPE_CHECKING:

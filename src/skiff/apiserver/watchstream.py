@@ -21,9 +21,10 @@ from aiohttp import web
 
 from skiff.api import errors, tables
 from skiff.apiserver import content, objects
+from skiff.apiserver.options import ListOptions
 from skiff.apiserver.paths import Target
 from skiff.apiserver.registry import ResourceType
-from skiff.apiserver.store import ListOptions, Store
+from skiff.apiserver.store import Store
 from skiff.apiserver.watchcache import CachedEvent, Subscription, WatchCache
 from skiff.storage.interface import CompactedError, FutureRevisionError, KeyValue
 
