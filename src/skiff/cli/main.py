@@ -1,4 +1,4 @@
-"""The `skiff` command: argument parsing for `skiff server` and `skiff kubectl`.
+"""The `skiff` command: argument parsing for `skiff server`, `skiff kubectl` and the components.
 
 Like `k3s server` / `k3s kubectl`: one program starts the cluster and
 drives it with the real kubectl, pointed at the server's admin kubeconfig.
@@ -15,8 +15,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skiff import __version__
+
+if TYPE_CHECKING:
+    from skiff.cli.components import ClusterOptions
 
 PROG = "skiff"
 KUBECONFIG_ENV = "KUBECONFIG"
@@ -34,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed = build_parser().parse_args(args)
     if parsed.command == "server":
         return run_server(parsed)
+    if parsed.command in ("controller-manager", "scheduler", "sim"):
+        return run_component(parsed)
     build_parser().print_help(sys.stderr)
     return 2
 
@@ -79,6 +85,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often storage history is compacted (default: 300)",
     )
     server.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
+    server.add_argument("--disable-controllers", action="store_true", help="run no controller manager")
+    server.add_argument("--disable-scheduler", action="store_true", help="run no scheduler")
+    _control_plane_flags(server)
+
+    manager = commands.add_parser(
+        "controller-manager",
+        help="run the controllers alone against a server",
+        description="Run the controller manager against the server of a kubeconfig.",
+    )
+    _client_flags(manager)
+    _control_plane_flags(manager)
+
+    sched = commands.add_parser(
+        "scheduler",
+        help="run the scheduler alone against a server",
+        description="Run the scheduler against the server of a kubeconfig.",
+    )
+    _client_flags(sched)
+    sched.add_argument("--config", dest="scheduler_config", metavar="FILE", help="a scheduler configuration file")
+    sched.add_argument("--leader-elect", action="store_true", help="run only while holding a Lease")
+
+    sim = commands.add_parser("sim", help="simulated cluster parts for tests and benchmarks")
+    sim_commands = sim.add_subparsers(dest="sim_command", metavar="WHAT", required=True)
+    nodes = sim_commands.add_parser(
+        "nodes",
+        help="register simulated nodes that run every pod bound to them (no containers), like KWOK",
+        description="Register N simulated nodes that heartbeat and report their pods Running.",
+    )
+    _client_flags(nodes)
+    nodes.add_argument("--count", type=int, default=1, help="how many nodes (default: 1)")
+    nodes.add_argument("--prefix", default="sim-node", help="node name prefix (default: sim-node)")
+    nodes.add_argument("--cpu", default="4", help="allocatable CPU per node (default: 4)")
+    nodes.add_argument("--memory", default="16Gi", help="allocatable memory per node (default: 16Gi)")
+    nodes.add_argument("--pods", type=int, default=110, help="allocatable pods per node (default: 110)")
 
     commands.add_parser(
         "kubectl",
@@ -86,6 +126,88 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig of the server (default: $KUBECONFIG)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
+
+
+def _control_plane_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--controllers",
+        default="*",
+        metavar="LIST",
+        help="controllers to run: '*' for all, 'name' to enable, '-name' to disable (default: *)",
+    )
+    parser.add_argument(
+        "--node-monitor-grace-period",
+        type=float,
+        default=40.0,
+        metavar="SECONDS",
+        help="how long a node may be silent before it is marked NotReady (default: 40)",
+    )
+    parser.add_argument(
+        "--default-eviction-seconds",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="toleration of not-ready/unreachable nodes added to pods before eviction (default: 300)",
+    )
+    if parser.prog.endswith("server"):
+        parser.add_argument("--scheduler-config", metavar="FILE", help="a scheduler configuration file")
+    parser.add_argument("--leader-elect", action="store_true", help="run only while holding a Lease")
+
+
+def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    from skiff.cli.components import ClusterOptions
+
+    return ClusterOptions(
+        controllers=getattr(args, "controllers", "*"),
+        disable_controllers=getattr(args, "disable_controllers", False),
+        disable_scheduler=getattr(args, "disable_scheduler", False),
+        scheduler_config=getattr(args, "scheduler_config", None),
+        leader_elect=getattr(args, "leader_elect", False),
+        controller_flags={
+            "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
+            "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
+        },
+    )
+
+
+def run_component(args: argparse.Namespace) -> int:
+    """`skiff controller-manager`, `skiff scheduler`, `skiff sim nodes`: one component against a kubeconfig."""
+    import asyncio
+
+    from skiff.cli import components
+    from skiff.client import KubeconfigError, ServerUnreachable
+
+    _setup_logging(args.log_level)
+    opts = _cluster_options(args)
+    component: components.Component
+    if args.command == "controller-manager":
+        component = components.controller_manager(opts)
+    elif args.command == "scheduler":
+        component = components.scheduler(opts)
+    else:
+        component = components.simulated_nodes(
+            count=args.count, prefix=args.prefix, cpu=args.cpu, memory=args.memory, pods=args.pods
+        )
+    try:
+        asyncio.run(components.run_alone(args.kubeconfig, component))
+    except (KubeconfigError, ServerUnreachable, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
 
 
 def _port(value: str) -> int:
@@ -101,12 +223,10 @@ def _port(value: str) -> int:
 def run_server(args: argparse.Namespace) -> int:
     import asyncio
 
-    from skiff.apiserver.serve import ServerConfig, ServerStartError, serve
+    from skiff.apiserver.serve import ServerConfig, ServerStartError
+    from skiff.cli.components import run_cluster
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    _setup_logging(args.log_level)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     sans = tuple(s.strip() for item in args.tls_san for s in item.split(",") if s.strip())
     config = ServerConfig(
@@ -118,7 +238,7 @@ def run_server(args: argparse.Namespace) -> int:
         compact_interval=args.compact_interval,
     )
     try:
-        asyncio.run(serve(config))
+        asyncio.run(run_cluster(config, _cluster_options(args)))
     except ServerStartError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

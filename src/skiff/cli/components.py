@@ -1,0 +1,143 @@
+"""Starting skiff's components in one process, k3s-style, each gated on the one before it.
+
+`skiff server` runs the API server, then — once it accepts connections —
+the controller manager and the scheduler as clients of it (over HTTPS with
+the admin kubeconfig, like any client). Any component ending ends them all:
+a broken controller manager stops the server instead of leaving a cluster
+that silently does nothing. `skiff controller-manager`, `skiff scheduler`
+and `skiff sim nodes` run one component alone against a kubeconfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skiff.client import Client
+
+log = logging.getLogger("skiff")
+
+Component = Callable[[Client, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ClusterOptions:
+    controllers: str = "*"  # Kubernetes' --controllers syntax; "" or "-*"-like disables via disable_controllers
+    disable_controllers: bool = False
+    disable_scheduler: bool = False
+    scheduler_config: str | None = None
+    leader_elect: bool = False
+    controller_flags: dict[str, float] = field(default_factory=dict)
+
+
+def controller_manager(opts: ClusterOptions) -> Component:
+    async def run(client: Client, stop: asyncio.Event) -> None:
+        from skiff.controllers import manager
+        from skiff.controllers.context import ControllerOptions
+
+        options = ControllerOptions(**opts.controller_flags)  # type: ignore[arg-type]
+        await manager.run(client, stop, controllers=opts.controllers, options=options, leader_elect=opts.leader_elect)
+
+    return run
+
+
+def scheduler(opts: ClusterOptions) -> Component:
+    async def run(client: Client, stop: asyncio.Event) -> None:
+        try:
+            from skiff.scheduler.scheduler import run_scheduler
+        except ModuleNotFoundError:  # bring-up only
+            log.warning("the scheduler is not available yet")
+            await stop.wait()
+            return
+        await run_scheduler(client, stop, config_path=opts.scheduler_config, leader_elect=opts.leader_elect)
+
+    return run
+
+
+def simulated_nodes(*, count: int, prefix: str, cpu: str, memory: str, pods: int) -> Component:
+    async def run(client: Client, stop: asyncio.Event) -> None:
+        from skiff.node.simulated import run_simulated_nodes
+
+        await run_simulated_nodes(client, stop, count=count, prefix=prefix, cpu=cpu, memory=memory, pods=pods)
+
+    return run
+
+
+async def run_components(client: Client, stop: asyncio.Event, components: dict[str, Component]) -> None:
+    """Run components until `stop` is set or one of them ends; then stop the rest."""
+    tasks: dict[asyncio.Task[Any], str] = {
+        asyncio.create_task(fn(client, stop), name=name): name for name, fn in components.items()
+    }
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is stopper:
+                continue
+            if task.cancelled():
+                log.error("%s was cancelled; stopping", tasks[task])
+            elif task.exception() is not None:
+                log.error("%s failed; stopping", tasks[task], exc_info=task.exception())
+            else:
+                log.info("%s ended; stopping", tasks[task])
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stopper.cancel()
+
+
+async def run_cluster(config: object, opts: ClusterOptions) -> None:
+    """The API server, then the controller manager and scheduler against it."""
+    from skiff.apiserver.serve import ServerConfig, serve
+
+    assert isinstance(config, ServerConfig)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(serve(config, ready=ready, stop=stop), name="apiserver")
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        waiter.cancel()
+        await server  # raises ServerStartError
+        return
+    components: dict[str, Component] = {}
+    if not opts.disable_controllers:
+        components["controller-manager"] = controller_manager(opts)
+    if not opts.disable_scheduler:
+        components["scheduler"] = scheduler(opts)
+    kubeconfig = Path(config.data_dir) / "kubeconfig.yaml"
+    try:
+        if components:
+            async with Client.from_kubeconfig(str(kubeconfig)) as client:
+                comps = asyncio.create_task(run_components(client, stop, components), name="components")
+                await asyncio.wait([server, comps], return_when=asyncio.FIRST_COMPLETED)
+                stop.set()
+                await comps
+    finally:
+        stop.set()
+        await server
+
+
+async def run_alone(kubeconfig: str | None, component: Component) -> None:
+    """One component against a server named by a kubeconfig, until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        async with Client.from_kubeconfig(kubeconfig) as client:
+            await run_components(client, stop, {"component": component})
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

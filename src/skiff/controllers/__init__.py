@@ -1,0 +1,1 @@
+"""Level-triggered controllers, one module per controller, run by the controller manager."""

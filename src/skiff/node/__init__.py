@@ -1,0 +1,1 @@
+"""Node agents: the kubelet of skiff (later: runc pods) and simulated nodes for control-plane tests."""

@@ -1,0 +1,1 @@
+"""The scheduler: a queue of unscheduled pods, a plugin framework, and binding through pods/binding."""
