@@ -50,7 +50,7 @@ def controller_manager(opts: ClusterOptions) -> Component:
 def scheduler(opts: ClusterOptions) -> Component:
     async def run(client: Client, stop: asyncio.Event) -> None:
         try:
-            from skiff.scheduler.scheduler import run_scheduler
+            from skiff.scheduler.scheduler import run_scheduler  # type: ignore[import-not-found]
         except ModuleNotFoundError:  # bring-up only
             log.warning("the scheduler is not available yet")
             await stop.wait()
@@ -62,7 +62,7 @@ def scheduler(opts: ClusterOptions) -> Component:
 
 def simulated_nodes(*, count: int, prefix: str, cpu: str, memory: str, pods: int) -> Component:
     async def run(client: Client, stop: asyncio.Event) -> None:
-        from skiff.node.simulated import run_simulated_nodes
+        from skiff.node.simulated import run_simulated_nodes  # type: ignore[import-not-found]
 
         await run_simulated_nodes(client, stop, count=count, prefix=prefix, cpu=cpu, memory=memory, pods=pods)
 
