@@ -92,7 +92,7 @@ class Profile:
 
 
 FULL = Profile()
-QUICK = Profile(warmup=0.3, seconds=1.5, list_runs=3, watchers=200, watch_events=20, watch_rate=20.0, watch_grace=5)
+QUICK = Profile(warmup=0.25, seconds=1.0, list_runs=3, watchers=200, watch_events=20, watch_rate=20.0, watch_grace=5)
 
 
 # ---------------------------------------------------------------- helpers shared by all processes
@@ -912,6 +912,22 @@ def _target(what: str, measured: str, target: str, met: bool) -> str:
     return f"{what:<46} {measured:>28}   target {target:<16} {'met' if met else 'MISSED'}"
 
 
+def skiff_source() -> str:
+    """Where the server's code comes from (PYTHONPATH can point the bench at another checkout), with its commit."""
+    import skiff
+
+    src = Path(skiff.__file__).resolve().parent.parent
+    git = subprocess.run(
+        ["git", "-C", str(src), "log", "-1", "--format=%h"], capture_output=True, text=True, check=False
+    )
+    if git.returncode != 0:
+        return str(src)
+    dirty = subprocess.run(
+        ["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True, text=True, check=False
+    )
+    return f"{src} at {git.stdout.strip()}{' + uncommitted changes' if dirty.stdout.strip() else ''}"
+
+
 def machine() -> str:
     mem = ""
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -946,6 +962,7 @@ async def main_async(args: argparse.Namespace) -> tuple[Profile, list[Report]]:
 
 def print_results(args: argparse.Namespace, prof: Profile, reports: list[Report]) -> None:
     print(f"skiff API benchmark ({'quick' if args.quick else 'full'}) -- {machine()}")
+    print(f"skiff source: {skiff_source()}")
     print(
         "load from separate processes over HTTPS keep-alive. CPU columns: % of one core during the measured window"
         " (skiff server, etcd, the load process, everything else on the machine)"
