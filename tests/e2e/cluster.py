@@ -140,3 +140,86 @@ class Server:
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
         return client.ApiClient(cfg)
+
+    # --- simulated nodes ------------------------------------------------------------
+    def sim_nodes(self, count: int = 3, *, prefix: str = "sim-node", cpu: str = "4", memory: str = "16Gi",
+                  pods: int = 110, extra_args: list[str] | None = None, wait: bool = True,
+                  timeout: float = 30.0) -> SimNodes:
+        """Start `skiff sim nodes` against this server (nodes `<prefix>-0` ... `<prefix>-<count-1>`).
+
+        With `wait`, returns once every node is Ready. Stop it with `.stop()` (SIGTERM: the nodes stay
+        registered and go silent), `.kill()` (SIGKILL), and remove the nodes with `.delete_nodes()`.
+        """
+        log_path = self.data_dir / f"sim-{prefix}.log"
+        cmd = [str(BIN / "skiff"), "sim", "nodes", "--kubeconfig", str(self.kubeconfig), "--count", str(count),
+               "--prefix", prefix, "--cpu", cpu, "--memory", memory, "--pods", str(pods), *(extra_args or [])]
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        sim = SimNodes(server=self, proc=proc, prefix=prefix, count=count, log_path=log_path)
+        if wait:
+            sim.wait_ready(timeout)
+        return sim
+
+
+def node_ready(node: dict[str, Any]) -> str:
+    """The status ("True", "False", "Unknown") of a Node's Ready condition, "" if it has none."""
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return str(cond.get("status", ""))
+    return ""
+
+
+@dataclass
+class SimNodes:
+    """A running `skiff sim nodes` process and the nodes it registered."""
+
+    server: Server
+    proc: subprocess.Popen[bytes]
+    prefix: str
+    count: int
+    log_path: Path
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{self.prefix}-{i}" for i in range(self.count)]
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        code, body, _ = self.server.raw("GET", "/api/v1/nodes?labelSelector=type%3Dsimulated")
+        assert code == 200, body
+        names = set(self.names)
+        return [n for n in body["items"] if n["metadata"]["name"] in names]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        ready: list[str] = []
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"skiff sim nodes exited with {self.proc.returncode}:\n{self.logs()}")
+            ready = [n["metadata"]["name"] for n in self.nodes() if node_ready(n) == "True"]
+            if len(ready) == self.count:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"simulated nodes not Ready after {timeout}s (ready: {ready}):\n{self.logs()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        """SIGKILL: the nodes stop heartbeating at once, as a machine that lost power."""
+        return self.stop(signal.SIGKILL)
+
+    def delete_nodes(self) -> None:
+        """Delete the Node objects and their Leases (what `--delete-on-exit` would do)."""
+        for name in self.names:
+            self.server.raw("DELETE", f"/api/v1/nodes/{name}")
+            self.server.raw("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}")
