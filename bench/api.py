@@ -492,13 +492,54 @@ class Profiler:
                 self.files[name] = (out, seconds)
 
 
-def summarize_profile(path: Path, seconds: float, rate: int = PROFILE_RATE, top: int = 10) -> list[str]:
-    """Per server thread: how busy it was, and the functions with the most samples (self and inclusive).
+# Where the event loop's time goes, by the innermost frame that matches (rough, by file and function name).
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "storage threads: reader-pool hop, wake-ups from threads",
+        (
+            "run_in_executor",
+            "_chain_future",
+            "_call_set_state",
+            "ThreadPoolExecutor.submit",
+            "wrap_future",
+            "_read_from_self",
+        ),
+    ),
+    ("storage writes: hand-off to the writer", ("Writer.submit", "SQLiteBackend._deliver")),
+    ("storage: etcd client requests", ("etcd_client.py", "aiohttp/client", "client_proto.py", "client_reqrep.py")),
+    ("TLS", ("ssl.py", "sslproto.py")),
+    ("authentication, authorization", ("auth.py",)),
+    ("admission, validation, defaulting", ("admission.py", "validation.py", "schema.py", "defaults.py", "strategy.py")),
+    ("store: uid, timestamps, encode/decode", ("store.py", "objects.py")),
+    (
+        "watch fan-out: watch cache, queues, watchstream",
+        ("watchstream.py", "watchcache.py", "queues.py", "watchhub.py"),
+    ),
+    (
+        "aiohttp request/response machinery, routing, handlers",
+        ("aiohttp/web_", "aiohttp/http_", "aiohttp/streams.py", "paths.py", "content.py", "handlers.py", "serve.py"),
+    ),
+)
+
+
+def _category(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, needles in CATEGORIES:
+            if any(n in frame for n in needles):
+                return name
+    return "event loop, other"
+
+
+def summarize_profile(
+    path: Path, seconds: float, rate: int = PROFILE_RATE, top: int = 10, *, gil: bool = False
+) -> list[str]:
+    """Per server thread: how busy it was, where the loop's time goes, the top functions (self and inclusive).
 
     py-spy leaves idle threads out, so a thread's samples / (rate x seconds)
-    is roughly the share of the phase it spent running (or waiting for the GIL).
+    is roughly the share of the phase it spent running or waiting for the GIL
+    (with --gil: holding the GIL).
     """
-    threads: dict[str, tuple[Counter[str], Counter[str], Counter[tuple[str, str]], list[int]]] = {}
+    threads: dict[str, tuple[Counter[str], Counter[str], Counter[tuple[str, str]], Counter[str], list[int]]] = {}
     for raw in path.read_text(errors="replace").splitlines():
         stack, _, count_s = raw.rpartition(" ")
         if not stack or not count_s.isdigit():
@@ -510,20 +551,24 @@ def summarize_profile(path: Path, seconds: float, rate: int = PROFILE_RATE, top:
             thread = frames.pop(0).split(": ", 1)[-1].rstrip("_0123456789") or "?"
         if not frames:
             continue
-        own, total, edges, count = threads.setdefault(thread, (Counter(), Counter(), Counter(), [0]))
+        own, total, edges, kinds, count = threads.setdefault(thread, (Counter(), Counter(), Counter(), Counter(), [0]))
         count[0] += n
+        kinds[_category(frames)] += n
         names = [_short(f) for f in frames]
         own[names[-1]] += n
         for f in set(names):
             total[f] += n
         for edge in set(pairwise(names)):
             edges[edge] += n
-    lines = [f"{path.name}: py-spy, {seconds:.1f} s at {rate} Hz"]
-    for thread, (own, total, edges, (samples,)) in sorted(threads.items(), key=lambda kv: -kv[1][3][0]):
+    doing = "holding the GIL" if gil else "on CPU or waiting for the GIL"
+    lines = [f"{path.name}: py-spy{' --gil' if gil else ''}, {seconds:.1f} s at {rate} Hz"]
+    for thread, (own, total, edges, kinds, (samples,)) in sorted(threads.items(), key=lambda kv: -kv[1][4][0]):
         busy = 100 * samples / max(1.0, rate * seconds)
-        lines.append(f"  thread {thread}: {samples} samples (~{busy:.0f}% of the phase on CPU or waiting for the GIL)")
+        lines.append(f"  thread {thread}: {samples} samples (~{busy:.0f}% of the phase {doing})")
         if samples < rate * seconds * 0.02:
             continue
+        if thread == "MainThread":
+            lines += [f"    by kind {100 * n / samples:5.1f}%  {k}" for k, n in kinds.most_common()]
         lines += [f"    self  {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
         # inclusive: leave out pass-through frames (nearly all their samples go through one callee:
         # the loop, middlewares) so that what is left says where the time splits
@@ -971,7 +1016,7 @@ def print_results(args: argparse.Namespace, prof: Profile, reports: list[Report]
     for rep in reports:
         for path, seconds in rep.profiles.values():
             print()
-            print("\n".join(summarize_profile(path, seconds)))
+            print("\n".join(summarize_profile(path, seconds, gil=args.profile_gil)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
