@@ -135,6 +135,10 @@ class NamespaceStrategy(Strategy):
         obj.setdefault("status", {})["phase"] = "Terminating"
         return True
 
+    def deletable_now(self, obj: Obj) -> bool:
+        """A terminating namespace goes only once spec.finalizers is empty too (any write, not just /finalize)."""
+        return not (obj.get("spec") or {}).get("finalizers")
+
     def __init__(self) -> None:
         super().__init__(
             has_status=True,
