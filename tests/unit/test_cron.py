@@ -184,3 +184,25 @@ def test_invalid_time_zone(zone: str) -> None:
 def test_next_needs_an_aware_datetime() -> None:
     with pytest.raises(ValueError, match="aware"):
         parse("* * * * *").next(datetime(2024, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("expr", "earliest", "at", "expected", "count"),
+    [
+        ("*/5 * * * *", utc(2024, 1, 1, 0, 0), utc(2024, 1, 1, 0, 4), None, 0),
+        ("*/5 * * * *", utc(2024, 1, 1, 0, 0), utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 0, 5), 1),
+        ("*/5 * * * *", utc(2024, 1, 1, 0, 0), utc(2024, 1, 1, 0, 17), utc(2024, 1, 1, 0, 15), 3),
+        # months of missed minutes: the count stops past 100, the latest time is still exact
+        ("* * * * *", utc(2024, 1, 1), utc(2024, 3, 1, 12, 30, 30), utc(2024, 3, 1, 12, 30), 101),
+        ("0 0 * * *", utc(2020, 1, 1), utc(2024, 3, 1, 12), utc(2024, 3, 1), 101),
+    ],
+)
+def test_cronjob_most_recent_missed(
+    expr: str, earliest: datetime, at: datetime, expected: datetime | None, count: int
+) -> None:
+    from skiff.controllers.cronjob import job_name, most_recent_missed
+
+    last, missed = most_recent_missed(parse(expr), earliest, at)
+    assert (last, missed) == (expected, count)
+    if last is not None:
+        assert job_name("hello", last) == f"hello-{int(last.timestamp()) // 60}"
