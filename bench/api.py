@@ -893,7 +893,7 @@ def render(reports: list[Report], prof: Profile) -> str:
             )
             out.append(
                 f"watch: skiff CPU {rep.watch_open_cpu:.2f} s to open ({_per(rep.watch_open_cpu, w.opened, 1e3)} ms "
-                f"per watch), {rep.watch_deliver_cpu:.2f} s to deliver "
+                f"per watch), {rep.watch_deliver_cpu:.2f} s to create and deliver "
                 f"({_per(rep.watch_deliver_cpu, w.received, 1e6)} us per watcher x event)"
             )
             out.append(
