@@ -154,6 +154,20 @@ def _control_plane_flags(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="toleration of not-ready/unreachable nodes added to pods before eviction (default: 300)",
     )
+    parser.add_argument(
+        "--hpa-sync-period",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how often each HorizontalPodAutoscaler is evaluated (default: 15)",
+    )
+    parser.add_argument(
+        "--hpa-downscale-stabilization",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how far back an HPA looks for higher recommendations before scaling down (default: 300)",
+    )
     if parser.prog.endswith("server"):
         parser.add_argument("--scheduler-config", metavar="FILE", help="a scheduler configuration file")
     parser.add_argument("--leader-elect", action="store_true", help="run only while holding a Lease")
@@ -171,6 +185,8 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
+            "hpa_sync_period": getattr(args, "hpa_sync_period", 15.0),
+            "hpa_downscale_stabilization": getattr(args, "hpa_downscale_stabilization", 300.0),
         },
     )
 
