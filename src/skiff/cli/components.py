@@ -60,11 +60,32 @@ def scheduler(opts: ClusterOptions) -> Component:
     return run
 
 
-def simulated_nodes(*, count: int, prefix: str, cpu: str, memory: str, pods: int) -> Component:
+def simulated_nodes(
+    *,
+    count: int,
+    prefix: str,
+    cpu: str,
+    memory: str,
+    pods: int,
+    lease_duration: int = 40,
+    status_interval: float = 40.0,
+    delete_on_exit: bool = False,
+) -> Component:
     async def run(client: Client, stop: asyncio.Event) -> None:
-        from skiff.node.simulated import run_simulated_nodes  # type: ignore[import-not-found]
+        from skiff.node.simulated import run_simulated_nodes
 
-        await run_simulated_nodes(client, stop, count=count, prefix=prefix, cpu=cpu, memory=memory, pods=pods)
+        await run_simulated_nodes(
+            client,
+            stop,
+            count=count,
+            prefix=prefix,
+            cpu=cpu,
+            memory=memory,
+            pods=pods,
+            lease_duration=lease_duration,
+            status_interval=status_interval,
+            delete_on_exit=delete_on_exit,
+        )
 
     return run
 

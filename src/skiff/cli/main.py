@@ -119,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--cpu", default="4", help="allocatable CPU per node (default: 4)")
     nodes.add_argument("--memory", default="16Gi", help="allocatable memory per node (default: 16Gi)")
     nodes.add_argument("--pods", type=int, default=110, help="allocatable pods per node (default: 110)")
+    nodes.add_argument(
+        "--node-lease-duration-seconds",
+        type=int,
+        default=40,
+        metavar="SECONDS",
+        help="duration of each node's Lease, renewed every quarter of it (default: 40)",
+    )
+    nodes.add_argument(
+        "--node-status-update-frequency",
+        type=float,
+        default=40.0,
+        metavar="SECONDS",
+        help="how often each node's Ready heartbeat is refreshed (default: 40)",
+    )
+    nodes.add_argument(
+        "--delete-on-exit", action="store_true", help="delete the nodes when stopped (default: they stay, silent)"
+    )
 
     commands.add_parser(
         "kubectl",
@@ -207,7 +224,14 @@ def run_component(args: argparse.Namespace) -> int:
         component = components.scheduler(opts)
     else:
         component = components.simulated_nodes(
-            count=args.count, prefix=args.prefix, cpu=args.cpu, memory=args.memory, pods=args.pods
+            count=args.count,
+            prefix=args.prefix,
+            cpu=args.cpu,
+            memory=args.memory,
+            pods=args.pods,
+            lease_duration=args.node_lease_duration_seconds,
+            status_interval=args.node_status_update_frequency,
+            delete_on_exit=args.delete_on_exit,
         )
     try:
         asyncio.run(components.run_alone(args.kubeconfig, component))

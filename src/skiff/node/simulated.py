@@ -8,6 +8,8 @@ and then — and reports every pod bound to them Running with an IP, without
 running anything (`skiff.node.simulated_pods` says what status; annotations
 script completion, failure and readiness). It honours deletion as a kubelet
 does: a pod with a deletionTimestamp is removed for good (grace 0).
+Every 10 s each node reports its pods' usage to the metrics API
+(`skiff.node.metrics`: `sim.skiff.dev/cpu-usage` / `memory-usage` annotations).
 
 Built for thousands of nodes: one process, one client (one connection
 pool), one pod informer for every scheduled pod, one work queue of pod keys,
@@ -35,7 +37,8 @@ from skiff import __version__
 from skiff.api import errors
 from skiff.client import Client, Controller, Informer, RequeueAfter, ServerUnreachable, resources, split_key
 from skiff.client.tasks import cancel_and_wait, spawn
-from skiff.node.lease import RENEW_INTERVAL, NodeLease
+from skiff.node.lease import LEASE_DURATION_SECONDS, NodeLease
+from skiff.node.metrics import report_loop
 from skiff.node.simulated_pods import Placement, fmt_time, next_status
 
 log = logging.getLogger(__name__)
@@ -257,15 +260,18 @@ class SimulatedNodes:
         cpu: str = "4",
         memory: str = "16Gi",
         pods: int = 110,
-        renew_interval: float = RENEW_INTERVAL,
+        lease_duration: int = LEASE_DURATION_SECONDS,
         status_interval: float = STATUS_INTERVAL,
         delete_on_exit: bool = False,
     ) -> None:
         if count < 0:
             raise ValueError("the node count cannot be negative")
+        if lease_duration < 1:
+            raise ValueError("the lease duration must be at least 1 second")
         self.client = client
         self.cpu, self.memory, self.max_pods = cpu, memory, pods
-        self.renew_interval = renew_interval
+        self.lease_duration = lease_duration
+        self.renew_interval = lease_duration / 4  # as the kubelet: a quarter of the lease's duration
         self.status_interval = status_interval
         self.delete_on_exit = delete_on_exit
         self.nodes: dict[str, SimNode] = {n.name: n for n in (SimNode.make(prefix, i) for i in range(count))}
@@ -360,13 +366,22 @@ class SimulatedNodes:
         self.node_informer.start()
         tasks = [
             spawn(
-                NodeLease(self.client, name, node_uid=self.uids.get(name), interval=self.renew_interval).run(stop),
+                NodeLease(
+                    self.client,
+                    name,
+                    node_uid=self.uids.get(name),
+                    duration=self.lease_duration,
+                    interval=self.renew_interval,
+                ).run(stop),
                 name=f"sim lease {name}",
                 logger=log,
             )
             for name in self.nodes
         ]
         tasks.append(spawn(self._status_loop(stop), name="sim node status", logger=log))
+        # usage for the metrics API (kubectl top, the HPA), from the pods' sim.skiff.dev/*-usage annotations
+        usage = report_loop(self.client, self.nodes, self.pod_informer.list, stop)
+        tasks.append(spawn(usage, name="sim node usage", logger=log))
         try:
             await self.kubelet.run(stop)
         finally:
@@ -387,10 +402,15 @@ async def run_simulated_nodes(
     memory: str = "16Gi",
     pods: int = 110,
     delete_on_exit: bool = False,
-    renew_interval: float = RENEW_INTERVAL,
+    lease_duration: int = LEASE_DURATION_SECONDS,
     status_interval: float = STATUS_INTERVAL,
 ) -> None:
-    """`skiff sim nodes`: run `count` simulated nodes named `<prefix>-<i>` until `stop` is set."""
+    """`skiff sim nodes`: run `count` simulated nodes named `<prefix>-<i>` until `stop` is set.
+
+    Each node renews its Lease every `lease_duration / 4` seconds and refreshes its Ready
+    heartbeat every `status_interval` seconds; with `delete_on_exit` the Nodes and Leases
+    are deleted when it stops (by default they stay, silent, as after a power cut).
+    """
     sim = SimulatedNodes(
         client,
         count=count,
@@ -398,7 +418,7 @@ async def run_simulated_nodes(
         cpu=cpu,
         memory=memory,
         pods=pods,
-        renew_interval=renew_interval,
+        lease_duration=lease_duration,
         status_interval=status_interval,
         delete_on_exit=delete_on_exit,
     )
