@@ -58,3 +58,4 @@ def test_format() -> None:
     assert quantity.format_milli(250) == "250m" and quantity.format_milli(2000) == "2"
     assert quantity.format_nano(12345) == "12345n" and quantity.format_nano(0) == "0"
     assert quantity.format_bytes(2048) == "2Ki" and quantity.format_bytes(1000) == "1000"
+    assert quantity.format_bytes(64 * 2**20) == "64Mi" and quantity.format_bytes(123456 * 1024) == "123456Ki"

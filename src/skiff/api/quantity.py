@@ -90,5 +90,9 @@ def format_nano(nano: int) -> str:
 
 
 def format_bytes(n: int) -> str:
-    """Bytes as metrics-server prints memory usage: `"123456Ki"` when whole kibibytes, else plain bytes."""
-    return f"{n // 1024}Ki" if n and n % 1024 == 0 else str(n)
+    """Bytes in Go's canonical binary form, as memory usage prints: `"64Mi"`, `"123456Ki"`, `"1000"`."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        size = int(_SUFFIXES[suffix])
+        if n and n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)
