@@ -23,6 +23,7 @@ from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
 from skiff.apiserver.discovery import setup_discovery
 from skiff.apiserver.handlers import Rest
+from skiff.apiserver.metrics import setup_metrics
 from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.registry import Registry
 from skiff.apiserver.store import Store
@@ -81,8 +82,8 @@ def create_app(
     registry = Registry()
     for rt in builtin_types():
         registry.add(rt)
-    store = Store(backend, registry)
     cache = WatchCache(backend)
+    store = Store(backend, registry, cache)  # consistent reads from the watch cache
     compactor = Compactor(backend, compact_interval, on_compact=cache.mark_compacted)
     rest = Rest(store, registry, cache)
     app[REGISTRY], app[STORE], app[CACHE] = registry, store, cache
@@ -141,6 +142,7 @@ def create_app(
         log.warning("OpenAPI documents are not served")
     else:
         setup_openapi(app, registry)
+    setup_metrics(app, registry, store)  # metrics.k8s.io: in memory, routed ahead of the generic handlers
     app.router.add_route("*", "/api/v1/{tail:.+}", rest.handle)
     app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", rest.handle)
     return app
