@@ -7,9 +7,11 @@ marks them Unknown, taints them unreachable and evicts their pods.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +184,125 @@ def test_scripted_pods_complete_fail_and_crash(server: Server, sim_nodes: Callab
     assert condition(shy, "Ready")["status"] == "False"
     assert condition(shy, "ContainersReady")["reason"] == "ContainersNotReady"
     assert "0/1" in server.kubectl("get", "pod", "shy", "-n", ns).stdout
+
+
+# --- node lifecycle: a silent node goes Unknown, is tainted, and its pods are evicted ---------------------------
+
+FAST_LIFECYCLE = ["--node-monitor-grace-period", "5", "--default-eviction-seconds", "5"]
+FAST_LEASE = ["--node-lease-duration-seconds", "8"]  # renewed every 2 s: well inside the 5 s grace
+
+
+@pytest.fixture
+def fast_server(tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own that declares nodes dead after 5 s and evicts their pods 5 s later."""
+    srv = Server(tmp_path / "data", extra_args=FAST_LIFECYCLE).start()
+    yield srv
+    srv.stop()
+
+
+def taints(node: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(t["key"], t["effect"]) for t in node.get("spec", {}).get("taints") or []}
+
+
+def events(server: Server, ns: str, reason: str) -> list[dict[str, Any]]:
+    body = get(server, f"/api/v1/namespaces/{ns}/events") or {"items": []}
+    return [e for e in body["items"] if e.get("reason") == reason]
+
+
+UNREACHABLE = {("node.kubernetes.io/unreachable", "NoSchedule"), ("node.kubernetes.io/unreachable", "NoExecute")}
+
+
+def test_silent_node_is_marked_unknown_tainted_and_its_pods_evicted(
+    fast_server: Server, sim_nodes: Callable[..., SimNodes]
+) -> None:
+    server = fast_server
+    live = sim_nodes(2, server=server, prefix="live", extra_args=FAST_LEASE)
+    doomed = sim_nodes(1, server=server, prefix="doomed", extra_args=FAST_LEASE)
+    dead = doomed.names[0]
+    ns = "lifecycle"
+    server.kubectl("create", "namespace", ns)
+    forever = {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}
+    pods = {
+        "victim": pod_manifest("victim", nodeName=dead),  # default toleration: 5 s on this server
+        "patient": pod_manifest("patient", nodeName=dead, tolerations=[forever]),
+        "bystander": pod_manifest("bystander", nodeName=live.names[0]),
+    }
+    for pod in pods.values():
+        create_pod(server, ns, pod)
+
+    def pod(name: str) -> dict[str, Any]:
+        return dict(get(server, f"/api/v1/namespaces/{ns}/pods/{name}") or {})
+
+    for name in pods:
+        wait_for(f"{name} Ready", lambda name=name: condition(pod(name), "Ready").get("status") == "True")
+
+    doomed.kill()
+    node = wait_for("the silent node Unknown and tainted",
+                    lambda: (n := get(server, f"/api/v1/nodes/{dead}")) and condition(n, "Ready").get("status")
+                    == "Unknown" and UNREACHABLE <= taints(n) and n, timeout=30)
+    ready = condition(node, "Ready")
+    assert ready["reason"] == "NodeStatusUnknown" and ready["message"] == "Kubelet stopped posting node status."
+    assert {c["type"]: c["status"] for c in node["status"]["conditions"]} == {
+        "Ready": "Unknown", "MemoryPressure": "Unknown", "DiskPressure": "Unknown", "PIDPressure": "Unknown"}
+    out = server.kubectl("get", "nodes").stdout
+    assert any(line.startswith(dead + " ") and "NotReady" in line for line in out.splitlines()), out
+    for name in live.names:  # the others keep heartbeating
+        assert condition(get(server, f"/api/v1/nodes/{name}"), "Ready")["status"] == "True"
+        assert not taints(get(server, f"/api/v1/nodes/{name}"))
+    assert any(e["involvedObject"]["name"] == dead for e in events(server, "default", "NodeNotReady"))
+
+    # its pods are not Ready any more; the one without a toleration of its own goes after 5 s
+    wait_for("patient marked not ready", lambda: condition(pod("patient"), "Ready").get("status") == "False")
+    # evicted: deleted, and Terminating until its node's kubelet can finish it (as in Kubernetes)
+    victim = wait_for("victim evicted", lambda: (p := pod("victim")) and p["metadata"].get("deletionTimestamp") and p,
+                      timeout=30)
+    assert condition(victim, "DisruptionTarget")["reason"] == "DeletionByTaintManager"
+    assert "Terminating" in server.kubectl("get", "pod", "victim", "-n", ns).stdout
+    messages = [e["message"] for e in events(server, ns, "TaintManagerEviction")]
+    assert f"Marking for deletion Pod {ns}/victim" in messages
+    time.sleep(2)
+    assert not pod("patient")["metadata"].get("deletionTimestamp")  # tolerates unreachable forever
+    assert not pod("bystander")["metadata"].get("deletionTimestamp")
+    assert condition(pod("bystander"), "Ready")["status"] == "True"
+
+    # the node comes back: Ready again, taints gone, and its kubelet finishes the evicted pod
+    sim_nodes(1, server=server, prefix="doomed", extra_args=FAST_LEASE)
+    wait_for("taints removed", lambda: not taints(get(server, f"/api/v1/nodes/{dead}")), timeout=20)
+    wait_for("victim gone", lambda: pod("victim") == {}, timeout=20)
+    wait_for("patient Ready again", lambda: condition(pod("patient"), "Ready").get("status") == "True")
+
+
+def test_pods_of_a_dead_node_are_recreated_elsewhere(fast_server: Server, sim_nodes: Callable[..., SimNodes]) -> None:
+    server = fast_server
+    logs = server.logs()
+    if "the scheduler is not available yet" in logs or "controller replicaset is not available yet" in logs:
+        pytest.skip("needs the scheduler and the ReplicaSet controller")
+    doomed = sim_nodes(1, server=server, prefix="doomed", extra_args=FAST_LEASE)
+    ns = "heal"
+    server.kubectl("create", "namespace", ns)
+    rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "registry.local/web:1"}]}},
+        },
+    }
+    server.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(rs))
+
+    def pods() -> list[dict[str, Any]]:
+        return list((get(server, f"/api/v1/namespaces/{ns}/pods") or {"items": []})["items"])
+
+    def running_on(names: list[str]) -> list[dict[str, Any]]:
+        return [p for p in pods() if p["spec"].get("nodeName") in names and not p["metadata"].get("deletionTimestamp")
+                and condition(p, "Ready").get("status") == "True"]
+
+    wait_for("3 pods running on the doomed node", lambda: len(running_on(doomed.names)) == 3, timeout=60)
+    live = sim_nodes(2, server=server, prefix="live", extra_args=FAST_LEASE)
+    doomed.kill()
+    wait_for("3 replacements running on live nodes", lambda: len(running_on(live.names)) == 3, timeout=60)
+    out = server.kubectl("get", "rs", "web", "-n", ns).stdout
+    assert " 3 " in out, out
