@@ -1,0 +1,211 @@
+"""A node as the scheduler reads it: what it offers, what its pods take, and what is on it.
+
+Kubernetes' `framework.NodeInfo`, kept up to date incrementally by the cache:
+adding or removing a pod adjusts the requested totals, the host ports in use
+and the counts of pods with affinity terms, so a filter asks "does it fit?"
+in a few integer comparisons instead of summing the node's pods again.
+
+The hot numbers (allocatable and requested cpu, memory, ephemeral storage,
+pod count) are flat attributes rather than nested objects: the filter and
+score loops read them for hundreds of nodes per pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from skiff.scheduler.podinfo import HostPort, PodInfo, Resource
+
+Obj = dict[str, Any]
+Taint = tuple[str, str, str]  # key, value, effect
+
+NO_SCHEDULE, NO_EXECUTE, PREFER_NO_SCHEDULE = "NoSchedule", "NoExecute", "PreferNoSchedule"
+ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
+REGION_LABELS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
+
+
+def taints_of(node: Obj) -> tuple[Taint, ...]:
+    out = []
+    for t in (node.get("spec") or {}).get("taints") or []:
+        if isinstance(t, Mapping) and t.get("key"):
+            out.append((str(t["key"]), str(t.get("value") or ""), str(t.get("effect") or "")))
+    return tuple(out)
+
+
+def zone_of(labels: Mapping[str, str]) -> str:
+    """`region:\\x00:zone` as Kubernetes' `utilnode.GetZoneKey` (empty when the node has neither label)."""
+    region = next((labels[k] for k in REGION_LABELS if k in labels), "")
+    zone = next((labels[k] for k in ZONE_LABELS if k in labels), "")
+    return f"{region}:\x00:{zone}" if region or zone else ""
+
+
+class NodeInfo:
+    """One node and the pods the scheduler knows are on it (bound or assumed)."""
+
+    __slots__ = (
+        "alloc_ephemeral",
+        "alloc_memory",
+        "alloc_milli_cpu",
+        "alloc_pods",
+        "alloc_scalar",
+        "generation",
+        "hard_taints",
+        "images",
+        "labels",
+        "name",
+        "node",
+        "nz_memory",
+        "nz_milli_cpu",
+        "pods",
+        "pods_with_affinity",
+        "pods_with_required_anti_affinity",
+        "prefer_taints",
+        "req_ephemeral",
+        "req_memory",
+        "req_milli_cpu",
+        "req_scalar",
+        "taints",
+        "unschedulable",
+        "used_ports",
+        "zone",
+    )
+
+    def __init__(self, node: Obj | None = None, *, name: str = "") -> None:
+        self.name = name
+        self.node: Obj | None = None
+        self.labels: dict[str, str] = {}
+        self.zone = ""
+        self.taints: tuple[Taint, ...] = ()
+        self.hard_taints: tuple[Taint, ...] = ()  # NoSchedule and NoExecute: what filtering looks at
+        self.prefer_taints: tuple[Taint, ...] = ()
+        self.unschedulable = False
+        self.images: dict[str, int] = {}  # image name -> size in bytes
+        self.alloc_milli_cpu = self.alloc_memory = self.alloc_ephemeral = self.alloc_pods = 0
+        self.alloc_scalar: dict[str, int] = {}
+        self.req_milli_cpu = self.req_memory = self.req_ephemeral = 0
+        self.req_scalar: dict[str, int] = {}
+        self.nz_milli_cpu = self.nz_memory = 0
+        self.pods: dict[str, PodInfo] = {}
+        self.used_ports: dict[HostPort, int] = {}
+        self.pods_with_affinity = 0
+        self.pods_with_required_anti_affinity = 0
+        self.generation = 0
+        if node is not None:
+            self.set_node(node)
+
+    def set_node(self, node: Obj) -> None:
+        meta = node.get("metadata") or {}
+        spec = node.get("spec") or {}
+        status = node.get("status") or {}
+        self.node = node
+        self.name = str(meta.get("name") or self.name)
+        self.labels = meta.get("labels") or {}
+        self.zone = zone_of(self.labels)
+        self.taints = taints_of(node)
+        self.hard_taints = tuple(t for t in self.taints if t[2] in (NO_SCHEDULE, NO_EXECUTE))
+        self.prefer_taints = tuple(t for t in self.taints if t[2] == PREFER_NO_SCHEDULE)
+        self.unschedulable = bool(spec.get("unschedulable"))
+        alloc = Resource.from_list(status.get("allocatable") or status.get("capacity") or {})
+        self.alloc_milli_cpu = alloc.milli_cpu
+        self.alloc_memory = alloc.memory
+        self.alloc_ephemeral = alloc.ephemeral_storage
+        self.alloc_pods = alloc.allowed_pods
+        self.alloc_scalar = alloc.scalar
+        images: dict[str, int] = {}
+        for image in status.get("images") or []:
+            size = image.get("sizeBytes") or 0
+            for image_name in image.get("names") or []:
+                images[str(image_name)] = int(size) if isinstance(size, int) else 0
+        self.images = images
+        self.generation += 1
+
+    # --- pods ---------------------------------------------------------------------------------
+    def add_pod(self, pod: PodInfo) -> None:
+        if pod.key in self.pods:
+            self.remove_pod(self.pods[pod.key])
+        self.pods[pod.key] = pod
+        req = pod.requests
+        self.req_milli_cpu += req.milli_cpu
+        self.req_memory += req.memory
+        self.req_ephemeral += req.ephemeral_storage
+        for name, amount in req.scalar.items():
+            self.req_scalar[name] = self.req_scalar.get(name, 0) + amount
+        self.nz_milli_cpu += pod.non_zero.milli_cpu
+        self.nz_memory += pod.non_zero.memory
+        for port in pod.host_ports:
+            self.used_ports[port] = self.used_ports.get(port, 0) + 1
+        if pod.has_affinity:
+            self.pods_with_affinity += 1
+        if pod.required_anti_affinity:
+            self.pods_with_required_anti_affinity += 1
+        self.generation += 1
+
+    def remove_pod(self, pod: PodInfo) -> bool:
+        """Take the pod's share away (looked up by key: the stored version is the one that counted)."""
+        stored = self.pods.pop(pod.key, None)
+        if stored is None:
+            return False
+        req = stored.requests
+        self.req_milli_cpu -= req.milli_cpu
+        self.req_memory -= req.memory
+        self.req_ephemeral -= req.ephemeral_storage
+        for name, amount in req.scalar.items():
+            left = self.req_scalar.get(name, 0) - amount
+            if left:
+                self.req_scalar[name] = left
+            else:
+                self.req_scalar.pop(name, None)
+        self.nz_milli_cpu -= stored.non_zero.milli_cpu
+        self.nz_memory -= stored.non_zero.memory
+        for port in stored.host_ports:
+            left = self.used_ports.get(port, 0) - 1
+            if left > 0:
+                self.used_ports[port] = left
+            else:
+                self.used_ports.pop(port, None)
+        if stored.has_affinity:
+            self.pods_with_affinity -= 1
+        if stored.required_anti_affinity:
+            self.pods_with_required_anti_affinity -= 1
+        self.generation += 1
+        return True
+
+    # --- views --------------------------------------------------------------------------------
+    @property
+    def allocatable(self) -> Resource:
+        return Resource(
+            self.alloc_milli_cpu, self.alloc_memory, self.alloc_ephemeral, self.alloc_pods, dict(self.alloc_scalar)
+        )
+
+    @property
+    def requested(self) -> Resource:
+        return Resource(self.req_milli_cpu, self.req_memory, self.req_ephemeral, len(self.pods), dict(self.req_scalar))
+
+    def port_conflicts(self, ports: tuple[HostPort, ...]) -> bool:
+        used = self.used_ports
+        if not used:
+            return False
+        for want in ports:
+            if want in used:
+                return True
+            for have in used:
+                if want.conflicts(have):
+                    return True
+        return False
+
+    def clone(self) -> NodeInfo:
+        """An independent copy (pods shared, totals copied): for what-if questions such as preemption."""
+        other = NodeInfo.__new__(NodeInfo)
+        for slot in NodeInfo.__slots__:
+            setattr(other, slot, getattr(self, slot))
+        other.pods = dict(self.pods)
+        other.used_ports = dict(self.used_ports)
+        other.req_scalar = dict(self.req_scalar)
+        return other
+
+    def __repr__(self) -> str:
+        return (
+            f"NodeInfo({self.name}, cpu {self.req_milli_cpu}/{self.alloc_milli_cpu}m, "
+            f"memory {self.req_memory}/{self.alloc_memory}, pods {len(self.pods)}/{self.alloc_pods})"
+        )

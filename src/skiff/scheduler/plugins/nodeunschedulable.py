@@ -1,0 +1,45 @@
+"""NodeUnschedulable: cordoned nodes (`spec.unschedulable`, `kubectl cordon`) take no new pods.
+
+Unless the pod tolerates the `node.kubernetes.io/unschedulable:NoSchedule`
+taint, as DaemonSet pods do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from skiff.scheduler.framework import NODE, ActionType, ClusterEvent, CycleState, FilterPlugin, Status, unresolvable
+from skiff.scheduler.nodeinfo import NO_SCHEDULE, NodeInfo
+from skiff.scheduler.podinfo import PodInfo
+
+NAME = "NodeUnschedulable"
+ERR_REASON = "node(s) were unschedulable"
+TAINT_KEY = "node.kubernetes.io/unschedulable"
+_FAILED = unresolvable(ERR_REASON, plugin=NAME)
+
+
+class NodeUnschedulable(FilterPlugin):
+    name = NAME
+
+    def events_to_register(self) -> Iterable[ClusterEvent]:
+        return (ClusterEvent(NODE, ActionType.ADD | ActionType.UPDATE_NODE_TAINT),)
+
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        if not node.unschedulable:
+            return None
+        if any(t.tolerates(TAINT_KEY, "", NO_SCHEDULE) for t in pod.tolerations):
+            return None
+        return _FAILED
+
+    def filter_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], failed: dict[str, Status]
+    ) -> list[NodeInfo]:
+        out = []
+        for node in nodes:
+            if not node.unschedulable:
+                out.append(node)
+            elif self.filter(state, pod, node) is None:
+                out.append(node)
+            else:
+                failed[node.name] = _FAILED
+        return out
