@@ -5,6 +5,12 @@ update, patch, delete (with finalizers, grace and propagation) and
 deletecollection over the storage backend, with a `Strategy` per kind for
 what differs. Nothing is written unless every check passed; conflicts on the
 storage revision become 409s, history that is gone becomes 410.
+
+Reads are consistent reads from the watch cache when there is one (see
+`watchcache`): gets, the reads before a write, the namespace check of a
+create and unpaginated lists wait until the cache has caught up with
+storage's current revision, then answer from memory. Paginated lists
+(`limit`, `continue`) and `resourceVersionMatch=Exact` read storage.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from skiff.apiserver.options import (
 )
 from skiff.apiserver.registry import Registry, ResourceType
 from skiff.apiserver.strategy import Strategy
+from skiff.apiserver.watchcache import WatchCache
 from skiff.storage.interface import (
     Backend,
     CompactedError,
@@ -39,13 +46,21 @@ from skiff.storage.interface import (
 
 
 class Store:
-    def __init__(self, backend: Backend, registry: Registry) -> None:
+    def __init__(self, backend: Backend, registry: Registry, cache: WatchCache | None = None) -> None:
         self.backend = backend
         self.registry = registry
+        self.cache = cache
 
     # ------------------------------------------------------------------ reads
+    async def read(self, key: str) -> KeyValue | None:
+        """The current value of `key`: from the watch cache once it has caught up, else from storage."""
+        cache = self.cache
+        if cache is not None and await cache.wait_fresh():
+            return cache.get_current(key)
+        return await self.backend.get(key)
+
     async def get_kv(self, rt: ResourceType, namespace: str | None, name: str) -> KeyValue:
-        kv = await self.backend.get(rt.key(namespace, name))
+        kv = await self.read(rt.key(namespace, name))
         if kv is None:
             raise not_found(rt, name)
         return kv
@@ -72,6 +87,11 @@ class Store:
                     'supported values: "Exact", "NotOlderThan"'
                 )
         unfiltered = labels.empty() and fields.empty()
+        exact = opts.resource_version_match == "Exact"
+        if self.cache is not None and not opts.continue_token and opts.limit <= 0 and not exact:
+            cached = await self._list_cached(self.cache, rt, prefix, strategy, labels, fields)
+            if cached is not None:
+                return cached
         want = max(opts.limit, 0)
         items: list[Obj] = []
         more = False
@@ -103,6 +123,24 @@ class Store:
         if more and unfiltered and count and not opts.continue_token:
             remaining = max(count - len(items), 0)
         return objects.list_object(rt, items, revision, cont, remaining)
+
+    async def _list_cached(
+        self, cache: WatchCache, rt: ResourceType, prefix: str, strategy: Strategy, labels: Any, fields: Any
+    ) -> Obj | None:
+        """An unpaginated list from the watch cache once it has caught up; None: read storage."""
+        if not await cache.wait_fresh():
+            return None
+        kvs = cache.list_current(prefix)
+        if kvs is None:
+            return None
+        revision = cache.revision  # no await since the list: the items are exactly as of this revision
+        items: list[Obj] = []
+        unfiltered = labels.empty() and fields.empty()
+        for kv in kvs:
+            obj = objects.decode(rt, kv)
+            if unfiltered or self._matches(strategy, labels, fields, obj):
+                items.append(obj)
+        return objects.list_object(rt, items, revision, "", None)
 
     async def _list_chunk(
         self, prefix: str, revision: int, limit: int, start: str | None, opts: ListOptions
@@ -168,7 +206,7 @@ class Store:
         admission.validate(rt, obj, strategy.validate(obj))
         for attempt in range(5):
             if opts.dry_run:
-                if await self.backend.get(rt.key(meta.get("namespace"), meta["name"])) is not None:
+                if await self.read(rt.key(meta.get("namespace"), meta["name"])) is not None:
                     raise self._exists(rt, meta["name"])
                 return obj
             try:
@@ -191,7 +229,7 @@ class Store:
     async def _check_namespace(self, namespace: str, rt: ResourceType, name: str) -> None:
         ns_rt = self.registry.get(*NAMESPACES)
         assert ns_rt is not None
-        kv = await self.backend.get(ns_rt.key(None, namespace))
+        kv = await self.read(ns_rt.key(None, namespace))
         if kv is None:
             raise errors.NotFound(f'namespaces "{namespace}" not found', name=namespace, kind="namespaces")
         ns = objects.decode(ns_rt, kv)
@@ -311,7 +349,7 @@ class Store:
         from skiff.apiserver import patching
 
         for _attempt in range(PATCH_RETRIES):
-            kv = await self.backend.get(rt.key(namespace, name))
+            kv = await self.read(rt.key(namespace, name))
             if kv is None:
                 if patch_type == patching.APPLY and not subresource:
                     body = patching.apply_to(rt, None, patch)

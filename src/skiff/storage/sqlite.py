@@ -51,6 +51,9 @@ def _key_range(column: str, lo: str, hi: str | None) -> str:
 class SQLiteBackend:
     """`Backend` over a SQLite file (see module docstring)."""
 
+    # current_revision() is answered from memory, no round trip (the watch cache need not share calls)
+    local_revision = True
+
     def __init__(self, path: str, *, read_threads: int = 4) -> None:
         self.path = path
         self._read_threads = read_threads
