@@ -267,13 +267,23 @@ class Store:
                     "the namespace of the provided object does not match the namespace sent on the request"
                 )
             meta["namespace"] = namespace
-        kv = await self.get_kv(rt, namespace, name)
         wanted = meta.get("resourceVersion")
         if wanted:
             objects.parse_resource_version(wanted)
-            if int(wanted) != kv.mod_revision:
+        for _attempt in range(PATCH_RETRIES):
+            kv = await self.get_kv(rt, namespace, name)
+            if wanted and int(wanted) != kv.mod_revision:
                 raise conflict(rt, name, MODIFIED)
-        return await self._write(rt, kv, obj, opts, subresource=subresource)
+            # the write fills in fields from the stored object: a retry starts again from the body as sent
+            attempt = obj if wanted else objects.loads(objects.dumps(obj))
+            try:
+                return await self._write(rt, kv, attempt, opts, subresource=subresource)
+            except RevisionConflictError:
+                # the object moved between the read and the write (as in Kubernetes' GuaranteedUpdate):
+                # with a resourceVersion precondition that is a 409, without one read again and retry
+                if wanted:
+                    raise conflict(rt, name, MODIFIED) from None
+        raise conflict(rt, name, "too many concurrent changes; please try again")
 
     async def _write(
         self,
