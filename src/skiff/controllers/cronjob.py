@@ -36,6 +36,7 @@ from skiff.controllers.workloads import (
     format_time,
     has_condition,
     meta,
+    namespace_terminating,
     now,
     owner_reference,
     parse_time,
@@ -153,14 +154,16 @@ class CronJobSync:
         self.events: list[tuple[str, str, str]] = []
 
     async def run(self) -> float | None:
-        self._reconcile_active()
         delay: float | None = None
-        if not meta(self.cronjob).get("deletionTimestamp"):
-            delay = await self._schedule()
-            await self._cleanup_history()
-        await self._write_status()
-        for type_, reason, message in self.events:
-            await self.ctl.recorder.record(self.cronjob, type=type_, reason=reason, message=message)
+        try:
+            self._reconcile_active()
+            if not meta(self.cronjob).get("deletionTimestamp"):
+                delay = await self._schedule()
+                await self._cleanup_history()
+            await self._write_status()
+        finally:  # what was done is reported even when a later step fails
+            for type_, reason, message in self.events:
+                await self.ctl.recorder.record(self.cronjob, type=type_, reason=reason, message=message)
         return delay
 
     def _event(self, type_: str, reason: str, message: str) -> None:
@@ -307,6 +310,8 @@ class CronJobSync:
                 return None
             return existing  # created by an earlier reconcile whose status write was lost
         except errors.StatusError as exc:
+            if namespace_terminating(exc):
+                return None
             self._event("Warning", "FailedCreate", f"Error creating job: {exc}")
             raise
         self._event("Normal", "SuccessfulCreate", f"Created job {name}")

@@ -49,11 +49,13 @@ from skiff.controllers.workloads import (
     is_deleting,
     is_ready,
     meta,
+    namespace_terminating,
     now,
     owned_pods,
     phase,
     pod_from_template,
     uid_of,
+    write_status,
 )
 
 Obj = dict[str, Any]
@@ -267,20 +269,23 @@ class DaemonSetController(Controller):
         nodes = self.nodes.list()
         by_node = self._pods_by_node(ds)
         events: list[tuple[str, str, str]] = []
-        if self.expectations.satisfied(key):
-            await self._manage(key, ds, nodes, by_node, hash_, events)
-            strategy = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("type") or "RollingUpdate"
-            if strategy == "RollingUpdate":
-                await self._rolling_update(key, ds, nodes, self._pods_by_node(ds), hash_, events)
-            in_use = {
-                f"{meta(ds)['name']}-{(meta(p).get('labels') or {}).get(REVISION_HASH_LABEL)}"
-                for p in owned_pods(self.pods, ds)
-            }
-            limit = int((ds.get("spec") or {}).get("revisionHistoryLimit", 10))
-            await truncate_history(self.client, history, keep=limit, in_use=in_use, current=meta(revision)["name"])
-        await self._write_status(ds, nodes, self._pods_by_node(ds), hash_, collision_count)
-        for type_, reason, message in events:
-            await self.recorder.record(ds, type=type_, reason=reason, message=message)
+        try:
+            if self.expectations.satisfied(key):
+                await self._manage(key, ds, nodes, by_node, hash_, events)
+                strategy = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("type") or "RollingUpdate"
+                if strategy == "RollingUpdate":
+                    await self._rolling_update(key, ds, nodes, self._pods_by_node(ds), hash_, events)
+                in_use = {
+                    f"{meta(ds)['name']}-{(meta(p).get('labels') or {}).get(REVISION_HASH_LABEL)}"
+                    for p in owned_pods(self.pods, ds)
+                }
+                limit = int((ds.get("spec") or {}).get("revisionHistoryLimit", 10))
+                current = meta(revision)["name"]
+                await truncate_history(self.client, history, keep=limit, in_use=in_use, current=current)
+            await self._write_status(ds, nodes, self._pods_by_node(ds), hash_, collision_count)
+        finally:  # what was done is reported even when a later step fails
+            for type_, reason, message in events:
+                await self.recorder.record(ds, type=type_, reason=reason, message=message)
 
     def _pods_by_node(self, ds: Obj) -> dict[str, list[Obj]]:
         by_node: dict[str, list[Obj]] = {}
@@ -383,6 +388,8 @@ class DaemonSetController(Controller):
                 created = await self.client.create(resources.PODS, pod)
             except Exception as exc:
                 self.expectations.created(key)
+                if namespace_terminating(exc):
+                    return  # the namespace and this daemon set are going away
                 events.append(("Warning", "FailedCreate", f"Error creating: {exc}"))
                 raise
             events.append(("Normal", "SuccessfulCreate", f"Created pod: {meta(created)['name']}"))
@@ -446,6 +453,4 @@ class DaemonSetController(Controller):
             status["conditions"] = old["conditions"]
         if status == old:
             return
-        updated_ds = copy.deepcopy(ds)
-        updated_ds["status"] = status
-        await self.client.update_status(resources.DAEMONSETS, updated_ds)  # a Conflict: retried from a fresh cache
+        await write_status(self.client, resources.DAEMONSETS, ds, status)

@@ -46,6 +46,7 @@ from skiff.controllers.workloads import (
     is_ready,
     is_terminal,
     meta,
+    namespace_terminating,
     now,
     owned_pods,
     parse_time,
@@ -248,6 +249,14 @@ class JobSync:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # what was done is reported even when a later step fails
+            await self._flush_events()
+        if self.requeue is not None:
+            raise RequeueAfter(self.requeue)
+
+    async def _run(self) -> None:
         await self._count_finished()
         active = [p for p in self.pods if is_active(p)]
         terminating = [p for p in self.pods if is_deleting(p) and not is_terminal(p)]
@@ -255,9 +264,9 @@ class JobSync:
         self._track_suspension(suspended)
         decided = self._decide(active)
         if decided is not None:
-            active = await self._delete_pods(active, "job finished" if decided[0] == "SuccessCriteriaMet" else "")
+            active = await self._delete_pods(active)
         elif suspended:
-            active = await self._delete_pods(active, "")
+            active = await self._delete_pods(active)
         elif self.ctl.expectations.satisfied(self.key):
             active = await self._manage(active, terminating)
         self._finish_if_done(active, terminating)
@@ -267,9 +276,6 @@ class JobSync:
         self.status.setdefault("succeeded", 0)
         self.status.setdefault("failed", 0)
         await self._write_status()
-        await self._flush_events()
-        if self.requeue is not None:
-            raise RequeueAfter(self.requeue)
 
     # --- counting -------------------------------------------------------------------------------
     async def _count_finished(self) -> None:
@@ -411,7 +417,7 @@ class JobSync:
             want = max(0, min(self.completions - succeeded, self.parallelism))
         if len(active) > want:
             surplus = sorted(active, key=lambda p: (is_ready(p), meta(p).get("creationTimestamp") or ""))
-            removed = await self._delete_pods(surplus[: len(active) - want], "")
+            removed = await self._delete_pods(surplus[: len(active) - want])
             return [p for p in active if p not in surplus[: len(active) - want]] + removed
         missing = want - busy
         self.ctl.log.debug(
@@ -433,7 +439,7 @@ class JobSync:
             else:
                 seen.add(idx)
         if extra:
-            await self._delete_pods(extra, "")
+            await self._delete_pods(extra)
             active = [p for p in active if p not in extra]
         room = self.parallelism - (busy - len(extra))
         wanted = [i for i in range(self.completions) if i not in completed and i not in seen][: max(room, 0)]
@@ -484,13 +490,15 @@ class JobSync:
             created = await self.client.create(resources.PODS, pod)
         except Exception as exc:
             self.ctl.expectations.created(self.key)
-            if not isinstance(exc, errors.StatusError) or exc.code != 403:  # a namespace being deleted: quiet
-                self._event("Warning", "FailedCreate", f"Error creating: {exc}")
+            if namespace_terminating(exc):
+                return  # the namespace and this job are going away
+            self._event("Warning", "FailedCreate", f"Error creating: {exc}")
             raise
         self._event("Normal", "SuccessfulCreate", f"Created pod: {meta(created)['name']}")
 
-    async def _delete_pods(self, pods: list[Obj], _why: str) -> list[Obj]:
-        """Delete `pods` (their tracking finalizer first: the controller's own deletions are not failures)."""
+    async def _delete_pods(self, pods: list[Obj]) -> list[Obj]:
+        """Delete `pods`; the pods left active (none). The tracking finalizer goes first: the controller's
+        own deletions are not counted as failures."""
         if not pods:
             return []
         await self.ctl._remove_finalizers([p for p in pods if _has_finalizer(p)])

@@ -42,11 +42,13 @@ from skiff.controllers.workloads import (
     is_running_and_ready,
     is_terminal,
     meta,
+    namespace_terminating,
     now,
     owned_pods,
     owner_reference,
     pod_from_template,
     uid_of,
+    write_status,
 )
 
 Obj = dict[str, Any]
@@ -119,16 +121,27 @@ class StatefulSetSync:
             self.client, self.ctl.revisions, self.sts, resources.STATEFULSETS
         )
         current = self._current_revision(history, update)
-        pods = {ord_: p for p in owned_pods(self.ctl.pods, self.sts) if (ord_ := ordinal_of(self.name, p)) is not None}
-        await self._converge(pods, current, update)
-        pods = {ord_: p for p in owned_pods(self.ctl.pods, self.sts) if (ord_ := ordinal_of(self.name, p)) is not None}
-        await self._write_status(pods, current, update, collision_count)
-        in_use = {(meta(p).get("labels") or {}).get(REVISION_HASH_LABEL, "") for p in pods.values()}
-        in_use.add(meta(current)["name"])
-        limit = int(self.spec.get("revisionHistoryLimit", 10))
-        await truncate_history(self.client, history, keep=limit, in_use=in_use, current=meta(update)["name"])
-        for type_, reason, message in self.events:
-            await self.ctl.recorder.record(self.sts, type=type_, reason=reason, message=message)
+        try:
+            pods = self._pods()
+            await self._converge(pods, current, update)
+            pods = self._pods()
+            await self._write_status(pods, current, update, collision_count)
+            in_use = {(meta(p).get("labels") or {}).get(REVISION_HASH_LABEL, "") for p in pods.values()}
+            in_use.add(meta(current)["name"])
+            limit = int(self.spec.get("revisionHistoryLimit", 10))
+            await truncate_history(self.client, history, keep=limit, in_use=in_use, current=meta(update)["name"])
+        finally:  # what was done is reported even when a later step fails
+            for type_, reason, message in self.events:
+                await self.ctl.recorder.record(self.sts, type=type_, reason=reason, message=message)
+
+    def _pods(self) -> dict[int, Obj]:
+        """This set's pods by ordinal, from the cache (pods it owns with another name are ignored)."""
+        found = {}
+        for pod in owned_pods(self.ctl.pods, self.sts):
+            ordinal = ordinal_of(self.name, pod)
+            if ordinal is not None:
+                found[ordinal] = pod
+        return found
 
     def _current_revision(self, history: list[Obj], update: Obj) -> Obj:
         wanted = (self.sts.get("status") or {}).get("currentRevision")
@@ -206,7 +219,8 @@ class StatefulSetSync:
         volumes: list[Obj] = [v for v in spec.get("volumes") or []]
         for claim in self.spec.get("volumeClaimTemplates") or []:
             cname = claim_name(claim, self.name, ordinal)
-            await self._ensure_claim(claim, cname, pod_name)
+            if not await self._ensure_claim(claim, cname, pod_name):
+                return
             volumes = [v for v in volumes if v.get("name") != meta(claim).get("name")]
             volumes.append({"name": meta(claim).get("name"), "persistentVolumeClaim": {"claimName": cname}})
         if volumes:
@@ -218,6 +232,8 @@ class StatefulSetSync:
         except errors.AlreadyExists:
             return  # created by an earlier reconcile the cache has not shown yet
         except errors.StatusError as exc:
+            if namespace_terminating(exc):
+                return
             self.events.append(
                 ("Warning", "FailedCreate",
                  f"create Pod {pod_name} in StatefulSet {self.name} failed error: {exc}"),
@@ -227,9 +243,10 @@ class StatefulSetSync:
             ("Normal", "SuccessfulCreate", f"create Pod {pod_name} in StatefulSet {self.name} successful")
         )
 
-    async def _ensure_claim(self, claim_template: Obj, cname: str, pod_name: str) -> None:
+    async def _ensure_claim(self, claim_template: Obj, cname: str, pod_name: str) -> bool:
+        """Create the claim unless it exists; False when it cannot be (the namespace is terminating)."""
         if self.ctl.claims.get(f"{self.namespace}/{cname}") is not None:
-            return
+            return True
         selector_labels = (self.spec.get("selector") or {}).get("matchLabels") or {}
         claim: Obj = {
             "apiVersion": "v1",
@@ -251,8 +268,10 @@ class StatefulSetSync:
         try:
             await self.client.create(resources.PVCS, claim)
         except errors.AlreadyExists:
-            return
+            return True
         except errors.StatusError as exc:
+            if namespace_terminating(exc):
+                return False  # the namespace and this set are going away
             self.events.append(
                 ("Warning", "FailedCreate",
                  f"create Claim {cname} for Pod {pod_name} in StatefulSet {self.name} failed error: {exc}"),
@@ -262,6 +281,7 @@ class StatefulSetSync:
             ("Normal", "SuccessfulCreate",
              f"create Claim {cname} Pod {pod_name} in StatefulSet {self.name} success"),
         )  # fmt: skip
+        return True
 
     async def _release_claims_on_scale_down(self, pod: Obj, ordinal: int) -> None:
         """With `whenScaled: Delete`, the condemned pod's claims get an ownerReference to it (GC deletes them)."""
@@ -329,6 +349,4 @@ class StatefulSetSync:
             status["conditions"] = old["conditions"]
         if status == old:
             return
-        updated_sts = copy.deepcopy(self.sts)
-        updated_sts["status"] = status
-        await self.client.update_status(resources.STATEFULSETS, updated_sts)
+        await write_status(self.client, resources.STATEFULSETS, self.sts, status)

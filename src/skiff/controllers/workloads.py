@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from skiff.api import errors
 from skiff.api.selectors import LabelSelector, label_selector_from_dict
-from skiff.client import Informer, Resource
+from skiff.client import Client, Informer, Resource
 from skiff.client.cache import index_by_controller_uid
 
 Obj = dict[str, Any]
@@ -112,6 +113,11 @@ def pod_from_template(
     if not pod_meta["annotations"]:
         del pod_meta["annotations"]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+def namespace_terminating(exc: BaseException) -> bool:
+    """A create refused because the namespace is being deleted: nothing to retry, nothing to report."""
+    return isinstance(exc, errors.Forbidden) and "being terminated" in str(exc)
 
 
 # --- pods ----------------------------------------------------------------------------------------
@@ -286,3 +292,26 @@ class OwnWrites:
 
     def forget(self, key: str) -> None:
         self._versions.pop(key, None)
+
+
+async def write_status(client: Client, resource: Resource, obj: Obj, status: Obj, *, attempts: int = 3) -> Obj:
+    """Replace `obj`'s status with `status`; on a Conflict, re-read the object and write it there.
+
+    For statuses computed from other objects (pods, nodes) rather than from the old status, so a
+    newer copy of the object is as good a base as the cached one (Kubernetes' DaemonSet and
+    StatefulSet controllers retry the same way). Raises the last Conflict; NotFound if it went away.
+    """
+    current = obj
+    for attempt in range(attempts):
+        updated = copy.deepcopy(current)
+        updated["status"] = status
+        try:
+            written: Obj = await client.update_status(resource, updated)
+            return written
+        except errors.Conflict:
+            if attempt == attempts - 1:
+                raise
+            current = await client.get(resource, meta(obj)["name"], namespace=meta(obj).get("namespace"))
+            if uid_of(current) != uid_of(obj):
+                raise errors.NotFound(f"{resource.plural} {meta(obj)['name']!r} was replaced") from None
+    raise AssertionError("unreachable")
