@@ -156,12 +156,12 @@ def test_delete_dry_run_keeps_object(server: Server, ns: str) -> None:
 
 
 def test_namespace_terminating(server: Server) -> None:
-    """Without a namespace controller (skiff is the API server alone) a deleted namespace stays
-    Terminating; it takes no new content, and finalizing it by hand (the usual "stuck namespace"
-    fix, PUT .../finalize) removes it."""
+    """A deleted namespace stays Terminating while content held by a finalizer remains (the namespace
+    controller empties it and waits); it takes no new content, and finalizing it by hand (the usual
+    "stuck namespace" fix, PUT .../finalize) removes it at once."""
     name = f"kc-doomed-{uuid.uuid4().hex[:6]}"
     server.kubectl("create", "namespace", name)
-    server.kubectl("create", "configmap", "inside", "-n", name)
+    held_configmap(server, name, "inside")
     out = server.kubectl("delete", "namespace", name, "--wait=false").stdout
     assert out.strip() == f'namespace "{name}" deleted'
     namespace = get_json(server, "namespace", name)
@@ -176,12 +176,16 @@ def test_namespace_terminating(server: Server) -> None:
         f'configmaps "late" is forbidden: unable to create new content in namespace {name} because it is being '
         "terminated"
     ) in proc.stderr
-    # existing content can still be changed and removed
+    # existing content can still be changed
     server.kubectl("label", "configmap", "inside", "-n", name, "x=y")
-    server.kubectl("delete", "configmap", "inside", "-n", name)
 
+    namespace = get_json(server, "namespace", name)
     namespace["spec"]["finalizers"] = []
     server.kubectl("replace", "--raw", f"/api/v1/namespaces/{name}/finalize", "-f", "-", input=json.dumps(namespace))
     proc = server.kubectl("get", "namespace", name, check=False)
     assert proc.returncode == 1
     assert f'namespaces "{name}" not found' in proc.stderr
+    # what the finalizer held is left behind, as in Kubernetes; release it
+    server.kubectl("patch", "cm", "inside", "-n", name, "--type=json", "-p", REMOVE_FINALIZERS)
+    left = server.kubectl("get", "cm", "-A", "--field-selector", f"metadata.namespace={name}", "-o", "name")
+    assert left.stdout == ""
