@@ -337,13 +337,13 @@ class GarbageCollector(Controller):
             return
         if decision.action == "remove_refs":
             drop = set(decision.remove_uids)
-            self.log.info("%s: removing references to %s from %s", self.name, sorted(drop), identity)
+            self.log.debug("%s: removing references to %s from %s", self.name, sorted(drop), identity)
             await self._patch_refs(resource, identity, lambda rs: [r for r in rs if r.get("uid") not in drop])
             return
         if decision.unblock_first:
             await self._patch_refs(resource, identity, _unblocked)
         assert decision.policy is not None
-        self.log.info("%s: deleting %s (propagationPolicy %s)", self.name, identity, decision.policy)
+        self.log.debug("%s: deleting %s (propagationPolicy %s)", self.name, identity, decision.policy)
         await self._delete(resource, identity, latest, decision.policy)
 
     async def _owner(self, ref: OwnerRef, item: Node) -> Obj | None:
