@@ -1,10 +1,8 @@
 """Jobs, CronJobs, DaemonSets and StatefulSets converge on simulated nodes, driven by the real kubectl.
 
-The `server` fixture runs the controllers in-process; `sim_nodes` starts
-simulated nodes that run bound pods (and complete or fail them on cue,
-through the `sim.skiff.dev/*` annotations). `Binder` binds this test's
-unscheduled pods through pods/binding, a stand-in for the scheduler
-wherever the server runs none (a pod the scheduler bound first is skipped).
+The `server` fixture runs the controllers and the scheduler in-process;
+simulated nodes (`skiff sim nodes`) run the pods bound to them, and complete
+or fail them on cue through the `sim.skiff.dev/*` annotations.
 
 The CronJob every minute is created before the other tests (module fixture)
 and checked last, so its wait for the next minute overlaps theirs.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,63 +61,6 @@ def events(server: Server, ns: str, name: str) -> list[dict[str, Any]]:
 
 def apply(server: Server, ns: str, obj: dict[str, Any]) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
-
-
-class Binder:
-    """Binds the namespace's unscheduled pods to matching nodes, as a scheduler would (nodeSelector, matchFields)."""
-
-    def __init__(self, server: Server, ns: str, nodes: list[str]) -> None:
-        self.server, self.ns, self.nodes = server, ns, nodes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"binder {ns}", daemon=True)
-        self._next = 0
-
-    def __enter__(self) -> Binder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _target(self, pod: dict[str, Any], labels: dict[str, dict[str, str]]) -> str | None:
-        spec = pod["spec"]
-        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        ) or {}
-        for term in required.get("nodeSelectorTerms") or []:
-            for field in term.get("matchFields") or []:
-                if field["key"] == "metadata.name":
-                    return str(field["values"][0])
-        selector = spec.get("nodeSelector") or {}
-        fits = [n for n in self.nodes if all(labels.get(n, {}).get(k) == v for k, v in selector.items())]
-        if not fits:
-            return None
-        self._next += 1
-        return fits[self._next % len(fits)]
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                code, body, _ = self.server.raw(
-                    "GET", f"/api/v1/namespaces/{self.ns}/pods?fieldSelector=spec.nodeName%3D"
-                )
-                if code != 200 or not body["items"]:
-                    continue
-                nodes = get(self.server, "/api/v1/nodes")["items"]
-                labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in nodes}
-                for pod in body["items"]:
-                    if pod["metadata"].get("deletionTimestamp"):
-                        continue
-                    target = self._target(pod, labels)
-                    if target is None:
-                        continue
-                    name = pod["metadata"]["name"]
-                    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                               "target": {"apiVersion": "v1", "kind": "Node", "name": target}}  # fmt: skip
-                    self.server.raw("POST", f"/api/v1/namespaces/{self.ns}/pods/{name}/binding", binding)
-            except OSError:
-                continue
 
 
 @pytest.fixture
@@ -181,12 +121,11 @@ def nodes(server: Server, minutely: tuple[str, datetime]) -> Iterator[SimNodes]:
 
 # --- Job -----------------------------------------------------------------------------------------
 def test_job_with_completions_and_parallelism_completes(server: Server, ns: str, nodes: SimNodes) -> None:
-    with Binder(server, ns, nodes.names):
-        apply(server, ns, job("pi", completions=3, parallelism=2))
-        running = wait_for("two pods at once", lambda: len(pods(server, ns, "job-name%3Dpi")) >= 2)
-        assert running
-        assert len(pods(server, ns, "job-name%3Dpi")) == 2  # parallelism caps the pods running at once
-        server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/pi", "--timeout=30s")
+    apply(server, ns, job("pi", completions=3, parallelism=2))
+    running = wait_for("two pods at once", lambda: len(pods(server, ns, "job-name%3Dpi")) >= 2)
+    assert running
+    assert len(pods(server, ns, "job-name%3Dpi")) == 2  # parallelism caps the pods running at once
+    server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/pi", "--timeout=30s")
     status = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/pi")["status"]
     assert status["succeeded"] == 3
     assert status.get("failed", 0) == 0 and status.get("active", 0) == 0
@@ -206,10 +145,9 @@ def test_job_with_completions_and_parallelism_completes(server: Server, ns: str,
 
 
 def test_failing_job_hits_backoff_limit(server: Server, ns: str, nodes: SimNodes) -> None:
-    with Binder(server, ns, nodes.names):
-        apply(server, ns, job("bad", completions=2, parallelism=2, backoff_limit=1,
-                              annotations={"sim.skiff.dev/fail-after": "1s"}))  # fmt: skip
-        server.kubectl("wait", "-n", ns, "--for=condition=failed", "job/bad", "--timeout=30s")
+    apply(server, ns, job("bad", completions=2, parallelism=2, backoff_limit=1,
+                          annotations={"sim.skiff.dev/fail-after": "1s"}))  # fmt: skip
+    server.kubectl("wait", "-n", ns, "--for=condition=failed", "job/bad", "--timeout=30s")
     status = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/bad")["status"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
@@ -221,28 +159,26 @@ def test_failing_job_hits_backoff_limit(server: Server, ns: str, nodes: SimNodes
 
 
 def test_suspended_job_starts_nothing_until_resumed(server: Server, ns: str, nodes: SimNodes) -> None:
-    with Binder(server, ns, nodes.names):
-        apply(server, ns, job("later", suspend=True))
-        wait_for(
-            "Suspended condition",
-            lambda: any(
-                c["type"] == "Suspended" and c["status"] == "True"
-                for c in (get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/later").get("status") or {}).get(
-                    "conditions", []
-                )
-            ),
-        )
-        assert pods(server, ns, "job-name%3Dlater") == []
-        server.kubectl("patch", "-n", ns, "job", "later", "-p", '{"spec":{"suspend":false}}')
-        server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/later", "--timeout=30s")
+    apply(server, ns, job("later", suspend=True))
+    wait_for(
+        "Suspended condition",
+        lambda: any(
+            c["type"] == "Suspended" and c["status"] == "True"
+            for c in (get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/later").get("status") or {}).get(
+                "conditions", []
+            )
+        ),
+    )
+    assert pods(server, ns, "job-name%3Dlater") == []
+    server.kubectl("patch", "-n", ns, "job", "later", "-p", '{"spec":{"suspend":false}}')
+    server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/later", "--timeout=30s")
 
 
 # --- CronJob -------------------------------------------------------------------------------------
 def test_create_job_from_cronjob(server: Server, ns: str, nodes: SimNodes) -> None:
     apply(server, ns, cronjob("report", "0 0 1 1 *"))  # far away: only the manual run happens
-    with Binder(server, ns, nodes.names):
-        server.kubectl("create", "job", "report-now", "-n", ns, "--from=cronjob/report")
-        server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/report-now", "--timeout=30s")
+    server.kubectl("create", "job", "report-now", "-n", ns, "--from=cronjob/report")
+    server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/report-now", "--timeout=30s")
     created = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/report-now")
     assert created["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
     assert created["metadata"]["ownerReferences"][0]["name"] == "report"
@@ -269,9 +205,8 @@ def test_cronjob_starts_the_run_it_missed(server: Server, ns: str, nodes: SimNod
     def tick_jobs() -> list[dict[str, Any]]:
         return get(server, f"/apis/batch/v1/namespaces/{ns}/jobs")["items"]
 
-    with Binder(server, ns, nodes.names):
-        name = wait_for("the missed run's job", tick_jobs)[0]["metadata"]["name"]
-        server.kubectl("wait", "-n", ns, "--for=condition=complete", f"job/{name}", "--timeout=30s")
+    name = wait_for("the missed run's job", tick_jobs)[0]["metadata"]["name"]
+    server.kubectl("wait", "-n", ns, "--for=condition=complete", f"job/{name}", "--timeout=30s")
     assert len(tick_jobs()) == 1  # one run for all the missed times, not one per missed time
     created = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/{name}")
     stamp = created["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
@@ -318,7 +253,7 @@ def test_daemonset_one_pod_per_node_and_tainted_node_excluded(server: Server, ns
             },
         },
     }
-    with Binder(server, ns, nodes.names), untaint_after(server, tainted):
+    with untaint_after(server, tainted):
         apply(server, ns, ds)
         server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
         placed = pods(server, ns, "app%3Dagent")
@@ -371,39 +306,38 @@ def test_statefulset_ordered_creation_and_scale_down(server: Server, ns: str, no
             ],
         },
     }  # fmt: skip
-    with Binder(server, ns, nodes.names):
-        apply(server, ns, sts)
-        wait_for("web-0", lambda: pods(server, ns, "app%3Dweb"))
-        time.sleep(1.0)
-        assert [p["metadata"]["name"] for p in pods(server, ns, "app%3Dweb")] == ["web-0"]  # web-1 waits for web-0
-        server.kubectl("label", "node", nodes.names[0], f"wl-sts={ns}")
-        server.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=30s")
-        web = pods(server, ns, "app%3Dweb")
-        assert [p["metadata"]["name"] for p in web] == ["web-0", "web-1", "web-2"]
-        for i, pod in enumerate(web):
-            assert pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == f"web-{i}"
-            assert pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == str(i)
-            assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == (f"web-{i}", "web")
-            claim = next(v for v in pod["spec"]["volumes"] if v["name"] == "www")
-            assert claim["persistentVolumeClaim"]["claimName"] == f"www-web-{i}"
-        creates = [e["message"] for e in events(server, ns, "web") if e["reason"] == "SuccessfulCreate"]
-        assert [m.split()[2] for m in creates if m.startswith("create Pod")] == ["web-0", "web-1", "web-2"]
-        claims = get(server, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")["items"]
-        assert sorted(c["metadata"]["name"] for c in claims) == ["www-web-0", "www-web-1", "www-web-2"]
-        status = get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/web")["status"]
-        assert (status["replicas"], status["readyReplicas"], status["availableReplicas"]) == (3, 3, 3)
-        assert status["currentRevision"] == status["updateRevision"]
+    apply(server, ns, sts)
+    wait_for("web-0", lambda: pods(server, ns, "app%3Dweb"))
+    time.sleep(1.0)
+    assert [p["metadata"]["name"] for p in pods(server, ns, "app%3Dweb")] == ["web-0"]  # web-1 waits for web-0
+    server.kubectl("label", "node", nodes.names[0], f"wl-sts={ns}")
+    server.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=30s")
+    web = pods(server, ns, "app%3Dweb")
+    assert [p["metadata"]["name"] for p in web] == ["web-0", "web-1", "web-2"]
+    for i, pod in enumerate(web):
+        assert pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == f"web-{i}"
+        assert pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == str(i)
+        assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == (f"web-{i}", "web")
+        claim = next(v for v in pod["spec"]["volumes"] if v["name"] == "www")
+        assert claim["persistentVolumeClaim"]["claimName"] == f"www-web-{i}"
+    creates = [e["message"] for e in events(server, ns, "web") if e["reason"] == "SuccessfulCreate"]
+    assert [m.split()[2] for m in creates if m.startswith("create Pod")] == ["web-0", "web-1", "web-2"]
+    claims = get(server, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == ["www-web-0", "www-web-1", "www-web-2"]
+    status = get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/web")["status"]
+    assert (status["replicas"], status["readyReplicas"], status["availableReplicas"]) == (3, 3, 3)
+    assert status["currentRevision"] == status["updateRevision"]
 
-        # scale down: web-2 goes first; web-1 is not touched while web-2 is still terminating
-        server.kubectl("patch", "-n", ns, "pod", "web-2", "-p", '{"metadata":{"finalizers":["e2e.skiff.dev/hold"]}}')
-        server.kubectl("scale", "-n", ns, "sts/web", "--replicas=1")
-        wait_for("web-2 terminating", lambda: get(server, f"/api/v1/namespaces/{ns}/pods/web-2")["metadata"].get(
-            "deletionTimestamp"))  # fmt: skip
-        time.sleep(1.0)
-        assert not get(server, f"/api/v1/namespaces/{ns}/pods/web-1")["metadata"].get("deletionTimestamp")
-        server.kubectl("patch", "-n", ns, "pod", "web-2", "--type=json",
-                       "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')  # fmt: skip
-        wait_for("only web-0 left", lambda: [p["metadata"]["name"] for p in pods(server, ns, "app%3Dweb")] == ["web-0"])
+    # scale down: web-2 goes first; web-1 is not touched while web-2 is still terminating
+    server.kubectl("patch", "-n", ns, "pod", "web-2", "-p", '{"metadata":{"finalizers":["e2e.skiff.dev/hold"]}}')
+    server.kubectl("scale", "-n", ns, "sts/web", "--replicas=1")
+    wait_for("web-2 terminating", lambda: get(server, f"/api/v1/namespaces/{ns}/pods/web-2")["metadata"].get(
+        "deletionTimestamp"))  # fmt: skip
+    time.sleep(1.0)
+    assert not get(server, f"/api/v1/namespaces/{ns}/pods/web-1")["metadata"].get("deletionTimestamp")
+    server.kubectl("patch", "-n", ns, "pod", "web-2", "--type=json",
+                   "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')  # fmt: skip
+    wait_for("only web-0 left", lambda: [p["metadata"]["name"] for p in pods(server, ns, "app%3Dweb")] == ["web-0"])
     claims = get(server, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")["items"]
     assert len(claims) == 3  # kept on scale down (whenScaled: Retain)
     status = wait_for(
