@@ -28,6 +28,7 @@ from skiff.apiserver.auth import (
     RequestAttributes,
     TokenFile,
     UserInfo,
+    auth_middleware,
     authentication_middleware,
     authorization_middleware,
     bearer_token,
@@ -79,19 +80,20 @@ def server_ssl(paths: pki.PKIPaths) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+@pytest.fixture(params=["two layers", "one layer"])
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """A server with the two middlewares, or with both in one (`auth_middleware`, as `skiff server`)."""
     paths = pki.ensure_pki(tmp_path, server_url="https://127.0.0.1:1")
     (admin_token,) = parse_token_file(paths.tokens.read_text())
     with paths.tokens.open("a") as f:
         f.write(f'{ALICE_TOKEN},alice,uid-alice,"developers,qa"\n')
     tokens = TokenFile(paths.tokens, check_interval=0)
-    app = web.Application(
-        middlewares=[
-            authentication_middleware(Authenticator(token_authenticators=[tokens])),
-            authorization_middleware(),
-        ]
-    )
+    authenticator = Authenticator(token_authenticators=[tokens])
+    if request.param == "one layer":
+        middlewares = [auth_middleware(authenticator)]
+    else:
+        middlewares = [authentication_middleware(authenticator), authorization_middleware()]
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/healthz", whoami)
     app.router.add_get("/version", whoami)
     app.router.add_get("/readyz/extra", whoami)
@@ -154,6 +156,24 @@ async def test_admin_client_certificate(cluster: Cluster) -> None:
     assert body["name"] == "system:admin"
     assert body["groups"] == ["system:masters", "system:authenticated"]
     assert body["verb"] == "list"
+
+
+async def test_keep_alive_connection_keeps_its_certificate_user(cluster: Cluster, tmp_path: Path) -> None:
+    """The certificate's user is remembered per connection; a token is still read per request."""
+    admin = (cluster.paths.admin_cert, cluster.paths.admin_key)
+    connector = aiohttp.TCPConnector(limit=1, ssl=cluster.client_ssl(admin))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(3):
+            async with session.get(cluster.url + "/api/v1/namespaces/default/pods") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["name"] == "system:admin"
+    connector = aiohttp.TCPConnector(limit=1, ssl=cluster.client_ssl())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        headers = {"Authorization": f"Bearer {cluster.admin_token}"}
+        async with session.get(cluster.url + "/apis/apps/v1/deployments", headers=headers) as resp:
+            assert resp.status == 200
+        async with session.get(cluster.url + "/apis/apps/v1/deployments") as resp:
+            assert resp.status == 401  # same connection, no token: not remembered
 
 
 async def test_admin_token(cluster: Cluster) -> None:

@@ -15,6 +15,12 @@ nobody allowing means 403. The default chain lets `system:masters` do
 anything and anyone read the public endpoints; RBAC joins the chain later.
 The user is stored on the request under `USER`, the parsed request under
 `REQUEST_ATTRIBUTES`, for the handlers after these middlewares.
+
+The server runs both as one middleware (`auth_middleware`, which can also
+hand long-running requests to a tracker), one layer per request instead of
+three. The user a client certificate names is worked out once per
+connection: the certificate cannot change on a keep-alive connection (the
+server refuses TLS renegotiation), so it is remembered per transport.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import csv
 import enum
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -152,15 +159,17 @@ class Authenticator:
 
     def __init__(self, *, token_authenticators: Sequence[TokenAuthenticator] = ()) -> None:
         self.token_authenticators = tuple(token_authenticators)
+        # transport -> the user its verified client certificate names (None: no certificate)
+        self._cert_users: weakref.WeakKeyDictionary[Any, UserInfo | None] = weakref.WeakKeyDictionary()
 
     async def authenticate(self, request: web.Request) -> UserInfo | None:
         """The caller, or None if the request carries no credentials.
 
         Raises `Unauthorized` when it carries credentials that are not valid.
         """
-        user = user_from_peer_cert(_peer_cert(request))
+        user = self._cert_user(request)
         if user is not None:
-            return _with_authenticated_group(user)
+            return user
         token = bearer_token(request.headers.get("Authorization", ""))
         if token is None:
             return None
@@ -170,13 +179,25 @@ class Authenticator:
                 return _with_authenticated_group(user)
         raise Unauthorized("Unauthorized")
 
+    def _cert_user(self, request: web.Request) -> UserInfo | None:
+        """The client certificate's user, parsed once per connection."""
+        transport = request.transport
+        if transport is None:
+            return None
+        try:
+            return self._cert_users[transport]
+        except KeyError:
+            pass
+        except TypeError:  # a transport that cannot be weakly referenced: no memo
+            return _cert_user_of(transport)
+        user = self._cert_users[transport] = _cert_user_of(transport)
+        return user
 
-def _peer_cert(request: web.Request) -> Mapping[str, Any] | None:
-    transport = request.transport
-    if transport is None:
-        return None
+
+def _cert_user_of(transport: Any) -> UserInfo | None:
     cert = transport.get_extra_info("peercert")
-    return cert if isinstance(cert, Mapping) else None
+    user = user_from_peer_cert(cert if isinstance(cert, Mapping) else None)
+    return _with_authenticated_group(user) if user is not None else None
 
 
 def user_from_peer_cert(cert: Mapping[str, Any] | None) -> UserInfo | None:
@@ -232,6 +253,51 @@ def authentication_middleware(authenticator: Authenticator) -> Middleware:
         return await handler(request)
 
     return authenticate
+
+
+# -- both in one layer ---------------------------------------------------------------------------
+
+
+class RequestTracker(Protocol):
+    """Something that runs some requests itself, e.g. to end long-running ones at shutdown."""
+
+    def wants(self, request: web.Request) -> bool: ...
+
+    def run(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]: ...
+
+
+def auth_middleware(
+    authenticator: Authenticator, authorizer: Authorizer | None = None, *, tracker: RequestTracker | None = None
+) -> Middleware:
+    """`authentication_middleware` then `authorization_middleware` as one layer.
+
+    Requests `tracker.wants` (checked after authorization, so it can read
+    `REQUEST_ATTRIBUTES`) are handed to `tracker.run` instead of the handler.
+    """
+    chosen = authorizer if authorizer is not None else default_authorizer()
+
+    @web.middleware
+    async def authenticate_and_authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            user = await authenticator.authenticate(request)
+        except StatusError as e:
+            return status_response(e)
+        path = request.path
+        if user is None:
+            if path not in PUBLIC_PATHS:
+                return status_response(Unauthorized("Unauthorized"))
+            user = ANONYMOUS
+        request[USER] = user
+        attributes = request_attributes(request.method, path, request.query, user)
+        request[REQUEST_ATTRIBUTES] = attributes
+        decision, reason = await chosen.authorize(attributes)
+        if decision is not Decision.ALLOW:
+            return status_response(forbidden(attributes, reason))
+        if tracker is not None and tracker.wants(request):
+            return await tracker.run(request, handler)
+        return await handler(request)
+
+    return authenticate_and_authorize
 
 
 # -- authorization -----------------------------------------------------------------------------

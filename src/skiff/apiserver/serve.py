@@ -31,8 +31,7 @@ from skiff.apiserver.auth import (
     Authenticator,
     Authorizer,
     TokenFile,
-    authentication_middleware,
-    authorization_middleware,
+    auth_middleware,
 )
 from skiff.apiserver.pki import PKIPaths, ensure_pki
 from skiff.storage.factory import open_backend
@@ -92,6 +91,8 @@ def make_ssl_context(paths: PKIPaths) -> ssl.SSLContext:
     ctx.load_cert_chain(paths.serving_cert, paths.serving_key)
     ctx.load_verify_locations(cafile=paths.ca_cert)
     ctx.verify_mode = ssl.CERT_OPTIONAL
+    # a connection's client certificate never changes (authentication remembers it per connection)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
@@ -124,9 +125,10 @@ async def serve(
                 backend=backend,
                 compact_interval=config.compact_interval,
                 middlewares=[
-                    authentication_middleware(Authenticator(token_authenticators=[TokenFile(paths.tokens)])),
-                    authorization_middleware(authorizer),
-                    tracker.middleware,
+                    # authentication, authorization and long-running tracking: one layer per request
+                    auth_middleware(
+                        Authenticator(token_authenticators=[TokenFile(paths.tokens)]), authorizer, tracker=tracker
+                    ),
                 ],
             )
             app.on_shutdown.append(tracker.on_shutdown)
@@ -217,7 +219,8 @@ def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
 class LongRunningRequests:
     """Tracks watches, log follows, exec… so that shutdown can end them instead of waiting.
 
-    The middleware runs after authorization (it reads `REQUEST_ATTRIBUTES`).
+    A `RequestTracker` for `auth.auth_middleware` (or a middleware of its
+    own, `middleware`), after authorization: it reads `REQUEST_ATTRIBUTES`.
     On shutdown, such requests get `LONG_RUNNING_GRACE` seconds to end by
     themselves (the app's own shutdown hooks may close watches), then are
     cancelled.
@@ -230,16 +233,24 @@ class LongRunningRequests:
     def middleware(self) -> Middleware:
         @web.middleware
         async def track_long_running(request: web.Request, handler: Handler) -> web.StreamResponse:
-            task = asyncio.current_task()
-            if task is None or not self._is_long_running(request):
+            if not self.wants(request):
                 return await handler(request)
-            self._tasks.add(task)
-            try:
-                return await handler(request)
-            finally:
-                self._tasks.discard(task)
+            return await self.run(request, handler)
 
         return track_long_running
+
+    def wants(self, request: web.Request) -> bool:
+        return self._is_long_running(request)
+
+    async def run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is None:
+            return await handler(request)
+        self._tasks.add(task)
+        try:
+            return await handler(request)
+        finally:
+            self._tasks.discard(task)
 
     @staticmethod
     def _is_long_running(request: web.Request) -> bool:
