@@ -94,7 +94,7 @@ class GarbageCollector(Controller):
     name = "garbagecollector"
     workers = 10
 
-    def __init__(self, ctx: ControllerContext, *, resync_period: float = 30.0) -> None:
+    def __init__(self, ctx: ControllerContext, *, resync_period: float = 30.0, sync_timeout: float = 30.0) -> None:
         super().__init__()
         self.client = ctx.client
         self.metadata = MetadataClient(ctx.client)
@@ -104,6 +104,7 @@ class GarbageCollector(Controller):
         self.monitors: dict[Resource, Monitor] = {}
         self.kinds: dict[tuple[str, str], Resource] = {}
         self.resync_period = resync_period
+        self.sync_timeout = sync_timeout
         self.pending = ItemExponentialFailureRateLimiter(0.005, 30.0)  # backoff of keys that wait, not fail
         self._rediscover = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -116,13 +117,15 @@ class GarbageCollector(Controller):
 
     # --- running ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Discover kinds, start monitors, then reconcile (the base waits for every monitor to sync)."""
+        """Discover kinds, start monitors, wait for them to sync (bounded), then reconcile until `stop`."""
         loop: asyncio.Task[None] | None = None
         try:
             found = await self._first_discovery(stop)
             if found is None:
                 return
             self._sync_monitors(found)
+            if not await self._wait_synced(stop):
+                return
             loop = spawn(self._discovery_loop(stop), name=f"{self.name}/discovery", logger=self.log)
             await super().run(stop)
         finally:
@@ -146,6 +149,25 @@ class GarbageCollector(Controller):
             except TimeoutError:
                 delay = min(delay * 2, 10.0)
         return None
+
+    async def _wait_synced(self, stop: asyncio.Event) -> bool:
+        """Wait up to `sync_timeout` for every monitor's first list; False if stopped meanwhile.
+
+        A kind that cannot be listed must not stall collection of all the others: past the timeout
+        the workers start anyway. Deleting an object never relies on the graph alone (owners are
+        looked up live), and the steps that do (foreground and orphan finalizers) wait for `synced()`.
+        """
+        deadline = asyncio.get_running_loop().time() + self.sync_timeout
+        while not self.synced():
+            if stop.is_set():
+                return False
+            if asyncio.get_running_loop().time() > deadline:
+                behind = sorted(r.plural for r, m in self.monitors.items() if not m.informer.has_synced)
+                self.log.warning("%s: not synced after %.0fs: %s; starting anyway", self.name, self.sync_timeout,
+                                 ", ".join(behind))  # fmt: skip
+                break
+            await asyncio.sleep(0.05)
+        return not stop.is_set()
 
     async def _discovery_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -197,13 +219,14 @@ class GarbageCollector(Controller):
             shared.add_handlers(on_add=on_add, on_update=on_update, on_delete=on_delete)
             for obj in shared.list():  # what it holds already (its own replay comes later: harmless twice)
                 on_add(obj)
+            if not shared.running:
+                shared.start()  # nobody started it yet (the collector running alone); the factory stops it
             monitor = Monitor(resource, shared, own=False)
         else:
             informer = Informer(self.metadata, resource)
             informer.add_handlers(on_add=on_add, on_update=on_update, on_delete=on_delete)
             informer.start()
             monitor = Monitor(resource, informer, own=True)
-        self.wait_for(monitor.informer)
         return monitor
 
     def _handlers(
