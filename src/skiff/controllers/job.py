@@ -263,7 +263,10 @@ class JobSync:
         suspended = bool(self.spec.get("suspend"))
         self._track_suspension(suspended)
         decided = self._decide(active)
-        if decided is not None:
+        if decided is not None and decided[0] == "FailureTarget":
+            await self._count_finished(fail_running=True)  # as Kubernetes: a failed job's running pods failed
+            active = await self._delete_pods(active)
+        elif decided is not None:
             active = await self._delete_pods(active)
         elif suspended:
             active = await self._delete_pods(active)
@@ -278,7 +281,11 @@ class JobSync:
         await self._write_status()
 
     # --- counting -------------------------------------------------------------------------------
-    async def _count_finished(self) -> None:
+    async def _count_finished(self, *, fail_running: bool = False) -> None:
+        """Count finished pods exactly once: uid into uncountedTerminatedPods (written), finalizer off, counter up.
+
+        `fail_running`: the job has failed, every pod not finished yet counts as failed.
+        """
         uncounted: Obj = self.status.setdefault("uncountedTerminatedPods", {})
         unc_s: list[str] = list(uncounted.get("succeeded") or [])
         unc_f: list[str] = list(uncounted.get("failed") or [])
@@ -294,7 +301,7 @@ class JobSync:
                 break
             if phase(pod) == "Succeeded":
                 new_s.append(pod)
-            elif phase(pod) == "Failed" or (is_deleting(pod) and not only_failed):
+            elif phase(pod) == "Failed" or (is_deleting(pod) and not only_failed) or fail_running:
                 new_f.append(pod)
         if new_s or new_f:
             unc_s += [uid_of(p) for p in new_s]
@@ -318,6 +325,7 @@ class JobSync:
                 self.status["failed"] = int(self.status.get("failed") or 0) + 1
         if self.indexed:
             self.status["completedIndexes"] = format_indexes(succeeded_indexes)
+            self.status["succeeded"] = len(succeeded_indexes)  # an index succeeding twice counts once
         for field, uids in (("succeeded", unc_s), ("failed", unc_f)):
             left = [u for u in uids if u not in released]
             if left:
@@ -360,15 +368,9 @@ class JobSync:
 
     def _failure(self, active: list[Obj]) -> tuple[str, str, str] | None:
         limit = self.spec.get("backoffLimit")
-        failed = int(self.status.get("failed") or 0)
-        template_spec = (self.spec.get("template") or {}).get("spec") or {}
-        if template_spec.get("restartPolicy") == "OnFailure":
-            failed += sum(
-                int(cs.get("restartCount") or 0)
-                for p in active
-                for cs in (p.get("status") or {}).get("containerStatuses") or []
-            )
-        if limit is not None and failed > int(limit):
+        if limit is not None and (
+            int(self.status.get("failed") or 0) > int(limit) or self._past_backoff_on_failure(active, int(limit))
+        ):
             return "FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
         deadline = self.spec.get("activeDeadlineSeconds")
         start = parse_time(self.status.get("startTime"))
@@ -378,6 +380,20 @@ class JobSync:
                 return "FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"
             self._requeue_in(left)
         return None
+
+    def _past_backoff_on_failure(self, active: list[Obj], limit: int) -> bool:
+        """With restartPolicy OnFailure the kubelet restarts containers in place: their restarts count."""
+        template_spec = (self.spec.get("template") or {}).get("spec") or {}
+        if template_spec.get("restartPolicy") != "OnFailure":
+            return False
+        restarts = 0
+        for pod in active:
+            if phase(pod) not in ("Running", "Pending"):
+                continue
+            status = pod.get("status") or {}
+            for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+                restarts += int(cs.get("restartCount") or 0)
+        return restarts > 0 if limit == 0 else restarts >= limit
 
     def _success(self, active: list[Obj]) -> tuple[str, str, str] | None:
         succeeded = int(self.status.get("succeeded") or 0)
