@@ -194,7 +194,7 @@ def builtin_types() -> list[ResourceType]:
             short=("rs",),
             categories=ALL,
             sub=("status", "scale"),
-            strategy=WorkloadStrategy(selectable_fields=("status.replicas",)),
+            strategy=WorkloadStrategy(selectable_fields=("status.replicas",), initial_status={"replicas": 0}),
         ),
         _rt(
             "apps",
@@ -204,7 +204,14 @@ def builtin_types() -> list[ResourceType]:
             short=("ds",),
             categories=ALL,
             sub=("status",),
-            strategy=WorkloadStrategy(),
+            strategy=WorkloadStrategy(
+                initial_status={
+                    "currentNumberScheduled": 0,
+                    "numberMisscheduled": 0,
+                    "desiredNumberScheduled": 0,
+                    "numberReady": 0,
+                }
+            ),
         ),
         _rt(
             "apps",
@@ -215,7 +222,8 @@ def builtin_types() -> list[ResourceType]:
             categories=ALL,
             sub=("status", "scale"),
             strategy=WorkloadStrategy(
-                immutable=("spec.selector", "spec.serviceName", "spec.podManagementPolicy")
+                immutable=("spec.selector", "spec.serviceName", "spec.podManagementPolicy"),
+                initial_status={"replicas": 0, "availableReplicas": 0},
             ),
         ),
         _rt(

@@ -277,8 +277,15 @@ def qos_class(spec: Obj) -> str:
 class WorkloadStrategy(Strategy):
     """Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs: an immutable selector."""
 
-    def __init__(self, *, immutable: tuple[str, ...] = ("spec.selector",), **kw: Any) -> None:
+    def __init__(
+        self, *, immutable: tuple[str, ...] = ("spec.selector",), initial_status: Obj | None = None, **kw: Any
+    ) -> None:
         super().__init__(has_status=True, immutable_fields=immutable, **kw)
+        # the status fields Kubernetes serializes even when zero (no omitempty): clients require them
+        self._initial_status = initial_status or {}
+
+    def initial_status(self, obj: Obj) -> Any:
+        return copy.deepcopy(self._initial_status)
 
     def validate(self, obj: Obj) -> FieldErrors:
         errors: FieldErrors = []
