@@ -6,6 +6,7 @@ Every test works in this module's own namespace on the shared session server.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,19 @@ def get_json(server: Server, *args: str) -> Any:
     return json.loads(server.kubectl("get", *args, "-o", "json").stdout)
 
 
+def settled(server: Server, *args: str) -> Any:
+    """The object once the controllers stopped writing to it (its resourceVersion still for a second)."""
+    last = get_json(server, *args)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = get_json(server, *args)
+        if now["metadata"]["resourceVersion"] == last["metadata"]["resourceVersion"]:
+            return now
+        last = now
+    raise AssertionError(f"{args} still changing after 15 s")
+
+
 def test_apply_creates_updates_and_reports_unchanged(server: Server, ns: str) -> None:
     v1, v2 = str(MANIFESTS / "web-v1.yaml"), str(MANIFESTS / "web-v2.yaml")
 
@@ -55,7 +69,8 @@ def test_apply_creates_updates_and_reports_unchanged(server: Server, ns: str) ->
     assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 80)]
     assert LAST_APPLIED in svc["metadata"]["annotations"]
 
-    # the same file again changes nothing
+    # the same file again changes nothing (once the Deployment controller has written its status)
+    deploy = settled(server, "-n", ns, "deployment", "web")
     out = server.kubectl("apply", "-n", ns, "-f", v1).stdout
     assert "deployment.apps/web unchanged" in out
     assert "service/web unchanged" in out

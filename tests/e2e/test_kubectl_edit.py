@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,19 @@ def ns(server: Server) -> str:
 
 def get_json(server: Server, *args: str) -> Any:
     return json.loads(server.kubectl("get", *args, "-o", "json").stdout)
+
+
+def settled(server: Server, *args: str) -> Any:
+    """The object once the controllers stopped writing to it (its resourceVersion still for a second)."""
+    last = get_json(server, *args)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = get_json(server, *args)
+        if now["metadata"]["resourceVersion"] == last["metadata"]["resourceVersion"]:
+            return now
+        last = now
+    raise AssertionError(f"{args} still changing after 15 s")
 
 
 def deployment(server: Server, ns: str, name: str) -> Any:
@@ -135,6 +149,7 @@ def test_patch_merge(server: Server, ns: str) -> None:
     containers = get_json(server, "deployment", "merge", "-n", ns)["spec"]["template"]["spec"]["containers"]
     assert [(c["name"], c["image"]) for c in containers] == [("only", "alpine:3")]
 
+    settled(server, "deployment", "merge", "-n", ns)  # kubectl compares with what it read: no status write between
     out = server.kubectl("patch", "deployment", "merge", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":4}}')
     assert out.stdout.strip() == "deployment.apps/merge patched (no change)"
 

@@ -26,15 +26,19 @@ _ns_seq = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def api(server: Server) -> Iterator[client.ApiClient]:
-    c = server.client()
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[client.ApiClient]:
+    """A server of this module's own, without controllers: these tests write Deployments and their
+    status by hand, which a Deployment controller would rewrite under them (409s, overwritten status)."""
+    srv = Server(tmp_path_factory.mktemp("skiff-pyclient"), extra_args=["--disable-controllers"]).start()
+    c = srv.client()
     yield c
     c.close()
+    srv.stop()
 
 
 @pytest.fixture
 def ns(api: client.ApiClient) -> str:
-    """A namespace of the test's own on the shared server."""
+    """A namespace of the test's own on the module's server."""
     name = f"pyc-{next(_ns_seq)}-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     return name
