@@ -405,3 +405,72 @@ async def test_hpa_target_missing(hpa_client: tuple[Client, str]) -> None:
     assert condition(obj, "AbleToScale")["message"].startswith(
         "the HPA controller was unable to get the target's current scale:"
     )
+
+
+# --- the whole loop on simulated nodes ----------------------------------------------------------
+
+
+def _present(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.skipif(
+    not all(_present(m) for m in ("skiff.scheduler.scheduler", "skiff.controllers.deployment")),
+    reason="needs the scheduler and the Deployment controller",
+)
+@pytest.mark.timeout(180)
+def test_hpa_on_simulated_nodes_from_pod_annotations(
+    tmp_path_factory: pytest.TempPathFactory, sim_nodes: Callable[..., Any]
+) -> None:
+    """Deployment → scheduler → simulated nodes report the annotated usage → HPA scales up, then down."""
+    args = ["--hpa-sync-period", "2", "--hpa-downscale-stabilization", "5"]
+    srv = Server(tmp_path_factory.mktemp("skiff-hpa-sim"), extra_args=args).start()
+    try:
+        sim_nodes(2, server=srv, cpu="8", memory="32Gi")
+        manifest = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: busy, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: busy}}
+  template:
+    metadata:
+      labels: {app: busy}
+      annotations: {sim.skiff.dev/cpu-usage: "300m", sim.skiff.dev/memory-usage: "50Mi"}
+    spec:
+      containers:
+      - name: app
+        image: busy:1
+        resources: {requests: {cpu: 100m, memory: 64Mi}}
+"""
+        srv.kubectl("apply", "-f", "-", input=manifest)
+        srv.kubectl("autoscale", "deployment", "busy", "--cpu=50%", "--min=1", "--max=5")
+
+        def replicas() -> int:
+            code, body, _ = srv.raw("GET", "/apis/apps/v1/namespaces/default/deployments/busy")
+            assert code == 200, body
+            return int(body["spec"]["replicas"])
+
+        def wait(what: str, check: Callable[[], bool], within: float) -> None:
+            deadline = time.monotonic() + within
+            while not check():
+                if time.monotonic() > deadline:
+                    described = srv.kubectl("describe", "hpa", "busy", check=False).stdout
+                    raise AssertionError(f"timed out waiting for {what}:\n{described}")
+                time.sleep(0.5)
+
+        # 300m of a 100m request = 300% of the 50% target: up to maxReplicas
+        wait("the HPA to scale busy up to 5", lambda: replicas() == 5, within=90)
+        top = srv.kubectl("top", "pods", "-l", "app=busy").stdout
+        assert "300m" in top and "50Mi" in top, top
+        # the load drops: annotate the running pods; their nodes report it within a report interval
+        srv.kubectl("annotate", "pods", "-l", "app=busy", "sim.skiff.dev/cpu-usage=5m", "--overwrite")
+        wait("the HPA to scale busy down to 1", lambda: replicas() == 1, within=90)
+        described = srv.kubectl("describe", "hpa", "busy").stdout
+        assert "New size: 5; reason: cpu resource utilization (percentage of request) above target" in described
+        assert "reason: All metrics below target" in described
+    finally:
+        srv.stop()
