@@ -201,7 +201,7 @@ class SimNodes:
             ready = [n["metadata"]["name"] for n in self.nodes() if node_ready(n) == "True"]
             if len(ready) == self.count:
                 return
-            time.sleep(0.2)
+            time.sleep(0.2 if self.count <= 100 else 1.0 + self.count / 1000)  # a list of thousands costs
         raise RuntimeError(f"simulated nodes not Ready after {timeout}s (ready: {ready}):\n{self.logs()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

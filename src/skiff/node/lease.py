@@ -12,6 +12,7 @@ heartbeat through `NodeLease`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 from datetime import UTC, datetime
@@ -69,21 +70,34 @@ class NodeLease:
         self.duration = duration
         self.interval = interval
         self.last_renewed: str | None = None  # the renewTime last written
+        self.lease: Obj | None = None  # the Lease as last written
 
     async def renew(self) -> None:
-        """Renew once; raises the API error (or ServerUnreachable) if the write fails."""
+        """Renew once; raises the API error (or ServerUnreachable) if the write fails.
+
+        As the kubelet: an update of the Lease last written (no read), and only after a
+        conflict or when it is missing a read, or a create.
+        """
         renew_time = now_micro()
         spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": self.duration, "renewTime": renew_time}
-        try:
-            await self.client.patch(resources.LEASES, self.node_name, {"spec": spec}, namespace=NODE_LEASE_NAMESPACE)
-        except errors.NotFound:
+        if self.lease is not None:
+            lease = copy.deepcopy(self.lease)
+            lease["spec"].update(spec)
             try:
-                lease = new_lease(self.node_name, self.node_uid, duration=self.duration)
-                await self.client.create(resources.LEASES, lease)
-            except errors.AlreadyExists:
-                await self.client.patch(
-                    resources.LEASES, self.node_name, {"spec": spec}, namespace=NODE_LEASE_NAMESPACE
-                )
+                self.lease = await self.client.update(resources.LEASES, lease)
+                self.last_renewed = renew_time
+                return
+            except (errors.Conflict, errors.NotFound):
+                self.lease = None
+        try:
+            current = await self.client.get(resources.LEASES, self.node_name, namespace=NODE_LEASE_NAMESPACE)
+        except errors.NotFound:
+            self.lease = await self.client.create(
+                resources.LEASES, new_lease(self.node_name, self.node_uid, duration=self.duration)
+            )
+        else:
+            current.setdefault("spec", {}).update(spec)
+            self.lease = await self.client.update(resources.LEASES, current)
         self.last_renewed = renew_time
 
     async def delete(self) -> None:

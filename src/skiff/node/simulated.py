@@ -281,12 +281,25 @@ class SimulatedNodes:
         self.pod_informer = Informer(client, resources.PODS, field_selector="spec.nodeName!=")
         self.node_informer = Informer(client, resources.NODES, label_selector="type=simulated")
         self.kubelet = SimulatedPods(self, self.pod_informer)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._repairing: set[str] = set()
 
     # --- registration -------------------------------------------------------------------------
-    async def register(self) -> None:
-        """Create every Node (or bring an existing one back to Ready), concurrently."""
-        await bounded(functools.partial(self._register_one, n) for n in self.nodes.values())
+    async def register(self, stop: asyncio.Event) -> None:
+        """Create every Node (or bring an existing one back to Ready), concurrently; each starts heartbeating
+        as soon as it is registered (a node registered first must not look dead while the last register)."""
+
+        async def one(node: SimNode) -> None:
+            await self._register_one(node)
+            self._tasks.append(spawn(self._lease(node.name).run(stop), name=f"sim lease {node.name}", logger=log))
+
+        await bounded(functools.partial(one, n) for n in self.nodes.values())
         log.info("registered %d simulated nodes", len(self.nodes))
+
+    def _lease(self, name: str) -> NodeLease:
+        return NodeLease(
+            self.client, name, node_uid=self.uids.get(name), duration=self.lease_duration, interval=self.renew_interval
+        )
 
     async def _register_one(self, node: SimNode) -> None:
         now = fmt_time(datetime.now(UTC))
@@ -359,34 +372,33 @@ class SimulatedNodes:
         except (errors.StatusError, ServerUnreachable) as exc:
             log.warning("node %s: posting its status failed: %s", name, exc)
 
+    def _node_seen(self, node: Obj) -> None:
+        """A live kubelet puts its Ready condition back at once when someone else changed it (to Unknown, say)."""
+        name = node["metadata"]["name"]
+        if name not in self.uids or name in self._repairing:
+            return
+        ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is None or ready.get("status") != "True":
+            self._repairing.add(name)
+            task = spawn(self._post_status(name), name=f"sim node repair {name}", logger=log)
+            task.add_done_callback(lambda _t: self._repairing.discard(name))
+
     # --- running ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Register, then heartbeat and run pods until `stop` is set."""
-        await self.register()
+        self.node_informer.add_handlers(on_add=self._node_seen, on_update=lambda _old, new: self._node_seen(new))
         self.node_informer.start()
-        tasks = [
-            spawn(
-                NodeLease(
-                    self.client,
-                    name,
-                    node_uid=self.uids.get(name),
-                    duration=self.lease_duration,
-                    interval=self.renew_interval,
-                ).run(stop),
-                name=f"sim lease {name}",
-                logger=log,
-            )
-            for name in self.nodes
-        ]
-        tasks.append(spawn(self._status_loop(stop), name="sim node status", logger=log))
-        # usage for the metrics API (kubectl top, the HPA), from the pods' sim.skiff.dev/*-usage annotations
-        usage = report_loop(self.client, self.nodes, self.pod_informer.list, stop)
-        tasks.append(spawn(usage, name="sim node usage", logger=log))
+        kubelet = spawn(self.kubelet.run(stop), name="sim kubelet", logger=log)
         try:
-            await self.kubelet.run(stop)
+            await self.register(stop)
+            self._tasks.append(spawn(self._status_loop(stop), name="sim node status", logger=log))
+            # usage for the metrics API (kubectl top, the HPA), from the pods' sim.skiff.dev/*-usage annotations
+            usage = report_loop(self.client, self.nodes, self.pod_informer.list, stop)
+            self._tasks.append(spawn(usage, name="sim node usage", logger=log))
+            await kubelet
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(kubelet, *self._tasks, return_exceptions=True)
             await self.node_informer.stop()
             if self.delete_on_exit:
                 await self.deregister()
