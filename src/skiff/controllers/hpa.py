@@ -19,6 +19,12 @@ AverageValue targets) are computed; Pods, Object and External metrics need
 the custom/external metrics APIs, which skiff does not serve: they fail
 with Kubernetes' reasons. Recommendations and scale events live in memory,
 as in Kubernetes: a restarted controller starts its windows afresh.
+
+Options: `hpa_sync_period` and `hpa_downscale_stabilization` (flags of
+`skiff server` / `skiff controller-manager`); in `ControllerOptions.extra`,
+`hpa_tolerance` (0.1), `hpa_cpu_initialization_period` (300 s) and
+`hpa_initial_readiness_delay` (30 s), as kube-controller-manager's
+`--horizontal-pod-autoscaler-*` flags.
 """
 
 from __future__ import annotations
