@@ -165,8 +165,8 @@ def test_matches() -> None:
         ("? * * * *", "'?' is allowed only in the day fields"),
         ("@every 5m", "unrecognized descriptor: @every 5m"),
         ("@fortnightly", "unrecognized descriptor"),
-        ("TZ=UTC * * * * *", "use the timeZone field instead"),
-        ("CRON_TZ=Europe/Paris 0 * * * *", "use the timeZone field instead"),
+        ("TZ=UTC * * * * *", "use timeZone field instead"),
+        ("CRON_TZ=Europe/Paris 0 * * * *", "use timeZone field instead"),
     ],
     ids=lambda v: v or "empty",
 )

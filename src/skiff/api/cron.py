@@ -74,11 +74,11 @@ def load_time_zone(name: str | None) -> tzinfo:
     if not name:
         return UTC
     if name.startswith("/") or ".." in name or name != name.strip():
-        raise CronError(f"unknown time zone {name!r}")
+        raise CronError(f"unknown time zone {name}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise CronError(f"unknown time zone {name!r}") from exc
+        raise CronError(f"unknown time zone {name}") from exc
 
 
 def _number(text: str, field: _Field, whole: str) -> int:
@@ -238,7 +238,7 @@ def parse(expression: str, time_zone: str | None = None) -> Schedule:
         raise CronError("empty schedule")
     upper = text.upper()
     if upper.startswith(("TZ=", "CRON_TZ=")):
-        raise CronError("cannot use TZ or CRON_TZ in the schedule, use the timeZone field instead")
+        raise CronError("cannot use TZ or CRON_TZ in schedule, use timeZone field instead")
     tz = load_time_zone(time_zone)
     if text.startswith("@"):
         std = _DESCRIPTORS.get(text.lower())
