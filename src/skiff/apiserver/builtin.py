@@ -12,6 +12,7 @@ from skiff.api import validation
 from skiff.apiserver import conversion
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.strategy import (
+    CronJobStrategy,
     JobStrategy,
     NamespaceStrategy,
     PodStrategy,
@@ -246,7 +247,16 @@ def builtin_types() -> list[ResourceType]:
                 selectable_fields=("status.successful",),
             ),
         ),
-        _rt("batch", "v1", "CronJob", "cronjobs", short=("cj",), categories=ALL, sub=("status",)),
+        _rt(
+            "batch",
+            "v1",
+            "CronJob",
+            "cronjobs",
+            short=("cj",),
+            categories=ALL,
+            sub=("status",),
+            strategy=CronJobStrategy(has_status=True),
+        ),
         # autoscaling: v2 is stored, v1 converted
         _rt(
             "autoscaling",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skiff.api import validation
+from skiff.api.cron import CronError, load_time_zone, parse
 
 Obj = dict[str, Any]
 FieldErrors = list[tuple[str, str, str]]
@@ -347,6 +348,35 @@ class JobStrategy(WorkloadStrategy):
         selector = spec["selector"] = spec.get("selector") or {}
         match = selector["matchLabels"] = selector.get("matchLabels") or {}
         match.setdefault("batch.kubernetes.io/controller-uid", uid)
+
+
+class CronJobStrategy(Strategy):
+    """CronJobs: `spec.schedule` and `spec.timeZone` must parse, as Kubernetes' validation checks on write."""
+
+    def validate(self, obj: Obj) -> FieldErrors:
+        spec = obj.get("spec") or {}
+        errors: FieldErrors = []
+        schedule, zone = spec.get("schedule"), spec.get("timeZone")
+        if not schedule:
+            errors.append(("FieldValueRequired", "spec.schedule", "Required value"))
+        elif isinstance(schedule, str):
+            try:
+                parse(schedule)
+            except CronError as exc:
+                errors.append(("FieldValueInvalid", "spec.schedule", f'Invalid value: "{schedule}": {exc}'))
+        if zone is not None:
+            if not isinstance(zone, str) or not zone:
+                errors.append(("FieldValueInvalid", "spec.timeZone",
+                               f'Invalid value: "{zone}": timeZone must be nil or non-empty string'))  # fmt: skip
+            elif zone.lower() == "local":
+                errors.append(("FieldValueInvalid", "spec.timeZone", f'Invalid value: "{zone}": timeZone must be '
+                               "an explicit time zone as defined in https://www.iana.org/time-zones"))  # fmt: skip
+            else:
+                try:
+                    load_time_zone(zone)
+                except CronError as exc:
+                    errors.append(("FieldValueInvalid", "spec.timeZone", f'Invalid value: "{zone}": {exc}'))
+        return errors
 
 
 class SecretStrategy(Strategy):
