@@ -194,6 +194,24 @@ def test_create_job_from_cronjob(server: Server, ns: str, nodes: SimNodes) -> No
     assert "lastScheduleTime" not in status  # the manual run is not a scheduled one
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"schedule": "61 * * * *"}, 'spec.schedule: Invalid value: "61 * * * *": minute: end of range (61) above'),
+        ({"schedule": "@fortnightly"}, "unrecognized descriptor: @fortnightly"),
+        ({"schedule": "TZ=UTC 0 * * * *"}, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"),
+        ({"schedule": "0 * * * *", "timeZone": "Mars/Olympus"},
+         "spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"),
+    ],
+    ids=["range", "descriptor", "tz-in-schedule", "time-zone"],
+)  # fmt: skip
+def test_invalid_cronjob_is_refused(server: Server, ns: str, spec: dict[str, Any], message: str) -> None:
+    obj = cronjob("bad", spec.pop("schedule"), **spec)
+    proc = server.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj), check=False)
+    assert proc.returncode != 0
+    assert "is invalid" in proc.stderr and message in proc.stderr, proc.stderr
+
+
 def test_cronjob_starts_the_run_it_missed(server: Server, ns: str, nodes: SimNodes) -> None:
     # As after a controller outage: the last scheduled run was long ago, so the most recent missed
     # time (every 5 minutes, in Europe/Paris) is started at once, named after that time in minutes.
