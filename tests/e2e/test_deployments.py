@@ -1,14 +1,13 @@
 """Deployments and ReplicaSets converge, end to end: real kubectl, the Python client, simulated nodes.
 
-A `skiff server` runs the ReplicaSet and Deployment controllers; `skiff sim
-nodes` reports the pods bound to its nodes Running and Ready. Until the
-scheduler exists, a small binder here places pending pods of these tests on
-the simulated nodes through pods/binding, as the scheduler would.
+The `server` fixture runs the ReplicaSet and Deployment controllers and the
+scheduler in-process; `skiff sim nodes` reports the pods bound to its nodes
+Running and Ready. The pods of these tests are held to this module's nodes by
+a required node affinity, so a node another test left behind cannot take them.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 import time
@@ -23,6 +22,17 @@ from tests.e2e.cluster import Server, SimNodes
 pytestmark = pytest.mark.timeout(120)
 
 NS_PREFIX = "dep-"
+SIM_PREFIX = f"dep-sim-{uuid.uuid4().hex[:4]}"
+SIM_NODES = [f"{SIM_PREFIX}-{i}" for i in range(3)]
+ON_OUR_NODES = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": SIM_NODES}]}
+            ]
+        }
+    }
+}
 REVISION = "deployment.kubernetes.io/revision"
 
 
@@ -77,7 +87,11 @@ def deployment(name: str, *, image: str = "registry.local/web:1", replicas: int 
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image}], "terminationGracePeriodSeconds": 5},
+                "spec": {
+                    "containers": [{"name": "app", "image": image}],
+                    "terminationGracePeriodSeconds": 5,
+                    "affinity": ON_OUR_NODES,
+                },
             },
             **spec,
         },
@@ -85,48 +99,11 @@ def deployment(name: str, *, image: str = "registry.local/web:1", replicas: int 
     return json.dumps(body)
 
 
-class Binder:
-    """Places pending pods of these tests' namespaces on the simulated nodes when no scheduler runs."""
-
-    def __init__(self, server: Server, nodes: list[str]) -> None:
-        self.server = server
-        self.nodes = itertools.cycle(nodes)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="binder", daemon=True)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.bind_pending()
-            except Exception:  # the server may be restarting; the next round retries
-                pass
-            self.stop.wait(0.1)
-
-    def bind_pending(self) -> None:
-        for pod in items(self.server, "/api/v1/pods?fieldSelector=spec.nodeName%3D"):
-            meta = pod["metadata"]
-            if not meta["namespace"].startswith(NS_PREFIX) or meta.get("deletionTimestamp"):
-                continue
-            if pod["spec"].get("schedulerName", "default-scheduler") != "default-scheduler":
-                continue
-            binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": meta["name"]},
-                       "target": {"kind": "Node", "name": next(self.nodes)}}  # fmt: skip
-            self.server.raw("POST", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", binding)
-
-
-def scheduler_running(server: Server) -> bool:
-    return "the scheduler is not available yet" not in server.logs()
-
-
 @pytest.fixture(scope="module")
 def nodes(server: Server) -> Iterator[SimNodes]:
-    """Three simulated nodes for the whole module, and a binder while there is no scheduler."""
-    sim = server.sim_nodes(3, prefix=f"dep-sim-{uuid.uuid4().hex[:4]}")
-    binder = Binder(server, sim.names)
-    if not scheduler_running(server):
-        binder.thread.start()
+    """Three simulated nodes for the whole module."""
+    sim = server.sim_nodes(3, prefix=SIM_PREFIX)
     yield sim
-    binder.stop.set()
     sim.stop()
     sim.delete_nodes()
 
@@ -339,7 +316,8 @@ def test_replicaset_directly(server: Server, ns: str) -> None:
             "replicas": 2,
             "selector": {"matchLabels": {"app": "plain"}},
             "template": {"metadata": {"labels": {"app": "plain", "extra": "x"}},
-                         "spec": {"containers": [{"name": "app", "image": "registry.local/web:1"}]}},
+                         "spec": {"containers": [{"name": "app", "image": "registry.local/web:1"}],
+                                  "affinity": ON_OUR_NODES}},
         },
     }  # fmt: skip
     rs = api.create_namespaced_replica_set(ns, rs_body)
