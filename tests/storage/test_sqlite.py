@@ -15,7 +15,7 @@ from subprocess import PIPE
 
 import pytest
 
-from skiff.storage.interface import CompactedError, KeyExistsError, Unavailable
+from skiff.storage.interface import CompactedError, KeyExistsError, KeyValue, Unavailable
 from skiff.storage.sqlite import SQLiteBackend
 
 from .conftest import take
@@ -159,3 +159,68 @@ async def test_close_ends_watches_and_refuses_further_use(tmp_path: Path) -> Non
         await store.create("/x", b"1")
     with pytest.raises(Unavailable):
         await store.get("/x")
+
+
+async def test_one_batch_applies_its_ops_in_order(tmp_path: Path) -> None:
+    """Several ops on one key in one group commit see each other, exactly as if they ran one by one."""
+    path = str(tmp_path / "state.db")
+    store = SQLiteBackend(path)
+    await store.start()
+    try:
+        r = await store.current_revision()
+        start = r + 1
+        stream = store.watch("/m/", start)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's next batch waits for this lock...
+        first = asyncio.ensure_future(store.create("/m/first", b"0"))
+        await asyncio.sleep(0.05)
+        ops = [  # ...while these queue up behind it: they are applied as one batch
+            store.create("/m/a", b"1"),
+            store.update("/m/a", b"2", r + 2),
+            store.create("/m/a", b"dup"),
+            store.delete("/m/a"),
+            store.update("/m/a", b"x", r + 3),
+            store.create("/m/a", b"3"),
+            store.create("/m/b", b"4"),
+            store.delete("/m/b", r + 1),
+        ]
+        tasks = [asyncio.ensure_future(op) for op in ops]
+        await asyncio.sleep(0.05)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await first
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        kinds = [type(o).__name__ for o in outcomes]
+        assert kinds == [
+            "KeyValue",
+            "KeyValue",
+            "KeyExistsError",
+            "KeyValue",
+            "KeyNotFoundError",
+            "KeyValue",
+            "KeyValue",
+            "RevisionConflictError",
+        ]
+        revs = [o.mod_revision for o in outcomes if isinstance(o, KeyValue)]
+        assert revs == list(range(r + 2, r + 7))
+        events = await take(stream, 6)
+        assert [(e.type, e.kv.key, e.kv.mod_revision) for e in events] == [
+            ("CREATE", "/m/first", r + 1),
+            ("CREATE", "/m/a", r + 2),
+            ("UPDATE", "/m/a", r + 3),
+            ("DELETE", "/m/a", r + 4),
+            ("CREATE", "/m/a", r + 5),
+            ("CREATE", "/m/b", r + 6),
+        ]
+        assert events[2].prev is not None and events[2].prev.value == b"1"
+        assert events[3].kv.value == b"2"
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+    async with SQLiteBackend(path) as reopened:
+        assert await reopened.get("/m/a") == KeyValue("/m/a", b"3", r + 5, r + 5)
+        assert await reopened.get("/m/b") == KeyValue("/m/b", b"4", r + 6, r + 6)
+        listed = await reopened.list("/m/")
+        assert [kv.key for kv in listed.items] == ["/m/a", "/m/b", "/m/first"]
+        old = await reopened.list("/m/", revision=r + 3)
+        assert [(kv.key, kv.value) for kv in old.items] == [("/m/a", b"2"), ("/m/first", b"0")]
