@@ -132,13 +132,15 @@ async def run_cluster(config: object, opts: ClusterOptions) -> None:
     if not opts.disable_scheduler:
         components["scheduler"] = scheduler(opts)
     kubeconfig = Path(config.data_dir) / "kubeconfig.yaml"
+    if not components:  # the API server alone
+        await server
+        return
     try:
-        if components:
-            async with Client.from_kubeconfig(str(kubeconfig)) as client:
-                comps = asyncio.create_task(run_components(client, stop, components), name="components")
-                await asyncio.wait([server, comps], return_when=asyncio.FIRST_COMPLETED)
-                stop.set()
-                await comps
+        async with Client.from_kubeconfig(str(kubeconfig)) as client:
+            comps = asyncio.create_task(run_components(client, stop, components), name="components")
+            await asyncio.wait([server, comps], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            await comps
     finally:
         stop.set()
         await server
