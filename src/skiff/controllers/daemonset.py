@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 from skiff.api import errors
@@ -42,6 +43,7 @@ from skiff.controllers.history import (
     revision_hash_of,
     truncate_history,
 )
+from skiff.controllers.podcontrol import BURST_REPLICAS, slow_start_batch
 from skiff.controllers.workloads import (
     Expectations,
     ensure_controller_index,
@@ -376,6 +378,7 @@ class DaemonSetController(Controller):
     ) -> None:  # fmt: skip
         if not create_on and not delete_pods:
             return
+        create_on, delete_pods = create_on[:BURST_REPLICAS], delete_pods[:BURST_REPLICAS]
         self.expectations.expect(key, adds=len(create_on), deletes=[object_key(p) for p in delete_pods])
         template = copy.deepcopy((ds.get("spec") or {}).get("template") or {})
         template["spec"] = self._template_spec(ds)
@@ -404,12 +407,25 @@ class DaemonSetController(Controller):
             except (errors.NotFound, errors.Conflict):
                 self.expectations.deleted(key, object_key(pod))
 
-        results = await asyncio.gather(
-            *(create(n) for n in create_on), *(delete(p) for p in delete_pods), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        pending = iter(create_on)
+        attempted = 0
+
+        def create_next() -> Awaitable[None]:
+            nonlocal attempted
+            attempted += 1
+            return create(next(pending))
+
+        async def deletions() -> list[BaseException]:
+            results = await asyncio.gather(*(delete(p) for p in delete_pods), return_exceptions=True)
+            return [r for r in results if isinstance(r, BaseException)]
+
+        # creations in doubling batches (a create failing for all costs a few requests); deletions at once
+        (_created, error), failures = await asyncio.gather(slow_start_batch(len(create_on), create_next), deletions())
+        if error is not None:
+            self.expectations.created(key, len(create_on) - attempted)  # never tried: never coming
+            raise error
+        if failures:
+            raise failures[0]
 
     # --- status ---------------------------------------------------------------------------------
     async def _write_status(

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any
 
 from skiff.api import errors
 from skiff.client import Client, Controller, EventRecorder, RequeueAfter, object_key, resources
 from skiff.controllers.context import ControllerContext
+from skiff.controllers.podcontrol import BURST_REPLICAS, slow_start_batch
 from skiff.controllers.workloads import (
     Expectations,
     OwnWrites,
@@ -468,11 +469,21 @@ class JobSync:
         if remaining > 0:
             self._requeue_in(remaining)
             return
+        indexes = list(indexes)[:BURST_REPLICAS]
         self.ctl.expectations.expect(self.key, adds=len(indexes))
-        results = await asyncio.gather(*(self._create_one(i) for i in indexes), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise failures[0]
+        pending = iter(indexes)
+        attempted = 0
+
+        def create_next() -> Awaitable[None]:
+            nonlocal attempted
+            attempted += 1
+            return self._create_one(next(pending))
+
+        # doubling batches, as Kubernetes: a create that fails for all costs a few requests, not hundreds
+        _succeeded, error = await slow_start_batch(len(indexes), create_next)
+        if error is not None:
+            self.ctl.expectations.created(self.key, len(indexes) - attempted)  # never tried: never coming
+            raise error
 
     async def _create_one(self, index: int | None) -> None:
         template = copy.deepcopy(self.spec.get("template") or {})
