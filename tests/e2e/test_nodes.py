@@ -306,3 +306,16 @@ def test_pods_of_a_dead_node_are_recreated_elsewhere(fast_server: Server, sim_no
     wait_for("3 replacements running on live nodes", lambda: len(running_on(live.names)) == 3, timeout=60)
     out = server.kubectl("get", "rs", "web", "-n", ns).stdout
     assert " 3 " in out, out
+
+
+def test_pods_of_a_deleted_node_are_garbage_collected(server: Server, sim_nodes: Callable[..., SimNodes],
+                                                     ns: str) -> None:
+    sim = sim_nodes(1)
+    pod = pod_manifest("orphan", nodeName=sim.names[0])
+    create_pod(server, ns, pod)
+    path = f"/api/v1/namespaces/{ns}/pods/orphan"
+    wait_for("orphan Running", lambda: (get(server, path) or {}).get("status", {}).get("phase") == "Running")
+    sim.stop()
+    server.kubectl("delete", "node", sim.names[0])
+    # no kubelet will ever finish it: after a 40 s quarantine the pod GC force-deletes it
+    wait_for("orphan deleted", lambda: get(server, path) is None, timeout=75, interval=1)

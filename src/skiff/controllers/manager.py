@@ -38,6 +38,7 @@ CONTROLLERS: dict[str, str] = {
     "endpoints": "skiff.controllers.endpoints",
     "endpointslice": "skiff.controllers.endpointslice",
     "nodelifecycle": "skiff.controllers.nodelifecycle",
+    "podgc": "skiff.controllers.podgc",
     "horizontalpodautoscaling": "skiff.controllers.hpa",
 }
 
