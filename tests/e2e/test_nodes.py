@@ -319,3 +319,14 @@ def test_pods_of_a_deleted_node_are_garbage_collected(server: Server, sim_nodes:
     server.kubectl("delete", "node", sim.names[0])
     # no kubelet will ever finish it: after a 40 s quarantine the pod GC force-deletes it
     wait_for("orphan deleted", lambda: get(server, path) is None, timeout=75, interval=1)
+
+
+def test_sim_nodes_stay_after_sigterm_unless_delete_on_exit(server: Server, sim_nodes: Callable[..., SimNodes]) -> None:
+    kept = sim_nodes(1)
+    assert kept.stop() == 0
+    assert get(server, f"/api/v1/nodes/{kept.names[0]}") is not None  # silent, as after a power cut
+    gone = sim_nodes(2, extra_args=["--delete-on-exit"])
+    assert gone.stop() == 0
+    for name in gone.names:
+        assert get(server, f"/api/v1/nodes/{name}") is None
+        assert get(server, f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}") is None
