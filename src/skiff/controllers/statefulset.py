@@ -245,7 +245,9 @@ class StatefulSetSync:
 
     async def _ensure_claim(self, claim_template: Obj, cname: str, pod_name: str) -> bool:
         """Create the claim unless it exists; False when it cannot be (the namespace is terminating)."""
-        if self.ctl.claims.get(f"{self.namespace}/{cname}") is not None:
+        existing = self.ctl.claims.get(f"{self.namespace}/{cname}")
+        if existing is not None:
+            await self._reclaim(existing)
             return True
         selector_labels = (self.spec.get("selector") or {}).get("matchLabels") or {}
         claim: Obj = {
@@ -283,8 +285,25 @@ class StatefulSetSync:
         )  # fmt: skip
         return True
 
+    async def _reclaim(self, claim: Obj) -> None:
+        """A claim handed to a condemned pod (whenScaled: Delete) is needed again: take it back from the pod."""
+        refs = meta(claim).get("ownerReferences") or []
+        if not any(r.get("kind") == "Pod" for r in refs):
+            return
+        kept = [r for r in refs if r.get("kind") != "Pod"]
+        policy = self.spec.get("persistentVolumeClaimRetentionPolicy") or {}
+        if policy.get("whenDeleted") == "Delete" and not any(r.get("uid") == uid_of(self.sts) for r in kept):
+            ref = owner_reference(self.sts, resources.STATEFULSETS)
+            ref["controller"] = False
+            kept.append(ref)
+        patch = {"metadata": {"ownerReferences": kept or None, "uid": uid_of(claim)}}
+        try:
+            await self.client.patch(resources.PVCS, meta(claim)["name"], patch, namespace=self.namespace)
+        except errors.NotFound:
+            pass
+
     async def _release_claims_on_scale_down(self, pod: Obj, ordinal: int) -> None:
-        """With `whenScaled: Delete`, the condemned pod's claims get an ownerReference to it (GC deletes them)."""
+        """With `whenScaled: Delete`, the condemned pod becomes its claims' owner, so they go with it (GC)."""
         policy = self.spec.get("persistentVolumeClaimRetentionPolicy") or {}
         if policy.get("whenScaled") != "Delete":
             return
@@ -297,7 +316,12 @@ class StatefulSetSync:
             claim = self.ctl.claims.get(f"{self.namespace}/{cname}")
             if claim is None:
                 continue
-            refs = [r for r in meta(claim).get("ownerReferences") or [] if r.get("uid") != uid_of(pod)]
+            # the pod alone owns it now: the garbage collector deletes a dependent only once all owners are gone
+            refs = [
+                r
+                for r in meta(claim).get("ownerReferences") or []
+                if r.get("uid") not in (uid_of(pod), uid_of(self.sts))
+            ]
             try:
                 await self.client.patch(
                     resources.PVCS, cname, {"metadata": {"ownerReferences": [*refs, ref]}}, namespace=self.namespace
