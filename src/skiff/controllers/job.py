@@ -199,20 +199,14 @@ class JobController(Controller):
 
     async def _remove_finalizers(self, pods: list[Obj]) -> None:
         async def remove(pod: Obj) -> None:
-            fins = [f for f in meta(pod).get("finalizers") or [] if f != TRACKING_FINALIZER]
-            patch = [
-                {"op": "test", "path": "/metadata/uid", "value": uid_of(pod)},
-                {"op": "replace", "path": "/metadata/finalizers", "value": fins},
-            ]
+            # as Kubernetes: delete just this finalizer (others' stay), only from this incarnation of the pod
+            patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER], "uid": uid_of(pod)}}
             try:
                 await self.client.patch(
-                    resources.PODS, meta(pod)["name"], patch, namespace=meta(pod)["namespace"], patch_type="json"
+                    resources.PODS, meta(pod)["name"], patch, namespace=meta(pod)["namespace"], patch_type="strategic"
                 )
-            except errors.NotFound:
-                pass
-            except errors.StatusError as exc:
-                if exc.code != 422:  # a failed `test`: another pod of that name now
-                    raise
+            except (errors.NotFound, errors.Conflict):
+                pass  # gone, or another pod of that name now: nothing of ours to release
             self.finalizer_removed.add(uid_of(pod))
 
         await asyncio.gather(*(remove(p) for p in pods))
