@@ -288,8 +288,34 @@ def test_progress_deadline_exceeded(server: Server, ns: str) -> None:
     cond = next(c for c in d["status"]["conditions"] if c["type"] == "Progressing")
     assert (cond["status"], cond["reason"]) == ("False", "ProgressDeadlineExceeded")
     assert cond["message"].endswith("has timed out progressing.")
-    # the old pods stay: availability never dropped below what maxUnavailable allows
-    assert d["status"]["availableReplicas"] >= 1
+    # the old pods stay: with 2 replicas, 25% rounds to maxSurge 1 and maxUnavailable 0
+    assert d["status"]["availableReplicas"] == 2
+    rss = by_revision(replica_sets(server, ns, "stuck"))
+    assert (rss["1"]["spec"]["replicas"], rss["2"]["spec"]["replicas"]) == (2, 1)
+
+    # scaled mid-rollout, the ReplicaSets grow in proportion: 4 + 1 surge = 5 shared 2:1 of 3, rounded
+    server.kubectl("scale", "-n", ns, "deployment/stuck", "--replicas=4")
+
+    def sizes() -> list[int]:
+        rss = by_revision(replica_sets(server, ns, "stuck"))
+        return [rss[rev]["spec"]["replicas"] for rev in ("1", "2")]
+
+    wait_for("proportional sizes", lambda: sizes() == [3, 2])
+    evs = events(server, ns, "stuck")
+    assert any(
+        e.startswith("ScalingReplicaSet: Scaled up replica set stuck-") and e.endswith("from 2 to 3") for e in evs
+    )
+
+
+def test_revision_history_limit(server: Server, ns: str) -> None:
+    server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("hist", replicas=1, revisionHistoryLimit=1))
+    for tag in (2, 3, 4):
+        server.kubectl("set", "image", "-n", ns, "deployment/hist", f"app=registry.local/web:{tag}")
+        server.kubectl("rollout", "status", "-n", ns, "deployment/hist", "--timeout=30s")
+    # the current ReplicaSet and one old one (the newest) are kept
+    wait_for("2 replica sets", lambda: sorted(by_revision(replica_sets(server, ns, "hist"))) == ["3", "4"])
+    history = server.kubectl("rollout", "history", "-n", ns, "deployment/hist").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["3", "4"], history
 
 
 def test_self_healing(server: Server, ns: str) -> None:
@@ -386,3 +412,31 @@ def test_max_unavailable_zero_keeps_capacity(server: Server, ns: str) -> None:
     assert max(n for _, n in samples) <= 4, samples  # never more than replicas + maxSurge
     rss = by_revision(replica_sets(server, ns, "steady"))
     assert rss["2"]["spec"]["replicas"] == 3 and rss["1"]["spec"]["replicas"] == 0
+
+
+def test_patches_retry_over_concurrent_writes(server: Server, ns: str) -> None:
+    """A patch without a resourceVersion is re-applied when a controller writes in between; with one, it is a 409."""
+    server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("busy", replicas=0))
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/busy"
+    done = threading.Event()
+
+    def write_status() -> None:
+        n = 0
+        while not done.is_set():
+            n += 1
+            server.raw("PATCH", f"{path}/status", {"status": {"observedGeneration": n}},
+                       content_type="application/merge-patch+json")  # fmt: skip
+
+    writer = threading.Thread(target=write_status, daemon=True)
+    writer.start()
+    try:
+        for i in range(20):
+            patch = {"spec": {"template": {"metadata": {"labels": {"app": "busy", "round": str(i)}}}}}
+            code, body, _ = server.raw("PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+            assert code == 200, body
+    finally:
+        done.set()
+        writer.join()
+    stale = {"metadata": {"resourceVersion": "1"}, "spec": {"minReadySeconds": 1}}
+    code, body, _ = server.raw("PATCH", path, stale, content_type="application/merge-patch+json")
+    assert code == 409 and body["reason"] == "Conflict", body
