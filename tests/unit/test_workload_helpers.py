@@ -9,6 +9,7 @@ import pytest
 from skiff.controllers.daemonset import (
     max_unavailable,
     node_affinity_matches,
+    rolling_limits,
     pin_to_node,
     should_run,
     target_node,
@@ -109,6 +110,15 @@ def test_pin_to_node_replaces_required_terms_and_keeps_preferred() -> None:
 def test_max_unavailable(raw: object, desired: int, expected: int) -> None:
     ds = {"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": raw}}}}
     assert max_unavailable(ds, desired) == expected
+
+
+@pytest.mark.parametrize(
+    ("rolling", "desired", "expected"),
+    [({}, 10, (0, 1)), ({"maxSurge": 1, "maxUnavailable": 0}, 10, (1, 0)), ({"maxSurge": "10%"}, 15, (2, 1)),
+     ({"maxSurge": 0, "maxUnavailable": 0}, 5, (0, 1))],
+)  # fmt: skip
+def test_rolling_limits(rolling: Obj, desired: int, expected: tuple[int, int]) -> None:
+    assert rolling_limits({"spec": {"updateStrategy": {"rollingUpdate": rolling}}}, desired) == expected
 
 
 # --- Job indexes ----------------------------------------------------------------------------------

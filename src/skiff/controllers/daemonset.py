@@ -22,8 +22,8 @@ Updates: each distinct template is a ControllerRevision (`skiff.controllers.hist
 and pods carry its hash in `controller-revision-hash`. RollingUpdate deletes
 old pods while at most `maxUnavailable` nodes lack an available up-to-date
 pod (the manage step then creates the new one); OnDelete waits for the user
-to delete them. `maxSurge` (create before delete) is not implemented: a
-surge is treated as 0.
+to delete them. With `maxSurge`, up to that many nodes run a new pod beside
+the old one, which is deleted once the new one is available.
 """
 
 from __future__ import annotations
@@ -197,13 +197,25 @@ def target_node(pod: Obj) -> str | None:
     return None
 
 
-def max_unavailable(ds: Obj, desired: int) -> int:
-    raw = (((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", 1)
+def _scaled(raw: object, total: int) -> int:
+    """An IntOrString: a count, or a percentage of `total` rounded up (GetScaledValueFromIntOrPercent)."""
     if isinstance(raw, str) and raw.endswith("%"):
-        value = math.ceil(int(raw[:-1]) * desired / 100)
-    else:
-        value = int(raw)
-    return max(value, 1)
+        return math.ceil(int(raw[:-1]) * total / 100)
+    return int(str(raw))
+
+
+def rolling_limits(ds: Obj, desired: int) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) as numbers of nodes; both 0 would stall a rollout, so that reads as (0, 1)."""
+    rolling = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}
+    surge = _scaled(rolling.get("maxSurge", 0), desired)
+    unavailable = _scaled(rolling.get("maxUnavailable", 1), desired)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
+def max_unavailable(ds: Obj, desired: int) -> int:
+    return rolling_limits(ds, desired)[1]
 
 
 # --- the controller ------------------------------------------------------------------------------
@@ -311,6 +323,9 @@ class DaemonSetController(Controller):
         to_create: list[str] = []
         to_delete: list[Obj] = []
         node_names = set()
+        strategy = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("type") or "RollingUpdate"
+        eligible = sum(1 for n in nodes if should_run(spec, n)[0])
+        surge = strategy == "RollingUpdate" and rolling_limits(ds, eligible)[0] > 0
         for node in nodes:
             name = meta(node)["name"]
             node_names.add(name)
@@ -331,7 +346,7 @@ class DaemonSetController(Controller):
                         ))  # fmt: skip
                     else:
                         running.append(pod)
-                to_delete.extend(running[1:])  # one daemon pod per node: keep the oldest
+                to_delete.extend(self._excess(running, hash_, surge=surge))
             else:
                 to_delete.extend(p for p in pods if not is_deleting(p))
         # pods for nodes that are gone
@@ -339,6 +354,17 @@ class DaemonSetController(Controller):
             if name not in node_names:
                 to_delete.extend(p for p in pods if not is_deleting(p))
         await self._sync_nodes(key, ds, to_create, to_delete, hash_, events)
+
+    @staticmethod
+    def _excess(running: list[Obj], hash_: str, *, surge: bool) -> list[Obj]:
+        """Pods beyond one per node (oldest first kept); while surging, one old and one new may share a node."""
+        if len(running) <= 1:
+            return []
+        if not surge:
+            return running[1:]
+        new_pods = [p for p in running if (meta(p).get("labels") or {}).get(REVISION_HASH_LABEL) == hash_]
+        old_pods = [p for p in running if p not in new_pods]
+        return new_pods[1:] + old_pods[1:]
 
     async def _rolling_update(
         self, key: str, ds: Obj, nodes: list[Obj], by_node: dict[str, list[Obj]], hash_: str,
@@ -350,7 +376,10 @@ class DaemonSetController(Controller):
         at = now()
         min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
         eligible = [meta(n)["name"] for n in nodes if should_run(spec, n)[0]]
-        limit = max_unavailable(ds, len(eligible))
+        surge, limit = rolling_limits(ds, len(eligible))
+        if surge > 0:
+            await self._surge_update(key, ds, eligible, by_node, hash_, surge, events)
+            return
         unavailable = 0
         replace_now: list[Obj] = []
         candidates: list[Obj] = []
@@ -371,6 +400,39 @@ class DaemonSetController(Controller):
         to_delete = replace_now + candidates[:room]
         if to_delete:
             await self._sync_nodes(key, ds, [], to_delete, hash_, events)
+
+    async def _surge_update(
+        self, key: str, ds: Obj, eligible: list[str], by_node: dict[str, list[Obj]], hash_: str, surge: int,
+        events: list[tuple[str, str, str]],
+    ) -> None:  # fmt: skip
+        """maxSurge > 0: a new pod starts beside the old one, which goes once the new one is available."""
+        at = now()
+        min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
+        surging = 0
+        old_to_delete: list[Obj] = []
+        replace_now: list[str] = []  # nodes whose old pod is unavailable anyway: a new one may start at once
+        candidates: list[str] = []
+        for name in eligible:
+            pods = [p for p in by_node.get(name, []) if not is_deleting(p)]
+            new_pods = [p for p in pods if (meta(p).get("labels") or {}).get(REVISION_HASH_LABEL) == hash_]
+            old_pods = [p for p in pods if p not in new_pods]
+            if len(new_pods) > 1 or len(old_pods) > 1:
+                surging += 1  # the manage step cleans this node up first
+            elif not old_pods:
+                continue  # up to date (or nothing yet: the manage step creates it)
+            elif not new_pods:
+                if not is_available(old_pods[0], min_ready, at):
+                    replace_now.append(name)
+                elif surging < surge:
+                    candidates.append(name)
+            elif not is_available(new_pods[0], min_ready, at):
+                surging += 1  # the new pod is on its way
+            else:
+                old_to_delete.append(old_pods[0])  # the new pod is available: the old one can go
+        room = max(surge - surging, 0)
+        create_on = replace_now + candidates[:room]
+        if create_on or old_to_delete:
+            await self._sync_nodes(key, ds, create_on, old_to_delete, hash_, events)
 
     async def _sync_nodes(
         self, key: str, ds: Obj, create_on: list[str], delete_pods: list[Obj], hash_: str,
