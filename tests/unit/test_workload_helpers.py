@@ -9,8 +9,8 @@ import pytest
 from skiff.controllers.daemonset import (
     max_unavailable,
     node_affinity_matches,
-    rolling_limits,
     pin_to_node,
+    rolling_limits,
     should_run,
     target_node,
     tolerates,
