@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -204,3 +207,113 @@ def test_watch_from_compacted_resource_version_is_gone(tmp_path: Path) -> None:
             api.close()
     finally:
         srv.stop()
+
+
+async def _open_watch(session: Any, server: Server, path: str) -> Any:
+    resp = await session.get(server.url + path, headers={"Accept": "application/json"})
+    assert resp.status == 200
+    return resp
+
+
+async def _read_events(resp: Any, n: int, within: float) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        while len(events) < n:
+            line = await resp.content.readline()
+            assert line, f"stream ended after {len(events)} events"
+            events.append(json.loads(line))
+    return events
+
+
+def test_many_watchers_see_every_event_in_order(server: Server) -> None:
+    """Concurrent writes (several events per storage batch) reach every watcher, in revision order."""
+    ns = _ns(server)
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    rv = server.raw("GET", base)[1]["metadata"]["resourceVersion"]
+
+    async def run() -> list[list[dict[str, Any]]]:
+        connector = aiohttp.TCPConnector(limit=0, ssl=server.ssl_context())
+        async with aiohttp.ClientSession(connector=connector) as session:
+            paths = [f"{base}?watch=true&resourceVersion={rv}"] * 20 + [
+                f"{base}?watch=true&resourceVersion={rv}&labelSelector=even%3Dyes",
+                f"/api/v1/watch/namespaces/{ns}/configmaps/c3?resourceVersion={rv}",
+            ]
+            streams = [await _open_watch(session, server, p) for p in paths]
+            headers = {"Content-Type": "application/json"}
+
+            async def create(i: int) -> None:
+                body = {"metadata": {"name": f"c{i}", "labels": {"even": "yes" if i % 2 == 0 else "no"}}}
+                async with session.post(server.url + base, json=body, headers=headers) as resp:
+                    assert resp.status == 201, await resp.text()
+
+            await asyncio.gather(*(create(i) for i in range(40)))
+            async with session.delete(f"{server.url}{base}/c3") as resp:
+                assert resp.status == 200
+            got = [await _read_events(s, 41, 30) for s in streams[:20]]
+            got.append(await _read_events(streams[20], 20, 30))
+            got.append(await _read_events(streams[21], 2, 30))
+            for s in streams:
+                s.close()
+            return got
+
+    got = asyncio.run(run())
+    everything = got[0]
+    revisions = [int(e["object"]["metadata"]["resourceVersion"]) for e in everything]
+    assert revisions == sorted(revisions) and len(set(revisions)) == 41
+    assert sorted(e["object"]["metadata"]["name"] for e in everything if e["type"] == "ADDED") == sorted(
+        f"c{i}" for i in range(40)
+    )
+    assert (everything[-1]["type"], everything[-1]["object"]["metadata"]["name"]) == ("DELETED", "c3")
+    for other in got[1:20]:
+        assert other == everything
+    evens = [e for e in everything if e["type"] == "ADDED" and int(e["object"]["metadata"]["name"][1:]) % 2 == 0]
+    assert got[20] == evens
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in got[21]] == [("ADDED", "c3"), ("DELETED", "c3")]
+
+
+class _SmallWindowConnection(http.client.HTTPSConnection):
+    """A client connection with a tiny receive buffer: a client that stops reading is felt by the server at once."""
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no autotuning
+        sock.settimeout(self.timeout)
+        sock.connect((self.host, self.port))
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def test_slow_watcher_does_not_hold_back_others(server: Server) -> None:
+    """A watcher that stops reading gets its events later, in order; the others get theirs at once."""
+    ns = _ns(server)
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    rv = server.raw("GET", base)[1]["metadata"]["resourceVersion"]
+    big = "x" * 200_000
+    count = 40  # 8 MB of events: more than the kernel's socket buffers (4 MB at most) and TLS's hold
+    path = f"{base}?watch=true&resourceVersion={rv}"
+    slow_conn = _SmallWindowConnection("127.0.0.1", server.port, context=server.ssl_context(), timeout=60)
+    slow_conn.request("GET", path, headers={"Accept": "application/json"})
+    slow = Stream(slow_conn, slow_conn.getresponse())
+    assert slow.status == 200
+
+    async def run() -> list[dict[str, Any]]:
+        connector = aiohttp.TCPConnector(limit=0, ssl=server.ssl_context())
+        async with aiohttp.ClientSession(connector=connector) as session:
+            fast = await _open_watch(session, server, path)
+            headers = {"Content-Type": "application/json"}
+            for i in range(count):
+                body = {"metadata": {"name": f"b{i}"}, "data": {"v": big}}
+                async with session.post(server.url + base, json=body, headers=headers) as resp:
+                    assert resp.status == 201, await resp.text()
+            fast_events = await _read_events(fast, count, 30)
+            fast.close()
+            return fast_events
+
+    try:
+        fast_events = asyncio.run(run())  # the slow watcher has not read a byte meanwhile
+        slow_events = slow.take(count)
+    finally:
+        slow_conn.close()
+    names = [f"b{i}" for i in range(count)]
+    assert [e["object"]["metadata"]["name"] for e in fast_events] == names
+    assert [e["object"]["metadata"]["name"] for e in slow_events] == names
+    assert all(e["object"]["data"]["v"] == big for e in slow_events)

@@ -7,6 +7,10 @@ resourceVersion inside the window replays from memory; an older one falls
 back to a watch on storage itself, which answers 410 if that history is
 compacted. Decoded objects and encoded lines are memoised per event so a
 thousand watchers of one kind cost one decode and one encode per event.
+Each storage batch is filtered once per distinct watch prefix and handed to
+every watcher whole; a watcher that keeps up takes it through a `sink` that
+writes straight to its connection (no task wake-up per watcher and event),
+one that does not gets it queued (see `Subscription`).
 
 The cache also keeps the current state -- every key under `/registry/` with
 its latest value and revisions, per resource prefix, in key order -- seeded
@@ -32,7 +36,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,31 +115,66 @@ class _Bucket:
         return [items[k] for k in keys[lo:hi]]
 
 
+# Delivers events straight to a watcher's connection, synchronously; False (nothing written): queue them instead.
+Sink = Callable[[list[CachedEvent]], bool]
+
+
 class Subscription:
-    """A watcher's queue of events; `None` in the queue means the watch ended (error or shutdown)."""
+    """A watcher's events: a queue (`None` in it means the watch ended), or a sink while it keeps up.
+
+    The watcher's task drains the queue. Once it is empty and the
+    connection is not congested, the task may install a `sink`: from then on
+    the cache hands each batch of events to the sink as it arrives, without
+    waking the task. The first batch the sink refuses (connection congested
+    or gone) removes it and goes to the queue, and so does everything after,
+    until the task has written the queue out and installs the sink again --
+    so events leave in order whichever way they go.
+    """
 
     def __init__(self, prefix: str, after: int) -> None:
         self.prefix = prefix
         self.after = after
         self.queue: asyncio.Queue[CachedEvent | None] = asyncio.Queue()
         self.error: Exception | None = None
+        self.sink: Sink | None = None
         self._task: asyncio.Task[None] | None = None
         self._cache: WatchCache | None = None
 
     def put(self, ev: CachedEvent) -> None:
-        if ev.revision <= self.after:
-            return
-        self.after = ev.revision
-        if self.queue.qsize() > MAX_BACKLOG:
+        if ev.revision > self.after:
+            self._deliver([ev])
+
+    def put_many(self, events: list[CachedEvent]) -> None:
+        """Events in revision order (those at or below `after` are dropped)."""
+        if events[0].revision <= self.after:
+            events = [ev for ev in events if ev.revision > self.after]
+            if not events:
+                return
+        self._deliver(events)
+
+    def _deliver(self, events: list[CachedEvent]) -> None:
+        self.after = events[-1].revision
+        sink = self.sink
+        if sink is not None:
+            try:
+                if sink(events):
+                    return
+            except Exception:  # the task finds out what is wrong when it writes the queue
+                log.debug("watch sink failed; queueing", exc_info=True)
+            self.sink = None
+        if self.queue.qsize() + len(events) > MAX_BACKLOG:
             self.end(None)
             return
-        self.queue.put_nowait(ev)
+        for ev in events:
+            self.queue.put_nowait(ev)
 
     def end(self, error: Exception | None) -> None:
         self.error = error
+        self.sink = None
         self.queue.put_nowait(None)
 
     def close(self) -> None:
+        self.sink = None
         if self._cache is not None:
             self._cache.unsubscribe(self)
         if self._task is not None:
@@ -252,11 +291,16 @@ class WatchCache:
 
     def _apply(self, batch: list[Event]) -> None:
         """One storage batch: update the state and the window, fan out, wake the reads it satisfies."""
+        fresh: list[CachedEvent] = []
         for storage_event in batch:
             if storage_event.kv.mod_revision <= self.revision:
                 continue
             self._update_state(storage_event)
-            self._append(CachedEvent.of(storage_event))
+            ev = CachedEvent.of(storage_event)
+            self._append(ev)
+            fresh.append(ev)
+        if fresh:
+            self._fan_out(fresh)
         self._wake_waiters()
 
     def _update_state(self, ev: Event) -> None:
@@ -277,9 +321,16 @@ class WatchCache:
             self.floor = self.events[0].revision
         self.events.append(ev)
         self.revision = ev.revision
-        for sub in self.subscribers:
-            if ev.key.startswith(sub.prefix):
-                sub.put(ev)
+
+    def _fan_out(self, events: list[CachedEvent]) -> None:
+        """Hand a batch's events to every subscriber, filtered once per distinct prefix."""
+        by_prefix: dict[str, list[CachedEvent]] = {}
+        for sub in tuple(self.subscribers):
+            matched = by_prefix.get(sub.prefix)
+            if matched is None:
+                matched = by_prefix[sub.prefix] = [ev for ev in events if ev.key.startswith(sub.prefix)]
+            if matched:
+                sub.put_many(matched)
 
     # ------------------------------------------------------------ consistent reads
     async def wait_fresh(self) -> bool:

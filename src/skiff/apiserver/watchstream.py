@@ -7,6 +7,14 @@ annotated `k8s.io/initial-events-end`; bookmarks on request; objects moving
 out of a selector arrive as DELETED; `timeoutSeconds` ends the stream; a
 compacted resourceVersion is a 410 (before the stream starts) or an ERROR
 event (after).
+
+Delivery: each event is encoded once per (version, shape, type) and shared
+by every watcher (Table streams excepted: their first row carries the
+column headers). A watcher that keeps up gets its events written straight
+to its connection by the watch cache's dispatcher, as one HTTP chunk per
+storage batch, without waking its task; a congested one falls back to its
+queue, which its task writes out with back-pressure, several events per
+write, before going direct again (see `watchcache.Subscription`).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -90,13 +98,14 @@ async def serve_watch(request: web.Request, store: Store, cache: WatchCache, t: 
         resp.headers["Content-Type"] = content.TABLE_CT
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    writer = _Writer(resp, rt, shape, request.query.get("includeObject", "Metadata") or "Metadata", t.name)
+    include = request.query.get("includeObject", "Metadata") or "Metadata"
+    writer = _Writer(resp, request, rt, shape, include, t.name, predicate)
     try:
         for obj in initial_items:
             await writer.send("ADDED", obj)
         if send_initial == "true":
             await writer.bookmark(start, initial_end=True)
-        await _pump(sub, writer, predicate, timeout, bookmarks, cache)
+        await _pump(sub, writer, timeout, bookmarks, cache)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -105,11 +114,24 @@ async def serve_watch(request: web.Request, store: Store, cache: WatchCache, t: 
 
 
 class _Writer:
+    """One watcher's stream: what it wants (version, shape, name, selector) and how to write to it."""
+
     def __init__(
-        self, resp: web.StreamResponse, rt: ResourceType, shape: str, include: str, name: str | None
-    ):
+        self,
+        resp: web.StreamResponse,
+        request: web.Request,
+        rt: ResourceType,
+        shape: str,
+        include: str,
+        name: str | None,
+        predicate: Any,
+    ) -> None:
         self.resp, self.rt, self.shape, self.include, self.name = resp, rt, shape, include, name
+        self.predicate = predicate
         self.first = True
+        self.protocol = request.protocol
+        self.transport = request.transport
+        self.shared = shape != "table"  # Table rows differ per stream (headers in the first)
 
     def _wrap(self, obj: Obj) -> Obj:
         if self.shape == "table":
@@ -126,11 +148,16 @@ class _Writer:
             return objects.partial_metadata(obj)
         return obj
 
-    async def send(self, type_: str, obj: Obj) -> None:
-        await self.resp.write(orjson.dumps({"type": type_, "object": self._wrap(obj)}) + b"\n")
+    def encode(self, type_: str, obj: Obj) -> bytes:
+        return orjson.dumps({"type": type_, "object": self._wrap(obj)}) + b"\n"
 
-    async def send_raw(self, line: bytes) -> None:
-        await self.resp.write(line)
+    async def send(self, type_: str, obj: Obj) -> None:
+        await self.resp.write(self.encode(type_, obj))
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.resp.write(data)
+        if self.protocol is not None and self.protocol.writing_paused:
+            await self.resp.drain()  # a congested client holds back its own stream only
 
     async def bookmark(self, rv: int, *, initial_end: bool = False) -> None:
         meta: Obj = {"resourceVersion": str(rv)}
@@ -150,87 +177,112 @@ class _Writer:
     async def error(self, err: errors.StatusError) -> None:
         await self.resp.write(orjson.dumps({"type": "ERROR", "object": err.status()}) + b"\n")
 
+    # ------------------------------------------------------------ per event
+    def line(self, ev: CachedEvent) -> bytes | None:
+        """What this stream gets for `ev` (None: nothing), encoded once per event for every stream alike."""
+        rt = self.rt
+        if self.name is not None and ev.key != rt.key(_ns_of(rt, ev.key), self.name):
+            return None
+        predicate = self.predicate
+        if predicate is None:
+            type_ = "DELETED" if ev.type == "DELETE" else "ADDED" if ev.type == "CREATE" else "MODIFIED"
+        elif ev.type == "DELETE":
+            if not predicate(_decoded(rt, ev, ev.value)):
+                return None
+            type_ = "DELETED"
+        else:
+            new_ok = bool(predicate(_decoded(rt, ev, ev.value)))
+            old_ok = False
+            if ev.type == "UPDATE" and ev.prev_value is not None:
+                old_ok = bool(predicate(_decoded(rt, ev, ev.prev_value)))
+            if new_ok:
+                type_ = "MODIFIED" if old_ok else "ADDED"
+            elif old_ok:
+                type_ = "DELETED"  # moved out of the selector: its new state, as DELETED
+            else:
+                return None
+        if not self.shared:
+            return self.encode(type_, dict(_decoded(rt, ev, ev.value)))
+        key = ("line", self.shape, rt.api_version, type_)
+        line: bytes | None = ev.memo.get(key)
+        if line is None:
+            line = ev.memo[key] = self.encode(type_, _decoded(rt, ev, ev.value))
+        return line
 
-def _decode(rt: ResourceType, ev: CachedEvent, value: bytes | None, rv: int) -> Obj | None:
-    """The event's object as `rt` (memoised per event and version: watchers share it read-only)."""
-    if value is None:
-        return None
-    key = (rt.api_version, value is ev.prev_value, rv)
-    got = ev.memo.get(key)
+    def direct(self, events: list[CachedEvent]) -> bool:
+        """The watch cache's sink: write `events` to the connection now, unless it is congested or gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.protocol is None or self.protocol.writing_paused:
+            return False
+        if len(events) == 1:
+            ev = events[0]
+            line = self.line(ev)
+            if line is None:
+                return True
+            key = ("chunk", line)  # the same line is the same HTTP chunk for every stream
+            chunk: bytes | None = ev.memo.get(key)
+            if chunk is None:
+                chunk = ev.memo[key] = _chunk(line)
+            transport.write(chunk)
+            return True
+        lines = [line for ev in events if (line := self.line(ev)) is not None]
+        if lines:
+            transport.write(_chunk(b"".join(lines)))
+        return True
+
+
+def _chunk(data: bytes) -> bytes:
+    """`data` as one chunk of a chunked HTTP/1.1 body (what aiohttp's writer frames)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _decoded(rt: ResourceType, ev: CachedEvent, value: bytes) -> Obj:
+    """The event's object as `rt`, memoised per event and version: shared, so read-only."""
+    key = (rt.api_version, value is ev.prev_value)
+    got = cast(Obj | None, ev.memo.get(key))
     if got is None:
-        got = objects.decode(rt, KeyValue(ev.key, value, 0, rv))
-        ev.memo[key] = got
-    return dict(got)
+        got = ev.memo[key] = objects.decode(rt, KeyValue(ev.key, value, 0, ev.revision))
+    return got
 
 
-async def _pump(
-    sub: Subscription, writer: _Writer, predicate: Any, duration: float, bookmarks: bool, cache: WatchCache
-) -> None:
-    rt = writer.rt
+async def _pump(sub: Subscription, writer: _Writer, duration: float, bookmarks: bool, cache: WatchCache) -> None:
     deadline = time.monotonic() + duration
+    protocol = writer.protocol if writer.shared and writer.transport is not None else None
+    queue = sub.queue
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
+        if protocol is not None and sub.sink is None and queue.empty() and not protocol.writing_paused:
+            sub.sink = writer.direct  # caught up: the watch cache writes to the connection from now on
         try:
-            if sub.queue.empty():
+            if queue.empty():
                 # asyncio.timeout, not wait_for: wait_for wraps the get in a new Task per event and watcher
                 async with asyncio.timeout(min(remaining, BOOKMARK_EVERY)):
-                    ev = await sub.queue.get()
+                    ev = await queue.get()
             else:
-                ev = sub.queue.get_nowait()
+                ev = queue.get_nowait()
         except TimeoutError:
             if bookmarks and time.monotonic() < deadline:
                 await writer.bookmark(max(sub.after, cache.revision))
             continue
+        lines: list[bytes] = []
+        while ev is not None:  # everything queued goes out in one write
+            line = writer.line(ev)
+            if line is not None:
+                lines.append(line)
+            if queue.empty():
+                break
+            ev = queue.get_nowait()
+        if lines:
+            await writer.send_raw(b"".join(lines))
         if ev is None:
             if isinstance(sub.error, CompactedError):
                 await writer.error(_gone(sub.error.requested))
             return
-        if writer.name is not None and ev.key != rt.key(_ns_of(rt, ev.key), writer.name):
-            continue
-        await _deliver(ev, writer, predicate)
 
 
 def _ns_of(rt: ResourceType, key: str) -> str | None:
     if not rt.namespaced:
         return None
     return key[len(rt.storage_prefix) :].split("/", 1)[0]
-
-
-async def _deliver(ev: CachedEvent, writer: _Writer, predicate: Any) -> None:
-    rt = writer.rt
-    if ev.type == "DELETE":
-        obj = _decode(rt, ev, ev.value, ev.revision)
-        if obj is not None and (predicate is None or predicate(obj)):
-            await _send_shared(ev, writer, "DELETED", obj, predicate)
-        return
-    new = _decode(rt, ev, ev.value, ev.revision)
-    assert new is not None
-    if predicate is None:
-        await _send_shared(ev, writer, "ADDED" if ev.type == "CREATE" else "MODIFIED", new, predicate)
-        return
-    new_ok = predicate(new)
-    old_ok = False
-    if ev.type == "UPDATE" and ev.prev_value is not None:
-        old = _decode(rt, ev, ev.prev_value, ev.revision)
-        old_ok = bool(old is not None and predicate(old))
-    if new_ok and old_ok:
-        await writer.send("MODIFIED", new)
-    elif new_ok:
-        await writer.send("ADDED", new)
-    elif old_ok:
-        await writer.send("DELETED", new)
-
-
-async def _send_shared(ev: CachedEvent, writer: _Writer, type_: str, obj: Obj, predicate: Any) -> None:
-    """Unfiltered JSON watchers of one version share one encoded line per event."""
-    if writer.shape != "json":
-        await writer.send(type_, obj)
-        return
-    key = ("line", writer.rt.api_version, type_)
-    line = ev.memo.get(key)
-    if line is None:
-        line = orjson.dumps({"type": type_, "object": obj}) + b"\n"
-        ev.memo[key] = line
-    await writer.send_raw(line)
