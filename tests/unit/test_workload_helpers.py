@@ -192,3 +192,21 @@ def test_set_condition_moves_transition_time_only_on_change() -> None:
     assert not set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended", t2)
     assert set_condition(status, "Suspended", "False", "JobResumed", "Job resumed", t2)
     assert status["conditions"][0]["lastTransitionTime"] == "2024-01-02T00:00:00Z"
+
+
+def test_next_available_waits_for_min_ready_seconds() -> None:
+    from datetime import UTC, datetime
+
+    from skiff.controllers.workloads import next_available
+
+    at = datetime(2024, 1, 1, 0, 0, 10, tzinfo=UTC)
+
+    def pod(ready_since: str | None) -> Obj:
+        conditions = [] if ready_since is None else [
+            {"type": "Ready", "status": "True", "lastTransitionTime": ready_since}]  # fmt: skip
+        return {"status": {"conditions": conditions}}
+
+    pods = [pod("2024-01-01T00:00:00Z"), pod("2024-01-01T00:00:08Z"), pod(None)]
+    assert next_available(pods, 5, at) == pytest.approx(3.1)  # the second is available at :13
+    assert next_available(pods, 0, at) is None
+    assert next_available([pod("2024-01-01T00:00:00Z")], 5, at) is None  # available already

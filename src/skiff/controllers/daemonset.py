@@ -35,7 +35,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from skiff.api import errors
-from skiff.client import Client, Controller, EventRecorder, object_key, resources
+from skiff.client import Client, Controller, EventRecorder, RequeueAfter, object_key, resources
 from skiff.controllers.context import ControllerContext
 from skiff.controllers.history import (
     REVISION_HASH_LABEL,
@@ -52,6 +52,7 @@ from skiff.controllers.workloads import (
     is_ready,
     meta,
     namespace_terminating,
+    next_available,
     now,
     owned_pods,
     phase,
@@ -300,6 +301,9 @@ class DaemonSetController(Controller):
         finally:  # what was done is reported even when a later step fails
             for type_, reason, message in events:
                 await self.recorder.record(ds, type=type_, reason=reason, message=message)
+        wait = next_available(owned_pods(self.pods, ds), int((ds.get("spec") or {}).get("minReadySeconds") or 0))
+        if wait is not None:
+            raise RequeueAfter(wait)  # a ready pod becomes available then: status and rollout move on
 
     def _pods_by_node(self, ds: Obj) -> dict[str, list[Obj]]:
         by_node: dict[str, list[Obj]] = {}

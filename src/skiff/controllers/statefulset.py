@@ -32,7 +32,7 @@ import re
 from typing import Any
 
 from skiff.api import errors
-from skiff.client import Client, Controller, EventRecorder, resources
+from skiff.client import Client, Controller, EventRecorder, RequeueAfter, resources
 from skiff.controllers.context import ControllerContext
 from skiff.controllers.history import REVISION_HASH_LABEL, ensure_revision, truncate_history
 from skiff.controllers.workloads import (
@@ -43,6 +43,7 @@ from skiff.controllers.workloads import (
     is_terminal,
     meta,
     namespace_terminating,
+    next_available,
     now,
     owned_pods,
     owner_reference,
@@ -133,6 +134,9 @@ class StatefulSetSync:
         finally:  # what was done is reported even when a later step fails
             for type_, reason, message in self.events:
                 await self.ctl.recorder.record(self.sts, type=type_, reason=reason, message=message)
+        wait = next_available(owned_pods(self.ctl.pods, self.sts), self.min_ready)
+        if wait is not None:
+            raise RequeueAfter(wait)  # a ready pod becomes available then: the next ordinal may start
 
     def _pods(self) -> dict[int, Obj]:
         """This set's pods by ordinal, from the cache (pods it owns with another name are ignored)."""

@@ -165,6 +165,25 @@ def is_available(pod: Obj, min_ready_seconds: int, at: datetime) -> bool:
     return since is not None and (at - since).total_seconds() >= min_ready_seconds
 
 
+def next_available(pods: Iterable[Obj], min_ready_seconds: int, at: datetime | None = None) -> float | None:
+    """Seconds until the first Ready-but-not-yet-available pod becomes available (None: no such pod).
+
+    A controller requeues itself then: nothing else happens to a pod at that moment to wake it.
+    """
+    if min_ready_seconds <= 0:
+        return None
+    moment = at or now()
+    waits = []
+    for pod in pods:
+        c = condition(pod, "Ready")
+        since = parse_time(c.get("lastTransitionTime")) if c is not None and c.get("status") == "True" else None
+        if since is not None:
+            left = since.timestamp() + min_ready_seconds - moment.timestamp()
+            if left > 0:
+                waits.append(left)
+    return min(waits) + 0.1 if waits else None
+
+
 def ensure_controller_index(informer: Informer) -> None:
     """Index `informer` by controller uid (shared informers may have the index already)."""
     try:
