@@ -22,7 +22,7 @@ keeps `active` (references to running Jobs), `lastScheduleTime` and
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from skiff.api import errors
@@ -242,7 +242,7 @@ class CronJobSync:
                 "or check clock skew",
             )
         if scheduled is not None:
-            await self._start(scheduled, deadline)
+            await self._start(scheduled, deadline, schedule.tz)
         return self._next_delay(schedule)
 
     def _next_delay(self, schedule: Schedule) -> float | None:
@@ -252,7 +252,7 @@ class CronJobSync:
         self.ctl.log.debug("cronjob %s: next run at %s", self.key, format_time(nxt))
         return max((nxt - self.now).total_seconds(), 0.0) + NEXT_RUN_SLACK
 
-    async def _start(self, scheduled: datetime, deadline: Any) -> None:
+    async def _start(self, scheduled: datetime, deadline: Any, tz: tzinfo) -> None:
         name = job_name(meta(self.cronjob)["name"], scheduled)
         if deadline is not None and scheduled + timedelta(seconds=int(deadline)) < self.now:
             self._event("Warning", "MissSchedule", f"Missed scheduled time to start a job: {format_time(scheduled)}")
@@ -262,7 +262,10 @@ class CronJobSync:
             return  # this time ran already
         policy = self.spec.get("concurrencyPolicy") or "Allow"
         if policy == "Forbid" and active:
-            self.ctl.log.debug("cronjob %s: not starting %s: a job is still running (Forbid)", self.key, name)
+            self._event(
+                "Normal", "JobAlreadyActive",
+                "Not starting job because prior execution is running and concurrency policy is Forbid",
+            )  # fmt: skip
             return
         if policy == "Replace":
             for ref in active:
@@ -276,16 +279,15 @@ class CronJobSync:
                     pass
             self.status.pop("active", None)
             active = []
-        job = await self._create_job(name, scheduled)
+        job = await self._create_job(name, scheduled, tz)
         if job is None:
             return
         self.status["active"] = [*active, job_reference(job)]
         self.status["lastScheduleTime"] = format_time(scheduled)
 
-    async def _create_job(self, name: str, scheduled: datetime) -> Obj | None:
+    async def _create_job(self, name: str, scheduled: datetime, tz: tzinfo) -> Obj | None:
         template: Obj = self.spec.get("jobTemplate") or {}
         tmeta = template.get("metadata") or {}
-        tz = parse(str(self.spec.get("schedule")), self.spec.get("timeZone")).tz
         annotations = {**(tmeta.get("annotations") or {}), SCHEDULED_TIMESTAMP: scheduled.astimezone(tz).isoformat()}
         job: Obj = {
             "apiVersion": "batch/v1",
