@@ -304,9 +304,11 @@ class SimulatedNodes:
     async def _register_one(self, node: SimNode) -> None:
         now = fmt_time(datetime.now(UTC))
         body = build_node(node, cpu=self.cpu, memory=self.memory, pods=self.max_pods, now=now)
+        created = False
         while True:
             try:
                 existing = await self.client.create(resources.NODES, body)
+                created = True
             except errors.AlreadyExists:
                 try:  # registered before (a restarted simulator): refresh labels and status, keep the rest
                     existing = await self.client.patch(
@@ -315,11 +317,13 @@ class SimulatedNodes:
                 except errors.NotFound:
                     continue  # deleted meanwhile: create it again
             break
-        # the status goes through its subresource too: a create may not keep it
+        self.uids[node.name] = existing["metadata"]["uid"]
+        if created and (existing.get("status") or {}).get("nodeInfo") == body["status"]["nodeInfo"]:
+            return  # the status came with the create, as Kubernetes allows for Nodes
+        # otherwise it goes through the status subresource (a server that drops status on create, or a restart)
         status = dict(body["status"])
         status["conditions"] = node_conditions(now, (existing.get("status") or {}).get("conditions") or [])
         await self.client.patch(resources.NODES, node.name, {"status": status}, subresource="status")
-        self.uids[node.name] = existing["metadata"]["uid"]
 
     async def deregister(self) -> None:
         async def one(node: SimNode) -> None:
