@@ -19,8 +19,8 @@ succeeded pod is deleted and recreated under the same name.
 Updates: each template is a ControllerRevision; `status.updateRevision` is
 the current template's, `status.currentRevision` the one the set converged
 on last. RollingUpdate replaces pods from the highest ordinal down to
-`partition`, one at a time, each only after the previous one is Ready
-again; ordinals below the partition are (re)created from the current
+`partition`, `maxUnavailable` (default 1) at a time, counting every pod
+not Running and Ready as unavailable; ordinals below the partition are (re)created from the current
 revision. OnDelete replaces a pod only when the user deletes it. When every
 pod runs the update revision, it becomes the current one.
 """
@@ -198,20 +198,26 @@ class StatefulSetSync:
             await self._delete(pod)
             if self.monotonic:
                 return
-        if not self.monotonic and any(not self._healthy(pods[o]) for o in wanted if o in pods):
-            return
-        # 3. rolling update: the highest ordinal not at the update revision is replaced, one at a time
+        # 3. rolling update: from the highest ordinal down to the partition, at most maxUnavailable pods down
         if not rolling:
             return
+        in_range = [pods.get(o) for o in wanted]
+        unavailable = sum(1 for p in in_range if p is None or not self._healthy(p))
+        budget = self._max_unavailable(strategy) - unavailable
         for ordinal in sorted((o for o in wanted if o >= self.start + partition), reverse=True):
             pod = pods.get(ordinal)
-            if pod is None:
+            if budget <= 0:
                 return
-            if self._revision_of(pod) != meta(update)["name"] and not is_deleting(pod):
+            if pod is not None and self._revision_of(pod) != meta(update)["name"] and not is_deleting(pod):
                 await self._delete(pod)
-                return
-            if not self._healthy(pod):
-                return
+                budget -= 1
+
+    def _max_unavailable(self, strategy: Obj) -> int:
+        """`rollingUpdate.maxUnavailable` (a count or a percentage of replicas, rounded up; at least 1)."""
+        raw = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1)
+        if isinstance(raw, str) and raw.endswith("%"):
+            return max(1, -(-int(raw[:-1]) * self.replicas // 100))
+        return max(1, int(raw))
 
     async def _create(self, ordinal: int, revision: Obj) -> None:
         pod_name = f"{self.name}-{ordinal}"
