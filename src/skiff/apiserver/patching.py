@@ -55,3 +55,20 @@ def apply_to(rt: ResourceType, current: Obj | None, body: Any) -> Obj:
             raise errors.BadRequest(f"{key} must be set in an apply configuration")
     result: Obj = patch.apply_patch(current, body, schema_name(rt))
     return result
+
+
+def sets_resource_version(patch_type: str, body: Any) -> bool:
+    """Whether a patch names metadata.resourceVersion: then it is a precondition, else a retry is safe.
+
+    The patched object always has a resourceVersion (the stored one); only a patch that sets it asks
+    for the write to fail with 409 Conflict when the object moved meanwhile.
+    """
+    if patch_type == JSON_PATCH:
+        return isinstance(body, list) and any(
+            isinstance(op, dict)
+            and op.get("path") == "/metadata/resourceVersion"
+            and op.get("op") in ("add", "replace")
+            for op in body
+        )
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    return isinstance(meta, dict) and meta.get("resourceVersion") is not None

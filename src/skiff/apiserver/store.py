@@ -374,7 +374,7 @@ class Store:
             if not isinstance(pmeta, dict):
                 raise errors.BadRequest("metadata must be an object")
             # a precondition only if the patch itself names a resourceVersion (the patched object always has one)
-            wanted = pmeta.get("resourceVersion") if _patch_sets_resource_version(patch_type, patch) else None
+            wanted = pmeta.get("resourceVersion") if patching.sets_resource_version(patch_type, patch) else None
             if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name, MODIFIED)
             if pmeta.get("name", name) != name:
@@ -404,18 +404,3 @@ class Store:
         self, rt: ResourceType, namespace: str | None, list_opts: ListOptions, opts: DeleteOptions
     ) -> Obj:
         return await deletion.delete_collection(self, rt, namespace, list_opts, opts)
-
-
-def _patch_sets_resource_version(patch_type: str, patch: Any) -> bool:
-    """Whether a patch carries metadata.resourceVersion (then it is a precondition, else retries are safe)."""
-    from skiff.apiserver import patching
-
-    if patch_type == patching.JSON_PATCH:
-        return isinstance(patch, list) and any(
-            isinstance(op, dict)
-            and op.get("path") == "/metadata/resourceVersion"
-            and op.get("op") in ("add", "replace")
-            for op in patch
-        )
-    meta = patch.get("metadata") if isinstance(patch, dict) else None
-    return isinstance(meta, dict) and meta.get("resourceVersion") is not None

@@ -130,7 +130,9 @@ async def _scale(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
             raise errors.UnsupportedMediaType(f"unsupported patch type {media}")
         if not isinstance(new_scale, dict):
             raise errors.BadRequest("the Scale must be an object")
-        wanted = (new_scale.get("metadata") or {}).get("resourceVersion")
+        # a PATCH is a precondition only if it names a resourceVersion (the patched Scale always has one)
+        precondition = request.method == "PUT" or patching.sets_resource_version(media, body)
+        wanted = (new_scale.get("metadata") or {}).get("resourceVersion") if precondition else None
         if wanted and str(wanted) != parent["metadata"]["resourceVersion"]:
             raise conflict(rt, name, MODIFIED)
         replicas = (new_scale.get("spec") or {}).get("replicas")
