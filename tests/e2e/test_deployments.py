@@ -415,7 +415,8 @@ def test_max_unavailable_zero_keeps_capacity(server: Server, ns: str) -> None:
 
 
 def test_patches_retry_over_concurrent_writes(server: Server, ns: str) -> None:
-    """A patch without a resourceVersion is re-applied when a controller writes in between; with one, it is a 409."""
+    """A patch (also of /scale) without a resourceVersion is re-applied when a controller writes in between;
+    with one, it is a 409."""
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("busy", replicas=0))
     path = f"/apis/apps/v1/namespaces/{ns}/deployments/busy"
     done = threading.Event()
@@ -430,9 +431,12 @@ def test_patches_retry_over_concurrent_writes(server: Server, ns: str) -> None:
     writer = threading.Thread(target=write_status, daemon=True)
     writer.start()
     try:
-        for i in range(20):
+        for i in range(10):
             patch = {"spec": {"template": {"metadata": {"labels": {"app": "busy", "round": str(i)}}}}}
             code, body, _ = server.raw("PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+            assert code == 200, body
+            scale = {"spec": {"replicas": i % 2}}
+            code, body, _ = server.raw("PATCH", f"{path}/scale", scale, content_type="application/merge-patch+json")
             assert code == 200, body
     finally:
         done.set()
