@@ -15,6 +15,7 @@ from skiff.apiserver.strategy import (
     CronJobStrategy,
     JobStrategy,
     NamespaceStrategy,
+    NodeStrategy,
     PodStrategy,
     SecretStrategy,
     Strategy,
@@ -88,9 +89,7 @@ def builtin_types() -> list[ResourceType]:
             namespaced=False,
             short=("no",),
             sub=("status",),
-            strategy=Strategy(
-                has_status=True, tracks_generation=False, selectable_fields=("spec.unschedulable",)
-            ),
+            strategy=NodeStrategy(),
         ),
         _rt(
             "",

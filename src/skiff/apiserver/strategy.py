@@ -163,6 +163,17 @@ class NamespaceStrategy(Strategy):
         new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = new["metadata"]["name"]
 
 
+class NodeStrategy(Strategy):
+    """A node agent registers its Node with its status: kept on create, unlike most kinds."""
+
+    def __init__(self) -> None:
+        super().__init__(has_status=True, tracks_generation=False, selectable_fields=("spec.unschedulable",))
+
+    def initial_status(self, obj: Obj) -> Any:
+        status = obj.get("status")
+        return status if isinstance(status, dict) else {}
+
+
 class PodStrategy(Strategy):
     """Most of a pod's spec is immutable once created; a pod on a node is ended by its node agent."""
 
