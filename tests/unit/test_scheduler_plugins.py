@@ -755,3 +755,23 @@ def test_pod_info_parses_once() -> None:
     assumed = info.assumed_on("n1")
     assert assumed.node_name == "n1" and info.node_name == ""
     assert assumed.pod is info.pod
+
+
+def test_remembered_results_follow_node_changes() -> None:
+    """The resource plugins remember per node and pod shape; any change to the node forgets."""
+    fit, balanced = NodeResourcesFit(), BalancedAllocation()
+    n = node(cpu="2", memory="4Gi")
+    p = pod("new", cpu="1", memory="1Gi")
+    state = CycleState()
+    assert fit.score_nodes(state, p, [n]) == [fit.score(state, p, n)] == [62]
+    assert balanced.score_nodes(state, p, [n]) == [balanced.score(state, p, n)] == [87]
+    assert fit.filter_nodes(state, p, [n], {}) == [n]
+    n.add_pod(pod("e", cpu="1", memory="3584Mi").assumed_on(n.name))
+    assert fit.score_nodes(state, p, [n]) == [fit.score(state, p, n)] == [0]
+    assert balanced.score_nodes(state, p, [n]) == [balanced.score(state, p, n)] == [100]
+    failed: dict[str, Status] = {}
+    assert fit.filter_nodes(state, p, [n], failed) == []
+    assert failed[n.name].reasons == ("Insufficient memory",)
+    n.remove_pod(pod("e"))
+    assert fit.filter_nodes(state, p, [n], {}) == [n]
+    assert fit.score_nodes(state, p, [n]) == [62]

@@ -177,16 +177,7 @@ class Algorithm:
         return feasible
 
     def _select(self, nodes: list[NodeInfo], scores: list[int]) -> NodeInfo:
-        """The highest score; ties broken uniformly at random (reservoir sampling, as Kubernetes)."""
-        best = -1
-        chosen = nodes[0]
-        ties = 0
-        randrange = self.rng.randrange
-        for node, score in zip(nodes, scores, strict=True):
-            if score > best:
-                best, chosen, ties = score, node, 1
-            elif score == best:
-                ties += 1
-                if randrange(ties) == 0:
-                    chosen = node
-        return chosen
+        """The highest score; ties broken uniformly at random (as Kubernetes' reservoir sampling does)."""
+        best = max(scores)
+        ties = [i for i, score in enumerate(scores) if score == best]
+        return nodes[ties[0] if len(ties) == 1 else self.rng.choice(ties)]

@@ -41,6 +41,8 @@ class SchedulerCache:
         self.nodes_with_required_anti_affinity: set[str] = set()
         self.image_nodes: dict[str, int] = {}  # image -> how many nodes have it (ImageLocality's spread)
         self.nodes_with_prefer_taints = 0
+        self.nodes_with_hard_taints = 0  # NoSchedule/NoExecute: zero lets TaintToleration pass everything at once
+        self.nodes_unschedulable = 0
 
     # --- reading ------------------------------------------------------------------------------
     def node_list(self) -> list[NodeInfo]:
@@ -152,6 +154,10 @@ class SchedulerCache:
             self.image_nodes[image] = self.image_nodes.get(image, 0) + 1
         if info.prefer_taints:
             self.nodes_with_prefer_taints += 1
+        if info.hard_taints:
+            self.nodes_with_hard_taints += 1
+        if info.unschedulable:
+            self.nodes_unschedulable += 1
 
     def _unindex_node(self, info: NodeInfo) -> None:
         if info.node is None:
@@ -164,6 +170,10 @@ class SchedulerCache:
                 self.image_nodes.pop(image, None)
         if info.prefer_taints:
             self.nodes_with_prefer_taints -= 1
+        if info.hard_taints:
+            self.nodes_with_hard_taints -= 1
+        if info.unschedulable:
+            self.nodes_unschedulable -= 1
 
     # --- pods ---------------------------------------------------------------------------------
     def add_pod(self, pod: PodInfo) -> None:

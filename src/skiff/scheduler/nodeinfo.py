@@ -8,16 +8,26 @@ in a few integer comparisons instead of summing the node's pods again.
 The hot numbers (allocatable and requested cpu, memory, ephemeral storage,
 pod count) are flat attributes rather than nested objects: the filter and
 score loops read them for hundreds of nodes per pod.
+
+Every change gives the node a new `generation` (unique across all nodes) and
+an empty `memo`, where a plugin may keep what it computed for the node and a
+pod shape (its requests, say): the answer holds until the node changes.
+Replicas of one Deployment all have the same requests, and between two of
+them only the node that took the last one has changed — so the resource
+plugins recompute one node per pod instead of hundreds (Kubernetes once had
+an "equivalence cache" for the same reason).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from skiff.scheduler.podinfo import HostPort, PodInfo, Resource
 
 Obj = dict[str, Any]
+_GENERATIONS = itertools.count(1)
 Taint = tuple[str, str, str]  # key, value, effect
 
 NO_SCHEDULE, NO_EXECUTE, PREFER_NO_SCHEDULE = "NoSchedule", "NoExecute", "PreferNoSchedule"
@@ -53,6 +63,7 @@ class NodeInfo:
         "hard_taints",
         "images",
         "labels",
+        "memo",
         "name",
         "node",
         "nz_memory",
@@ -90,7 +101,8 @@ class NodeInfo:
         self.used_ports: dict[HostPort, int] = {}
         self.pods_with_affinity = 0
         self.pods_with_required_anti_affinity = 0
-        self.generation = 0
+        self.generation = next(_GENERATIONS)  # unique across nodes
+        self.memo: dict[Hashable, Any] = {}  # plugin results for this generation (see `remember`)
         if node is not None:
             self.set_node(node)
 
@@ -118,7 +130,8 @@ class NodeInfo:
             for image_name in image.get("names") or []:
                 images[str(image_name)] = int(size) if isinstance(size, int) else 0
         self.images = images
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
+        self.memo = {}
 
     # --- pods ---------------------------------------------------------------------------------
     def add_pod(self, pod: PodInfo) -> None:
@@ -139,7 +152,8 @@ class NodeInfo:
             self.pods_with_affinity += 1
         if pod.required_anti_affinity:
             self.pods_with_required_anti_affinity += 1
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
+        self.memo = {}
 
     def remove_pod(self, pod: PodInfo) -> bool:
         """Take the pod's share away (looked up by key: the stored version is the one that counted)."""
@@ -168,7 +182,8 @@ class NodeInfo:
             self.pods_with_affinity -= 1
         if stored.required_anti_affinity:
             self.pods_with_required_anti_affinity -= 1
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
+        self.memo = {}
         return True
 
     # --- views --------------------------------------------------------------------------------
@@ -199,6 +214,7 @@ class NodeInfo:
         other = NodeInfo.__new__(NodeInfo)
         for slot in NodeInfo.__slots__:
             setattr(other, slot, getattr(self, slot))
+        other.memo = {}
         other.pods = dict(self.pods)
         other.used_ports = dict(self.used_ports)
         other.req_scalar = dict(self.req_scalar)
@@ -209,3 +225,21 @@ class NodeInfo:
             f"NodeInfo({self.name}, cpu {self.req_milli_cpu}/{self.alloc_milli_cpu}m, "
             f"memory {self.req_memory}/{self.alloc_memory}, pods {len(self.pods)}/{self.alloc_pods})"
         )
+
+
+MEMO_LIMIT = 64  # entries a node remembers before it forgets them all (bounds memory with many pod shapes)
+
+
+def memo_key(plugin: object, *shape: object) -> str:
+    """A key for `NodeInfo.memo`: the plugin instance (by identity) and the pod shape it depends on.
+
+    A string, because a string caches its hash: one key is looked up on hundreds of nodes per pod.
+    """
+    return ":".join([str(id(plugin)), *map(str, shape)])
+
+
+def remember(node: NodeInfo, key: Hashable, value: Any) -> None:
+    memo = node.memo
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value

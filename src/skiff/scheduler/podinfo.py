@@ -378,6 +378,15 @@ class PodInfo:
             or self.preferred_anti_affinity
         )
 
+    def with_object(self, pod: Obj) -> PodInfo:
+        """A copy reading `pod` as its object, when the caller knows nothing it parses has changed."""
+        clone = PodInfo.__new__(PodInfo)
+        for slot in PodInfo.__slots__:
+            setattr(clone, slot, getattr(self, slot))
+        clone.pod = pod
+        clone.spec = pod.get("spec") or {}
+        return clone
+
     def assumed_on(self, node_name: str) -> PodInfo:
         """A copy that says it runs on `node_name` (the pod dict itself is shared and left alone)."""
         clone = PodInfo.__new__(PodInfo)

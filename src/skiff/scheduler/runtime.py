@@ -15,6 +15,8 @@ The framework is also the `Handle` its plugins get: the scheduler's services
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -179,10 +181,9 @@ class Framework:
             scores = plugin.score_nodes(state, pod, nodes)
             if plugin.normalizes:
                 plugin.normalize_scores(state, pod, nodes, scores)
-            if weight == 1:
-                totals = [t + s for t, s in zip(totals, scores, strict=True)]
-            else:
-                totals = [t + s * weight for t, s in zip(totals, scores, strict=True)]
+            if weight != 1:
+                scores = list(map(operator.mul, scores, itertools.repeat(weight)))
+            totals = list(map(operator.add, totals, scores))
         return totals
 
     def run_reserve(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:

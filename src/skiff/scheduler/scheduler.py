@@ -60,7 +60,7 @@ from skiff.scheduler.runtime import Framework
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-SYNC_TIMEOUT = 120.0
+MAX_CONCURRENT_BINDINGS = 32
 
 
 class Scheduler:
@@ -97,6 +97,9 @@ class Scheduler:
         self.namespace_informer = self.informers.informer(resources.NAMESPACES)
         self.events = EventSink(client)
         self.conditions = ConditionWriter(client)
+        # bindings in flight at once: enough to keep the API server busy, few enough to reuse a small
+        # pool of keep-alive connections instead of opening (and TLS-handshaking) hundreds
+        self._binding_slots = asyncio.Semaphore(MAX_CONCURRENT_BINDINGS)
         self.scheduled = 0
         self.failed_attempts = 0
         self.bind_errors = 0
@@ -166,7 +169,10 @@ class Scheduler:
             cached = self._cache.pod(pod_key(new))
             if old_node and cached is not None and not self._cache.is_assumed(cached.key) and _same_for_cache(old, new):
                 return  # a status change (Running, Ready…): nothing the scheduler counts
-            pod = PodInfo(new)
+            if not old_node and cached is not None and cached.node_name == node_name and _just_bound(old, new):
+                pod = cached.with_object(new)  # our own binding confirmed: the assumed version, parsed already
+            else:
+                pod = PodInfo(new)
             if not old_node:
                 self.queue.delete(pod.key)
                 self.conditions.forget(pod.key)
@@ -301,9 +307,10 @@ class Scheduler:
         status: Status | None
         gone = False
         try:
-            status = await fwk.run_pre_bind(state, pod, node)
-            if status is None:
-                status = await fwk.run_bind(state, pod, node)
+            async with self._binding_slots:  # the pod is assumed already: waiting here costs only latency
+                status = await fwk.run_pre_bind(state, pod, node)
+                if status is None:
+                    status = await fwk.run_bind(state, pod, node)
         except (errors.NotFound, errors.Conflict) as exc:
             status, gone = error(str(exc)), True  # deleted, or bound by someone else: nothing to retry
         except (errors.StatusError, ServerUnreachable) as exc:
@@ -361,6 +368,18 @@ def _same_for_cache(old: Obj, new: Obj) -> bool:
     om, nm = old.get("metadata") or {}, new.get("metadata") or {}
     return (
         old.get("spec") == new.get("spec")
+        and om.get("labels") == nm.get("labels")
+        and om.get("deletionTimestamp") == nm.get("deletionTimestamp")
+    )
+
+
+def _just_bound(old: Obj, new: Obj) -> bool:
+    """Only the binding happened: the spec differs by nodeName alone, labels and deletion unchanged."""
+    spec = dict(new.get("spec") or {})
+    spec.pop("nodeName", None)
+    om, nm = old.get("metadata") or {}, new.get("metadata") or {}
+    return (
+        spec == (old.get("spec") or {})
         and om.get("labels") == nm.get("labels")
         and om.get("deletionTimestamp") == nm.get("deletionTimestamp")
     )

@@ -25,7 +25,7 @@ from skiff.scheduler.framework import (
     ScorePlugin,
     Status,
 )
-from skiff.scheduler.nodeinfo import NodeInfo
+from skiff.scheduler.nodeinfo import NodeInfo, memo_key, remember
 from skiff.scheduler.plugins.noderesources import DEFAULT_RESOURCES, node_amounts, parse_resources, pod_amount
 from skiff.scheduler.podinfo import CPU, MEMORY, PodInfo
 
@@ -79,15 +79,30 @@ class BalancedAllocation(PreScorePlugin, ScorePlugin):
 
     def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         if not self._fast:
-            return [self.score(state, pod, node) for node in nodes]
+            key = memo_key(self, *(pod_amount(pod, name, non_zero=False) for name in self.names))
+            out = []
+            for node in nodes:
+                score = node.memo.get(key)
+                if score is None:
+                    score = self.score(state, pod, node)
+                    remember(node, key, score)
+                out.append(score)
+            return out
         pod_cpu, pod_mem = pod.requests.milli_cpu, pod.requests.memory
+        key = memo_key(self, pod_cpu, pod_mem)
         out = []
         for node in nodes:
+            score = node.memo.get(key)
+            if score is not None:
+                out.append(score)
+                continue
             cap_cpu, cap_mem = node.alloc_milli_cpu, node.alloc_memory
             if cap_cpu and cap_mem:
                 f_cpu = min((node.req_milli_cpu + pod_cpu) / cap_cpu, 1.0)
                 f_mem = min((node.req_memory + pod_mem) / cap_mem, 1.0)
-                out.append(int((1 - abs((f_cpu - f_mem) / 2)) * MAX_NODE_SCORE))
+                score = int((1 - abs((f_cpu - f_mem) / 2)) * MAX_NODE_SCORE)
             else:
-                out.append(MAX_NODE_SCORE)  # one fraction or none: no deviation
+                score = MAX_NODE_SCORE  # one fraction or none: no deviation
+            remember(node, key, score)
+            out.append(score)
         return out

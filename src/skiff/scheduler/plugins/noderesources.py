@@ -36,7 +36,7 @@ from skiff.scheduler.framework import (
     unresolvable,
     unschedulable,
 )
-from skiff.scheduler.nodeinfo import NodeInfo
+from skiff.scheduler.nodeinfo import NodeInfo, memo_key, remember
 from skiff.scheduler.podinfo import CPU, EPHEMERAL_STORAGE, MEMORY, PodInfo
 
 NAME = "NodeResourcesFit"
@@ -265,19 +265,24 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
         if req.scalar:
             return super().filter_nodes(state, pod, nodes, failed)
         cpu, mem, eph = req.milli_cpu, req.memory, req.ephemeral_storage
+        key = memo_key(self, "filter", cpu, mem, eph)
         out = []
         for node in nodes:
-            if (
-                len(node.pods) >= node.alloc_pods
-                or (cpu and cpu > node.alloc_milli_cpu - node.req_milli_cpu)
-                or (mem and mem > node.alloc_memory - node.req_memory)
-                or (eph and eph > node.alloc_ephemeral - node.req_ephemeral)
-            ):
-                status = self.filter(state, pod, node)
-                if status is not None:
-                    failed[node.name] = status
-                    continue
-            out.append(node)
+            status = node.memo.get(key)
+            if status is None:
+                status = _FITS
+                if (
+                    len(node.pods) >= node.alloc_pods
+                    or (cpu and cpu > node.alloc_milli_cpu - node.req_milli_cpu)
+                    or (mem and mem > node.alloc_memory - node.req_memory)
+                    or (eph and eph > node.alloc_ephemeral - node.req_ephemeral)
+                ):
+                    status = self.filter(state, pod, node) or _FITS
+                remember(node, key, status)
+            if status is _FITS:
+                out.append(node)
+            else:
+                failed[node.name] = status
         return out
 
     # --- score ------------------------------------------------------------------------------
@@ -291,12 +296,25 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
 
     def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         if not self._fast:
-            return [self.score(state, pod, node) for node in nodes]
+            key = memo_key(self, "score", *(pod_amount(pod, name, non_zero=True) for name in self.names))
+            out = []
+            for node in nodes:
+                score = node.memo.get(key)
+                if score is None:
+                    score = self.score(state, pod, node)
+                    remember(node, key, score)
+                out.append(score)
+            return out
         pod_cpu, pod_mem = pod.non_zero.milli_cpu, pod.non_zero.memory
+        key = memo_key(self, "score", pod_cpu, pod_mem)
         w_cpu, w_mem = self.weights
         least = self.strategy == LEAST_ALLOCATED
         out = []
         for node in nodes:
+            score = node.memo.get(key)
+            if score is not None:
+                out.append(score)
+                continue
             total = weight_sum = 0
             cap = node.alloc_milli_cpu
             if cap:
@@ -314,5 +332,10 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
                 else:
                     total += (min(req, cap) * 100 // cap) * w_mem
                 weight_sum += w_mem
-            out.append(total // weight_sum if weight_sum else 0)
+            score = total // weight_sum if weight_sum else 0
+            remember(node, key, score)
+            out.append(score)
         return out
+
+
+_FITS = unschedulable("fits")  # a memo marker for "passed"; never returned

@@ -6,9 +6,19 @@ taint, as DaemonSet pods do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from skiff.scheduler.framework import NODE, ActionType, ClusterEvent, CycleState, FilterPlugin, Status, unresolvable
+from skiff.scheduler.framework import (
+    NODE,
+    ActionType,
+    ClusterEvent,
+    CycleState,
+    FilterPlugin,
+    Handle,
+    Status,
+    unresolvable,
+)
 from skiff.scheduler.nodeinfo import NO_SCHEDULE, NodeInfo
 from skiff.scheduler.podinfo import PodInfo
 
@@ -20,6 +30,13 @@ _FAILED = unresolvable(ERR_REASON, plugin=NAME)
 
 class NodeUnschedulable(FilterPlugin):
     name = NAME
+
+    def __init__(self, handle: Handle | None = None) -> None:
+        self.handle = handle
+
+    @classmethod
+    def new(cls, args: Mapping[str, Any], handle: Handle) -> NodeUnschedulable:
+        return cls(handle)
 
     def events_to_register(self) -> Iterable[ClusterEvent]:
         return (ClusterEvent(NODE, ActionType.ADD | ActionType.UPDATE_NODE_TAINT),)
@@ -34,6 +51,8 @@ class NodeUnschedulable(FilterPlugin):
     def filter_nodes(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], failed: dict[str, Status]
     ) -> list[NodeInfo]:
+        if self.handle is not None and not self.handle.cache.nodes_unschedulable:
+            return nodes  # no node in the cache is cordoned (and `nodes` come from the cache)
         out = []
         for node in nodes:
             if not node.unschedulable:

@@ -71,6 +71,8 @@ class TaintToleration(FilterPlugin, PreScorePlugin, ScorePlugin):
     def filter_nodes(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], failed: dict[str, Status]
     ) -> list[NodeInfo]:
+        if self.handle is not None and not self.handle.cache.nodes_with_hard_taints:
+            return nodes  # no node in the cache has such taints (and `nodes` come from the cache)
         out = []
         for node in nodes:
             if not node.hard_taints:

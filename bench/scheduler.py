@@ -1,0 +1,388 @@
+"""Scheduler throughput and latency on a real `skiff server`: pods/s and per-pod create-to-bound latency.
+
+Why this exists: the issue's goal is >= 500 pods/s at 5,000 nodes (Kubernetes'
+CI threshold for SchedulingBasic at that size is 270), and only a run through
+the whole system says whether it is met: the API server accepting pods, the
+scheduler's informers hearing of them, filtering and scoring, the binding
+POST, and the watch event that tells the world. The shape follows Kubernetes'
+scheduler_perf SchedulingBasic: N nodes (4 cpu, 32Gi, 110 pods), then pods of
+100m / 500Mi created as fast as the server takes them while the scheduler runs.
+
+For each size it starts a throw-away `skiff server` (scheduler in-process,
+controllers on, SQLite under /var/tmp, node lifecycle told to wait an hour
+since these nodes have no agents), registers the nodes through the API
+(object + status), opens a watch on the pods, creates them from this process
+at a fixed concurrency, and records for each pod when its create was sent and
+when the watch first showed it bound. It prints:
+
+* pods/s scheduled: pods / (last bound - first create sent);
+* the create rate alone (the API server's share of the work);
+* p50/p99/max create-to-bound latency per pod;
+* the server's CPU time per pod and its RSS at the end.
+
+`--separate-scheduler` runs `skiff server --disable-scheduler` plus `skiff
+scheduler` as two processes instead, to show what sharing one process (one
+core, one event loop) with the API server costs. Figures are printed, never
+judged: the run does not fail on time.
+
+    .venv/bin/python -m bench.scheduler [--quick] [--sizes 1000x10000,5000x10000] [--separate-scheduler]
+                                        [--concurrency 64] [--json FILE] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python bench/scheduler.py` as well as `python -m bench.scheduler`
+    sys.path.insert(0, str(REPO))
+
+from skiff.client import Client  # noqa: E402
+from skiff.client import resources as R  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGET_PODS_PER_S = 500.0  # at 5,000 nodes
+K8S_CI_THRESHOLD = 270.0  # SchedulingBasic, 5,000 nodes
+NAMESPACE = "bench"
+Obj = dict[str, Any]
+
+
+@dataclass
+class Result:
+    nodes: int
+    pods: int
+    mode: str
+    node_setup_s: float
+    create_s: float
+    creates_per_s: float
+    schedule_s: float
+    pods_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    bound: int
+    server_cpu_s: float
+    scheduler_cpu_s: float
+    server_rss_mb: float
+    scheduler_rss_mb: float
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+class Cluster:
+    """A throw-away server (and, with `separate`, a scheduler process beside it)."""
+
+    def __init__(self, work: Path, *, separate: bool, profile: Path | None = None) -> None:
+        self.work = work
+        self.separate = separate
+        self.profile = profile
+        self.port = free_port()
+        self.server: asyncio.subprocess.Process | None = None
+        self.scheduler: asyncio.subprocess.Process | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.work / "data" / "kubeconfig.yaml"
+
+    async def start(self) -> None:
+        args = [
+            *(str(BIN / "skiff"), "server", "--data-dir", str(self.work / "data"), "--port", str(self.port)),
+            *("--bind-address", "127.0.0.1", "--node-monitor-grace-period", "3600", "--log-level", "warning"),
+        ]
+        if self.separate:
+            args.append("--disable-scheduler")
+        if self.profile is not None:
+            args = [sys.executable, "-m", "cProfile", "-o", f"{self.profile}-server.prof", *args]
+        with (self.work / "server.log").open("ab") as out:
+            self.server = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.server.returncode is not None:
+                raise RuntimeError(f"skiff server exited:\n{(self.work / 'server.log').read_text()}")
+            if self.kubeconfig.exists():
+                try:
+                    async with Client.from_kubeconfig(self.kubeconfig) as c:
+                        async with c.session().get(c.config.server + "/readyz") as resp:
+                            if resp.status == 200:
+                                break
+                except Exception:
+                    pass
+            await asyncio.sleep(0.2)
+        else:
+            raise RuntimeError("skiff server not ready after 60 s")
+        if self.separate:
+            sched = [str(BIN / "skiff"), "scheduler", "--kubeconfig", str(self.kubeconfig), "--log-level", "warning"]
+            if self.profile is not None:
+                sched = [sys.executable, "-m", "cProfile", "-o", f"{self.profile}-scheduler.prof", *sched]
+            with (self.work / "scheduler.log").open("ab") as out:
+                self.scheduler = await asyncio.create_subprocess_exec(*sched, stdout=out, stderr=subprocess.STDOUT)
+
+    async def stop(self) -> None:
+        for proc in (self.scheduler, self.server):
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+async def gather_limited(n: int, items: list[Any], fn: Any) -> None:
+    it = iter(items)
+
+    async def worker() -> None:
+        for item in it:
+            await fn(item)
+
+    await asyncio.gather(*(worker() for _ in range(n)))
+
+
+async def register_nodes(client: Client, count: int, concurrency: int) -> None:
+    allocatable = {"cpu": "4", "memory": "32Gi", "pods": "110"}
+
+    async def one(i: int) -> None:
+        name = f"node-{i:05d}"
+        meta = {"name": name, "labels": {"kubernetes.io/hostname": name}}
+        await client.create(R.NODES, {"metadata": meta})
+        status = {"allocatable": allocatable, "capacity": allocatable,
+                  "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}  # fmt: skip
+        for attempt in range(5):
+            try:
+                await client.patch(R.NODES, name, {"status": status}, subresource="status", patch_type="merge")
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.1)
+
+    await gather_limited(concurrency, list(range(count)), one)
+
+
+def pod_body(i: int) -> Obj:
+    return {
+        "metadata": {"name": f"pod-{i:06d}", "namespace": NAMESPACE},
+        "spec": {
+            "containers": [
+                {
+                    "name": "pause",
+                    "image": "registry.k8s.io/pause:3.9",
+                    "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}},
+                }
+            ],
+        },
+    }
+
+
+async def run_one(
+    nodes: int, pods: int, *, separate: bool, concurrency: int, keep: bool, profile: Path | None = None
+) -> Result:
+    work = Path(tempfile.mkdtemp(prefix="skiff-bench-sched-", dir="/var/tmp"))
+    cluster = Cluster(work, separate=separate, profile=profile)
+    mode = "separate scheduler process" if separate else "scheduler in-process"
+    try:
+        await cluster.start()
+        assert cluster.server is not None
+        async with Client.from_kubeconfig(cluster.kubeconfig, pool_size=concurrency + 8) as client:
+            await client.create(R.NAMESPACES, {"metadata": {"name": NAMESPACE}})
+            t0 = time.monotonic()
+            await register_nodes(client, nodes, concurrency)
+            node_setup = time.monotonic() - t0
+            log(f"{nodes} nodes registered in {node_setup:.1f}s")
+            await asyncio.sleep(3)  # let the scheduler's informer take them in
+
+            sent: dict[str, float] = {}
+            bound: dict[str, float] = {}
+            done = asyncio.Event()
+            rv = (await client.list(R.PODS, namespace=NAMESPACE, limit=1))["metadata"]["resourceVersion"]
+
+            async def watch() -> None:
+                nonlocal rv
+                while not done.is_set():
+                    try:
+                        async for _type, obj in client.watch(R.PODS, namespace=NAMESPACE, resource_version=rv,
+                                                             timeout_seconds=600):  # fmt: skip
+                            rv = obj["metadata"].get("resourceVersion") or rv
+                            name = obj["metadata"]["name"]
+                            if obj.get("spec", {}).get("nodeName") and name not in bound:
+                                bound[name] = time.monotonic()
+                                if len(bound) >= pods:
+                                    done.set()
+                                    return
+                    except Exception as exc:  # a dropped watch: resume from the last resourceVersion
+                        log(f"watch ended ({exc}); resuming")
+                        await asyncio.sleep(0.2)
+
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(0.5)
+            cpu_before = cpu_seconds(cluster.server.pid)
+            sched_before = cpu_seconds(cluster.scheduler.pid) if cluster.scheduler else 0.0
+
+            async def create(i: int) -> None:
+                body = pod_body(i)
+                sent[body["metadata"]["name"]] = time.monotonic()
+                await client.create(R.PODS, body, namespace=NAMESPACE)
+
+            start = time.monotonic()
+            await gather_limited(concurrency, list(range(pods)), create)
+            created = time.monotonic()
+            log(f"{pods} pods created in {created - start:.1f}s ({pods / (created - start):.0f}/s); "
+                f"{len(bound)} bound so far")  # fmt: skip
+            try:
+                await asyncio.wait_for(done.wait(), timeout=max(120.0, pods / 20))
+            except TimeoutError:
+                log(f"timed out: {len(bound)}/{pods} bound")
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            end = max(bound.values()) if bound else time.monotonic()
+            latencies = [(bound[n] - sent[n]) * 1000 for n in bound if n in sent]
+            server_cpu = cpu_seconds(cluster.server.pid) - cpu_before
+            sched_cpu = (cpu_seconds(cluster.scheduler.pid) - sched_before) if cluster.scheduler else 0.0
+            result = Result(
+                nodes=nodes,
+                pods=pods,
+                mode=mode,
+                node_setup_s=node_setup,
+                create_s=created - start,
+                creates_per_s=pods / (created - start),
+                schedule_s=end - start,
+                pods_per_s=len(bound) / (end - start),
+                p50_ms=percentile(latencies, 50),
+                p99_ms=percentile(latencies, 99),
+                max_ms=max(latencies, default=float("nan")),
+                bound=len(bound),
+                server_cpu_s=server_cpu,
+                scheduler_cpu_s=sched_cpu,
+                server_rss_mb=rss_mb(cluster.server.pid),
+                scheduler_rss_mb=rss_mb(cluster.scheduler.pid) if cluster.scheduler else 0.0,
+            )
+            log(f"{result.bound}/{pods} bound in {result.schedule_s:.1f}s: {result.pods_per_s:.0f} pods/s, "
+                f"p99 {result.p99_ms:.0f} ms")  # fmt: skip
+            return result
+    finally:
+        await cluster.stop()
+        if keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_results(results: list[Result], args: argparse.Namespace) -> None:
+    print()
+    print(f"skiff scheduler benchmark -- {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; "
+          f"Python {platform.python_version()}; create concurrency {args.concurrency}")  # fmt: skip
+    print("pods 100m/500Mi on nodes 4 cpu/32Gi/110 pods (scheduler_perf SchedulingBasic shape); SQLite; "
+          "latency = create sent -> bound seen on a watch")  # fmt: skip
+    print("CPU ms/pod: the server process's CPU time during the run per pod bound (+ the scheduler process's, "
+          "when separate)")  # fmt: skip
+    header = (f"{'nodes':>6} {'pods':>6}  {'mode':<27} {'creates/s':>9} {'pods/s':>7} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'max ms':>8} {'bound':>6} {'CPU ms/pod':>13} {'RSS MB':>9}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        bound = max(r.bound, 1)
+        cpu = f"{r.server_cpu_s / bound * 1000:.2f}"
+        rss = f"{r.server_rss_mb:.0f}"
+        if r.scheduler_rss_mb:
+            cpu += f"+{r.scheduler_cpu_s / bound * 1000:.2f}"
+            rss += f"+{r.scheduler_rss_mb:.0f}"
+        print(f"{r.nodes:>6} {r.pods:>6}  {r.mode:<27} {r.creates_per_s:>9.0f} {r.pods_per_s:>7.0f} "
+              f"{r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_ms:>8.0f} {r.bound:>6} {cpu:>13} {rss:>9}")  # fmt: skip
+    for r in results:
+        if r.nodes == 5000:
+            verdict = "met" if r.pods_per_s >= TARGET_PODS_PER_S else "MISSED"
+            print(f"target at 5,000 nodes ({r.mode}): {r.pods_per_s:.0f} pods/s vs >= {TARGET_PODS_PER_S:.0f} "
+                  f"({verdict}; Kubernetes CI threshold {K8S_CI_THRESHOLD:.0f})")  # fmt: skip
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        nodes, pods = part.lower().split("x")
+        out.append((int(nodes), int(pods)))
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> list[Result]:
+    sizes = parse_sizes(args.sizes) if args.sizes else ([(100, 1000)] if args.quick else [(1000, 10000), (5000, 10000)])
+    results = []
+    for nodes, pods in sizes:
+        log(f"== {nodes} nodes x {pods} pods ({'separate' if args.separate_scheduler else 'in-process'} scheduler)")
+        profile = Path(f"{args.profile}-{nodes}x{pods}") if args.profile else None
+        results.append(await run_one(nodes, pods, separate=args.separate_scheduler, concurrency=args.concurrency,
+                                     keep=args.keep, profile=profile))  # fmt: skip
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="100 nodes x 1,000 pods: a smoke run")
+    parser.add_argument("--sizes", help="comma list of NODESxPODS (default: 1000x10000,5000x10000)")
+    parser.add_argument("--separate-scheduler", action="store_true",
+                        help="run the scheduler as its own process (skiff scheduler) beside skiff server")  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent pod creates (default: 64)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs (server logs) afterwards")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="run server (and scheduler) under cProfile: PREFIX-<nodes>x<pods>-*.prof")  # fmt: skip
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    print_results(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
