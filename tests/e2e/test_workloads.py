@@ -63,6 +63,16 @@ def apply(server: Server, ns: str, obj: dict[str, Any]) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
 
 
+def wait_condition(server: Server, ns: str, obj: str, condition: str, timeout: int = 30) -> None:
+    """`kubectl wait --for=condition=...`; on a timeout the assertion shows the namespace's pods and events."""
+    proc = server.kubectl("wait", "-n", ns, f"--for=condition={condition}", obj, f"--timeout={timeout}s", check=False)
+    if proc.returncode != 0:
+        state = server.kubectl("get", "-n", ns, "pods,jobs", "-o", "wide", check=False).stdout
+        happened = server.kubectl("get", "-n", ns, "events", "--sort-by=.lastTimestamp", check=False).stdout
+        nodes = server.kubectl("get", "nodes", check=False).stdout
+        raise AssertionError(f"{obj} not {condition}: {proc.stderr}\n{state}\n{happened}\n{nodes}")
+
+
 @pytest.fixture
 def ns(server: Server) -> Iterator[str]:
     name = f"wl-{uuid.uuid4().hex[:8]}"
@@ -125,7 +135,7 @@ def test_job_with_completions_and_parallelism_completes(server: Server, ns: str,
     running = wait_for("two pods at once", lambda: len(pods(server, ns, "job-name%3Dpi")) >= 2)
     assert running
     assert len(pods(server, ns, "job-name%3Dpi")) == 2  # parallelism caps the pods running at once
-    server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/pi", "--timeout=30s")
+    wait_condition(server, ns, "job/pi", "complete")
     status = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/pi")["status"]
     assert status["succeeded"] == 3
     assert status.get("failed", 0) == 0 and status.get("active", 0) == 0
@@ -147,7 +157,7 @@ def test_job_with_completions_and_parallelism_completes(server: Server, ns: str,
 def test_failing_job_hits_backoff_limit(server: Server, ns: str, nodes: SimNodes) -> None:
     apply(server, ns, job("bad", completions=2, parallelism=2, backoff_limit=1,
                           annotations={"sim.skiff.dev/fail-after": "1s"}))  # fmt: skip
-    server.kubectl("wait", "-n", ns, "--for=condition=failed", "job/bad", "--timeout=30s")
+    wait_condition(server, ns, "job/bad", "failed")
     status = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/bad")["status"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
@@ -171,14 +181,14 @@ def test_suspended_job_starts_nothing_until_resumed(server: Server, ns: str, nod
     )
     assert pods(server, ns, "job-name%3Dlater") == []
     server.kubectl("patch", "-n", ns, "job", "later", "-p", '{"spec":{"suspend":false}}')
-    server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/later", "--timeout=30s")
+    wait_condition(server, ns, "job/later", "complete")
 
 
 # --- CronJob -------------------------------------------------------------------------------------
 def test_create_job_from_cronjob(server: Server, ns: str, nodes: SimNodes) -> None:
     apply(server, ns, cronjob("report", "0 0 1 1 *"))  # far away: only the manual run happens
     server.kubectl("create", "job", "report-now", "-n", ns, "--from=cronjob/report")
-    server.kubectl("wait", "-n", ns, "--for=condition=complete", "job/report-now", "--timeout=30s")
+    wait_condition(server, ns, "job/report-now", "complete")
     created = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/report-now")
     assert created["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
     assert created["metadata"]["ownerReferences"][0]["name"] == "report"
@@ -224,7 +234,7 @@ def test_cronjob_starts_the_run_it_missed(server: Server, ns: str, nodes: SimNod
         return get(server, f"/apis/batch/v1/namespaces/{ns}/jobs")["items"]
 
     name = wait_for("the missed run's job", tick_jobs)[0]["metadata"]["name"]
-    server.kubectl("wait", "-n", ns, "--for=condition=complete", f"job/{name}", "--timeout=30s")
+    wait_condition(server, ns, f"job/{name}", "complete")
     assert len(tick_jobs()) == 1  # one run for all the missed times, not one per missed time
     created = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/{name}")
     stamp = created["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]

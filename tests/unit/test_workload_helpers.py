@@ -210,3 +210,13 @@ def test_next_available_waits_for_min_ready_seconds() -> None:
     assert next_available(pods, 5, at) == pytest.approx(3.1)  # the second is available at :13
     assert next_available(pods, 0, at) is None
     assert next_available([pod("2024-01-01T00:00:00Z")], 5, at) is None  # available already
+
+
+def test_own_writes_seen_before_the_response() -> None:
+    writes = OwnWrites()
+    writes.seen("ns/j", {"metadata": {"resourceVersion": "11"}})  # the watch was faster than the PUT's answer
+    writes.wrote("ns/j", {"metadata": {"resourceVersion": "11"}})
+    assert not writes.pending("ns/j")
+    writes.forget("ns/j")
+    writes.wrote("ns/j", {"metadata": {"resourceVersion": "11"}})
+    assert writes.pending("ns/j")

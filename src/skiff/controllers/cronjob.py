@@ -131,7 +131,9 @@ class CronJobController(Controller):
             self.own_writes.forget(key)
             return
         if self.own_writes.pending(key):
-            return  # our last status write has not reached the cache: its event enqueues the key again
+            # our last status write is not in the cache yet: its watch event enqueues the key; look again
+            # soon anyway, so that an event lost to a relist costs a second, not the 30 s of the timeout
+            raise RequeueAfter(1.0)
         sync = CronJobSync(self, key, cronjob)
         delay = await sync.run()
         if delay is not None:

@@ -179,7 +179,9 @@ class JobController(Controller):
             await self._release_orphans(key, uid=None)
             return
         if self.own_writes.pending(key):
-            return  # our last status write is not in the cache yet: its watch event will enqueue the key
+            # our last status write is not in the cache yet: its watch event enqueues the key; look again
+            # soon anyway, so that an event lost to a relist costs a second, not the 30 s of the timeout
+            raise RequeueAfter(1.0)
         await self._release_orphans(key, uid=uid_of(job))  # pods of an earlier job of the same name
         if is_finished(job):
             await self._remove_finalizers([p for p in owned_pods(self.pods, job) if self._tracked(p)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -280,24 +281,30 @@ class OwnWrites:
 
     A controller that wrote a status (`succeeded: 2`) and reconciles again before the informer
     delivered that write would act on the old status and do the work twice. After a write,
-    `wrote(obj)` remembers the new resourceVersion; the informer's handler calls `seen(obj)`;
-    `pending(key)` is true until the write came back through the watch (or `timeout` passed,
-    so a lost event cannot wedge the controller). The informer's update enqueues the key again.
+    `wrote(obj)` remembers the new resourceVersion; the informer's handler calls `seen(obj)` for
+    every version it delivers; `pending(key)` is true until the write came back through the watch
+    (or `timeout` passed, so a lost event cannot wedge the controller). The watch may deliver the
+    write before the write's own response arrives: the versions seen lately are kept for that.
     """
+
+    RECENT = 16  # versions remembered per key
 
     def __init__(self, timeout: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
         self.clock = clock
         self._versions: dict[str, tuple[str, float]] = {}
+        self._recent: dict[str, deque[str]] = {}
 
     def wrote(self, key: str, obj: Obj) -> None:
         rv = str(meta(obj).get("resourceVersion") or "")
-        if rv:
+        if rv and rv not in self._recent.get(key, ()):
             self._versions[key] = (rv, self.clock())
 
     def seen(self, key: str, obj: Obj) -> None:
+        rv = str(meta(obj).get("resourceVersion") or "")
+        self._recent.setdefault(key, deque(maxlen=self.RECENT)).append(rv)
         entry = self._versions.get(key)
-        if entry is not None and entry[0] == str(meta(obj).get("resourceVersion") or ""):
+        if entry is not None and entry[0] == rv:
             del self._versions[key]
 
     def pending(self, key: str) -> bool:
@@ -311,6 +318,7 @@ class OwnWrites:
 
     def forget(self, key: str) -> None:
         self._versions.pop(key, None)
+        self._recent.pop(key, None)
 
 
 async def write_status(client: Client, resource: Resource, obj: Obj, status: Obj, *, attempts: int = 3) -> Obj:
