@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from skiff.api import defaults, errors, schema, validation
 from skiff.apiserver.registry import ResourceType
 
@@ -21,11 +23,20 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 
 
+def _private_copy(body: Obj) -> Obj:
+    """A deep copy; through orjson (several times faster) when the body is plain JSON, as request bodies are."""
+    try:
+        copied: Obj = orjson.loads(orjson.dumps(body))
+    except TypeError:  # orjson.JSONEncodeError: not plain JSON (big ints, non-str keys...)
+        return copy.deepcopy(body)
+    return copied
+
+
 def check_type_meta(rt: ResourceType, body: Any) -> Obj:
     """A private copy of `body`, with apiVersion/kind checked against the URL's kind."""
     if not isinstance(body, dict):
         raise errors.BadRequest(f"the body of the request was not a JSON object: expected a {rt.kind}")
-    obj = copy.deepcopy(body)
+    obj = _private_copy(body)
     api_version = obj.get("apiVersion") or rt.api_version
     kind = obj.get("kind") or rt.kind
     if api_version != rt.api_version:

@@ -431,20 +431,19 @@ def request_attributes(method: str, path: str, query: Mapping[str, str], user: U
     else is a non-resource request whose verb is the lower-cased method.
     """
     parts = [p for p in path.split("/") if p]
-    non_resource = RequestAttributes(user=user, verb=method.lower(), path=path, resource_request=False)
     if len(parts) < 3 or parts[0] not in ("api", "apis"):
-        return non_resource
+        return _non_resource(method, path, user)
     group = ""
     rest = parts[1:]
     if parts[0] == "apis":
         if len(rest) < 3:
-            return non_resource
+            return _non_resource(method, path, user)
         group, rest = rest[0], rest[1:]
     version, rest = rest[0], rest[1:]
 
     if rest[0] in _SPECIAL_VERBS:
         if len(rest) < 2:
-            return non_resource
+            return _non_resource(method, path, user)
         verb, rest = rest[0], rest[1:]
     else:
         verb = _VERBS_BY_METHOD.get(method.upper(), "")
@@ -478,6 +477,10 @@ def request_attributes(method: str, path: str, query: Mapping[str, str], user: U
         subresource=subresource,
         name=name,
     )
+
+
+def _non_resource(method: str, path: str, user: UserInfo) -> RequestAttributes:
+    return RequestAttributes(user=user, verb=method.lower(), path=path, resource_request=False)
 
 
 def _name_from_field_selector(selector: str) -> str:

@@ -102,6 +102,19 @@ def accept(request: web.Request) -> str:
     header = request.headers.get("Accept", "")
     if not header:
         return "json"
+    shape = _accepted.get(header)
+    if shape is None:
+        shape = _accept(header)
+        if len(_accepted) >= 256:  # clients send a handful of distinct headers; never grow without bound
+            _accepted.clear()
+        _accepted[header] = shape
+    return shape
+
+
+_accepted: dict[str, str] = {}  # Accept header -> shape (headers that fail are not remembered)
+
+
+def _accept(header: str) -> str:
     kinds = []
     for part in header.split(","):
         params = [p.strip() for p in part.split(";")]

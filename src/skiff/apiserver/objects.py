@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,15 @@ from skiff.storage.interface import KeyValue
 Obj = dict[str, Any]
 
 
+_stamp: tuple[int, str] = (-1, "")  # (second, its RFC 3339 form): one strftime per second, not per call
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _stamp[1]
 
 
 def new_uid() -> str:
