@@ -50,6 +50,7 @@ class Store:
         self.backend = backend
         self.registry = registry
         self.cache = cache
+        self._terminating: dict[str, tuple[int, bool]] = {}  # namespace key -> (mod_revision, being deleted)
 
     # ------------------------------------------------------------------ reads
     async def read(self, key: str) -> KeyValue | None:
@@ -232,8 +233,15 @@ class Store:
         kv = await self.read(ns_rt.key(None, namespace))
         if kv is None:
             raise errors.NotFound(f'namespaces "{namespace}" not found', name=namespace, kind="namespaces")
-        ns = objects.decode(ns_rt, kv)
-        if ns["metadata"].get("deletionTimestamp"):
+        known = self._terminating.get(kv.key)
+        if known is None or known[0] != kv.mod_revision:  # decode each namespace version once, not per create
+            if len(self._terminating) >= 10_000:
+                self._terminating.clear()
+            known = self._terminating[kv.key] = (
+                kv.mod_revision,
+                bool(objects.decode(ns_rt, kv)["metadata"].get("deletionTimestamp")),
+            )
+        if known[1]:
             what = f'{rt.group_resource} "{name}"' if name else rt.group_resource
             raise errors.Forbidden(
                 f"{what} is forbidden: unable to create new content in namespace {namespace} "
