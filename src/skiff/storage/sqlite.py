@@ -3,7 +3,9 @@
 skiff must run with no external database, so the etcd data model (a global
 revision, per-key create/mod revisions, history for watches and paginated
 lists) is kept in SQLite in WAL mode. Nothing here blocks the event loop:
-writes go to the group-committing writer thread (`sqlite_writer`), reads run
+writes go to the group-committing writer thread (`sqlite_writer`) -- handed
+over once per event-loop iteration, so many concurrent writes wake the
+thread once rather than once each -- reads run
 on a small pool of reader threads, each with its own connection and a
 consistent snapshot per call. Watches are served from memory (`watchhub`)
 after replaying history from the log.
@@ -64,6 +66,7 @@ class SQLiteBackend:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._closed = False
+        self._outbox: builtins.list[WriteOp] = []  # writes of this loop iteration, handed over together
 
     async def __aenter__(self) -> SQLiteBackend:
         await self.start()
@@ -101,6 +104,7 @@ class SQLiteBackend:
         writer, hub, readers = self._writer, self._hub, self._readers
         if writer is None or hub is None or readers is None:
             return
+        self._flush_outbox()
         await asyncio.to_thread(writer.stop)  # queued writes are committed and delivered first
         hub.close()
         await asyncio.to_thread(readers.shutdown, True)
@@ -206,10 +210,18 @@ class SQLiteBackend:
     async def _write(
         self, kind: Literal["create", "update", "delete"], key: str, value: bytes, expected: int
     ) -> KeyValue:
-        writer = self._require_writer()
-        future: asyncio.Future[KeyValue] = asyncio.get_running_loop().create_future()
-        writer.submit(WriteOp(kind, key, value, expected, future))
+        self._require_writer()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[KeyValue] = loop.create_future()
+        if not self._outbox:
+            loop.call_soon(self._flush_outbox)
+        self._outbox.append(WriteOp(kind, key, value, expected, future))
         return await future
+
+    def _flush_outbox(self) -> None:
+        ops, self._outbox = self._outbox, []
+        if ops and self._writer is not None:
+            self._writer.submit_many(ops)
 
     async def create(self, key: str, value: bytes) -> KeyValue:
         return await self._write("create", key, value, 0)
@@ -230,6 +242,7 @@ class SQLiteBackend:
         if revision > writer.revision:
             raise FutureRevisionError(revision, writer.revision)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_outbox()  # writes asked for before this compaction go first
         writer.submit(CompactOp(revision, future))
         await future
 

@@ -136,7 +136,7 @@ class Writer:
         self._pending = self.revision
         self._loop = loop
         self._deliver = deliver
-        self._queue: queue.SimpleQueue[WriteOp | CompactOp | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[WriteOp | CompactOp | list[WriteOp] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="skiff-sqlite-writer", daemon=True)
 
     def start(self) -> None:
@@ -144,6 +144,10 @@ class Writer:
 
     def submit(self, op: WriteOp | CompactOp) -> None:
         self._queue.put(op)
+
+    def submit_many(self, ops: list[WriteOp]) -> None:
+        """Queue several writes with one hand-over (one wake-up of the thread)."""
+        self._queue.put(ops)
 
     def stop(self) -> None:
         """Finish everything queued so far, then exit the thread (blocking)."""
@@ -157,16 +161,19 @@ class Writer:
             stopping = False
             while not stopping:
                 batch: list[WriteOp | CompactOp] = []
-                op = self._queue.get()
-                while op is not None:
-                    batch.append(op)
+                item = self._queue.get()
+                while item is not None:
+                    if isinstance(item, list):
+                        batch.extend(item)
+                    else:
+                        batch.append(item)
                     if len(batch) >= MAX_BATCH:
                         break
                     try:
-                        op = self._queue.get_nowait()
+                        item = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                stopping = op is None
+                stopping = item is None
                 self._process(batch)
         finally:
             self._conn.close()
