@@ -133,6 +133,12 @@ def events(server: Server, ns: str, name: str) -> list[str]:
     return [f"{e['reason']}: {e['message']}" for e in evs]
 
 
+def wait_event(server: Server, ns: str, name: str, match: str | Callable[[str], bool]) -> None:
+    """Wait for an Event on `name` (events are written in the background, just after the act)."""
+    test = (lambda e: e == match) if isinstance(match, str) else match
+    wait_for(f"event {match!r} on {name}", lambda: any(test(e) for e in events(server, ns, name)))
+
+
 def image_of(obj: dict[str, Any]) -> str:
     return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
 
@@ -165,8 +171,8 @@ def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
     assert len(pods) == 3 and all(p["metadata"]["name"].startswith(f"web-{hash1}-") for p in pods)
     assert all(len(p["metadata"]["name"]) == len(f"web-{hash1}-") + 5 for p in pods)
     assert all(owner(p)["name"] == rs1["metadata"]["name"] and owner(p)["kind"] == "ReplicaSet" for p in pods)
-    assert f"ScalingReplicaSet: Scaled up replica set web-{hash1} from 0 to 3" in events(server, ns, "web")
-    assert any(e.startswith("SuccessfulCreate: Created pod: web-") for e in events(server, ns, f"web-{hash1}"))
+    wait_event(server, ns, "web", f"ScalingReplicaSet: Scaled up replica set web-{hash1} from 0 to 3")
+    wait_event(server, ns, f"web-{hash1}", lambda e: e.startswith("SuccessfulCreate: Created pod: web-"))
 
     # a new image rolls out through a second ReplicaSet
     server.kubectl("set", "image", "-n", ns, "deployment/web", "app=registry.local/web:2")
@@ -183,9 +189,8 @@ def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
     lines = [line.split(None, 1) for line in history.splitlines()[2:] if line.strip()]
     assert lines == [["1", "<none>"], ["2", "image 2"]], history
     hash2 = rss["2"]["metadata"]["labels"]["pod-template-hash"]
-    evs = events(server, ns, "web")
-    assert f"ScalingReplicaSet: Scaled up replica set web-{hash2} from 0 to 1" in evs, evs
-    assert f"ScalingReplicaSet: Scaled down replica set web-{hash1} from 3 to 2" in evs, evs
+    wait_event(server, ns, "web", f"ScalingReplicaSet: Scaled up replica set web-{hash2} from 0 to 1")
+    wait_event(server, ns, "web", f"ScalingReplicaSet: Scaled down replica set web-{hash1} from 3 to 2")
 
     # undo: the first ReplicaSet is the new one again, as revision 3
     server.kubectl("rollout", "undo", "-n", ns, "deployment/web")
@@ -301,10 +306,8 @@ def test_progress_deadline_exceeded(server: Server, ns: str) -> None:
         return [rss[rev]["spec"]["replicas"] for rev in ("1", "2")]
 
     wait_for("proportional sizes", lambda: sizes() == [3, 2])
-    evs = events(server, ns, "stuck")
-    assert any(
-        e.startswith("ScalingReplicaSet: Scaled up replica set stuck-") and e.endswith("from 2 to 3") for e in evs
-    )
+    wait_event(server, ns, "stuck", lambda e: e.startswith("ScalingReplicaSet: Scaled up replica set stuck-")
+               and e.endswith("from 2 to 3"))  # fmt: skip
 
 
 def test_revision_history_limit(server: Server, ns: str) -> None:
@@ -370,8 +373,7 @@ def test_replicaset_directly(server: Server, ns: str) -> None:
     assert {p["metadata"]["name"] for p in live(pods_of(server, ns, "app%3Dplain"))} == {
         p["metadata"]["name"] for p in pods
     }
-    evs = events(server, ns, "plain")
-    assert "SuccessfulDelete: Deleted pod: stray" in evs, evs
+    wait_event(server, ns, "plain", "SuccessfulDelete: Deleted pod: stray")
 
     # a pod whose labels stop matching is released, and replaced
     released = pods[0]["metadata"]["name"]
@@ -379,8 +381,7 @@ def test_replicaset_directly(server: Server, ns: str) -> None:
     wait_for("released", lambda: not get(server, f"/api/v1/namespaces/{ns}/pods/{released}")["metadata"]
              .get("ownerReferences"))  # fmt: skip
     wait_for("a replacement", lambda: len([p for p in live(pods_of(server, ns, "app%3Dplain")) if ready(p)]) == 2)
-    st = status()
-    assert (st.replicas, st.fully_labeled_replicas) == (2, 2)
+    wait_for("status 2", lambda: (st := status()) and (st.replicas, st.fully_labeled_replicas) == (2, 2))
 
     # scale through the scale subresource, as kubectl and autoscalers do
     api.patch_namespaced_replica_set_scale("plain", ns, {"spec": {"replicas": 0}})
