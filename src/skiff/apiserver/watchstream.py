@@ -132,6 +132,8 @@ class _Writer:
         self.protocol = request.protocol
         self.transport = request.transport
         self.shared = shape != "table"  # Table rows differ per stream (headers in the first)
+        # streams that take every event under their prefix as it is share one framed chunk per event
+        self.plain_chunk = ("chunk", shape, rt.api_version) if self.shared and not name and predicate is None else None
 
     def _wrap(self, obj: Obj) -> Obj:
         if self.shape == "table":
@@ -214,15 +216,19 @@ class _Writer:
         transport = self.transport
         if transport is None or transport.is_closing() or self.protocol is None or self.protocol.writing_paused:
             return False
-        if len(events) == 1:
+        if len(events) == 1:  # the common case, kept short: it runs once per watcher and event
             ev = events[0]
-            line = self.line(ev)
-            if line is None:
-                return True
-            key = ("chunk", line)  # the same line is the same HTTP chunk for every stream
-            chunk: bytes | None = ev.memo.get(key)
+            key: Any = self.plain_chunk
+            chunk: bytes | None = ev.memo.get(key) if key is not None else None
             if chunk is None:
-                chunk = ev.memo[key] = _chunk(line)
+                line = self.line(ev)
+                if line is None:
+                    return True
+                if key is None:
+                    key = ("chunk", line)  # the same line is the same HTTP chunk for every stream
+                    chunk = ev.memo.get(key)
+                if chunk is None:
+                    chunk = ev.memo[key] = _chunk(line)
             transport.write(chunk)
             return True
         lines = [line for ev in events if (line := self.line(ev)) is not None]
