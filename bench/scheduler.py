@@ -253,9 +253,10 @@ async def run_one(
                     try:
                         async for _type, obj in client.watch(R.PODS, namespace=NAMESPACE, resource_version=rv,
                                                              timeout_seconds=600):  # fmt: skip
-                            rv = obj["metadata"].get("resourceVersion") or rv
-                            name = obj["metadata"]["name"]
-                            if obj.get("spec", {}).get("nodeName") and name not in bound:
+                            meta = obj.get("metadata") or {}
+                            rv = meta.get("resourceVersion") or rv
+                            name = meta.get("name")  # none on BOOKMARK events
+                            if name and obj.get("spec", {}).get("nodeName") and name not in bound:
                                 bound[name] = time.monotonic()
                                 if len(bound) >= pods:
                                     done.set()

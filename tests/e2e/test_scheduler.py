@@ -272,7 +272,7 @@ async def test_not_ready_node_is_avoided_through_its_taint(client: Client, ns: s
     assert set(placed.values()) == {f"well-{group}"}
 
 
-async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, group: str) -> None:
+async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, group: str, cluster: Server) -> None:
     await add_node(client, f"any-{group}", labels={"test-group": group})
     await client.create(R.PODS, pod_manifest("mine", group=group), namespace=ns)
     await client.create(R.PODS, pod_manifest("theirs", group=group, spec={"schedulerName": "other-scheduler"}),
@@ -285,6 +285,10 @@ async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, 
         pod = await client.get(R.PODS, name, namespace=ns)
         assert not pod["spec"].get("nodeName"), name
         assert not [e for e in await events_for(client, ns, name) if e.get("reason") == "FailedScheduling"]
+    gated_condition = condition(await client.get(R.PODS, "gated", namespace=ns), "PodScheduled")
+    assert gated_condition is not None
+    assert (gated_condition["status"], gated_condition["reason"]) == ("False", "SchedulingGated")
+    assert "SchedulingGated" in cluster.kubectl("get", "pod", "gated", "-n", ns).stdout
     # lifting the gate hands the pod to the scheduler
     await client.patch(R.PODS, "gated", [{"op": "remove", "path": "/spec/schedulingGates"}], namespace=ns,
                        patch_type="json")  # fmt: skip

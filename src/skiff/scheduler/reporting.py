@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from skiff.api import errors
@@ -75,12 +76,20 @@ class EventSink:
 
 
 class ConditionWriter:
-    """Writes `PodScheduled=False` (and `nominatedNodeName`) to pods' status, latest wins per pod."""
+    """Writes `PodScheduled=False` (and `nominatedNodeName`) to pods' status, latest wins per pod.
 
-    def __init__(self, client: Client, *, workers: int = 4) -> None:
+    One write per pod at a time (a newer message waits for the older write, never races it), and
+    none for a pod that `current(key)` — the informer's copy — says is bound by the time its turn
+    comes: a stale "Unschedulable" must not land on a pod that found a node meanwhile.
+    """
+
+    def __init__(self, client: Client, *, current: Callable[[str], Obj | None] | None = None,
+                 workers: int = 4) -> None:  # fmt: skip
         self.client = client
+        self.current = current
         self.workers = workers
         self._pending: dict[str, tuple[Obj, str, str, str | None]] = {}  # key -> (pod, reason, message, nominated)
+        self._writing: set[str] = set()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.written = 0
@@ -107,13 +116,22 @@ class ConditionWriter:
 
     async def _work(self) -> None:
         while True:
-            if not self._pending:
+            key = next((k for k in self._pending if k not in self._writing), None)
+            if key is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            key = next(iter(self._pending))
             pod, reason, message, nominated = self._pending.pop(key)
-            await self._write(pod, reason, message, nominated)
+            latest = self.current(key) if self.current is not None else None
+            if latest is not None and (latest.get("spec") or {}).get("nodeName"):
+                continue  # bound meanwhile
+            self._writing.add(key)
+            try:
+                await self._write(latest or pod, reason, message, nominated)
+            finally:
+                self._writing.discard(key)
+                if key in self._pending:
+                    self._wakeup.set()
 
     async def _write(self, pod: Obj, reason: str, message: str, nominated: str | None) -> None:
         meta = pod.get("metadata") or {}

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 MAX_CONCURRENT_BINDINGS = 32
+SCHEDULING_GATED = "Scheduling is blocked due to non-empty scheduling gates"
 
 
 class Scheduler:
@@ -96,7 +97,7 @@ class Scheduler:
         self.node_informer = self.informers.informer(resources.NODES)
         self.namespace_informer = self.informers.informer(resources.NAMESPACES)
         self.events = EventSink(client)
-        self.conditions = ConditionWriter(client)
+        self.conditions = ConditionWriter(client, current=self.pod_informer.get)
         # bindings in flight at once: enough to keep the API server busy, few enough to reuse a small
         # pool of keep-alive connections instead of opening (and TLS-handshaking) hundreds
         self._binding_slots = asyncio.Semaphore(MAX_CONCURRENT_BINDINGS)
@@ -158,8 +159,11 @@ class Scheduler:
             self._cache.add_pod(pod)
             self.queue.delete(pod.key)
             self.queue.move_all_to_active_or_backoff(ClusterEvent(ASSIGNED_POD, ActionType.ADD, "AssignedPodAdd"))
-        elif self._responsible(pod) and not pod.terminating and not _gated(obj):
-            self.queue.add(pod)
+        elif self._responsible(pod) and not pod.terminating:
+            if _gated(obj):
+                self._report_gated(obj)
+            else:
+                self.queue.add(pod)
 
     def _on_pod_update(self, old: Obj, new: Obj) -> None:
         new_spec = new.get("spec") or {}
@@ -185,8 +189,14 @@ class Scheduler:
         pod = PodInfo(new)
         if not self._responsible(pod) or pod.terminating or _gated(new):
             self.queue.delete(pod.key)
+            if self._responsible(pod) and not pod.terminating:
+                self._report_gated(new)
             return
         self.queue.update(pod)
+
+    def _report_gated(self, pod: Obj) -> None:
+        """Kubernetes' SchedulingGates: the pod waits outside the queue, and says so (`kubectl get` shows it)."""
+        self.conditions.unschedulable(pod, reason="SchedulingGated", message=SCHEDULING_GATED)
 
     def _on_pod_delete(self, obj: Obj) -> None:
         key = pod_key(obj)
