@@ -375,6 +375,59 @@ def test_statefulset_ordered_creation_and_scale_down(server: Server, ns: str, no
     assert status["readyReplicas"] == 1
 
 
+def test_statefulset_rolling_update_with_partition(server: Server, ns: str, nodes: SimNodes) -> None:
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {
+            "serviceName": "db",
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "db"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                         "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
+        },
+    }  # fmt: skip
+    apply(server, ns, sts)
+    server.kubectl("rollout", "status", "-n", ns, "sts/db", "--timeout=30s")
+    first = get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/db")["status"]["currentRevision"]
+
+    def images() -> list[str]:
+        return [p["spec"]["containers"][0]["image"] for p in pods(server, ns, "app%3Ddb") if ready(p)]
+
+    # only the ordinals at or above the partition move to the new revision
+    server.kubectl("set", "image", "-n", ns, "sts/db", "db=postgres:17")
+    wait_for("db-2 updated", lambda: images() == ["postgres:16", "postgres:16", "postgres:17"])
+    status = wait_for(
+        "status of the partitioned rollout",
+        lambda: (
+            (s := get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/db")["status"]).get("updatedReplicas") == 1
+            and s.get("readyReplicas") == 3
+            and s
+        ),
+    )
+    assert status["currentRevision"] == first != status["updateRevision"]
+    assert status["currentReplicas"] == 2
+    # the partition goes: the rest follow, highest first, and the update revision becomes the current one
+    server.kubectl("patch", "-n", ns, "sts/db", "-p", '{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}')
+    server.kubectl("rollout", "status", "-n", ns, "sts/db", "--timeout=30s")
+    wait_for("all updated", lambda: images() == ["postgres:17"] * 3)
+    status = wait_for(
+        "the rollout complete",
+        lambda: (
+            (s := get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/db")["status"])["currentRevision"]
+            == s["updateRevision"]
+            and s
+        ),
+    )
+    assert status["currentRevision"] != first and status["updatedReplicas"] == 3
+    deletes = [e["message"].split()[2] for e in events(server, ns, "db") if e["reason"] == "SuccessfulDelete"]
+    assert deletes[:3] == ["db-2", "db-1", "db-0"]
+    history = server.kubectl("rollout", "history", "-n", ns, "sts/db").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
+
+
 # --- last: the every-minute CronJob has run on its own ------------------------------------------
 def test_cronjob_every_minute_runs_on_schedule(server: Server, minutely: tuple[str, datetime]) -> None:
     ns, created = minutely
