@@ -20,13 +20,14 @@ when the watch first showed it bound. It prints:
 * p50/p99/max create-to-bound latency per pod;
 * the server's CPU time per pod and its RSS at the end.
 
-`--separate-scheduler` runs `skiff server --disable-scheduler` plus `skiff
+`--algorithm` times the scheduling cycle alone, in this process, with no
+server: the scheduler's own ceiling. `--separate-scheduler` runs `skiff server --disable-scheduler` plus `skiff
 scheduler` as two processes instead, to show what sharing one process (one
 core, one event loop) with the API server costs. Figures are printed, never
 judged: the run does not fail on time.
 
     .venv/bin/python -m bench.scheduler [--quick] [--sizes 1000x10000,5000x10000] [--separate-scheduler]
-                                        [--concurrency 64] [--json FILE] [--keep]
+                                        [--concurrency 64] [--json FILE] [--keep] [--profile PREFIX] [--algorithm]
 """
 
 from __future__ import annotations
@@ -367,6 +368,64 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def algorithm_only(sizes: list[tuple[int, int]]) -> None:
+    """The scheduling cycle alone, in this process, on a cache filled by hand: the scheduler's own ceiling.
+
+    Default profile; each pod is filtered, scored and assumed (no API calls, no informers), so this
+    is what the scheduler could do if the API server cost nothing.
+    """
+    from skiff.scheduler.algorithm import Algorithm
+    from skiff.scheduler.cache import SchedulerCache
+    from skiff.scheduler.config import Profile
+    from skiff.scheduler.framework import CycleState
+    from skiff.scheduler.plugins import in_tree
+    from skiff.scheduler.podinfo import PodInfo
+    from skiff.scheduler.runtime import Framework
+
+    class Services:
+        def __init__(self, cache: SchedulerCache) -> None:
+            self.cache = cache
+
+        def namespace_labels(self) -> dict[str, dict[str, str]]:
+            return {}
+
+        def spawn(self, coro: Any, *, name: str) -> None:
+            coro.close()
+
+        async def bind_pod(self, pod: PodInfo, node_name: str) -> None: ...
+
+        async def delete_pod(self, pod: PodInfo, *, reason: str) -> None: ...
+
+        async def set_nominated_node(self, pod: PodInfo, node_name: str | None) -> None: ...
+
+    print()
+    print("scheduling cycle alone (no API server): default profile, pods 100m/500Mi, nodes 4 cpu/32Gi/110 pods")
+    print(f"{'nodes':>6} {'pods':>6} {'pods/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'nodes looked at':>16}")
+    for nodes, pods in sizes:
+        cache = SchedulerCache()
+        allocatable = {"cpu": "4", "memory": "32Gi", "pods": "110"}
+        for i in range(nodes):
+            name = f"node-{i:05d}"
+            meta = {"name": name, "labels": {"kubernetes.io/hostname": name}}
+            cache.add_node({"metadata": meta, "status": {"allocatable": allocatable}})
+        fwk = Framework(Profile(), in_tree(), Services(cache))
+        algo = Algorithm(cache)
+        infos = [PodInfo({**pod_body(i), "spec": {**pod_body(i)["spec"], "schedulerName": "default-scheduler"}})
+                 for i in range(pods)]  # fmt: skip
+        times = []
+        looked = 0
+        start = time.perf_counter()
+        for info in infos:
+            t = time.perf_counter()
+            result = algo.schedule(fwk, CycleState(), info)
+            cache.assume_pod(info, result.node)
+            times.append((time.perf_counter() - t) * 1000)
+            looked += result.evaluated
+        total = time.perf_counter() - start
+        print(f"{nodes:>6} {pods:>6} {pods / total:>8.0f} {percentile(times, 50):>8.2f} {percentile(times, 99):>8.2f} "
+              f"{looked / pods:>16.0f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="100 nodes x 1,000 pods: a smoke run")
@@ -378,7 +437,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dirs (server logs) afterwards")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="run server (and scheduler) under cProfile: PREFIX-<nodes>x<pods>-*.prof")  # fmt: skip
+    parser.add_argument("--algorithm", action="store_true",
+                        help="only time the scheduling cycle in this process (no server)")  # fmt: skip
     args = parser.parse_args()
+    if args.algorithm:
+        sizes = parse_sizes(args.sizes) if args.sizes else [(1000, 10000), (5000, 10000)]
+        algorithm_only(sizes)
+        return
     results = asyncio.run(main_async(args))
     print_results(results, args)
     if args.json:
