@@ -6,17 +6,20 @@ or until each index 0..completions-1 has one success (Indexed: the index is
 in the `batch.kubernetes.io/job-completion-index` annotation and label, the
 pod's hostname and `JOB_COMPLETION_INDEX`). Failed pods are replaced after
 an exponential back-off (10 s, 20 s, ... up to 10 min, reset by a success)
-until more than `backoffLimit` have failed; `activeDeadlineSeconds` bounds
-the whole run; `suspend` deletes the running pods and resumes later.
+until more than `backoffLimit` have failed (with restartPolicy OnFailure,
+container restarts count too); `activeDeadlineSeconds` bounds the whole
+run; `suspend` deletes the running pods and resumes later. Pods are created
+in slow-start batches (1, 2, 4, ...), at most 500 per reconcile.
 
 Counting is exactly-once, as Kubernetes does it with the
 `batch.kubernetes.io/job-tracking` finalizer: every pod is created with it,
 so a finished pod cannot vanish before it is counted. A finished pod's uid
 first goes into `status.uncountedTerminatedPods` (written), then its
 finalizer is removed, then it moves into `succeeded`/`failed`. A pod
-deleted before it finished counts as failed. Pods the controller deletes
-itself (surplus, suspend, the job finishing) lose the finalizer first and
-are not counted.
+deleted before it finished counts as failed, and so does every pod still
+running when the job fails. Pods the controller deletes for other reasons
+(surplus, suspend, success reached) lose the finalizer first and are not
+counted (Kubernetes counts those as failed too).
 
 When the job's fate is decided, `SuccessCriteriaMet` or `FailureTarget` is
 set at once and the terminal `Complete` or `Failed` condition once no pod
