@@ -193,6 +193,9 @@ class WatchCache:
         self.ready = asyncio.Event()
         # reads waiting for the cache to reach a revision: (revision, tie-breaker, future)
         self._waiters: list[tuple[int, int, asyncio.Future[bool]]] = []
+        # the same futures by deadline (arrival order), expired by one timer rather than a timer each
+        self._deadlines: deque[tuple[float, asyncio.Future[bool]]] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
         self._waiter_ids = itertools.count()
         # storage revision fetches shared by concurrent readers (when current_revision is a round trip)
         self._local_revision = bool(getattr(backend, "local_revision", False))
@@ -220,6 +223,10 @@ class WatchCache:
             if not waiter.done():
                 waiter.set_result(False)  # closed: read storage
         self._waiters.clear()
+        self._deadlines.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def _list_state(self) -> tuple[int, list[KeyValue]]:
         """Every key under ROOT at one revision (paged), retried if that revision is compacted meanwhile."""
@@ -345,22 +352,40 @@ class WatchCache:
         revision = await self._storage_revision()
         if self.revision >= revision:
             return True
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         heapq.heappush(self._waiters, (revision, next(self._waiter_ids), waiter))
-        try:
-            async with asyncio.timeout(FRESH_TIMEOUT):
-                return await waiter
-        except TimeoutError:
-            now = time.monotonic()
-            if now - self._warned > 60:
-                self._warned = now
-                log.warning(
-                    "watch cache at revision %d did not reach storage's %d in %.0fs; reading storage",
-                    self.revision,
-                    revision,
-                    FRESH_TIMEOUT,
-                )
-            return False
+        self._deadlines.append((loop.time() + FRESH_TIMEOUT, waiter))
+        if self._expiry is None:
+            self._expiry = loop.call_later(FRESH_TIMEOUT, self._expire)
+        if await waiter:
+            return True
+        now = time.monotonic()
+        if self.ready.is_set() and now - self._warned > 60:
+            self._warned = now
+            log.warning(
+                "watch cache at revision %d did not reach storage's %d in %.0fs; reading storage",
+                self.revision,
+                revision,
+                FRESH_TIMEOUT,
+            )
+        return False
+
+    def _expire(self) -> None:
+        """Reads that waited FRESH_TIMEOUT for the cache give up on it (they read storage)."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+            waiter = deadlines.popleft()[1]
+            if not waiter.done():
+                waiter.set_result(False)
+        if len(self._waiters) > 1000:  # a stuck cache: drop the answered entries
+            self._waiters = [entry for entry in self._waiters if not entry[2].done()]
+            heapq.heapify(self._waiters)
+        if deadlines:
+            self._expiry = loop.call_at(deadlines[0][0], self._expire)
 
     def _wake_waiters(self) -> None:
         waiters = self._waiters
