@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +35,12 @@ def now_rfc3339() -> str:
 
 
 def new_uid() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as `str(uuid.uuid4())` but without building a UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def encode(rt: ResourceType, obj: Obj) -> bytes:
