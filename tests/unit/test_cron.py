@@ -206,3 +206,12 @@ def test_cronjob_most_recent_missed(
     assert (last, missed) == (expected, count)
     if last is not None:
         assert job_name("hello", last) == f"hello-{int(last.timestamp()) // 60}"
+
+
+def test_cronjob_local_zone_from_tz(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiff.controllers.cronjob import local_zone_name
+
+    monkeypatch.setenv("TZ", ":Europe/Paris")
+    assert local_zone_name() == "Europe/Paris"
+    monkeypatch.setenv("TZ", "Not/AZone")
+    assert local_zone_name() is None  # then UTC, as schedules without a zone

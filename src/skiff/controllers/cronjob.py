@@ -7,8 +7,9 @@ further back than `startingDeadlineSeconds`), starts its Job if the
 `concurrencyPolicy` allows (Allow; Forbid skips while one runs; Replace
 deletes the running ones first), and then asks the work queue to come back
 exactly at the next scheduled time (`add_after`). Schedules are parsed by
-`skiff.api.cron`, in `spec.timeZone` (UTC when unset; Kubernetes uses the
-controller manager's local zone there).
+`skiff.api.cron`, in `spec.timeZone` — when unset, in the controller
+manager's local zone as Kubernetes does ($TZ, or where /etc/localtime
+points; UTC if neither names a zone).
 
 Jobs are named `<cronjob>-<scheduled time in minutes since the epoch>`, so
 creating one is idempotent: a reconcile that runs twice for one time (a
@@ -22,11 +23,12 @@ keeps `active` (references to running Jobs), `lastScheduleTime` and
 from __future__ import annotations
 
 import copy
+import os
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from skiff.api import errors
-from skiff.api.cron import CronError, Schedule, parse
+from skiff.api.cron import CronError, Schedule, load_time_zone, parse
 from skiff.client import Client, Controller, EventRecorder, RequeueAfter, object_key, resources
 from skiff.controllers.context import ControllerContext
 from skiff.controllers.workloads import (
@@ -51,6 +53,27 @@ NEXT_RUN_SLACK = 0.1  # wake a little after the scheduled second, never a little
 
 def new(ctx: ControllerContext) -> Controller:
     return CronJobController(ctx.client, ctx)
+
+
+def local_zone_name() -> str | None:
+    """The IANA name of this process's local time zone ($TZ, else where /etc/localtime points), None if unknown.
+
+    Kubernetes reads a CronJob without `timeZone` in the controller manager's local zone; so do we.
+    """
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.path.realpath("/etc/localtime")
+        except OSError:
+            return None
+        _, sep, name = target.partition("/zoneinfo/")
+        if not sep:
+            return None
+    try:
+        load_time_zone(name)
+    except CronError:
+        return None
+    return name
 
 
 def job_name(cronjob_name: str, scheduled: datetime) -> str:
@@ -116,6 +139,7 @@ class CronJobController(Controller):
         self.client = client
         self.recorder: EventRecorder = ctx.recorder("cronjob-controller")
         self.own_writes = OwnWrites()
+        self.local_zone = local_zone_name()
         cronjobs = ctx.informers.informer(resources.CRONJOBS)
         cronjobs.add_handlers(
             on_add=lambda o: self.own_writes.seen(object_key(o), o),
@@ -217,7 +241,7 @@ class CronJobSync:
     # --- scheduling -----------------------------------------------------------------------------
     def _parse(self) -> Schedule | None:
         try:
-            return parse(str(self.spec.get("schedule") or ""), self.spec.get("timeZone"))
+            return parse(str(self.spec.get("schedule") or ""), self.spec.get("timeZone") or self.ctl.local_zone)
         except CronError as exc:
             reason = "UnknownTimeZone" if "time zone" in str(exc) else "UnparseableSchedule"
             self._event("Warning", reason, f"invalid schedule: {self.spec.get('schedule')!r}: {exc}")
