@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import ssl
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from skiff.storage.interface import KeyValue, StorageError, Unavailable
 
 Json = dict[str, Any]
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 # gRPC status codes that mean "try again / elsewhere" rather than "your request is wrong"
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
@@ -133,8 +135,10 @@ class EtcdClient:
         for index in self._rotation():
             url = self.endpoints[index] + path
             try:
-                async with session.post(url, json=body, timeout=self._timeout) as resp:
-                    text = await resp.text()
+                async with session.post(
+                    url, data=orjson.dumps(body), headers=_JSON_HEADERS, timeout=self._timeout
+                ) as resp:
+                    text = await resp.read()
             except aiohttp.ClientConnectorError as exc:  # never reached the server: safe to retry
                 last_error = exc
                 continue
@@ -146,7 +150,8 @@ class EtcdClient:
             answer = _decode(text, resp.status)
             error = answer.get("error")
             if error is not None or resp.status != 200:
-                exc_ = EtcdError(str(answer.get("message") or error or text), int(answer.get("code", 0)))
+                message = answer.get("message") or error or text.decode(errors="replace")
+                exc_ = EtcdError(str(message), int(answer.get("code", 0)))
                 if exc_.code in _UNAVAILABLE_CODES or resp.status == 503:
                     if idempotent:
                         last_error = exc_
@@ -164,7 +169,12 @@ class EtcdClient:
         last_error: BaseException | None = None
         for index in self._rotation():
             try:
-                resp = await session.post(self.endpoints[index] + path, json=body, timeout=self._stream_timeout)
+                resp = await session.post(
+                    self.endpoints[index] + path,
+                    data=orjson.dumps(body),
+                    headers=_JSON_HEADERS,
+                    timeout=self._stream_timeout,
+                )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last_error = exc
                 continue
@@ -174,7 +184,7 @@ class EtcdClient:
             raise Unavailable(f"no etcd endpoint reachable ({', '.join(self.endpoints)}): {last_error!r}")
         try:
             if resp.status != 200:
-                answer = _decode(await resp.text(), resp.status)
+                answer = _decode(await resp.read(), resp.status)
                 raise EtcdError(str(answer.get("message") or answer), int(answer.get("code", 0)))
             buffer = b""
             async for chunk in resp.content.iter_any():
@@ -182,7 +192,7 @@ class EtcdClient:
                 while (newline := buffer.find(b"\n")) >= 0:
                     line, buffer = buffer[:newline], buffer[newline + 1 :]
                     if line.strip():
-                        yield _decode(line.decode(), 200)
+                        yield _decode(line, 200)
             raise Unavailable("etcd closed the stream")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"etcd stream broke: {exc!r}") from exc
@@ -190,13 +200,14 @@ class EtcdClient:
             resp.close()
 
 
-def _decode(text: str, status: int) -> Json:
+def _decode(raw: bytes, status: int) -> Json:
     try:
-        answer = json.loads(text) if text else {}
+        answer = orjson.loads(raw) if raw else {}
     except ValueError:
-        return {"error": f"HTTP {status}: {text[:200]}", "message": f"HTTP {status}: {text[:200]}"}
+        text = raw[:200].decode(errors="replace")
+        return {"error": f"HTTP {status}: {text}", "message": f"HTTP {status}: {text}"}
     if not isinstance(answer, dict):
-        return {"error": f"unexpected answer: {text[:200]}"}
+        return {"error": f"unexpected answer: {raw[:200].decode(errors='replace')}"}
     return answer
 
 
