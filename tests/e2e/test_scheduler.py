@@ -445,3 +445,62 @@ async def test_bad_scheduler_config_ends_the_scheduler(own_server: Callable[...,
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     # the scheduler refuses to start (the process ends; its exit status is the CLI's business)
     assert 'Unsupported value: "Fullest"' in out.decode()
+
+
+async def _start_scheduler(srv: Server, log_path: Path, *extra: str) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            str(BIN / "skiff"), "scheduler", "--kubeconfig", str(srv.kubeconfig), *extra,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_leader_election_hands_over(own_server: Callable[..., Server], tmp_path: Path) -> None:
+    """Two `skiff scheduler --leader-elect`: one holds the kube-system/kube-scheduler Lease; then the other."""
+    srv = own_server("--disable-scheduler")
+    first = await _start_scheduler(srv, tmp_path / "first.log", "--leader-elect")
+    second: asyncio.subprocess.Process | None = None
+    try:
+        async with Client.from_kubeconfig(srv.kubeconfig) as client:
+
+            async def holder() -> str:
+                try:
+                    lease = await client.get(R.LEASES, "kube-scheduler", namespace="kube-system")
+                except errors.NotFound:
+                    return ""
+                return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+            leader = await eventually(holder, what="a leader")
+            second = await _start_scheduler(srv, tmp_path / "second.log", "--leader-elect")
+            await add_node(client, "solo")
+            await client.create(R.PODS, pod_manifest("before"), namespace="default")
+            await eventually(lambda: _bound(client, "default", "before"), what="a pod bound by the leader")
+            await asyncio.sleep(1)
+            assert await holder() == leader  # the standby did not take over
+
+            await _stop(first)  # a graceful stop hands the Lease back at once
+            successor = await eventually(
+                lambda: _other_holder(holder, leader), within=30, what="the standby taking over"
+            )
+            assert successor != leader
+            await client.create(R.PODS, pod_manifest("after"), namespace="default")
+            await eventually(lambda: _bound(client, "default", "after"), what="a pod bound by the new leader")
+    finally:
+        await _stop(first)
+        if second is not None:
+            await _stop(second)
+
+
+async def _other_holder(holder: Callable[[], Any], leader: str) -> str | None:
+    current = str(await holder())
+    return current if current and current != leader else None

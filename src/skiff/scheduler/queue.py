@@ -309,15 +309,19 @@ class SchedulingQueue:
             heapq.heappop(self._backoff)
             del self._backoff_items[qpi.key]
             self._push_active(qpi)
-        stale = [k for k, (_q, since) in self._unschedulable.items() if now - since >= self.max_unschedulable]
-        for key in stale:
-            qpi, _since = self._unschedulable.pop(key)
+        # parked pods are kept in the order they were parked (dict order), so the oldest come first
+        while self._unschedulable:
+            key, (qpi, since) = next(iter(self._unschedulable.items()))
+            if now - since < self.max_unschedulable:
+                break
+            del self._unschedulable[key]
             self._requeue(qpi)
         deadlines = []
         if self._backoff:
             deadlines.append(self._backoff[0][0])
         if self._unschedulable:
-            deadlines.append(min(since for _q, since in self._unschedulable.values()) + self.max_unschedulable)
+            _qpi, oldest = next(iter(self._unschedulable.values()))
+            deadlines.append(oldest + self.max_unschedulable)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     async def run(self) -> None:
