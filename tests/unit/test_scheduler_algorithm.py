@@ -178,3 +178,19 @@ def test_no_filter_plugins_takes_the_first_nodes() -> None:
     fwk, _ = framework(everything_off, cache=cache)
     assert fwk.filter == [] and fwk.score == []
     assert Algorithm(cache).schedule(fwk, CycleState(), pod(cpu="100")).node in {"n0", "n1", "n2"}
+
+
+def test_room_freed_by_preemption_is_kept_for_the_nominated_pod() -> None:
+    cache = cache_with([node_obj("n", cpu="4")])
+    fwk, _ = framework(cache=cache)
+    algo = Algorithm(cache)
+    cache.nominate(pod("preemptor", cpu="3", priority=10), "n")
+    with pytest.raises(FitError, match="1 Insufficient cpu"):
+        algo.schedule(fwk, CycleState(), pod("low", cpu="2", priority=5))
+    with pytest.raises(FitError):
+        algo.schedule(fwk, CycleState(), pod("same", cpu="2", priority=10))
+    assert algo.schedule(fwk, CycleState(), pod("vip", cpu="2", priority=20)).node == "n"
+    assert algo.schedule(fwk, CycleState(), pod("preemptor", cpu="3", priority=10)).node == "n"
+    cache.nominate(pod("preemptor"), None)
+    assert not cache.has_nominations
+    assert algo.schedule(fwk, CycleState(), pod("low", cpu="2", priority=5)).node == "n"

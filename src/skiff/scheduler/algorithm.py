@@ -109,6 +109,8 @@ class Algorithm:
         nominated = str((pod.pod.get("status") or {}).get("nominatedNodeName") or "")
         if nominated:
             node = self.cache.get(nominated)
+            if node is not None and self.cache.has_nominations:
+                node = self._with_nominated(pod, node)
             if node is not None and (state.node_names is None or nominated in state.node_names):
                 if fwk.run_filters(state, pod, node) is None:
                     return ScheduleResult(nominated, 1, 1)
@@ -162,6 +164,8 @@ class Algorithm:
                 take = int(missing / max(rate, 0.05)) + 8
             take = min(take, n - processed)
             batch = _rotated(candidates, start + processed, take)
+            if self.cache.has_nominations:
+                batch = [self._with_nominated(pod, node) for node in batch]
             survivors = batch
             for plugin in filters:
                 survivors = plugin.filter_nodes(state, pod, survivors, failed)
@@ -175,6 +179,18 @@ class Algorithm:
             processed = before_batch + batch.index(feasible[-1]) + 1
         self.next_start = (self.next_start + processed) % len(all_nodes)
         return feasible
+
+    def _with_nominated(self, pod: PodInfo, node: NodeInfo) -> NodeInfo:
+        """The node as it will be once the pods nominated to it (by preemption) that matter at least as much
+        as `pod` are placed: the room preemption freed for them is not given away. Resources and ports
+        only; their pod (anti-)affinity terms are not counted (Kubernetes evaluates both ways)."""
+        waiting = [p for p in self.cache.nominated_on(node.name) if p.key != pod.key and p.priority >= pod.priority]
+        if not waiting:
+            return node
+        what_if = node.clone()
+        for nominated in waiting:
+            what_if.add_pod(nominated.assumed_on(node.name))
+        return what_if
 
     def _select(self, nodes: list[NodeInfo], scores: list[int]) -> NodeInfo:
         """The highest score; ties broken uniformly at random (as Kubernetes' reservoir sampling does)."""

@@ -43,6 +43,8 @@ class SchedulerCache:
         self.nodes_with_prefer_taints = 0
         self.nodes_with_hard_taints = 0  # NoSchedule/NoExecute: zero lets TaintToleration pass everything at once
         self.nodes_unschedulable = 0
+        self._nominated: dict[str, dict[str, PodInfo]] = {}  # node -> pods waiting for room there
+        self._nominated_node: dict[str, str] = {}  # pod key -> node
 
     # --- reading ------------------------------------------------------------------------------
     def node_list(self) -> list[NodeInfo]:
@@ -247,6 +249,26 @@ class SchedulerCache:
             info = self.get(name)
             if info is not None:
                 yield info
+
+    # --- nominated pods (preemption) ---------------------------------------------------------
+    def nominate(self, pod: PodInfo, node_name: str | None) -> None:
+        """`pod` waits for room that preemption is freeing on `node_name` (None: no longer)."""
+        old = self._nominated_node.pop(pod.key, None)
+        if old is not None:
+            pods = self._nominated.get(old, {})
+            pods.pop(pod.key, None)
+            if not pods:
+                self._nominated.pop(old, None)
+        if node_name:
+            self._nominated_node[pod.key] = node_name
+            self._nominated.setdefault(node_name, {})[pod.key] = pod
+
+    def nominated_on(self, node_name: str) -> list[PodInfo]:
+        return list(self._nominated.get(node_name, {}).values())
+
+    @property
+    def has_nominations(self) -> bool:
+        return bool(self._nominated)
 
     def infos_with_required_anti_affinity(self) -> Iterable[NodeInfo]:
         for name in self.nodes_with_required_anti_affinity:

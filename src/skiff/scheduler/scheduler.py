@@ -153,8 +153,16 @@ class Scheduler:
     def _responsible(self, pod: PodInfo) -> bool:
         return pod.scheduler_name in self.frameworks
 
+    def _track_nomination(self, pod: PodInfo) -> None:
+        nominated = (pod.pod.get("status") or {}).get("nominatedNodeName")
+        if nominated and not pod.node_name and not pod.terminating and self._responsible(pod):
+            self._cache.nominate(pod, str(nominated))
+        elif self._cache.has_nominations:
+            self._cache.nominate(pod, None)
+
     def _on_pod_add(self, obj: Obj) -> None:
         pod = PodInfo(obj)
+        self._track_nomination(pod)
         if pod.node_name:
             self._cache.add_pod(pod)
             self.queue.delete(pod.key)
@@ -180,6 +188,7 @@ class Scheduler:
             if not old_node:
                 self.queue.delete(pod.key)
                 self.conditions.forget(pod.key)
+                self._track_nomination(pod)
             self._cache.update_pod(pod)
             if old_node:
                 action = _assigned_pod_change(cached, pod)
@@ -187,6 +196,7 @@ class Scheduler:
                     self.queue.move_all_to_active_or_backoff(ClusterEvent(ASSIGNED_POD, action, "AssignedPodUpdate"))
             return
         pod = PodInfo(new)
+        self._track_nomination(pod)
         if not self._responsible(pod) or pod.terminating or _gated(new):
             self.queue.delete(pod.key)
             if self._responsible(pod) and not pod.terminating:
@@ -200,6 +210,8 @@ class Scheduler:
 
     def _on_pod_delete(self, obj: Obj) -> None:
         key = pod_key(obj)
+        if self._cache.has_nominations:
+            self._cache.nominate(PodInfo(obj), None)
         self.queue.delete(key)
         self.conditions.forget(key)
         if self._cache.remove_pod(key) is not None:
@@ -310,6 +322,7 @@ class Scheduler:
                 d.post_filter_msg = status.message
             if result is not None and result.nominated_node:
                 nominated = result.nominated_node
+                self._cache.nominate(qpi.pod, nominated)  # hold the room now; the API write follows
         self._failed(qpi, reason="Unschedulable", message=str(fit), rejected_by=d.unschedulable_plugins,
                      nominated=nominated)  # fmt: skip
 

@@ -15,8 +15,10 @@ When no node can be helped, the message explains it the way Kubernetes does:
 "preemption: 0/3 nodes are available: 3 No preemption victims found for
 incoming pod."
 
-Not done (Kubernetes does): PodDisruptionBudgets, keeping the freed room for
-the nominated pod against lower-priority pods scheduled meanwhile.
+Until it is bound, the nominated pod's requests count on that node for pods
+of lower or equal priority (see `Algorithm._with_nominated`), so the room is
+not given away. Not done (Kubernetes does): PodDisruptionBudgets, and
+counting the nominated pod's (anti-)affinity terms against others.
 """
 
 from __future__ import annotations
