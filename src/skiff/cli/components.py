@@ -90,12 +90,20 @@ def simulated_nodes(
     return run
 
 
+class ComponentFailed(Exception):
+    """A component ended with an error (or on its own) before it was asked to stop."""
+
+
 async def run_components(client: Client, stop: asyncio.Event, components: dict[str, Component]) -> None:
-    """Run components until `stop` is set or one of them ends; then stop the rest."""
+    """Run components until `stop` is set or one of them ends; then stop the rest.
+
+    Raises `ComponentFailed` when a component failed, so the process exits non-zero.
+    """
     tasks: dict[asyncio.Task[Any], str] = {
         asyncio.create_task(fn(client, stop), name=name): name for name, fn in components.items()
     }
     stopper = asyncio.create_task(stop.wait(), name="stop")
+    failed: list[str] = []
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -103,14 +111,18 @@ async def run_components(client: Client, stop: asyncio.Event, components: dict[s
                 continue
             if task.cancelled():
                 log.error("%s was cancelled; stopping", tasks[task])
-            elif task.exception() is not None:
-                log.error("%s failed; stopping", tasks[task], exc_info=task.exception())
-            else:
+                failed.append(f"{tasks[task]} was cancelled")
+            elif (exc := task.exception()) is not None:
+                log.error("%s failed; stopping", tasks[task], exc_info=exc)
+                failed.append(f"{tasks[task]} failed: {exc}")
+            elif not stop.is_set():
                 log.info("%s ended; stopping", tasks[task])
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
+    if failed:
+        raise ComponentFailed("; ".join(failed))
 
 
 async def run_cluster(config: object, opts: ClusterOptions) -> None:

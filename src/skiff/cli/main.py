@@ -235,7 +235,7 @@ def run_component(args: argparse.Namespace) -> int:
         )
     try:
         asyncio.run(components.run_alone(args.kubeconfig, component))
-    except (KubeconfigError, ServerUnreachable, ValueError) as e:
+    except (KubeconfigError, ServerUnreachable, ValueError, components.ComponentFailed) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -264,7 +264,7 @@ def run_server(args: argparse.Namespace) -> int:
     import asyncio
 
     from skiff.apiserver.serve import ServerConfig, ServerStartError
-    from skiff.cli.components import run_cluster
+    from skiff.cli.components import ComponentFailed, run_cluster
 
     _setup_logging(args.log_level)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
@@ -279,7 +279,7 @@ def run_server(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(run_cluster(config, _cluster_options(args)))
-    except ServerStartError as e:
+    except (ServerStartError, ComponentFailed) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before the server's own signal handling was in place
