@@ -24,6 +24,7 @@ from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
 from skiff.apiserver.discovery import setup_discovery
 from skiff.apiserver.handlers import Rest
 from skiff.apiserver.metrics import setup_metrics
+from skiff.apiserver.openapi import setup_openapi
 from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.registry import Registry
 from skiff.apiserver.store import Store
@@ -136,12 +137,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/version", version)
     setup_discovery(app, registry)
-    try:
-        from skiff.apiserver.openapi import setup_openapi
-    except ImportError:  # pragma: no cover - during bring-up only
-        log.warning("OpenAPI documents are not served")
-    else:
-        setup_openapi(app, registry)
+    setup_openapi(app, registry)
     setup_metrics(app, registry, store)  # metrics.k8s.io: in memory, routed ahead of the generic handlers
     app.router.add_route("*", "/api/v1/{tail:.+}", rest.handle)
     app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", rest.handle)

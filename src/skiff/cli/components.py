@@ -49,12 +49,8 @@ def controller_manager(opts: ClusterOptions) -> Component:
 
 def scheduler(opts: ClusterOptions) -> Component:
     async def run(client: Client, stop: asyncio.Event) -> None:
-        try:
-            from skiff.scheduler.scheduler import run_scheduler  # type: ignore[import-not-found]
-        except ModuleNotFoundError:  # bring-up only
-            log.warning("the scheduler is not available yet")
-            await stop.wait()
-            return
+        from skiff.scheduler.scheduler import run_scheduler
+
         await run_scheduler(client, stop, config_path=opts.scheduler_config, leader_elect=opts.leader_elect)
 
     return run

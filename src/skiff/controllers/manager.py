@@ -46,13 +46,7 @@ CONTROLLERS: dict[str, str] = {
 def build(ctx: ControllerContext, names: Iterable[str]) -> list[Controller]:
     controllers = []
     for name in names:
-        try:
-            module = importlib.import_module(CONTROLLERS[name])
-        except ModuleNotFoundError as exc:  # bring-up only: a controller not written yet
-            if exc.name != CONTROLLERS[name]:
-                raise
-            log.warning("controller %s is not available yet", name)
-            continue
+        module = importlib.import_module(CONTROLLERS[name])
         controllers.append(module.new(ctx))
     return controllers
 
