@@ -184,6 +184,16 @@ def test_suspended_job_starts_nothing_until_resumed(server: Server, ns: str, nod
     wait_condition(server, ns, "job/later", "complete")
 
 
+def test_finished_job_goes_after_its_ttl(server: Server, ns: str, nodes: SimNodes) -> None:
+    apply(server, ns, job("brief", ttlSecondsAfterFinished=1))
+    wait_condition(server, ns, "job/brief", "complete")
+    gone = wait_for(
+        "the job deleted", lambda: server.raw("GET", f"/apis/batch/v1/namespaces/{ns}/jobs/brief")[0] == 404
+    )
+    assert gone
+    wait_for("its pod collected", lambda: pods(server, ns, "job-name%3Dbrief") == [])
+
+
 # --- CronJob -------------------------------------------------------------------------------------
 def test_create_job_from_cronjob(server: Server, ns: str, nodes: SimNodes) -> None:
     apply(server, ns, cronjob("report", "0 0 1 1 *"))  # far away: only the manual run happens

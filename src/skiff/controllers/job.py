@@ -9,7 +9,9 @@ an exponential back-off (10 s, 20 s, ... up to 10 min, reset by a success)
 until more than `backoffLimit` have failed (with restartPolicy OnFailure,
 container restarts count too); `activeDeadlineSeconds` bounds the whole
 run; `suspend` deletes the running pods and resumes later. Pods are created
-in slow-start batches (1, 2, 4, ...), at most 500 per reconcile.
+in slow-start batches (1, 2, 4, ...), at most 500 per reconcile. A finished
+job with `ttlSecondsAfterFinished` is deleted that long after it finished
+(Kubernetes' ttl-after-finished controller, folded in here).
 
 Counting is exactly-once, as Kubernetes does it with the
 `batch.kubernetes.io/job-tracking` finalizer: every pod is created with it,
@@ -188,8 +190,35 @@ class JobController(Controller):
         await self._release_orphans(key, uid=uid_of(job))  # pods of an earlier job of the same name
         if is_finished(job):
             await self._remove_finalizers([p for p in owned_pods(self.pods, job) if self._tracked(p)])
+            await self._expire(job)
             return
         await JobSync(self, key, job).run()
+
+    async def _expire(self, job: Obj) -> None:
+        """`ttlSecondsAfterFinished`: delete the finished job (and, through the GC, its pods) once it passed.
+
+        Kubernetes has a controller of its own for this (ttl-after-finished); it needs nothing but jobs.
+        """
+        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
+        if ttl is None or is_deleting(job):
+            return
+        status = job.get("status") or {}
+        stamps = [
+            parse_time(c.get("lastTransitionTime"))
+            for c in status.get("conditions") or []
+            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        ]
+        finished = parse_time(status.get("completionTime")) or max((t for t in stamps if t), default=None)
+        left = (finished.timestamp() + int(ttl) - now().timestamp()) if finished is not None else 0.0
+        if left > 0:
+            raise RequeueAfter(left + 0.1)
+        try:
+            await self.client.delete(
+                resources.JOBS, meta(job)["name"], namespace=meta(job)["namespace"],
+                propagation_policy="Background", preconditions={"uid": uid_of(job)},
+            )  # fmt: skip
+        except (errors.NotFound, errors.Conflict):
+            pass
 
     def _tracked(self, pod: Obj) -> bool:
         """Whether `pod` still holds the tracking finalizer, as far as the latest cache and our writes know."""
