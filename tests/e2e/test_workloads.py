@@ -168,6 +168,22 @@ def test_failing_job_hits_backoff_limit(server: Server, ns: str, nodes: SimNodes
     assert warning and warning[0]["type"] == "Warning"
 
 
+def test_pod_failure_policy_fails_the_job_at_once(server: Server, ns: str, nodes: SimNodes) -> None:
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"containerName": "work", "operator": "In",
+                                                             "values": [1]}}]}  # fmt: skip
+    apply(server, ns, job("strict", backoff_limit=6, annotations={"sim.skiff.dev/fail-after": "1s"},
+                          podFailurePolicy=policy))  # fmt: skip
+    wait_condition(server, ns, "job/strict", "failed")
+    status = get(server, f"/apis/batch/v1/namespaces/{ns}/jobs/strict")["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PodFailurePolicy"
+    assert (
+        failed["message"].startswith("Container work for pod ")
+        and "exit code 1 matching FailJob rule at index 0" in failed["message"]
+    )
+    assert status["failed"] == 1  # no retry despite backoffLimit 6
+
+
 def test_suspended_job_starts_nothing_until_resumed(server: Server, ns: str, nodes: SimNodes) -> None:
     apply(server, ns, job("later", suspend=True))
     wait_for(

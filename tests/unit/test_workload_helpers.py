@@ -220,3 +220,38 @@ def test_own_writes_seen_before_the_response() -> None:
     writes.forget("ns/j")
     writes.wrote("ns/j", {"metadata": {"resourceVersion": "11"}})
     assert writes.pending("ns/j")
+
+
+# --- Job podFailurePolicy ------------------------------------------------------------------------
+def failed_pod(exit_code: int, container: str = "main", conditions: list[Obj] | None = None) -> Obj:
+    return {
+        "metadata": {"namespace": "ns", "name": "p"},
+        "status": {
+            "phase": "Failed",
+            "conditions": conditions or [],
+            "containerStatuses": [{"name": container, "state": {"terminated": {"exitCode": exit_code}}}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("rules", "pod", "action"),
+    [
+        ([{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}], failed_pod(42), "FailJob"),
+        ([{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}], failed_pod(1), None),
+        ([{"action": "Ignore", "onExitCodes": {"operator": "NotIn", "values": [1, 2]}}], failed_pod(3), "Ignore"),
+        ([{"action": "Ignore", "onExitCodes": {"operator": "NotIn", "values": [1]}}], failed_pod(0), None),
+        ([{"action": "Count", "onExitCodes": {"containerName": "side", "operator": "In", "values": [1]}}],
+         failed_pod(1), None),
+        ([{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+          {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [1]}}],
+         failed_pod(1, conditions=[{"type": "DisruptionTarget", "status": "True"}]), "Ignore"),  # first rule wins
+    ],
+)  # fmt: skip
+def test_pod_failure_policy(rules: list[Obj], pod: Obj, action: str | None) -> None:
+    from skiff.controllers.job import match_pod_failure_policy
+
+    found, message = match_pod_failure_policy({"rules": rules}, pod)
+    assert found == action
+    if found == "FailJob":
+        assert message == "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 0"

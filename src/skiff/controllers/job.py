@@ -11,7 +11,10 @@ container restarts count too); `activeDeadlineSeconds` bounds the whole
 run; `suspend` deletes the running pods and resumes later. Pods are created
 in slow-start batches (1, 2, 4, ...), at most 500 per reconcile. A finished
 job with `ttlSecondsAfterFinished` is deleted that long after it finished
-(Kubernetes' ttl-after-finished controller, folded in here).
+(Kubernetes' ttl-after-finished controller, folded in here). A
+`podFailurePolicy` decides per failed pod: FailJob fails the job at once
+(reason PodFailurePolicy), Ignore does not count it, Count counts it
+(FailIndex, with backoffLimitPerIndex, is not supported).
 
 Counting is exactly-once, as Kubernetes does it with the
 `batch.kubernetes.io/job-tracking` finalizer: every pod is created with it,
@@ -119,6 +122,41 @@ def format_indexes(indexes: set[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def match_pod_failure_policy(policy: Obj | None, pod: Obj) -> tuple[str | None, str | None]:
+    """(action, message) of the first `podFailurePolicy` rule a failed pod matches; (None, None) if none.
+
+    As Kubernetes' matchPodFailurePolicy: `onExitCodes` looks at terminated containers (then init
+    containers) with a non-zero exit code, optionally of one `containerName`; `onPodConditions` at
+    the pod's conditions. The message is Kubernetes' wording, for a FailJob rule's Failed condition.
+    """
+    status = pod.get("status") or {}
+    ns, name = meta(pod).get("namespace"), meta(pod).get("name")
+    for index, rule in enumerate((policy or {}).get("rules") or []):
+        action = str(rule.get("action") or "")
+        exits = rule.get("onExitCodes")
+        if exits is not None:
+            values = {int(v) for v in exits.get("values") or []}
+            for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+                if exits.get("containerName") and exits["containerName"] != cs.get("name"):
+                    continue
+                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+                if code is None or int(code) == 0:
+                    continue
+                if (int(code) in values) == (exits.get("operator") == "In"):
+                    return action, (
+                        f"Container {cs.get('name')} for pod {ns}/{name} failed with exit code {code} "
+                        f"matching {action} rule at index {index}"
+                    )
+        for pattern in rule.get("onPodConditions") or []:
+            for cond in status.get("conditions") or []:
+                if cond.get("type") == pattern.get("type") and cond.get("status") == pattern.get("status", "True"):
+                    return (
+                        action,
+                        f"Pod {ns}/{name} has condition {cond.get('type')} matching {action} rule at index {index}",
+                    )
+    return None, None
 
 
 def is_finished(job: Obj) -> bool:
@@ -321,6 +359,8 @@ class JobSync:
         by_uid = {uid_of(p): p for p in self.pods}
         new_s: list[Obj] = []
         new_f: list[Obj] = []
+        ignored: list[Obj] = []  # failed pods a podFailurePolicy Ignore rule matches: released, never counted
+        policy = self.spec.get("podFailurePolicy")
         only_failed = self.spec.get("podReplacementPolicy") == "Failed"
         for pod in self.pods:
             uid = uid_of(pod)
@@ -330,6 +370,14 @@ class JobSync:
                 break
             if phase(pod) == "Succeeded":
                 new_s.append(pod)
+            elif phase(pod) == "Failed" and policy is not None:
+                action, message = match_pod_failure_policy(policy, pod)
+                if action == "Ignore":
+                    ignored.append(pod)
+                    continue
+                new_f.append(pod)
+                if action == "FailJob" and not has_condition(self.status, "FailureTarget"):
+                    set_condition(self.status, "FailureTarget", "True", "PodFailurePolicy", str(message), self.now)
             elif phase(pod) == "Failed" or (is_deleting(pod) and not only_failed) or fail_running:
                 new_f.append(pod)
         if new_s or new_f:
@@ -340,7 +388,7 @@ class JobSync:
             self._note_outcomes(new_s, new_f)
         # release every counted-to-be pod still holding the finalizer, then count what is released
         holding = [by_uid[u] for u in unc_s + unc_f if u in by_uid and self.ctl._tracked(by_uid[u])]
-        await self.ctl._remove_finalizers(holding)
+        await self.ctl._remove_finalizers(holding + ignored)
         released = {u for u in unc_s + unc_f if u not in by_uid or not self.ctl._tracked(by_uid[u])}
         succeeded_indexes = parse_indexes(self.status.get("completedIndexes"))
         for uid in unc_s:
