@@ -20,13 +20,9 @@ import csv
 import datetime
 import io
 import ipaddress
-import itertools
-import json
 import logging
 import os
 import secrets
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,9 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-log = logging.getLogger(__name__)
+from skiff.apiserver.hostinfo import IPAddress as IPAddress
+from skiff.apiserver.hostinfo import host_addresses as host_addresses
+from skiff.apiserver.hostinfo import host_names as host_names
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+log = logging.getLogger(__name__)
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=365)
@@ -371,77 +369,6 @@ def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec
     )
     _write_atomic(key_path, key_pem, mode=0o600)
     _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-
-
-# -- the host's names and addresses ------------------------------------------------------------
-
-
-def host_names() -> list[str]:
-    """The host's short name and fully qualified name (lower case)."""
-    names: list[str] = []
-    hostname = socket.gethostname()
-    names.append(hostname)
-    with contextlib.suppress(OSError):
-        names.append(socket.getfqdn(hostname))
-    return [n.lower() for n in dict.fromkeys(names) if n and n.lower() != "localhost"]
-
-
-def host_addresses() -> list[IPAddress]:
-    """Every non-loopback, non-link-local address of the host's interfaces.
-
-    Read with `ip -j addr` when available, else from /proc; addresses the
-    host name resolves to are added. Link-local addresses are left out: a
-    client cannot use them without a zone, which certificates cannot carry.
-    """
-    found: list[IPAddress] = _addresses_from_ip_command()
-    if not found:
-        found = _ipv4_from_proc() + _ipv6_from_proc()
-    with contextlib.suppress(OSError):
-        for info in socket.getaddrinfo(socket.gethostname(), None, proto=socket.IPPROTO_TCP):
-            found.append(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
-    return [ip for ip in dict.fromkeys(found) if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified)]
-
-
-def _addresses_from_ip_command() -> list[IPAddress]:
-    try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, check=True, timeout=5, text=True).stdout
-        interfaces = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return []
-    found: list[IPAddress] = []
-    for iface in interfaces if isinstance(interfaces, list) else []:
-        for addr in iface.get("addr_info", []) if isinstance(iface, dict) else []:
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                found.append(ipaddress.ip_address(addr["local"]))
-    return found
-
-
-def _ipv4_from_proc() -> list[IPAddress]:
-    """Local IPv4 addresses: the `/32 host LOCAL` leaves of /proc/net/fib_trie."""
-    try:
-        lines = Path("/proc/net/fib_trie").read_text().splitlines()
-    except OSError:
-        return []
-    found: list[IPAddress] = []
-    for previous, line in itertools.pairwise(lines):
-        if "/32 host LOCAL" in line and "|--" in previous:
-            with contextlib.suppress(ValueError):
-                found.append(ipaddress.ip_address(previous.split("|--")[1].strip()))
-    return found
-
-
-def _ipv6_from_proc() -> list[IPAddress]:
-    try:
-        lines = Path("/proc/net/if_inet6").read_text().splitlines()
-    except OSError:
-        return []
-    found: list[IPAddress] = []
-    for line in lines:
-        fields = line.split()
-        if fields and len(fields[0]) == 32:
-            with contextlib.suppress(ValueError):
-                found.append(ipaddress.IPv6Address(bytes.fromhex(fields[0])))
-    return found
 
 
 # -- kubeconfig and tokens ---------------------------------------------------------------------
