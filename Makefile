@@ -9,10 +9,15 @@ DATA_DIR ?=
 up: deps  ## install what is missing, then run `skiff server` in the foreground
 	$(SKIFF) server $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
+# Debian packages the cluster and the tests use: etcd (the etcd backend), runc, CNI plugins and
+# iptables (the node agent), docker-registry, skopeo, umoci and busybox-static (images).
+APT_PACKAGES := etcd-server runc containernetworking-plugins iptables iproute2 docker-registry skopeo umoci busybox-static
+
 deps: $(VENV)/.installed
-	@command -v etcd >/dev/null 2>&1 || { echo "installing etcd-server (for the etcd backend tests)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null) \
-	  || echo "warning: could not install etcd-server; etcd tests will fail"; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:" $$missing; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "warning: could not install $$missing; tests that need them will fail"; fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
