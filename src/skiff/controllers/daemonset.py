@@ -1,42 +1,39 @@
 """The DaemonSet controller: one pod on every node that should run it, updated node by node.
 
 Follows Kubernetes' `pkg/controller/daemon`. For each node the controller
-asks *should a daemon pod run here* (the template's `nodeName`,
-`nodeSelector` and required node affinity match the node, and the node's
-NoSchedule/NoExecute taints are tolerated) and *may an existing one keep
-running* (only an untolerated NoExecute taint evicts). It then creates the
-missing pods, deletes failed ones, extra ones and those on nodes that no
-longer qualify.
-
-Pods are pinned the way Kubernetes has done since 1.12: the pod's required
-node affinity is replaced by one term `matchFields: metadata.name In
-[<node>]` and the scheduler binds it, so resources, ports and preemption
-are checked like for any pod (`spec.nodeName` is not set by this
-controller). Every daemon pod gets the tolerations Kubernetes adds
-(`not-ready` and `unreachable` NoExecute without a time limit;
-`disk-pressure`, `memory-pressure`, `pid-pressure`, `unschedulable`
-NoSchedule; `network-unavailable` for host-network pods), so daemons stay
-on nodes in trouble, where they are often what fixes the trouble.
-
-Updates: each distinct template is a ControllerRevision (`skiff.controllers.history`),
-and pods carry its hash in `controller-revision-hash`. RollingUpdate deletes
-old pods while at most `maxUnavailable` nodes lack an available up-to-date
-pod (the manage step then creates the new one); OnDelete waits for the user
-to delete them. With `maxSurge`, up to that many nodes run a new pod beside
-the old one, which is deleted once the new one is available.
+asks whether a daemon pod should run there and whether an existing one may
+keep running (`daemonset_nodes`), then creates the missing pods (pinned to
+their node), deletes failed ones, extra ones and those on nodes that no
+longer qualify. With the RollingUpdate strategy it then replaces pods of an
+older template node by node (`daemonset_update`); each template is a
+ControllerRevision (`skiff.controllers.history`). Finally it writes status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import math
 from collections.abc import Awaitable
 from typing import Any
 
 from skiff.api import errors
 from skiff.client import Client, Controller, EventRecorder, RequeueAfter, object_key, resources
 from skiff.controllers.context import ControllerContext
+from skiff.controllers.daemonset_nodes import (
+    node_affinity_matches,
+    pin_to_node,
+    should_run,
+    target_node,
+    tolerates,
+    with_daemon_tolerations,
+)
+from skiff.controllers.daemonset_update import (
+    excess,
+    max_unavailable,
+    rolling_deletions,
+    rolling_limits,
+    surge_steps,
+)
 from skiff.controllers.history import (
     REVISION_HASH_LABEL,
     ensure_revision,
@@ -61,162 +58,25 @@ from skiff.controllers.workloads import (
     write_status,
 )
 
+__all__ = [
+    "DaemonSetController",
+    "max_unavailable",
+    "new",
+    "node_affinity_matches",
+    "pin_to_node",
+    "rolling_limits",
+    "should_run",
+    "target_node",
+    "tolerates",
+    "with_daemon_tolerations",
+]
+
 Obj = dict[str, Any]
 TEMPLATE_GENERATION_LABEL = "pod-template-generation"
-OBJECT_NAME_FIELD = "metadata.name"
-DAEMON_TOLERATIONS: tuple[tuple[str, str], ...] = (
-    ("node.kubernetes.io/not-ready", "NoExecute"),
-    ("node.kubernetes.io/unreachable", "NoExecute"),
-    ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-    ("node.kubernetes.io/memory-pressure", "NoSchedule"),
-    ("node.kubernetes.io/pid-pressure", "NoSchedule"),
-    ("node.kubernetes.io/unschedulable", "NoSchedule"),
-)
-NETWORK_UNAVAILABLE = ("node.kubernetes.io/network-unavailable", "NoSchedule")
 
 
 def new(ctx: ControllerContext) -> Controller:
     return DaemonSetController(ctx.client, ctx)
-
-
-# --- node eligibility (pure) -------------------------------------------------------------------
-def _requirement_matches(req: Obj, value: str | None) -> bool:
-    op = req.get("operator")
-    values = [str(v) for v in req.get("values") or []]
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            have, want = int(value), int(values[0])
-        except ValueError:
-            return False
-        return have > want if op == "Gt" else have < want
-    return False
-
-
-def _term_matches(term: Obj, node: Obj) -> bool:
-    """A NodeSelectorTerm: all its expressions and fields match (an empty term matches nothing)."""
-    exprs = term.get("matchExpressions") or []
-    fields = term.get("matchFields") or []
-    if not exprs and not fields:
-        return False
-    labels = meta(node).get("labels") or {}
-    if not all(_requirement_matches(r, labels.get(r.get("key", ""))) for r in exprs):
-        return False
-    return all(r.get("key") == OBJECT_NAME_FIELD and _requirement_matches(r, meta(node).get("name")) for r in fields)
-
-
-def node_affinity_matches(pod_spec: Obj, node: Obj) -> bool:
-    """`nodeSelector` and required node affinity of a pod spec against a node (terms ORed)."""
-    labels = meta(node).get("labels") or {}
-    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
-        return False
-    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    )
-    if not required:
-        return True
-    return any(_term_matches(t, node) for t in required.get("nodeSelectorTerms") or [])
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Kubernetes' Toleration.ToleratesTaint."""
-    effect = toleration.get("effect")
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key")
-    if key and key != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Exists":
-        return True
-    return op == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
-
-
-def untolerated(taints: list[Obj], tolerations: list[Obj], effects: tuple[str, ...]) -> Obj | None:
-    for taint in taints:
-        if taint.get("effect") in effects and not any(tolerates(t, taint) for t in tolerations):
-            return taint
-    return None
-
-
-def with_daemon_tolerations(pod_spec: Obj) -> Obj:
-    """The pod spec with the tolerations Kubernetes adds to every daemon pod (a new dict)."""
-    spec = copy.deepcopy(pod_spec)
-    tolerations: list[Obj] = spec.setdefault("tolerations", [])
-    wanted = list(DAEMON_TOLERATIONS)
-    if spec.get("hostNetwork"):
-        wanted.append(NETWORK_UNAVAILABLE)
-    for key, effect in wanted:
-        if not any(t.get("key") == key and t.get("effect") == effect for t in tolerations):
-            tolerations.append({"key": key, "operator": "Exists", "effect": effect})
-    return spec
-
-
-def should_run(pod_spec: Obj, node: Obj) -> tuple[bool, bool]:
-    """(should a daemon pod run on `node`, may a running one stay) — NodeShouldRunDaemonPod."""
-    name = pod_spec.get("nodeName")
-    if name and name != meta(node).get("name"):
-        return False, False
-    if not node_affinity_matches(pod_spec, node):
-        return False, False
-    taints: list[Obj] = (node.get("spec") or {}).get("taints") or []
-    tolerations: list[Obj] = pod_spec.get("tolerations") or []
-    if untolerated(taints, tolerations, ("NoSchedule", "NoExecute")) is not None:
-        return False, untolerated(taints, tolerations, ("NoExecute",)) is None
-    return True, True
-
-
-def pin_to_node(pod_spec: Obj, node_name: str) -> None:
-    """Replace the required node affinity with `metadata.name In [node]` (ReplaceDaemonSetPodNodeNameNodeAffinity)."""
-    affinity = pod_spec.setdefault("affinity", {})
-    node_affinity = affinity.setdefault("nodeAffinity", {})
-    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
-        "nodeSelectorTerms": [{"matchFields": [{"key": OBJECT_NAME_FIELD, "operator": "In", "values": [node_name]}]}]
-    }
-
-
-def target_node(pod: Obj) -> str | None:
-    """The node a daemon pod is for: `spec.nodeName`, or its pinning affinity (GetTargetNodeName)."""
-    spec = pod.get("spec") or {}
-    if spec.get("nodeName"):
-        return str(spec["nodeName"])
-    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {}
-    for term in required.get("nodeSelectorTerms") or []:
-        for field in term.get("matchFields") or []:
-            values = field.get("values") or []
-            if field.get("key") == OBJECT_NAME_FIELD and field.get("operator") == "In" and len(values) == 1:
-                return str(values[0])
-    return None
-
-
-def _scaled(raw: object, total: int) -> int:
-    """An IntOrString: a count, or a percentage of `total` rounded up (GetScaledValueFromIntOrPercent)."""
-    if isinstance(raw, str) and raw.endswith("%"):
-        return math.ceil(int(raw[:-1]) * total / 100)
-    return int(str(raw))
-
-
-def rolling_limits(ds: Obj, desired: int) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) as numbers of nodes; both 0 would stall a rollout, so that reads as (0, 1)."""
-    rolling = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}
-    surge = _scaled(rolling.get("maxSurge", 0), desired)
-    unavailable = _scaled(rolling.get("maxUnavailable", 1), desired)
-    if surge == 0 and unavailable == 0:
-        unavailable = 1
-    return surge, unavailable
-
-
-def max_unavailable(ds: Obj, desired: int) -> int:
-    return rolling_limits(ds, desired)[1]
 
 
 # --- the controller ------------------------------------------------------------------------------
@@ -350,7 +210,7 @@ class DaemonSetController(Controller):
                         ))  # fmt: skip
                     else:
                         running.append(pod)
-                to_delete.extend(self._excess(running, hash_, surge=surge))
+                to_delete.extend(excess(running, hash_, surge=surge))
             else:
                 to_delete.extend(p for p in pods if not is_deleting(p))
         # pods for nodes that are gone
@@ -358,17 +218,6 @@ class DaemonSetController(Controller):
             if name not in node_names:
                 to_delete.extend(p for p in pods if not is_deleting(p))
         await self._sync_nodes(key, ds, to_create, to_delete, hash_, events)
-
-    @staticmethod
-    def _excess(running: list[Obj], hash_: str, *, surge: bool) -> list[Obj]:
-        """Pods beyond one per node (oldest first kept); while surging, one old and one new may share a node."""
-        if len(running) <= 1:
-            return []
-        if not surge:
-            return running[1:]
-        new_pods = [p for p in running if (meta(p).get("labels") or {}).get(REVISION_HASH_LABEL) == hash_]
-        old_pods = [p for p in running if p not in new_pods]
-        return new_pods[1:] + old_pods[1:]
 
     async def _rolling_update(
         self, key: str, ds: Obj, nodes: list[Obj], by_node: dict[str, list[Obj]], hash_: str,
@@ -381,62 +230,12 @@ class DaemonSetController(Controller):
         min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
         eligible = [meta(n)["name"] for n in nodes if should_run(spec, n)[0]]
         surge, limit = rolling_limits(ds, len(eligible))
-        if surge > 0:
-            await self._surge_update(key, ds, eligible, by_node, hash_, surge, events)
-            return
-        unavailable = 0
-        replace_now: list[Obj] = []
-        candidates: list[Obj] = []
-        for name in eligible:
-            pods = [p for p in by_node.get(name, []) if not is_deleting(p)]
-            new_pods = [p for p in pods if (meta(p).get("labels") or {}).get(REVISION_HASH_LABEL) == hash_]
-            old_pods = [p for p in pods if p not in new_pods]
-            if len(pods) != 1:
-                unavailable += 1  # none yet, or several: the manage step sorts it out
-            elif new_pods:
-                if not is_available(new_pods[0], min_ready, at):
-                    unavailable += 1
-            elif not is_available(old_pods[0], min_ready, at):
-                replace_now.append(old_pods[0])  # unavailable anyway: replacing it costs nothing
-            else:
-                candidates.append(old_pods[0])
-        room = max(limit - unavailable, 0)
-        to_delete = replace_now + candidates[:room]
-        if to_delete:
-            await self._sync_nodes(key, ds, [], to_delete, hash_, events)
-
-    async def _surge_update(
-        self, key: str, ds: Obj, eligible: list[str], by_node: dict[str, list[Obj]], hash_: str, surge: int,
-        events: list[tuple[str, str, str]],
-    ) -> None:  # fmt: skip
-        """maxSurge > 0: a new pod starts beside the old one, which goes once the new one is available."""
-        at = now()
-        min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
-        surging = 0
-        old_to_delete: list[Obj] = []
-        replace_now: list[str] = []  # nodes whose old pod is unavailable anyway: a new one may start at once
-        candidates: list[str] = []
-        for name in eligible:
-            pods = [p for p in by_node.get(name, []) if not is_deleting(p)]
-            new_pods = [p for p in pods if (meta(p).get("labels") or {}).get(REVISION_HASH_LABEL) == hash_]
-            old_pods = [p for p in pods if p not in new_pods]
-            if len(new_pods) > 1 or len(old_pods) > 1:
-                surging += 1  # the manage step cleans this node up first
-            elif not old_pods:
-                continue  # up to date (or nothing yet: the manage step creates it)
-            elif not new_pods:
-                if not is_available(old_pods[0], min_ready, at):
-                    replace_now.append(name)
-                elif surging < surge:
-                    candidates.append(name)
-            elif not is_available(new_pods[0], min_ready, at):
-                surging += 1  # the new pod is on its way
-            else:
-                old_to_delete.append(old_pods[0])  # the new pod is available: the old one can go
-        room = max(surge - surging, 0)
-        create_on = replace_now + candidates[:room]
-        if create_on or old_to_delete:
-            await self._sync_nodes(key, ds, create_on, old_to_delete, hash_, events)
+        if surge > 0:  # a new pod starts beside the old one, which goes once the new one is available
+            create_on, to_delete = surge_steps(eligible, by_node, hash_, surge, min_ready, at)
+        else:
+            create_on, to_delete = [], rolling_deletions(eligible, by_node, hash_, limit, min_ready, at)
+        if create_on or to_delete:
+            await self._sync_nodes(key, ds, create_on, to_delete, hash_, events)
 
     async def _sync_nodes(
         self, key: str, ds: Obj, create_on: list[str], delete_pods: list[Obj], hash_: str,
