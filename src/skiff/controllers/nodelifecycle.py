@@ -3,37 +3,24 @@
 Kubernetes' `pkg/controller/nodelifecycle` together with the taint eviction
 controller (`pkg/controller/tainteviction`), for one reason: pods on a dead
 machine must be given up so that their controllers recreate them elsewhere.
+Each reconcile of a node, in order:
 
-Health. A node is alive while its kubelet renews its Lease in
-`kube-node-lease` or refreshes its Ready condition's `lastHeartbeatTime`.
-When either changes, this controller notes the local time (its own clock,
-never the kubelet's, so skew does not matter). A node not heard from for
-`node_monitor_grace_period` (40 s) gets every condition set to Unknown
-(reason NodeStatusUnknown, "Kubelet stopped posting node status."), its
-pods' Ready condition set to False, and a NodeNotReady event.
+1. health (`nodelifecycle_health`): a node not heard from (Lease renewal or
+   Ready heartbeat) for `node_monitor_grace_period` (40 s) gets every
+   condition set to Unknown, and a NodeNotReady event;
+2. taints (`nodelifecycle_taints`): conditions map to NoSchedule taints; a
+   node not Ready gets the NoExecute taint too, at most `node_eviction_rate`
+   nodes per second per zone (0.1, as kube-controller-manager's
+   `--node-eviction-rate`). A zone with ≥ 55 % of more than two nodes down
+   slows to `secondary_node_eviction_rate` (0 for zones of ≤ 50 nodes), and
+   when every node of every zone is down the controller assumes the fault is
+   its own (the control plane lost the network), removes the NoExecute taints
+   and evicts nothing until a node comes back. Taints go once the node is Ready;
+3. the pods of a node not Ready are marked not Ready (MarkPodsNotReady);
+4. eviction (`tainteviction`): pods that do not tolerate the NoExecute taints
+   (for long enough) are deleted.
 
-Taints. Conditions map to NoSchedule taints (Ready False → not-ready,
-Unknown → unreachable, MemoryPressure/DiskPressure/PIDPressure/
-NetworkUnavailable True → the matching pressure taint, spec.unschedulable →
-unschedulable) so the scheduler stops placing pods there. A node not Ready
-also gets the NoExecute taint of the same key, added at most
-`node_eviction_rate` nodes per second per zone (0.1, as kube-controller-manager's
-`--node-eviction-rate`). As Kubernetes, a zone with ≥ 55 % of more than two
-nodes down slows to `secondary_node_eviction_rate` (0 for zones of ≤ 50 nodes),
-and when every node of every zone is down the controller assumes the fault
-is its own (the control plane lost the network), removes the NoExecute
-taints and evicts nothing until a node comes back. Taints go once the node is Ready.
-
-Eviction. Pods on a node with NoExecute taints they do not tolerate are
-deleted at once (after a DisruptionTarget condition and a
-TaintManagerEviction event); tolerated for `tolerationSeconds`, they are
-deleted that long after the taint was first seen. Kubernetes' DefaultTolerationSeconds
-admission plugin gives every pod a toleration of not-ready and unreachable for
-300 s; skiff applies that default here instead: a pod without its own
-toleration for one of those taints is treated as tolerating it for
-`default_eviction_seconds` (the `--default-eviction-seconds` flag). The
-evicted pods stay Terminating until their node returns to finish them
-(as in Kubernetes); ReplicaSets count them out and create replacements.
+A monitor task recomputes the zone states every `node_monitor_period`.
 """
 
 from __future__ import annotations
@@ -41,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from skiff.api import errors
@@ -50,124 +35,45 @@ from skiff.client import Client, Controller, EventRecorder, Informer, RequeueAft
 from skiff.client.cache import index_by_node_name
 from skiff.client.tasks import cancel_and_wait, spawn
 from skiff.controllers.context import ControllerContext
+from skiff.controllers.nodelifecycle_health import (
+    NODE_LEASE_NAMESPACE,
+    Heartbeats,
+    condition,
+    now_rfc3339,
+    ready_status,
+    unknown_conditions,
+)
+from skiff.controllers.nodelifecycle_taints import (
+    STATE_FULL,
+    STATE_PARTIAL,
+    TAINT_NOT_READY,
+    TAINT_UNREACHABLE,
+    TokenBucket,
+    has_managed_no_execute,
+    managed_taints,
+    no_execute_taints,
+    updated_taints,
+    wanted_taints,
+    zone_key,
+    zone_states,
+)
+from skiff.controllers.tainteviction import TaintEvictor, effective_tolerations, tolerates, toleration_time
+
+__all__ = [
+    "TAINT_NOT_READY",
+    "TAINT_UNREACHABLE",
+    "NodeLifecycleController",
+    "TokenBucket",
+    "effective_tolerations",
+    "new",
+    "ready_status",
+    "tolerates",
+    "toleration_time",
+    "zone_key",
+]
 
 Obj = dict[str, Any]
-NODE_LEASE_NAMESPACE = "kube-node-lease"
 NODE_INDEX = "nodeName"
-TAINT_NOT_READY = "node.kubernetes.io/not-ready"
-TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
-TAINT_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
-# (condition, status) -> the NoSchedule taint it calls for
-CONDITION_TAINTS: dict[tuple[str, str], str] = {
-    ("Ready", "False"): TAINT_NOT_READY,
-    ("Ready", "Unknown"): TAINT_UNREACHABLE,
-    ("MemoryPressure", "True"): "node.kubernetes.io/memory-pressure",
-    ("DiskPressure", "True"): "node.kubernetes.io/disk-pressure",
-    ("PIDPressure", "True"): "node.kubernetes.io/pid-pressure",
-    ("NetworkUnavailable", "True"): "node.kubernetes.io/network-unavailable",
-}
-NO_SCHEDULE_KEYS = frozenset([*CONDITION_TAINTS.values(), TAINT_UNSCHEDULABLE])
-NO_EXECUTE_KEYS = frozenset([TAINT_NOT_READY, TAINT_UNREACHABLE])
-KUBELET_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
-STATE_NORMAL, STATE_PARTIAL, STATE_FULL = "Normal", "PartialDisruption", "FullDisruption"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def condition(obj: Obj, type_: str) -> Obj | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
-
-
-def ready_status(node: Obj) -> str:
-    """ "True", "False" or "Unknown" (a node that never posted a Ready condition is Unknown)."""
-    cond = condition(node, "Ready")
-    return str(cond.get("status") or "Unknown") if cond else "Unknown"
-
-
-def zone_key(node: Obj) -> str:
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    region = labels.get("topology.kubernetes.io/region") or labels.get("failure-domain.beta.kubernetes.io/region", "")
-    zone = labels.get("topology.kubernetes.io/zone") or labels.get("failure-domain.beta.kubernetes.io/zone", "")
-    return f"{region}:\x00:{zone}" if region or zone else ""
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Kubernetes' Toleration.ToleratesTaint."""
-    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration["key"] != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Exists":
-        return True
-    return op == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
-
-
-def effective_tolerations(pod: Obj, default_seconds: int) -> list[Obj]:
-    """The pod's tolerations plus the DefaultTolerationSeconds ones for not-ready/unreachable it lacks."""
-    tolerations = list((pod.get("spec") or {}).get("tolerations") or [])
-    for key in (TAINT_NOT_READY, TAINT_UNREACHABLE):
-        taint = {"key": key, "effect": "NoExecute"}
-        if not any(tolerates(t, taint) for t in tolerations):
-            tolerations.append(
-                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": default_seconds}
-            )
-    return tolerations
-
-
-def toleration_time(taints: list[Obj], tolerations: list[Obj]) -> float | None:
-    """Seconds the pod may stay: 0 if some taint is not tolerated, None if all are forever."""
-    used = []
-    for taint in taints:
-        match = next((t for t in tolerations if tolerates(t, taint)), None)
-        if match is None:
-            return 0.0
-        used.append(match)
-    seconds = [t["tolerationSeconds"] for t in used if t.get("tolerationSeconds") is not None]
-    if not seconds:
-        return None
-    return float(max(min(int(s) for s in seconds), 0))
-
-
-class TokenBucket:
-    """A rate limiter of burst 1: how long until the next NoExecute taint may be added in a zone."""
-
-    def __init__(self, qps: float) -> None:
-        self.qps = qps
-        self.tokens = 1.0
-        self.last = time.monotonic()
-
-    def swap(self, qps: float) -> None:
-        self._refill()
-        self.qps = qps
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        if self.qps > 0:
-            self.tokens = min(1.0, self.tokens + (now - self.last) * self.qps)
-        self.last = now
-
-    def take(self) -> float:
-        """0 if a token was taken; else the seconds to wait (inf when the rate is 0)."""
-        self._refill()
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.qps if self.qps > 0 else float("inf")
-
-
-@dataclass
-class Health:
-    """What the controller last heard from a node, on its own monotonic clock."""
-
-    probe: float  # when a heartbeat (Lease renewal or Ready lastHeartbeatTime change) was last seen
-    heartbeat: str | None  # the Ready condition's lastHeartbeatTime then
-    renew_time: str | None  # the Lease's renewTime then
 
 
 class NodeLifecycleController(Controller):
@@ -211,21 +117,21 @@ class NodeLifecycleController(Controller):
             pass  # a shared informer another controller indexed already
         leases.add_handlers(on_add=self._lease_changed, on_update=lambda _o, n: self._lease_changed(n))
         pods.add_handlers(on_add=self._pod_changed, on_update=self._pod_updated, on_delete=self._pod_deleted)
-        self.health: dict[str, Health] = {}
+        self.heartbeats = Heartbeats()
         self.zone_states: dict[str, str] = {}
         self.zone_limiters: dict[str, TokenBucket] = {}
         self.master_disruption = False
-        self.evictions: dict[str, float] = {}  # pod key -> when its eviction countdown started (monotonic)
+        self.evictor = TaintEvictor(
+            client, self.eviction_recorder, default_eviction_seconds=default_eviction_seconds, log=self.log
+        )
 
     # --- events -------------------------------------------------------------------------------
     def _lease_changed(self, lease: Obj) -> None:
         name = lease["metadata"]["name"]
-        health = self.health.get(name)
         renew = (lease.get("spec") or {}).get("renewTime")
-        if health is not None and renew and renew != health.renew_time:
-            health.probe, health.renew_time = time.monotonic(), renew
+        if self.heartbeats.lease_renewed(name, renew, time.monotonic()):
             node = self.nodes.get(name)
-            if node is not None and (ready_status(node) != "True" or _managed_taints(node)):
+            if node is not None and (ready_status(node) != "True" or managed_taints(node)):
                 self.enqueue_key(name)  # coming back: clear it now, not at the next deadline
 
     def _pod_changed(self, pod: Obj) -> None:
@@ -233,7 +139,7 @@ class NodeLifecycleController(Controller):
         if not node_name:
             return
         node = self.nodes.get(node_name)
-        if node is not None and (ready_status(node) != "True" or _no_execute_taints(node)):
+        if node is not None and (ready_status(node) != "True" or no_execute_taints(node)):
             self.enqueue_key(node_name)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
@@ -247,7 +153,7 @@ class NodeLifecycleController(Controller):
             self._pod_changed(new)
 
     def _pod_deleted(self, pod: Obj) -> None:
-        self.evictions.pop(object_key(pod), None)
+        self.evictor.forget(object_key(pod))
 
     # --- running ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -269,18 +175,7 @@ class NodeLifecycleController(Controller):
 
     def update_zone_states(self) -> None:
         """Kubernetes' handleDisruption: per-zone Normal / PartialDisruption / FullDisruption."""
-        zones: dict[str, list[Obj]] = {}
-        for node in self.nodes.list():
-            zones.setdefault(zone_key(node), []).append(node)
-        states = {}
-        for zone, members in zones.items():
-            not_ready = sum(1 for n in members if ready_status(n) != "True")
-            if not_ready == len(members):
-                states[zone] = STATE_FULL
-            elif not_ready > 2 and not_ready / len(members) >= self.unhealthy_zone_threshold:
-                states[zone] = STATE_PARTIAL
-            else:
-                states[zone] = STATE_NORMAL
+        zones, states = zone_states(self.nodes.list(), self.unhealthy_zone_threshold)
         all_down = bool(states) and all(s == STATE_FULL for s in states.values())
         changed_zones = {z for z in states if states[z] != self.zone_states.get(z)}
         if all_down != self.master_disruption:
@@ -308,7 +203,7 @@ class NodeLifecycleController(Controller):
         _ns, name = split_key(key)
         node = self.nodes.get(name)
         if node is None:
-            self.health.pop(name, None)
+            self.heartbeats.forget(name)
             return
         wake: list[float] = []
         node, went_not_ready = await self._check_health(node, wake)
@@ -320,7 +215,7 @@ class NodeLifecycleController(Controller):
         pods = self.pods.by_index(NODE_INDEX, name)
         if ready_status(node) != "True":
             await self._mark_pods_not_ready(pods)
-        await self._evict(node, pods, wake)
+        await self.evictor.evict(no_execute_taints(node), pods, wake)
         if wake:
             raise RequeueAfter(max(min(wake), 0.05))
 
@@ -328,46 +223,17 @@ class NodeLifecycleController(Controller):
         """Note heartbeats; mark the node Unknown once silent past the grace period."""
         name = node["metadata"]["name"]
         now = time.monotonic()
-        ready = condition(node, "Ready")
-        heartbeat = (ready or {}).get("lastHeartbeatTime")
+        heartbeat = (condition(node, "Ready") or {}).get("lastHeartbeatTime")
         lease = self.leases.get(f"{NODE_LEASE_NAMESPACE}/{name}")
         renew = ((lease or {}).get("spec") or {}).get("renewTime")
-        health = self.health.get(name)
-        if health is None:  # first sight (or a restarted controller): a full grace period from now
-            health = self.health[name] = Health(probe=now, heartbeat=heartbeat, renew_time=renew)
-        if heartbeat != health.heartbeat or (renew and renew != health.renew_time):
-            health.probe, health.heartbeat, health.renew_time = now, heartbeat, renew or health.renew_time
+        health = self.heartbeats.observe(name, heartbeat, renew, now)
         silent_until = health.probe + self.grace_period
         if now < silent_until:
             wake.append(silent_until - now + 0.01)
             return node, False
         was_ready = ready_status(node) == "True"
-        stamp = now_rfc3339()
-        conditions = [dict(c) for c in (node.get("status") or {}).get("conditions") or []]
-        changed = False
-        for type_ in KUBELET_CONDITIONS:
-            cond = next((c for c in conditions if c.get("type") == type_), None)
-            if cond is None:
-                conditions.append(
-                    {
-                        "type": type_,
-                        "status": "Unknown",
-                        "reason": "NodeStatusNeverUpdated",
-                        "message": "Kubelet never posted node status.",
-                        "lastHeartbeatTime": (node["metadata"].get("creationTimestamp") or stamp),
-                        "lastTransitionTime": stamp,
-                    }
-                )
-                changed = True
-            elif cond.get("status") != "Unknown":
-                cond.update(
-                    status="Unknown",
-                    reason="NodeStatusUnknown",
-                    message="Kubelet stopped posting node status.",
-                    lastTransitionTime=stamp,
-                )
-                changed = True
-        if not changed:
+        conditions = unknown_conditions(node, now_rfc3339())
+        if conditions is None:
             return node, False
         updated = copy.deepcopy(node)
         updated["status"]["conditions"] = conditions
@@ -386,40 +252,17 @@ class NodeLifecycleController(Controller):
         return True
 
     async def _update_taints(self, node: Obj, wake: list[float]) -> Obj:
-        spec = node.get("spec") or {}
-        taints: list[Obj] = list(spec.get("taints") or [])
-        conditions = (node.get("status") or {}).get("conditions") or []
-        want_no_schedule = {
-            CONDITION_TAINTS[(c.get("type", ""), c.get("status", ""))]
-            for c in conditions
-            if (c.get("type", ""), c.get("status", "")) in CONDITION_TAINTS
-        }
-        if spec.get("unschedulable"):
-            want_no_schedule.add(TAINT_UNSCHEDULABLE)
-        status = ready_status(node) if condition(node, "Ready") else "True"  # never posted: not evicted yet
-        want_no_execute = {"False": TAINT_NOT_READY, "Unknown": TAINT_UNREACHABLE}.get(status)
-        has_no_execute = {
-            t["key"] for t in taints if t.get("effect") == "NoExecute" and t.get("key") in NO_EXECUTE_KEYS
-        }
+        taints: list[Obj] = list((node.get("spec") or {}).get("taints") or [])
+        want_no_schedule, want_no_execute = wanted_taints(node)
         if self.master_disruption:
             want_no_execute = None
-        elif want_no_execute is not None and not has_no_execute and not self._zone_allows_taint(node, wake):
+        elif (
+            want_no_execute is not None
+            and not has_managed_no_execute(taints)
+            and not self._zone_allows_taint(node, wake)
+        ):
             want_no_execute = None  # rate-limited: wait for the zone's turn
-        new_taints = []
-        for t in taints:
-            if t.get("effect") == "NoSchedule" and t.get("key") in NO_SCHEDULE_KEYS:
-                if t["key"] in want_no_schedule:
-                    new_taints.append(t)
-                    want_no_schedule.discard(t["key"])
-            elif t.get("effect") == "NoExecute" and t.get("key") in NO_EXECUTE_KEYS:
-                if t["key"] == want_no_execute:
-                    new_taints.append(t)
-                    want_no_execute = None
-            else:
-                new_taints.append(t)  # someone else's taint
-        new_taints += [{"key": k, "effect": "NoSchedule"} for k in sorted(want_no_schedule)]
-        if want_no_execute is not None:
-            new_taints.append({"key": want_no_execute, "effect": "NoExecute", "timeAdded": now_rfc3339()})
+        new_taints = updated_taints(taints, want_no_schedule, want_no_execute, now_rfc3339())
         if new_taints == taints:
             return node
         updated = copy.deepcopy(node)
@@ -456,68 +299,6 @@ class NodeLifecycleController(Controller):
             except errors.NotFound:
                 continue
             await self.recorder.record(pod, type="Warning", reason="NodeNotReady", message="Node is not ready")
-
-    async def _evict(self, node: Obj, pods: list[Obj], wake: list[float]) -> None:
-        """The taint eviction controller's work for one node's pods."""
-        taints = _no_execute_taints(node)
-        now = time.monotonic()
-        for pod in pods:
-            key = object_key(pod)
-            if pod["metadata"].get("deletionTimestamp"):
-                self.evictions.pop(key, None)
-                continue
-            allowed = (
-                toleration_time(taints, effective_tolerations(pod, self.default_eviction_seconds)) if taints else None
-            )
-            if allowed is None:
-                if self.evictions.pop(key, None) is not None:
-                    await self.eviction_recorder.record(
-                        pod, type="Normal", reason="TaintManagerEviction", message=f"Cancelling deletion of Pod {key}"
-                    )
-                continue
-            started = self.evictions.setdefault(key, now)
-            due = started + allowed
-            if now < due:
-                wake.append(due - now)
-                continue
-            await self._delete_pod(pod)
-            self.evictions.pop(key, None)
-
-    async def _delete_pod(self, pod: Obj) -> None:
-        key = object_key(pod)
-        ns, name = split_key(key)
-        await self.eviction_recorder.record(
-            pod, type="Normal", reason="TaintManagerEviction", message=f"Marking for deletion Pod {key}"
-        )
-        updated = copy.deepcopy(pod)
-        conditions = [
-            c for c in (updated.get("status") or {}).get("conditions") or [] if c.get("type") != "DisruptionTarget"
-        ]
-        conditions.append(
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": "DeletionByTaintManager",
-                "message": "Taint manager: deleting due to NoExecute taint",
-                "lastTransitionTime": now_rfc3339(),
-                "lastProbeTime": None,
-            }
-        )
-        updated.setdefault("status", {})["conditions"] = conditions
-        try:
-            await self.client.update_status(resources.PODS, updated)
-            await self.client.delete(resources.PODS, name, namespace=ns, preconditions={"uid": pod["metadata"]["uid"]})
-        except errors.NotFound:
-            return
-        self.log.info("evicted pod %s from node %s", key, (pod.get("spec") or {}).get("nodeName"))
-
-
-def _no_execute_taints(node: Obj) -> list[Obj]:
-    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("effect") == "NoExecute"]
-
-
-def _managed_taints(node: Obj) -> bool:
-    return any(t.get("key") in NO_SCHEDULE_KEYS | NO_EXECUTE_KEYS for t in (node.get("spec") or {}).get("taints") or [])
 
 
 def new(ctx: ControllerContext) -> Controller:
