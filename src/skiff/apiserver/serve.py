@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import signal
@@ -43,6 +44,7 @@ DEFAULT_PORT = 6443
 
 # how long in-flight requests may take to finish once shutdown starts
 SHUTDOWN_GRACE = 5.0
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections (CPython: 700)
 # how long long-running requests get to end by themselves before they are cancelled
 LONG_RUNNING_GRACE = 1.0
 
@@ -148,6 +150,7 @@ async def serve(
                     config.port,
                     paths.kubeconfig,
                 )
+                _tune_gc()
                 if ready is not None:
                     ready.set()
                 await stop.wait()
@@ -157,6 +160,21 @@ async def serve(
         finally:
             await backend.close()
     log.info("stopped")
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector from pausing requests for long.
+
+    What was loaded at start (modules, schemas, the watch cache's first state)
+    lives as long as the server: frozen, later collections skip it. A larger
+    young generation means fewer collections under load; objects that die
+    young are freed by reference counting anyway. Full collections of a
+    server holding tens of thousands of objects cost tens of milliseconds,
+    which would show up as the p99 of requests in flight at the time.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 1000)
 
 
 async def _prepare_credentials(

@@ -1,8 +1,9 @@
-"""Starting skiff's components in one process, k3s-style, each gated on the one before it.
+"""Starting skiff's components, k3s-style, each gated on the one before it.
 
 `skiff server` runs the API server, then — once it accepts connections —
 the controller manager and the scheduler as clients of it (over HTTPS with
-the admin kubeconfig, like any client). Any component ending ends them all:
+the admin kubeconfig, like any client): as child processes (see
+`skiff.cli.children`), or inside the server with `--single-process`. Any component ending ends them all:
 a broken controller manager stops the server instead of leaving a cluster
 that silently does nothing. `skiff controller-manager`, `skiff scheduler`
 and `skiff sim nodes` run one component alone against a kubeconfig.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skiff.cli.children import ChildFailed, ChildSpec, supervise
 from skiff.client import Client
 
 log = logging.getLogger("skiff")
@@ -34,6 +36,8 @@ class ClusterOptions:
     scheduler_config: str | None = None
     leader_elect: bool = False
     controller_flags: dict[str, float] = field(default_factory=dict)
+    single_process: bool = False  # controllers and scheduler inside the server process, not as children
+    log_level: str = "info"
 
 
 def controller_manager(opts: ClusterOptions) -> Component:
@@ -143,15 +147,42 @@ async def run_cluster(config: object, opts: ClusterOptions) -> None:
     if not components:  # the API server alone
         await server
         return
+    if opts.single_process:
+        runner = _in_process(kubeconfig, stop, components)
+    else:
+        runner = supervise(child_specs(opts, str(kubeconfig)), stop)
+    comps = asyncio.create_task(runner, name="components")
     try:
-        async with Client.from_kubeconfig(str(kubeconfig)) as client:
-            comps = asyncio.create_task(run_components(client, stop, components), name="components")
-            await asyncio.wait([server, comps], return_when=asyncio.FIRST_COMPLETED)
-            stop.set()
+        await asyncio.wait([server, comps], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        try:
             await comps
+        except ChildFailed as e:
+            raise ComponentFailed(str(e)) from None
     finally:
         stop.set()
         await server
+
+
+async def _in_process(kubeconfig: Path, stop: asyncio.Event, components: dict[str, Component]) -> None:
+    async with Client.from_kubeconfig(str(kubeconfig)) as client:
+        await run_components(client, stop, components)
+
+
+def child_specs(opts: ClusterOptions, kubeconfig: str) -> list[ChildSpec]:
+    """The `skiff controller-manager` / `skiff scheduler` command lines equivalent to `opts`."""
+    common = ["--kubeconfig", kubeconfig, "--log-level", opts.log_level]
+    if opts.leader_elect:
+        common.append("--leader-elect")
+    specs = []
+    if not opts.disable_controllers:
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in opts.controller_flags.items()]
+        argv = ("controller-manager", *common, f"--controllers={opts.controllers}", *flags)
+        specs.append(ChildSpec("controller-manager", argv))
+    if not opts.disable_scheduler:
+        config = ["--config", opts.scheduler_config] if opts.scheduler_config else []
+        specs.append(ChildSpec("scheduler", ("scheduler", *common, *config)))
+    return specs
 
 
 async def run_alone(kubeconfig: str | None, component: Component) -> None:

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     server.add_argument("--disable-controllers", action="store_true", help="run no controller manager")
     server.add_argument("--disable-scheduler", action="store_true", help="run no scheduler")
+    server.add_argument(
+        "--single-process",
+        action="store_true",
+        help="run the controller manager and scheduler inside the server process instead of as child "
+        "processes (less memory, one CPU core for everything)",
+    )
     _control_plane_flags(server)
 
     manager = commands.add_parser(
@@ -199,6 +205,8 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         disable_scheduler=getattr(args, "disable_scheduler", False),
         scheduler_config=getattr(args, "scheduler_config", None),
         leader_elect=getattr(args, "leader_elect", False),
+        single_process=getattr(args, "single_process", False),
+        log_level=getattr(args, "log_level", "info"),
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
