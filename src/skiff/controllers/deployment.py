@@ -37,8 +37,7 @@ from skiff.controllers import deployment_rollout as rollout
 from skiff.controllers.context import ControllerContext
 from skiff.controllers.deployment_sync import DeploymentSync
 from skiff.controllers.podcontrol import BackgroundEvents, ensure_index
-from skiff.controllers.refmanager import RefManager
-from skiff.controllers.replicaset import BY_NAMESPACE
+from skiff.controllers.refmanager import BY_NAMESPACE, OwnerEnqueuer, RefManager
 from skiff.controllers.workloads import BY_CONTROLLER, is_deleting
 
 Obj = dict[str, Any]
@@ -70,60 +69,29 @@ class DeploymentController(Controller):
         ensure_index(self.deployments, BY_NAMESPACE, index_by_namespace)
         ensure_index(self.rs, BY_NAMESPACE, index_by_namespace)
         ensure_index(self.pods, BY_CONTROLLER, index_by_controller_uid)
+        self.owners = OwnerEnqueuer(
+            self.deployments, kind="Deployment", selector_of=selector_of, enqueue=self.enqueue_key
+        )
         self.rs.add_handlers(on_add=self._rs_added, on_update=self._rs_updated, on_delete=self._rs_deleted)
         self.pods.add_handlers(on_delete=self._pod_deleted)
 
     # --- handlers -------------------------------------------------------------------------------
-    def _owner_key(self, obj: Obj) -> str | None:
-        """The key of the Deployment controlling `obj`, if we know it (same uid)."""
-        ref = controller_owner(obj, "Deployment")
-        if ref is None:
-            return None
-        key = f"{obj['metadata'].get('namespace')}/{ref.get('name')}"
-        d = self.deployments.get(key)
-        if d is None or d["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
-
-    def _enqueue_matching(self, rs: Obj) -> None:
-        labels = _labels(rs)
-        if not labels:
-            return
-        for d in self.deployments.by_index(BY_NAMESPACE, rs["metadata"].get("namespace", "")):
-            if selector_of(d).matches(labels):
-                self.enqueue(d)
-
     def _rs_added(self, rs: Obj) -> None:
         if is_deleting(rs):
             self._rs_deleted(rs)
             return
         if controller_owner(rs) is not None:
-            key = self._owner_key(rs)
-            if key is not None:
-                self.enqueue_key(key)
+            self.owners.enqueue_owner(rs)
             return
-        self._enqueue_matching(rs)
+        self.owners.enqueue_matching(rs)
 
     def _rs_updated(self, old: Obj, new: Obj) -> None:
         if old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"):
             return
-        old_ref, new_ref = controller_owner(old), controller_owner(new)
-        if old_ref != new_ref and old_ref is not None:
-            key = self._owner_key(old)
-            if key is not None:
-                self.enqueue_key(key)
-        if new_ref is not None:
-            key = self._owner_key(new)
-            if key is not None:
-                self.enqueue_key(key)
-            return
-        if _labels(old) != _labels(new) or old_ref != new_ref:
-            self._enqueue_matching(new)
+        self.owners.child_updated(old, new)
 
     def _rs_deleted(self, rs: Obj) -> None:
-        key = self._owner_key(rs)
-        if key is not None:
-            self.enqueue_key(key)
+        self.owners.enqueue_owner(rs)
 
     def _pod_deleted(self, pod: Obj) -> None:
         """A Recreate rollout waits for the old pods to be gone: look again when one goes."""
@@ -133,7 +101,7 @@ class DeploymentController(Controller):
         rs = self.rs.get(f"{pod['metadata'].get('namespace')}/{ref.get('name')}")
         if rs is None:
             return
-        key = self._owner_key(rs)
+        key = self.owners.owner_key(rs)
         if key is None:
             return
         d = self.deployments.get(key)

@@ -19,6 +19,9 @@ sync, and so does `claim` here:
 The patches are strategic merge patches keyed by ownerReference uid that
 also carry the object's uid, so they apply to this incarnation of the
 object or fail (Kubernetes sends the same patches).
+
+The informer handlers' side of the same rules is `OwnerEnqueuer`: which
+controllers a change of a child concerns, so that they claim it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from skiff.api import errors
-from skiff.client import Client, Resource, controller_owner
+from skiff.api.selectors import LabelSelector
+from skiff.client import Client, Informer, Resource, controller_owner, object_key
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
+
+BY_NAMESPACE = "namespace"  # the owners' informer index that `OwnerEnqueuer` looks candidates up in
 
 
 class RefManager:
@@ -148,3 +154,74 @@ class RefManager:
             )
         except errors.Invalid:
             pass  # the object was deleted and recreated (another uid): nothing of ours to release
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+class OwnerEnqueuer:
+    """Which controllers a change of a child concerns: a child's informer handlers enqueue them through this.
+
+    A child (a ReplicaSet's pod, a Deployment's ReplicaSet) concerns the controller its controller
+    ownerReference names, if the owners' cache holds that controller with that uid; an orphan
+    concerns every controller of its namespace whose selector matches its labels, since any of them
+    may adopt it. When a child's controller reference changes, the old controller and the new one
+    (or, for a child orphaned, the ones that may adopt it) are concerned: Kubernetes' updatePod
+    (ReplicaSet) and updateReplicaSet (Deployment). `owners` must have the `BY_NAMESPACE` index.
+    """
+
+    def __init__(
+        self,
+        owners: Informer,
+        *,
+        kind: str,
+        api_group: str | None = None,
+        selector_of: Callable[[Obj], LabelSelector],
+        enqueue: Callable[[str], None],
+    ) -> None:
+        self.owners = owners
+        self.kind = kind
+        self.api_group = api_group  # None: a controller reference of `kind` in any group
+        self.selector_of = selector_of
+        self.enqueue = enqueue
+
+    def owner_key(self, child: Obj) -> str | None:
+        """The key of the controller of `child`, if the cache knows it (same uid)."""
+        ref = controller_owner(child, self.kind)
+        if ref is None:
+            return None
+        if self.api_group is not None and not ref.get("apiVersion", "").startswith(f"{self.api_group}/"):
+            return None
+        key = f"{child['metadata'].get('namespace')}/{ref.get('name')}"
+        owner = self.owners.get(key)
+        if owner is None or owner["metadata"].get("uid") != ref.get("uid"):
+            return None
+        return key
+
+    def enqueue_owner(self, child: Obj) -> str | None:
+        """Enqueue the controller of `child` if the cache knows it; its key."""
+        key = self.owner_key(child)
+        if key is not None:
+            self.enqueue(key)
+        return key
+
+    def enqueue_matching(self, child: Obj) -> None:
+        """An orphan: every controller in its namespace whose selector matches it may adopt it."""
+        labels = _labels(child)
+        if not labels:
+            return
+        for owner in self.owners.by_index(BY_NAMESPACE, (child.get("metadata") or {}).get("namespace", "")):
+            if self.selector_of(owner).matches(labels):
+                self.enqueue(object_key(owner))
+
+    def child_updated(self, old: Obj, new: Obj) -> None:
+        """Enqueue the controllers a change of a (live) child from `old` to `new` concerns."""
+        old_ref, new_ref = controller_owner(old), controller_owner(new)
+        if old_ref != new_ref and old_ref is not None:
+            self.enqueue_owner(old)  # released, or taken over: the old controller counts it out
+        if new_ref is not None:
+            self.enqueue_owner(new)
+            return
+        if _labels(old) != _labels(new) or old_ref != new_ref:
+            self.enqueue_matching(new)

@@ -40,7 +40,7 @@ from skiff.controllers.podcontrol import (
     slow_start_batch,
 )
 from skiff.controllers.podranking import pods_to_delete
-from skiff.controllers.refmanager import RefManager
+from skiff.controllers.refmanager import BY_NAMESPACE, OwnerEnqueuer, RefManager
 from skiff.controllers.workloads import (
     BY_CONTROLLER,
     Expectations,
@@ -54,7 +54,6 @@ from skiff.controllers.workloads import (
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 
-BY_NAMESPACE = "namespace"
 ORPHANS_BY_NAMESPACE = "orphans-by-namespace"
 
 
@@ -135,66 +134,36 @@ class ReplicaSetController(Controller):
         ensure_index(self.rs, BY_NAMESPACE, index_by_namespace)
         ensure_index(self.pods, BY_CONTROLLER, index_by_controller_uid)
         ensure_index(self.pods, ORPHANS_BY_NAMESPACE, orphans_by_namespace)
+        self.owners = OwnerEnqueuer(
+            self.rs, kind="ReplicaSet", api_group="apps", selector_of=selector_of, enqueue=self.enqueue_key
+        )
         self.pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
 
     # --- handlers: only enqueue keys and note what the cache has caught up with ----------------
-    def _owner_key(self, pod: Obj) -> str | None:
-        """The key of the ReplicaSet controlling `pod`, if it is one we know (same uid)."""
-        ref = controller_owner(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet" or not ref.get("apiVersion", "").startswith("apps/"):
-            return None
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        rs = self.rs.get(key)
-        if rs is None or rs["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
-
-    def _enqueue_matching(self, pod: Obj) -> None:
-        """An orphan: every ReplicaSet in its namespace whose selector matches may adopt it."""
-        meta = pod.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if not labels:
-            return
-        for rs in self.rs.by_index(BY_NAMESPACE, meta.get("namespace", "")):
-            if selector_of(rs).matches(labels):
-                self.enqueue(rs)
-
     def _pod_added(self, pod: Obj) -> None:
         if is_deleting(pod):
             self._pod_deleted(pod)  # seen first already being deleted: not a creation we wait for
             return
         if controller_owner(pod) is not None:
-            key = self._owner_key(pod)
+            key = self.owners.owner_key(pod)
             if key is not None:
                 self.expectations.created(key)
                 self.enqueue_key(key)
             return
-        self._enqueue_matching(pod)
+        self.owners.enqueue_matching(pod)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         if old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"):
             return  # a resync: nothing changed
-        labels_changed = old["metadata"].get("labels") != new["metadata"].get("labels")
         if is_deleting(new):
             self._pod_deleted(new)
-            if labels_changed:
+            if old["metadata"].get("labels") != new["metadata"].get("labels"):
                 self._pod_deleted(old)
             return
-        old_ref, new_ref = controller_owner(old), controller_owner(new)
-        if old_ref != new_ref and old_ref is not None:
-            key = self._owner_key(old)
-            if key is not None:
-                self.enqueue_key(key)
-        if new_ref is not None:
-            key = self._owner_key(new)
-            if key is not None:
-                self.enqueue_key(key)
-            return
-        if labels_changed or old_ref != new_ref:
-            self._enqueue_matching(new)
+        self.owners.child_updated(old, new)
 
     def _pod_deleted(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
+        key = self.owners.owner_key(pod)
         if key is not None:
             self.expectations.deleted(key, object_key(pod))
             self.enqueue_key(key)
