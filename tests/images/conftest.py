@@ -1,0 +1,40 @@
+"""Fixtures that start a real docker-registry (CNCF distribution) on a free loopback port.
+
+These tests run the real tools (docker-registry, skopeo, umoci, busybox-static); CI installs
+them and runs as root. They need no root themselves (umoci unpacks rootless otherwise).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from skiff.images.recipes import ensure_builtin_image
+from skiff.images.registry import RegistryInfo, run_registry
+from skiff.images.store import ImageStore
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[RegistryInfo]:
+    async with run_registry(tmp_path / "registry-data", f"127.0.0.1:{free_port()}") as info:
+        yield info
+
+
+@pytest.fixture
+async def busybox(registry: RegistryInfo) -> str:
+    """The built-in busybox image, built and pushed into `registry`; its full reference."""
+    return str(await ensure_builtin_image("busybox", registry.host))
+
+
+@pytest.fixture
+def store(tmp_path: Path, registry: RegistryInfo) -> ImageStore:
+    return ImageStore(tmp_path / "store", default_registry=registry.host)
