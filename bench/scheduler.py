@@ -8,9 +8,9 @@ POST, and the watch event that tells the world. The shape follows Kubernetes'
 scheduler_perf SchedulingBasic: N nodes (4 cpu, 32Gi, 110 pods), then pods of
 100m / 500Mi created as fast as the server takes them while the scheduler runs.
 
-For each size it starts a throw-away `skiff server` (scheduler in-process,
-controllers on, SQLite under /var/tmp, node lifecycle told to wait an hour
-since these nodes have no agents), registers the nodes through the API
+For each size it starts a throw-away `skiff server` (which runs the scheduler
+and the controller manager as its child processes; SQLite under /var/tmp;
+node lifecycle told to wait an hour since these nodes have no agents), registers the nodes through the API
 (object + status), opens a watch on the pods, creates them from this process
 at a fixed concurrency, and records for each pod when its create was sent and
 when the watch first showed it bound. It prints:
@@ -18,15 +18,16 @@ when the watch first showed it bound. It prints:
 * pods/s scheduled: pods / (last bound - first create sent);
 * the create rate alone (the API server's share of the work);
 * p50/p99/max create-to-bound latency per pod;
-* the server's CPU time per pod and its RSS at the end.
+* CPU time per pod and RSS at the end: the API server with the controller
+  manager, then the scheduler.
 
 `--algorithm` times the scheduling cycle alone, in this process, with no
-server: the scheduler's own ceiling. `--separate-scheduler` runs `skiff server --disable-scheduler` plus `skiff
-scheduler` as two processes instead, to show what sharing one process (one
-core, one event loop) with the API server costs. Figures are printed, never
+server: the scheduler's own ceiling. `--single-process` runs `skiff server
+--single-process` instead (scheduler and controllers inside the API server's
+process), to show what sharing one process (one core, one event loop) costs. Figures are printed, never
 judged: the run does not fail on time.
 
-    .venv/bin/python -m bench.scheduler [--quick] [--sizes 1000x10000,5000x10000] [--separate-scheduler]
+    .venv/bin/python -m bench.scheduler [--quick] [--sizes 1000x10000,5000x10000] [--single-process]
                                         [--concurrency 64] [--json FILE] [--keep] [--profile PREFIX] [--algorithm]
 """
 
@@ -103,6 +104,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def child_pid(parent: int, component: str, timeout: float = 20.0) -> int:
+    """The pid of `skiff server`'s child running `component` (from /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == parent and component.encode() in cmd:
+                return int(entry.name)
+        time.sleep(0.1)
+    raise RuntimeError(f"no {component} child process of {parent}")
+
+
 def rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -122,15 +141,16 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Cluster:
-    """A throw-away server (and, with `separate`, a scheduler process beside it)."""
+    """A throw-away server; unless `single`, its scheduler and controller manager are child processes."""
 
-    def __init__(self, work: Path, *, separate: bool, profile: Path | None = None) -> None:
+    def __init__(self, work: Path, *, single: bool, profile: Path | None = None) -> None:
         self.work = work
-        self.separate = separate
+        self.single = single
         self.profile = profile
         self.port = free_port()
         self.server: asyncio.subprocess.Process | None = None
-        self.scheduler: asyncio.subprocess.Process | None = None
+        self.scheduler_pid: int | None = None
+        self.manager_pid: int | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -141,8 +161,8 @@ class Cluster:
             *(str(BIN / "skiff"), "server", "--data-dir", str(self.work / "data"), "--port", str(self.port)),
             *("--bind-address", "127.0.0.1", "--node-monitor-grace-period", "3600", "--log-level", "warning"),
         ]
-        if self.separate:
-            args.append("--disable-scheduler")
+        if self.single:
+            args.append("--single-process")
         if self.profile is not None:
             args = [sys.executable, "-m", "cProfile", "-o", f"{self.profile}-server.prof", *args]
         with (self.work / "server.log").open("ab") as out:
@@ -162,15 +182,17 @@ class Cluster:
             await asyncio.sleep(0.2)
         else:
             raise RuntimeError("skiff server not ready after 60 s")
-        if self.separate:
-            sched = [str(BIN / "skiff"), "scheduler", "--kubeconfig", str(self.kubeconfig), "--log-level", "warning"]
-            if self.profile is not None:
-                sched = [sys.executable, "-m", "cProfile", "-o", f"{self.profile}-scheduler.prof", *sched]
-            with (self.work / "scheduler.log").open("ab") as out:
-                self.scheduler = await asyncio.create_subprocess_exec(*sched, stdout=out, stderr=subprocess.STDOUT)
+        if not self.single:
+            self.scheduler_pid = child_pid(self.server.pid, "scheduler")
+            self.manager_pid = child_pid(self.server.pid, "controller-manager")
+
+    def server_cpu(self) -> float:
+        """CPU seconds of the API server and (when it is a child process) the controller manager."""
+        assert self.server is not None
+        return cpu_seconds(self.server.pid) + (cpu_seconds(self.manager_pid) if self.manager_pid else 0.0)
 
     async def stop(self) -> None:
-        for proc in (self.scheduler, self.server):
+        for proc in (self.server,):
             if proc is not None and proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -227,11 +249,11 @@ def pod_body(i: int) -> Obj:
 
 
 async def run_one(
-    nodes: int, pods: int, *, separate: bool, concurrency: int, keep: bool, profile: Path | None = None
+    nodes: int, pods: int, *, single: bool, concurrency: int, keep: bool, profile: Path | None = None
 ) -> Result:
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-sched-", dir="/var/tmp"))
-    cluster = Cluster(work, separate=separate, profile=profile)
-    mode = "separate scheduler process" if separate else "scheduler in-process"
+    cluster = Cluster(work, single=single, profile=profile)
+    mode = "single process" if single else "scheduler child process"
     try:
         await cluster.start()
         assert cluster.server is not None
@@ -268,8 +290,8 @@ async def run_one(
 
             watcher = asyncio.create_task(watch())
             await asyncio.sleep(0.5)
-            cpu_before = cpu_seconds(cluster.server.pid)
-            sched_before = cpu_seconds(cluster.scheduler.pid) if cluster.scheduler else 0.0
+            cpu_before = cluster.server_cpu()
+            sched_before = cpu_seconds(cluster.scheduler_pid) if cluster.scheduler_pid else 0.0
 
             async def create(i: int) -> None:
                 body = pod_body(i)
@@ -290,8 +312,8 @@ async def run_one(
                 await watcher
             end = max(bound.values()) if bound else time.monotonic()
             latencies = [(bound[n] - sent[n]) * 1000 for n in bound if n in sent]
-            server_cpu = cpu_seconds(cluster.server.pid) - cpu_before
-            sched_cpu = (cpu_seconds(cluster.scheduler.pid) - sched_before) if cluster.scheduler else 0.0
+            server_cpu = cluster.server_cpu() - cpu_before
+            sched_cpu = (cpu_seconds(cluster.scheduler_pid) - sched_before) if cluster.scheduler_pid else 0.0
             result = Result(
                 nodes=nodes,
                 pods=pods,
@@ -307,8 +329,8 @@ async def run_one(
                 bound=len(bound),
                 server_cpu_s=server_cpu,
                 scheduler_cpu_s=sched_cpu,
-                server_rss_mb=rss_mb(cluster.server.pid),
-                scheduler_rss_mb=rss_mb(cluster.scheduler.pid) if cluster.scheduler else 0.0,
+                server_rss_mb=rss_mb(cluster.server.pid) + (rss_mb(cluster.manager_pid) if cluster.manager_pid else 0),
+                scheduler_rss_mb=rss_mb(cluster.scheduler_pid) if cluster.scheduler_pid else 0.0,
             )
             log(f"{result.bound}/{pods} bound in {result.schedule_s:.1f}s: {result.pods_per_s:.0f} pods/s, "
                 f"p99 {result.p99_ms:.0f} ms")  # fmt: skip
@@ -327,8 +349,8 @@ def print_results(results: list[Result], args: argparse.Namespace) -> None:
           f"Python {platform.python_version()}; create concurrency {args.concurrency}")  # fmt: skip
     print("pods 100m/500Mi on nodes 4 cpu/32Gi/110 pods (scheduler_perf SchedulingBasic shape); SQLite; "
           "latency = create sent -> bound seen on a watch")  # fmt: skip
-    print("CPU ms/pod: the server process's CPU time during the run per pod bound (+ the scheduler process's, "
-          "when separate)")  # fmt: skip
+    print("CPU ms/pod and RSS: the API server with the controller manager (+ the scheduler process, when it "
+          "is one)")  # fmt: skip
     header = (f"{'nodes':>6} {'pods':>6}  {'mode':<27} {'creates/s':>9} {'pods/s':>7} {'p50 ms':>8} "
               f"{'p99 ms':>8} {'max ms':>8} {'bound':>6} {'CPU ms/pod':>13} {'RSS MB':>9}")  # fmt: skip
     print(header)
@@ -361,9 +383,10 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     sizes = parse_sizes(args.sizes) if args.sizes else ([(100, 1000)] if args.quick else [(1000, 10000), (5000, 10000)])
     results = []
     for nodes, pods in sizes:
-        log(f"== {nodes} nodes x {pods} pods ({'separate' if args.separate_scheduler else 'in-process'} scheduler)")
+        mode = "single process" if args.single_process else "scheduler child process"
+        log(f"== {nodes} nodes x {pods} pods ({mode})")
         profile = Path(f"{args.profile}-{nodes}x{pods}") if args.profile else None
-        results.append(await run_one(nodes, pods, separate=args.separate_scheduler, concurrency=args.concurrency,
+        results.append(await run_one(nodes, pods, single=args.single_process, concurrency=args.concurrency,
                                      keep=args.keep, profile=profile))  # fmt: skip
     return results
 
@@ -430,8 +453,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="100 nodes x 1,000 pods: a smoke run")
     parser.add_argument("--sizes", help="comma list of NODESxPODS (default: 1000x10000,5000x10000)")
-    parser.add_argument("--separate-scheduler", action="store_true",
-                        help="run the scheduler as its own process (skiff scheduler) beside skiff server")  # fmt: skip
+    parser.add_argument("--single-process", action="store_true",
+                        help="skiff server --single-process (scheduler and controllers inside)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent pod creates (default: 64)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs (server logs) afterwards")
