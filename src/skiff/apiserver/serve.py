@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from skiff.api import errors
 from skiff.apiserver.app import create_app
 from skiff.apiserver.auth import (
     REQUEST_ATTRIBUTES,
@@ -246,6 +247,7 @@ class LongRunningRequests:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self._closing = False
 
     @property
     def middleware(self) -> Middleware:
@@ -261,6 +263,10 @@ class LongRunningRequests:
         return self._is_long_running(request)
 
     async def run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._closing:
+            # a client whose watch was just closed re-watches on its kept-alive connection: turning it
+            # away keeps a new long-running request from holding the shutdown for its whole grace
+            raise errors.ServiceUnavailable("the server is shutting down; retry against a running server")
         task = asyncio.current_task()
         if task is None:
             return await handler(request)
@@ -282,6 +288,7 @@ class LongRunningRequests:
         )
 
     async def on_shutdown(self, _app: web.Application) -> None:
+        self._closing = True
         tasks = [t for t in self._tasks if not t.done()]
         if not tasks:
             return
