@@ -188,7 +188,11 @@ def test_scripted_pods_complete_fail_and_crash(server: Server, sim_nodes: Callab
 
 # --- node lifecycle: a silent node goes Unknown, is tainted, and its pods are evicted ---------------------------
 
-FAST_LIFECYCLE = ["--node-monitor-grace-period", "5", "--default-eviction-seconds", "5"]
+# the DefaultTolerationSeconds admission plugin gives every pod 5 s; the controller's own default is the fallback
+FAST_LIFECYCLE = [
+    "--node-monitor-grace-period", "5", "--default-eviction-seconds", "5",
+    "--default-not-ready-toleration-seconds", "5", "--default-unreachable-toleration-seconds", "5",
+]  # fmt: skip
 FAST_LEASE = ["--node-lease-duration-seconds", "8"]  # renewed every 2 s: well inside the 5 s grace
 
 

@@ -302,9 +302,14 @@ async def _bound(client: Client, ns: str, name: str) -> bool:
 async def test_preemption_by_priority(client: Client, ns: str, group: str) -> None:
     node = f"tight-{group}"
     await add_node(client, node, cpu="1", labels={"test-group": group})
-    await client.create(R.PODS, pod_manifest("low", cpu="800m", group=group, spec={"priority": 1}), namespace=ns)
+    # priorities come from PriorityClasses (the Priority admission plugin refuses a pod's own spec.priority)
+    for level, value in (("low", 1), ("high", 1000)):
+        await client.create(R.PRIORITYCLASSES, {"metadata": {"name": f"{level}-{group}"}, "value": value})
+    low = pod_manifest("low", cpu="800m", group=group, spec={"priorityClassName": f"low-{group}"})
+    await client.create(R.PODS, low, namespace=ns)
     await eventually(lambda: _bound(client, ns, "low"), what="the low-priority pod bound")
-    await client.create(R.PODS, pod_manifest("high", cpu="800m", group=group, spec={"priority": 1000}), namespace=ns)
+    high = pod_manifest("high", cpu="800m", group=group, spec={"priorityClassName": f"high-{group}"})
+    await client.create(R.PODS, high, namespace=ns)
 
     async def victim_terminating() -> bool:
         try:
@@ -321,6 +326,7 @@ async def test_preemption_by_priority(client: Client, ns: str, group: str) -> No
     await eventually(lambda: _bound(client, ns, "high"), what="the high-priority pod bound")
     high = await client.get(R.PODS, "high", namespace=ns)
     assert high["spec"]["nodeName"] == node
+    assert high["spec"]["priority"] == 1000
     reasons = {e.get("reason") for e in await events_for(client, ns, "low")}
     assert "Preempted" in reasons
 

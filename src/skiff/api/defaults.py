@@ -401,6 +401,7 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): _role_binding,
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _role_binding,
     ("storage.k8s.io/v1", "StorageClass"): _storage_class,
+    ("scheduling.k8s.io/v1", "PriorityClass"): _top({"preemptionPolicy": "PreemptLowerPriority"}),
 }
 
 

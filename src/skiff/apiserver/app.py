@@ -3,8 +3,8 @@
 `create_app` is the seam between the HTTP server (TLS, authentication,
 lifecycle in `serve.py`) and the API machinery (registry, generic store,
 watch cache). The caller opens and closes the storage backend; the app's
-startup hook starts the watch cache and makes sure the namespaces every
-cluster has exist.
+startup hook starts the watch cache and makes sure the namespaces and the
+system PriorityClasses every cluster has exist.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from aiohttp import web
 from skiff import __version__
 from skiff.api import errors
 from skiff.apiserver import content
+from skiff.apiserver.admission_plugins import AdmissionConfig, build_chain
 from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
 from skiff.apiserver.discovery import setup_discovery
@@ -26,6 +27,7 @@ from skiff.apiserver.handlers import Rest
 from skiff.apiserver.metrics import setup_metrics
 from skiff.apiserver.openapi import setup_openapi
 from skiff.apiserver.options import WriteOptions
+from skiff.apiserver.priorityclass import ensure_system_priority_classes
 from skiff.apiserver.registry import Registry
 from skiff.apiserver.store import Store
 from skiff.apiserver.watchcache import WatchCache
@@ -72,12 +74,18 @@ async def status_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 def create_app(
-    *, backend: Backend, middlewares: Iterable[Any] = (), compact_interval: float = DEFAULT_INTERVAL
+    *,
+    backend: Backend,
+    middlewares: Iterable[Any] = (),
+    compact_interval: float = DEFAULT_INTERVAL,
+    admission: AdmissionConfig | None = None,
 ) -> web.Application:
     """Build the API application over an opened storage backend.
 
     `middlewares` (authentication, then authorization) run after Status
-    error shaping and before the REST handlers.
+    error shaping and before the REST handlers. `admission` holds the
+    admission plugins' flags (default: as `skiff server` left them in the
+    environment).
     """
     app = web.Application(middlewares=[status_errors, *list(middlewares)], client_max_size=64 * 1024 * 1024)
     registry = Registry()
@@ -85,6 +93,7 @@ def create_app(
         registry.add(rt)
     cache = WatchCache(backend)
     store = Store(backend, registry, cache)  # consistent reads from the watch cache
+    store.admission_chain = build_chain(admission or AdmissionConfig.from_environment(), store, registry)
     compactor = Compactor(backend, compact_interval, on_compact=cache.mark_compacted)
     rest = Rest(store, registry, cache)
     app[REGISTRY], app[STORE], app[CACHE] = registry, store, cache
@@ -93,6 +102,7 @@ def create_app(
     async def on_startup(app: web.Application) -> None:
         await cache.start()
         await ensure_namespaces(store, registry)
+        await ensure_system_priority_classes(store, registry)
         compactor.start()
         state["ready"] = True
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from skiff.api import validation
 from skiff.apiserver import conversion
+from skiff.apiserver.priorityclass import PriorityClassStrategy
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.strategy import (
     CronJobStrategy,
@@ -307,6 +308,16 @@ def builtin_types() -> list[ResourceType]:
             to_storage=conversion.event_v1_to_core,
             from_storage=conversion.event_core_to_v1,
             strategy=Strategy(tracks_generation=False),
+        ),
+        _rt(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            namespaced=False,
+            short=("pc",),
+            package="io.k8s.api.scheduling.v1",
+            strategy=PriorityClassStrategy(),
         ),
         _rt(
             "rbac.authorization.k8s.io",

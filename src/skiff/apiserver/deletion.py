@@ -32,11 +32,27 @@ async def delete(
     store: Store, rt: ResourceType, namespace: str | None, name: str, opts: DeleteOptions
 ) -> tuple[Obj, bool]:
     """Delete or begin deleting; returns (object or Status, deleted now)."""
+    _check_policy(opts)
+    refused = strategy_of(rt).refuse_delete(name)
+    if refused is not None:  # as Kubernetes' REST.Delete overrides: deletecollection does not ask
+        raise errors.Forbidden(
+            f'{rt.group_resource} "{name}" is forbidden: {refused}', name=name, group=rt.group or None, kind=rt.plural
+        )
+    return await _delete(store, rt, namespace, name, opts)
+
+
+def _check_policy(opts: DeleteOptions) -> None:
     if opts.propagation_policy not in POLICIES:
         raise errors.BadRequest(
             f'propagationPolicy: Unsupported value: "{opts.propagation_policy}": supported values: '
             '"Background", "Foreground", "Orphan"'
         )
+
+
+async def _delete(
+    store: Store, rt: ResourceType, namespace: str | None, name: str, opts: DeleteOptions
+) -> tuple[Obj, bool]:
+    _check_policy(opts)
     for _attempt in range(PATCH_RETRIES):
         kv = await store.get_kv(rt, namespace, name)
         obj = objects.decode(rt, kv)
@@ -130,7 +146,7 @@ async def delete_collection(
     for obj in listed["items"]:
         meta = obj["metadata"]
         try:
-            result, _ = await delete(store, rt, meta.get("namespace"), meta["name"], opts)
+            result, _ = await _delete(store, rt, meta.get("namespace"), meta["name"], opts)
         except errors.NotFound:
             continue
         items.append(result if result.get("kind") != "Status" else obj)

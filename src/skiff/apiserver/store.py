@@ -19,6 +19,7 @@ from typing import Any
 
 from skiff.api import errors, fieldselectors, selectors, validation
 from skiff.apiserver import admission, deletion, objects
+from skiff.apiserver.admission_plugins.chain import Attributes, Chain
 from skiff.apiserver.objects import Obj
 from skiff.apiserver.options import (
     MODIFIED,
@@ -51,6 +52,8 @@ class Store:
         self.registry = registry
         self.cache = cache
         self._terminating: dict[str, tuple[int, bool]] = {}  # namespace key -> (mod_revision, being deleted)
+        # admission plugins (Priority, DefaultTolerationSeconds…); set once the app has built them
+        self.admission_chain: Chain | None = None
 
     # ------------------------------------------------------------------ reads
     async def read(self, key: str) -> KeyValue | None:
@@ -195,6 +198,9 @@ class Store:
         if rt.namespaced and meta.get("namespace"):
             # Kubernetes' NamespaceLifecycle admission: before name generation and validation
             await self._check_namespace(meta["namespace"], rt, meta.get("name") or "")
+        chain = self.admission_chain
+        if chain is not None:
+            await chain.admit(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
         generate = not meta.get("name") and meta.get("generateName")
         if generate:
             meta["name"] = validation.generate_name(meta["generateName"])
@@ -205,6 +211,8 @@ class Store:
         admission.omit_empty_metadata(obj)
         strategy.prepare_for_create(obj)
         admission.validate(rt, obj, strategy.validate(obj))
+        if chain is not None:
+            await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
         for attempt in range(5):
             if opts.dry_run:
                 if await self.read(rt.key(meta.get("namespace"), meta["name"])) is not None:
@@ -319,9 +327,14 @@ class Store:
                 meta.pop(key, None)
         if rt.namespaced:
             meta["namespace"] = old_meta.get("namespace")
+        chain = self.admission_chain if not subresource else None
+        if chain is not None:
+            await chain.admit(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
         if subresource != "status":
             strategy.prepare_for_update(obj, old)
             admission.validate(rt, obj, strategy.validate_update(obj, old))
+        if chain is not None:
+            await chain.validate(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
         if old_meta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
             if added:

@@ -104,6 +104,10 @@ class Strategy:
         return errors
 
     # --- deletion -----------------------------------------------------------------------
+    def refuse_delete(self, name: str) -> str | None:
+        """Why the object `name` may never be deleted by name (a 403), or None (most kinds)."""
+        return None
+
     def grace_period(self, obj: Obj, requested: int | None) -> int:
         """Seconds the object lingers with a deletionTimestamp before it is removed (0: at once)."""
         return 0

@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     server.add_argument("--disable-controllers", action="store_true", help="run no controller manager")
     server.add_argument("--disable-scheduler", action="store_true", help="run no scheduler")
+    for what in ("not-ready", "unreachable"):
+        server.add_argument(
+            f"--default-{what}-toleration-seconds",
+            type=int,
+            default=300,
+            metavar="SECONDS",
+            help=f"tolerationSeconds of the {what}:NoExecute toleration added to every pod without one (default: 300)",
+        )
     server.add_argument(
         "--single-process",
         action="store_true",
@@ -275,6 +283,7 @@ def run_server(args: argparse.Namespace) -> int:
     from skiff.cli.components import ComponentFailed, run_cluster
 
     _setup_logging(args.log_level)
+    _admission_flags_to_environment(args)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     sans = tuple(s.strip() for item in args.tls_san for s in item.split(",") if s.strip())
     config = ServerConfig(
@@ -293,6 +302,14 @@ def run_server(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the server's own signal handling was in place
         return 130
     return 0
+
+
+def _admission_flags_to_environment(args: argparse.Namespace) -> None:
+    """The API server reads its admission flags from the environment (AdmissionConfig.from_environment)."""
+    from skiff.apiserver.admission_plugins import NOT_READY_ENV, UNREACHABLE_ENV
+
+    os.environ[NOT_READY_ENV] = str(args.default_not_ready_toleration_seconds)
+    os.environ[UNREACHABLE_ENV] = str(args.default_unreachable_toleration_seconds)
 
 
 def run_kubectl(args: list[str]) -> int:

@@ -84,11 +84,12 @@ CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob", True)
 HPAS = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+PRIORITYCLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False)
 
 BUILTINS: tuple[Resource, ...] = (
     PODS, NODES, NAMESPACES, SERVICES, ENDPOINTS, EVENTS, CONFIGMAPS, SECRETS, SERVICEACCOUNTS, PVCS, PVS,
     ENDPOINTSLICES, DEPLOYMENTS, REPLICASETS, DAEMONSETS, STATEFULSETS, CONTROLLERREVISIONS, JOBS, CRONJOBS,
-    HPAS, LEASES, CRDS,
+    HPAS, LEASES, CRDS, PRIORITYCLASSES,
 )  # fmt: skip
 _BY_KIND = {(r.api_version, r.kind): r for r in BUILTINS}
 
