@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from skiff.api.tolerations import tolerates
 from skiff.controllers.workloads import meta
 
 Obj = dict[str, Any]
@@ -81,20 +82,6 @@ def node_affinity_matches(pod_spec: Obj, node: Obj) -> bool:
     if not required:
         return True
     return any(_term_matches(t, node) for t in required.get("nodeSelectorTerms") or [])
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Kubernetes' Toleration.ToleratesTaint."""
-    effect = toleration.get("effect")
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key")
-    if key and key != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Exists":
-        return True
-    return op == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def untolerated(taints: list[Obj], tolerations: list[Obj], effects: tuple[str, ...]) -> Obj | None:

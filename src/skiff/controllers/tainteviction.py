@@ -22,23 +22,12 @@ import time
 from typing import Any
 
 from skiff.api import errors
+from skiff.api.tolerations import tolerates
 from skiff.client import Client, EventRecorder, object_key, resources, split_key
 from skiff.controllers.nodelifecycle_health import now_rfc3339
 from skiff.controllers.nodelifecycle_taints import TAINT_NOT_READY, TAINT_UNREACHABLE
 
 Obj = dict[str, Any]
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Kubernetes' Toleration.ToleratesTaint."""
-    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration["key"] != taint.get("key"):
-        return False
-    op = toleration.get("operator") or "Equal"
-    if op == "Exists":
-        return True
-    return op == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def effective_tolerations(pod: Obj, default_seconds: int) -> list[Obj]:
