@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_server(parsed)
     if parsed.command in ("controller-manager", "scheduler", "sim"):
         return run_component(parsed)
+    if parsed.command == "image":
+        from skiff.cli.image import run_image
+
+        return run_image(parsed)
     build_parser().print_help(sys.stderr)
     return 2
 
@@ -150,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument(
         "--delete-on-exit", action="store_true", help="delete the nodes when stopped (default: they stay, silent)"
     )
+
+    from skiff.cli.image import add_image_commands
+
+    add_image_commands(commands)
 
     commands.add_parser(
         "kubectl",

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from skiff.images.errors import ImageError, ImageNotFound, ImagePushError
-from skiff.images.reference import Reference, registry_host
+from skiff.images.reference import Reference, parse_reference, registry_host
 from skiff.images.tools import Progress, ToolFailed, pull_error, require, run, tls_verify
 
 MANIFEST_ACCEPT = ", ".join(
@@ -38,6 +38,8 @@ async def push(source: str, dest: Reference, *, insecure: bool | None = None, pr
     """
     skopeo = require("skopeo", "skopeo")
     argv = [skopeo, "copy", "--retry-times", "2", _tls(dest, insecure, "dest-"), "--digestfile", "/dev/stdout"]
+    if source.startswith("docker://"):  # registry to registry: the source's own trust rule
+        argv.append(_tls(parse_reference(source.removeprefix("docker://")), None, "src-"))
     try:
         out = await run([*argv, source, f"docker://{dest.pull_spec}"], progress=progress)
     except ToolFailed as e:
