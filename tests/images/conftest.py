@@ -38,3 +38,17 @@ async def busybox(registry: RegistryInfo) -> str:
 @pytest.fixture
 def store(tmp_path: Path, registry: RegistryInfo) -> ImageStore:
     return ImageStore(tmp_path / "store", default_registry=registry.host)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is marked `images`: they need docker-registry, skopeo, umoci and busybox-static."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.images)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "images: runs the real image tools (docker-registry, skopeo, umoci); some checks only as root"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -77,6 +78,8 @@ async def test_missing_image_carries_the_registrys_reason(store: ImageStore, bus
         await store.pull("nothing-here", "Never")
     with pytest.raises(InvalidReference):
         await store.pull("Not A Name")
+    with pytest.raises(ValueError, match="unknown image pull policy"):
+        await store.pull("busybox", "Sometimes")  # type: ignore[arg-type]
     assert await store.list() == []
 
 
@@ -114,3 +117,11 @@ async def test_credentials_are_passed_as_an_auth_file(store: ImageStore, busybox
 
 def test_reference_resolution_uses_the_default_registry() -> None:
     assert parse_reference("busybox", default_registry="10.0.0.1:5000").name == "10.0.0.1:5000/busybox"
+
+
+async def test_concurrent_pulls_share_one_download(store: ImageStore, busybox: str) -> None:
+    lines: list[str] = []
+    images = await asyncio.gather(*(store.pull(busybox, progress=lines.append) for _ in range(3)))
+    assert len({(i.digest, i.rootfs) for i in images}) == 1
+    assert sum(1 for line in lines if line.startswith("pulling ")) == 1  # one skopeo run for all three
+    assert len(await store.list()) == 1

@@ -75,23 +75,28 @@ class ImageStore:
         progress: Progress | None = None,
     ) -> Image:
         """The image `ref`, pulled and unpacked as `policy` says. `credentials`: a dockerconfigjson dict."""
+        if policy not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(f"unknown image pull policy {policy!r}")
         reference = parse_reference(ref, default_registry=self.default_registry)
         images = await self._index()
         if policy != "Always":
             found = self._find(images, reference)
             if found is not None:
-                return await self._touch(found)
+                return replace(await self._touch(found), ref=str(reference))
             if policy == "Never":
                 raise ImageNotPresent(f'container image "{ref}" is not present with pull policy of Never')
-        elif policy not in ("Always", "IfNotPresent", "Never"):
-            raise ValueError(f"unknown pull policy {policy!r}")
         key = f"{reference}|{policy}|{json.dumps(credentials, sort_keys=True) if credentials else ''}"
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._pull(reference, credentials, progress), name=f"pull {reference}")
             self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            task.add_done_callback(lambda t: self._pull_done(key, t))
         return await asyncio.shield(task)
+
+    def _pull_done(self, key: str, task: asyncio.Task[Image]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter was cancelled
 
     async def get(self, ref: str) -> Image | None:
         """The stored image of a name or digest, without pulling."""
