@@ -10,5 +10,6 @@ agent (pulling and unpacking images for pods). Below the node and the CLI in the
 - `build` + `dockerfile` + `copying`: `build_image` from a Dockerfile subset, no container run
 - `recipes` + `python_recipe`: built-in busybox and python images, `ensure_builtin_image`
 - `importing`: OCI and docker archives; `remote`: push, exists, list a registry
+- `users`: `resolve_user(rootfs, "app:staff")` → uid, gid, supplementary gids, home
 - `layout` + `layers`: OCI image layouts and gzip layers written in Python; `tools`: skopeo/umoci runs
 """
