@@ -192,8 +192,18 @@ def test_priority_comes_from_the_class(server: Server, ns: str) -> None:
         'pods "own" is forbidden: the integer value of priority (7) must not be provided in pod spec; '
         "priority admission controller computed 4242 from the given PriorityClass name"
     ) in proc.stderr
-    # the same value is accepted, and a replace without spec.priority keeps it
+    # the same value is accepted
     server.kubectl("create", "-f", "-", input=pod_yaml("same", ns, priorityClassName=high, priority=4242))
+    # an update that leaves priority and preemptionPolicy out keeps them (pod updates may not change them)
+    path = f"/api/v1/namespaces/{ns}/pods/p"
+    code, current, _ = server.raw("GET", path)
+    assert code == 200
+    del current["spec"]["priority"], current["spec"]["preemptionPolicy"]
+    current["metadata"].setdefault("labels", {})["touched"] = "yes"
+    code, updated, _ = server.raw("PUT", path, current)
+    assert code == 200, updated
+    assert (updated["spec"]["priority"], updated["spec"]["preemptionPolicy"]) == (4242, "Never")
+    assert updated["metadata"]["labels"]["touched"] == "yes"
     server.kubectl("delete", "pod", "--all", "-n", ns, "--wait=false")
     server.kubectl("delete", "pc", high)
 
