@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from skiff.api import errors
+from skiff.api.tolerations import tolerates
 from skiff.client import Client, Controller, EventRecorder, RequeueAfter, object_key, resources
 from skiff.controllers.context import ControllerContext
 from skiff.controllers.daemonset_nodes import (
@@ -24,7 +25,6 @@ from skiff.controllers.daemonset_nodes import (
     pin_to_node,
     should_run,
     target_node,
-    tolerates,
     with_daemon_tolerations,
 )
 from skiff.controllers.daemonset_update import (

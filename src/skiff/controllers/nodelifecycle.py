@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from skiff.api import errors
+from skiff.api.tolerations import tolerates
 from skiff.client import Client, Controller, EventRecorder, Informer, RequeueAfter, object_key, resources, split_key
 from skiff.client.cache import index_by_node_name
 from skiff.client.tasks import cancel_and_wait, spawn
@@ -57,7 +58,7 @@ from skiff.controllers.nodelifecycle_taints import (
     zone_key,
     zone_states,
 )
-from skiff.controllers.tainteviction import TaintEvictor, effective_tolerations, tolerates, toleration_time
+from skiff.controllers.tainteviction import TaintEvictor, effective_tolerations, toleration_time
 
 __all__ = [
     "TAINT_NOT_READY",
