@@ -1,0 +1,144 @@
+"""An async wrapper around the runc command line, with its own `--root` state directory.
+
+Containers are created through the shim (see `shim.py`) so that their stdio and exit status
+outlive the agent; everything else (start, state, kill, delete, exec) calls runc directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skiff.node.runtime.proc import CommandError, run
+
+
+class RuncError(Exception):
+    """runc refused or failed; the message is runc's."""
+
+
+class Runc:
+    def __init__(self, root: Path, *, binary: str = "runc") -> None:
+        self.root = root
+        self.binary = binary
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", str(self.root), *args]
+
+    async def _run(self, *args: str, check: bool = True) -> tuple[int, bytes, bytes]:
+        try:
+            return await run(*self._argv(*args), check=check)
+        except CommandError as exc:
+            raise RuncError(exc.stderr.decode(errors="replace").strip() or str(exc)) from exc
+
+    async def create(
+        self,
+        container_id: str,
+        *,
+        bundle: Path,
+        state_dir: Path,
+        log_path: Path,
+        cgroup_dirs: list[Path],
+        tty: bool = False,
+        ready_within: float = 30.0,
+    ) -> int:
+        """`runc create` under a new shim; return the container's init pid once it exists."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "skiff.node.runtime.shim", "--id", container_id, "--bundle", str(bundle),
+                "--runc", self.binary, "--runc-root", str(self.root), "--state-dir", str(state_dir),
+                "--log", str(log_path)]  # fmt: skip
+        for directory in cgroup_dirs:
+            argv += ["--cgroup-dir", str(directory)]
+        if tty:
+            argv.append("--tty")
+        with open(state_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - opening a local file
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err
+            )
+        await proc.wait()  # the shim's first process forks and returns at once
+        ready = state_dir / "ready.json"
+        deadline = time.monotonic() + ready_within
+        while not ready.exists():
+            if time.monotonic() > deadline:
+                raise RuncError(f"container {container_id}: the shim did not report within {ready_within}s")
+            await asyncio.sleep(0.01)
+        info = json.loads(ready.read_text())
+        if "error" in info:
+            raise RuncError(str(info["error"]))
+        return int(info["pid"])
+
+    async def start(self, container_id: str) -> None:
+        await self._run("start", container_id)
+
+    async def state(self, container_id: str) -> dict[str, Any] | None:
+        """runc's state of the container (status created/running/stopped, pid), None if unknown to runc."""
+        code, out, err = await self._run("state", container_id, check=False)
+        if code != 0:
+            if b"does not exist" in err or b"not exist" in err:
+                return None
+            raise RuncError(err.decode(errors="replace").strip())
+        state: dict[str, Any] = json.loads(out)
+        return state
+
+    async def kill(self, container_id: str, signal: str = "TERM", *, all_processes: bool = False) -> None:
+        args = ["kill", *(["--all"] if all_processes else []), container_id, signal]
+        code, _, err = await self._run(*args, check=False)
+        if code != 0 and b"not running" not in err and b"does not exist" not in err:
+            raise RuncError(err.decode(errors="replace").strip())
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        """Delete the container (idempotent: a container runc no longer knows is fine)."""
+        code, _, err = await self._run("delete", *(["--force"] if force else []), container_id, check=False)
+        if code != 0 and b"does not exist" not in err:
+            raise RuncError(err.decode(errors="replace").strip())
+
+    async def list_ids(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        _, out, _ = await self._run("list", "--format", "json")
+        items = json.loads(out or b"null") or []
+        return [str(item["id"]) for item in items]
+
+    async def exec_process(
+        self, container_id: str, argv: list[str], *, tty: bool = False, env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecHandle:
+        """Start `runc exec` in the foreground; runc's exit code is the process's.
+
+        Without `tty`: pipes for stdin, stdout and stderr. With `tty`, runc allocates a pty in the
+        container and copies between it and its own terminal, which is a pty made here: read and
+        write `pty_master` (the process's own pipes are then None).
+        """
+        args = ["exec", *(["--tty"] if tty else [])]
+        for key, value in (env or {}).items():
+            args += ["--env", f"{key}={value}"]
+        if cwd:
+            args += ["--cwd", cwd]
+        command = self._argv(*args, container_id, *argv)
+        if not tty:
+            pipe = asyncio.subprocess.PIPE
+            return ExecHandle(await asyncio.create_subprocess_exec(*command, stdin=pipe, stdout=pipe, stderr=pipe))
+        master, slave = os.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return ExecHandle(proc, master)
+
+
+@dataclass
+class ExecHandle:
+    """A running `runc exec`: its process, and with a tty the pty master to talk to it through."""
+
+    process: asyncio.subprocess.Process
+    pty_master: int | None = None

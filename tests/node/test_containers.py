@@ -1,0 +1,146 @@
+"""Containers on real runc: logs in CRI format, exit codes, OOM, stop with grace, exec, tty, privileges."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from skiff.node.runtime import crilog
+from skiff.node.runtime.runtime import Runtime
+from skiff.node.runtime.types import ContainerConfig, ContainerState, Mount, Resources
+from tests.node.conftest import sandbox_config
+
+MiB = 1024 * 1024
+
+
+Outcome = tuple[int | None, str, list[crilog.LogEntry]]
+
+
+async def run_once(runtime: Runtime, rootfs: Path, config: ContainerConfig) -> Outcome:
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    cid = await runtime.create_container(sandbox, config, rootfs)
+    await runtime.start(cid)
+    status = await runtime.wait(cid, 30)
+    log_path = next(i.log_path for i in await runtime.list() if i.id == cid)
+    return status.exit_code, status.reason, crilog.parse(log_path.read_bytes())
+
+
+async def test_echo_lands_in_the_log_in_cri_format(runtime: Runtime, busybox_rootfs: Path) -> None:
+    config = ContainerConfig(name="echo", args=["sh", "-c", "echo hello world; echo oops >&2; printf tail"])
+    code, reason, entries = await run_once(runtime, busybox_rootfs, config)
+    assert (code, reason) == (0, "Completed")
+    expected = [("stdout", b"hello world"), ("stderr", b"oops"), ("stdout", b"tail")]
+    assert [(e.stream, e.text) for e in entries] == expected
+    assert all(len(e.timestamp) == len("2026-01-01T00:00:00.000000000Z") and e.timestamp.endswith("Z") for e in entries)
+
+
+async def test_exit_code_and_error_reason(runtime: Runtime, busybox_rootfs: Path) -> None:
+    code, reason, _ = await run_once(runtime, busybox_rootfs, ContainerConfig(name="fail", args=["sh", "-c", "exit 3"]))
+    assert (code, reason) == (3, "Error")
+
+
+async def test_memory_hog_is_oom_killed(runtime: Runtime, busybox_rootfs: Path) -> None:
+    config = ContainerConfig(name="hog", args=["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                             resources=Resources(memory_limit_bytes=32 * MiB))  # fmt: skip
+    code, reason, _ = await run_once(runtime, busybox_rootfs, config)
+    assert (code, reason) == (137, "OOMKilled")
+
+
+async def test_within_the_limit_is_not_oom_killed(runtime: Runtime, busybox_rootfs: Path) -> None:
+    config = ContainerConfig(name="small", args=["dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=1"],
+                             resources=Resources(memory_limit_bytes=32 * MiB))  # fmt: skip
+    code, reason, _ = await run_once(runtime, busybox_rootfs, config)
+    assert (code, reason) == (0, "Completed")
+
+
+async def test_stop_sigterm_then_sigkill_after_grace(runtime: Runtime, busybox_rootfs: Path) -> None:
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    polite = ContainerConfig(name="polite", args=["sh", "-c", "trap 'echo bye; exit 0' TERM; sleep 1000 & wait"])
+    stubborn = ContainerConfig(name="stubborn", args=["sh", "-c", "trap '' TERM; sleep 1000 & wait; sleep 1000"])
+    ids = [await runtime.create_container(sandbox, c, busybox_rootfs) for c in (polite, stubborn)]
+    for cid in ids:
+        await runtime.start(cid)
+        assert (await runtime.status(cid)).state == ContainerState.RUNNING
+    await asyncio.sleep(0.3)  # let the shells install their traps
+    began = time.monotonic()
+    status = await runtime.stop(ids[0], grace_period=10)
+    assert (status.exit_code, time.monotonic() - began < 5) == (0, True)
+    began = time.monotonic()
+    status = await runtime.stop(ids[1], grace_period=1.5)
+    assert status.exit_code == 137 and status.reason == "Error"
+    assert time.monotonic() - began >= 1.5
+    assert status.finished_at is not None and status.started_at is not None
+
+
+async def test_exec_in_a_running_container(runtime: Runtime, busybox_rootfs: Path) -> None:
+    sandbox = await runtime.create_sandbox(sandbox_config(name="web-1"))
+    cid = await runtime.create_container(sandbox, ContainerConfig(name="c", args=["sleep", "1000"]), busybox_rootfs)
+    await runtime.start(cid)
+    result = await runtime.exec(cid, ["sh", "-c", "echo $((20+22)); hostname; echo err >&2; exit 5"], time_limit=20)
+    assert (result.exit_code, result.stdout, result.stderr) == (5, b"42\nweb-1\n", b"err\n")
+    result = await runtime.exec(cid, ["cat"], stdin=b"piped in", time_limit=20)
+    assert result.stdout == b"piped in"
+    tty = await runtime.exec(cid, ["tty"], tty=True, time_limit=20)
+    assert tty.exit_code == 0 and b"/dev/pts/" in tty.stdout
+
+
+async def test_tty_container_logs_its_terminal(runtime: Runtime, busybox_rootfs: Path) -> None:
+    code, _, entries = await run_once(runtime, busybox_rootfs, ContainerConfig(name="t", args=["tty"], tty=True))
+    assert code == 0
+    assert [e.stream for e in entries] == ["stdout"] and entries[0].text.strip() == b"/dev/pts/0"
+
+
+async def test_readonly_rootfs_and_capability_drop(runtime: Runtime, busybox_rootfs: Path) -> None:
+    ro = ContainerConfig(name="ro", args=["sh", "-c", "touch /x"], readonly_rootfs=True)
+    code, _, entries = await run_once(runtime, busybox_rootfs, ro)
+    assert code != 0 and b"Read-only file system" in b"".join(e.text for e in entries)
+    rw = ContainerConfig(name="rw", args=["sh", "-c", "touch /x && chown 65534 /x"])
+    assert (await run_once(runtime, busybox_rootfs, rw))[0] == 0
+    no_chown = ContainerConfig(name="nochown", args=["sh", "-c", "touch /x && chown 65534 /x"], cap_drop=["CHOWN"])
+    code, _, entries = await run_once(runtime, busybox_rootfs, no_chown)
+    assert code != 0 and b"Operation not permitted" in b"".join(e.text for e in entries)
+
+
+async def test_user_and_no_new_privs(runtime: Runtime, busybox_rootfs: Path) -> None:
+    config = ContainerConfig(name="u", args=["sh", "-c", "id -u; id -g; grep NoNewPrivs /proc/self/status"],
+                             uid=65534, gid=65534, no_new_privs=True)  # fmt: skip
+    code, _, entries = await run_once(runtime, busybox_rootfs, config)
+    assert code == 0
+    assert [e.text for e in entries][:2] == [b"65534", b"65534"] and entries[2].text.split() == [b"NoNewPrivs:", b"1"]
+
+
+async def test_mounts_bind_and_tmpfs(runtime: Runtime, busybox_rootfs: Path, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "in.txt").write_text("from the host\n")
+
+    config = ContainerConfig(name="m", args=["sh", "-c", "cat /data/in.txt; echo out > /data/out.txt; "
+                                             "grep ' /scratch ' /proc/mounts | cut -d' ' -f3"],
+                             mounts=[Mount(destination="/data", source=str(volume)),
+                                     Mount(destination="/scratch", type="tmpfs")])  # fmt: skip
+    code, _, entries = await run_once(runtime, busybox_rootfs, config)
+    assert code == 0 and [e.text for e in entries] == [b"from the host", b"tmpfs"]
+    assert (volume / "out.txt").read_text() == "out\n"
+
+
+async def test_a_new_runtime_finds_and_controls_running_containers(runtime: Runtime, busybox_rootfs: Path) -> None:
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    cid = await runtime.create_container(
+        sandbox, ContainerConfig(name="ticker", args=["sh", "-c", "while true; do echo tick; sleep 0.1; done"]),
+        busybox_rootfs,
+    )  # fmt: skip
+    await runtime.start(cid)
+    shim_pid = int((runtime.containers_dir / cid / "shim.pid").read_text())
+    with open(f"/proc/{shim_pid}/stat") as stat:  # noqa: ASYNC230 - procfs
+        assert int(stat.read().split()[3]) != os.getpid()  # the shim is not our child: it outlives us
+    again = Runtime(state_dir=runtime.state_dir, network=runtime.network, cgroup_parent=runtime.cgroups.parent,
+                    netns_prefix=runtime.sandboxes.netns_prefix)  # fmt: skip
+    [info] = await again.list()
+    assert (info.id, info.name, info.pod_uid, info.state) == (cid, "ticker", sandbox.uid, ContainerState.RUNNING)
+    stats = await again.container_stats(cid)
+    assert stats.memory_working_set_bytes > 0 and stats.cpu_usage_ns > 0
+    status = await again.stop(cid, grace_period=0)
+    assert status.exit_code == 137
+    assert crilog.parse(info.log_path.read_bytes())[0].text == b"tick"
