@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_server(parsed)
     if parsed.command in ("controller-manager", "scheduler", "sim"):
         return run_component(parsed)
+    if parsed.command == "agent":
+        from skiff.cli.agent import run_agent
+
+        return run_agent(parsed)
     if parsed.command == "image":
         from skiff.cli.image import run_image
 
@@ -159,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_image_commands(commands)
 
+    from skiff.cli.agent import add_agent_parser
+
+    add_agent_parser(commands)
     commands.add_parser(
         "kubectl",
         help="run kubectl against this cluster (all further arguments go to kubectl)",

@@ -1,0 +1,71 @@
+"""`skiff agent`: run the node agent (the kubelet of skiff) for this machine against a server.
+
+Parsing and process plumbing only; the agent is `skiff.node.agent.agent.Agent`, imported lazily.
+Needs root (runc, network namespaces, CNI, mounts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path("/var/lib/skiff/agent")
+
+
+def add_agent_parser(commands: Any) -> None:
+    agent = commands.add_parser(
+        "agent",
+        help="run the node agent: register this machine as a Node and run its pods on runc",
+        description="Register this machine as a Node, heartbeat its Lease and run the pods bound to it.",
+    )
+    agent.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig of the server (default: $KUBECONFIG)")
+    agent.add_argument("--node-name", metavar="NAME", help="the Node's name (default: the host name)")
+    agent.add_argument("--node-ip", metavar="IP", help="InternalIP (default: the address that reaches the server)")
+    agent.add_argument("--pod-cidr", default="10.42.0.0/24", metavar="CIDR", help="default: 10.42.0.0/24")
+    agent.add_argument("--bridge", default="skiff0", metavar="NAME", help="the pods' bridge (default: skiff0)")
+    agent.add_argument("--state-dir", metavar="DIR", help=f"default: {DEFAULT_STATE_DIR}")
+    agent.add_argument("--registry", default="127.0.0.1:5000", metavar="HOST:PORT",
+                       help="registry of unqualified image names (default: 127.0.0.1:5000)")  # fmt: skip
+    agent.add_argument("--insecure-registry", action="append", default=[], metavar="HOST:PORT",
+                       help="a registry reached over plain HTTP or unverified TLS (repeatable)")  # fmt: skip
+    agent.add_argument("--cgroup-parent", default="skiff", metavar="NAME", help="default: skiff")
+    agent.add_argument("--netns-prefix", default="skiff-", metavar="PREFIX", help="default: skiff-")
+    agent.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from skiff.cli.components import ComponentFailed, run_alone
+    from skiff.client import Client, KubeconfigError, ServerUnreachable
+    from skiff.node.agent.agent import Agent, AgentConfig
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
+    config = AgentConfig(
+        node_name=(args.node_name or socket.gethostname()).lower(),
+        state_dir=Path(args.state_dir or DEFAULT_STATE_DIR),
+        pod_cidr=args.pod_cidr,
+        node_ip=args.node_ip or "",
+        bridge=args.bridge,
+        registry=args.registry,
+        insecure_registries=tuple(args.insecure_registry),
+        cgroup_parent=args.cgroup_parent,
+        netns_prefix=args.netns_prefix,
+    )
+
+    async def component(client: Client, stop: asyncio.Event) -> None:
+        await Agent(client, config).run(stop)
+
+    try:
+        asyncio.run(run_alone(args.kubeconfig, component))
+    except (KubeconfigError, ServerUnreachable, ValueError, ComponentFailed) as e:
+        print(f"skiff: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

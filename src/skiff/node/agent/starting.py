@@ -1,0 +1,169 @@
+"""Starting one container of a pod: pull its image, build its config, create and start it on runc.
+
+Every way this can fail ends as a waiting reason Kubernetes users know, with its message:
+`ErrImagePull` (the registry's words), then `ImagePullBackOff` while the pull back-off lasts,
+`ErrImageNeverPull`, `InvalidImageName`, `CreateContainerConfigError` (a missing ConfigMap,
+Secret or key), `RunContainerError` (runc could not create or start it: a command that does not
+exist, say). Events are recorded as the kubelet's (Pulling, Pulled, Failed, Created, Started,
+BackOff). The image each container was made from is recorded beside the pod's logs so that
+statuses keep their imageID across agent restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from skiff.client import EventRecorder
+from skiff.images.errors import ImageError, ImageNotPresent, InvalidReference
+from skiff.images.model import Image
+from skiff.images.store import ImageStore, PullPolicy
+from skiff.node.agent.backoff import Backoff, go_duration
+from skiff.node.agent.podspec import ContainerConfigError, PodContext, build_config, pull_policy
+from skiff.node.agent.volumes import VolumeError, container_mounts
+from skiff.node.runtime.runtime import Runtime
+from skiff.node.runtime.types import Sandbox
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Waiting = tuple[str, str]
+
+
+@dataclass
+class PodEnv:
+    """What starting any container of one pod needs."""
+
+    pod: Obj
+    sandbox: Sandbox
+    ctx: PodContext
+    volume_paths: Mapping[str, Path]
+    pod_dir: Path
+    credentials: Mapping[str, Any] | None = None
+
+
+def log_path(pod_dir: Path, container: str, attempt: int) -> Path:
+    """As the kubelet's /var/log/pods/<ns>_<name>_<uid>/<container>/<attempt>.log, under the pod's dir."""
+    return pod_dir / "logs" / container / f"{attempt}.log"
+
+
+def image_record(pod_dir: Path, container_id: str) -> Path:
+    return pod_dir / "images" / f"{container_id}.json"
+
+
+def _read_user_files(rootfs: Path) -> tuple[str, str]:
+    def read(name: str) -> str:
+        try:
+            return (rootfs / "etc" / name).read_text()
+        except OSError:
+            return ""
+
+    return read("passwd"), read("group")
+
+
+def _write_record(path: Path, data: Obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def image_id(image: Image) -> str:
+    """`repo@sha256:...` as kubectl shows imageID."""
+    return next((n for n in image.names if "@" in n), image.digest)
+
+
+class Starter:
+    """Starts containers; keeps the image pull back-off and its last error per container."""
+
+    def __init__(self, runtime: Runtime, images: ImageStore, recorder: EventRecorder) -> None:
+        self.runtime = runtime
+        self.images = images
+        self.recorder = recorder
+        self.pull_backoff = Backoff()
+        self._pull_errors: dict[str, str] = {}
+
+    async def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
+        await self.recorder.record(pod, type=type_, reason=reason, message=message)
+
+    async def pull(self, env: PodEnv, container: Obj, key: str) -> Image | Waiting:
+        ref = str(container.get("image") or "")
+        pod = env.pod
+        if self.pull_backoff.in_backoff_since(key, time.time()) and key in self._pull_errors:
+            msg = f'Back-off pulling image "{ref}": ErrImagePull: {self._pull_errors[key]}'
+            await self._event(pod, "Normal", "BackOff", f'Back-off pulling image "{ref}"')
+            return "ImagePullBackOff", msg
+        policy: PullPolicy = pull_policy(container)  # type: ignore[assignment]
+        try:
+            if policy != "Never" and (policy == "Always" or await self.images.get(ref) is None):
+                await self._event(pod, "Normal", "Pulling", f'Pulling image "{ref}"')
+                started = time.monotonic()
+                image = await self.images.pull(ref, policy, env.credentials)
+                took = time.monotonic() - started
+                await self._event(pod, "Normal", "Pulled", f'Successfully pulled image "{ref}" in {took:.3f}s')
+            else:
+                image = await self.images.pull(ref, policy, env.credentials)
+                await self._event(pod, "Normal", "Pulled", f'Container image "{ref}" already present on machine')
+        except InvalidReference as e:
+            msg = f'Failed to apply default image tag "{ref}": {e}'
+            await self._event(pod, "Warning", "InspectFailed", msg)
+            return "InvalidImageName", msg
+        except ImageNotPresent as e:
+            await self._event(pod, "Warning", "ErrImageNeverPull", str(e))
+            return "ErrImageNeverPull", str(e)
+        except ImageError as e:
+            self.pull_backoff.next(key, time.time())
+            self._pull_errors[key] = str(e)
+            await self._event(pod, "Warning", "Failed", f'Failed to pull image "{ref}": {e}')
+            await self._event(pod, "Warning", "Failed", "Error: ErrImagePull")
+            return "ErrImagePull", str(e)
+        self.pull_backoff.reset(key)
+        self._pull_errors.pop(key, None)
+        return image
+
+    async def start(self, env: PodEnv, container: Obj, attempt: int, key: str) -> Waiting | None:
+        """Pull, configure, create and start; None when it runs, else the waiting (reason, message)."""
+        pod, name = env.pod, container.get("name", "")
+        pulled = await self.pull(env, container, key)
+        if isinstance(pulled, tuple):
+            return pulled
+        image = pulled
+        try:
+            mounts = container_mounts(pod, container, env.volume_paths)
+            passwd, group = await asyncio.to_thread(_read_user_files, image.rootfs)
+            config = build_config(pod, container, image.config, env.ctx, mounts=mounts, attempt=attempt,
+                                  passwd=passwd, group=group)  # fmt: skip
+        except (ContainerConfigError, VolumeError) as e:
+            await self._event(pod, "Warning", "Failed", f"Error: {e}")
+            return "CreateContainerConfigError", str(e)
+        config = replace(config, log_path=log_path(env.pod_dir, name, attempt))
+        await asyncio.to_thread(config.log_path.parent.mkdir, parents=True, exist_ok=True)  # type: ignore[union-attr]
+        try:
+            cid = await self.runtime.create_container(env.sandbox, config, image.rootfs)
+        except Exception as e:
+            log.info("creating container %s of %s failed: %s", name, pod["metadata"].get("name"), e)
+            await self._event(pod, "Warning", "Failed", f"Error: {e}")
+            return "RunContainerError", str(e)
+        record = {"image": container.get("image", ""), "imageID": image_id(image), "attempt": attempt}
+        await asyncio.to_thread(_write_record, image_record(env.pod_dir, cid), record)
+        await self._event(pod, "Normal", "Created", f"Created container {name}")
+        try:
+            await self.runtime.start(cid)
+        except Exception as e:
+            await self._event(pod, "Warning", "Failed", f"Error: {e}")
+            await self.runtime.remove(cid)
+            return "RunContainerError", str(e)
+        await self._event(pod, "Normal", "Started", f"Started container {name}")
+        return None
+
+    def forget(self, prefix: str) -> None:
+        self.pull_backoff.forget_prefix(prefix)
+        for key in [k for k in self._pull_errors if k.startswith(prefix)]:
+            del self._pull_errors[key]
+
+
+def backoff_event(delay: float, name: str) -> str:
+    return f"Back-off restarting failed container {name} in pod (delay {go_duration(delay)})"

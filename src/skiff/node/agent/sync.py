@@ -1,0 +1,308 @@
+"""Syncing one pod: the spec it should run against the containers the runtime has (kubelet's SyncPod).
+
+Level-triggered: each call re-reads the runtime's containers of the pod and does the next step —
+sandbox, volumes, then the first unfinished init container (one at a time, each to completion),
+then every container that should run and does not (restartPolicy and the crash back-off decide),
+then the status. A pod with a deletionTimestamp is stopped with its grace period (SIGTERM, then
+SIGKILL), its sandbox and volumes removed, and the object deleted with grace 0, as the kubelet
+does. A pod that is gone from the API is torn down the same way with a 2 s grace. A pod in a
+terminal phase keeps its status and gives its sandbox (and IP) back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from skiff.api import errors
+from skiff.client import Client, EventRecorder, resources
+from skiff.node.agent.backoff import Backoff, crash_loop_message
+from skiff.node.agent.podspec import PodContext, referenced_objects
+from skiff.node.agent.podstatus import EXITED, RUNNING, Attempt, Observation, compute_status, latest
+from skiff.node.agent.podworkers import DONE
+from skiff.node.agent.starting import PodEnv, Starter, backoff_event, image_record
+from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
+from skiff.node.runtime.runtime import ContainerNotFound, Runtime
+from skiff.node.runtime.sandbox import SandboxNotFound
+from skiff.node.runtime.types import ContainerState, Sandbox, SandboxConfig
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+RELIST = 1.0  # how often a pod with live containers is looked at again (the kubelet's PLEG period)
+RETRY = 3.0  # after a failure that is not backed off (a missing ConfigMap, a sandbox error)
+MIN_GRACE = 2  # the kubelet's minimum grace period for pods that are gone from the API
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class NodeFacts:
+    name: str
+    host_ip: str
+    allocatable: Mapping[str, str]
+    state_dir: Path
+    tmpfs: bool = True
+
+
+class PodSyncer:
+    """Syncs pods of one node; `sync(uid, pod)` is the pod workers' callback."""
+
+    def __init__(self, client: Client, runtime: Runtime, starter: Starter, node: NodeFacts) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.starter = starter
+        self.node = node
+        self.recorder: EventRecorder = starter.recorder
+        self.backoff = Backoff()
+        self._last_status: dict[str, Obj] = {}
+        self._terminal: dict[str, str] = {}
+
+    # --- observing ----------------------------------------------------------------------------
+    async def attempts(self, uid: str) -> list[Attempt]:
+        root = pod_dir(self.node.state_dir, uid)
+        out = []
+        for info in await self.runtime.list():
+            if info.pod_uid != uid:
+                continue
+            try:
+                st = await self.runtime.status(info.id)
+            except ContainerNotFound:
+                continue
+            record = await asyncio.to_thread(_read_json, image_record(root, info.id))
+            out.append(Attempt(
+                id=info.id, name=info.name, attempt=info.attempt, state=str(st.state), exit_code=st.exit_code,
+                reason=st.reason, message=st.message, started_at=st.started_at, finished_at=st.finished_at,
+                image=record.get("image", ""), image_id=record.get("imageID", ""),
+            ))  # fmt: skip
+        return out
+
+    # --- the sync -----------------------------------------------------------------------------
+    async def sync(self, uid: str, pod: Obj | None) -> float | None:
+        if pod is None:
+            await self.teardown(uid, MIN_GRACE)
+            return DONE
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            grace = meta.get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+            await self.teardown(uid, max(int(grace), 0))
+            try:
+                await self.client.delete(resources.PODS, meta["name"], namespace=meta["namespace"],
+                                         grace_period_seconds=0, preconditions={"uid": uid})  # fmt: skip
+            except (errors.NotFound, errors.Conflict):
+                pass
+            return DONE
+        phase = self._terminal.get(uid) or (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            await self._release(uid)
+            return None
+        return await self._run(uid, pod)
+
+    async def _run(self, uid: str, pod: Obj) -> float | None:
+        spec = pod.get("spec") or {}
+        waiting: dict[str, tuple[str, str]] = {}
+        sandbox = await self._sandbox(pod)
+        if isinstance(sandbox, str):
+            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+                waiting[c["name"]] = ("ContainerCreating", "")
+            await self._report(pod, Observation(waiting=waiting, host_ip=self.node.host_ip))
+            return RETRY
+        root = pod_dir(self.node.state_dir, uid)
+        ctx = await self._context(pod, sandbox.ip)
+        try:
+            paths = await setup_volumes(pod, root, ctx, tmpfs=self.node.tmpfs)
+        except VolumeError as e:
+            await self.recorder.record(pod, type="Warning", reason="FailedMount", message=e.event_message())
+            obs = Observation(sandbox_ready=True, pod_ip=sandbox.ip, host_ip=self.node.host_ip)
+            await self._report(pod, obs)
+            return RETRY
+        env = PodEnv(pod=pod, sandbox=sandbox, ctx=ctx, volume_paths=paths, pod_dir=root,
+                     credentials=await self._credentials(pod))  # fmt: skip
+        attempts = await self.attempts(uid)
+        wake: list[float] = []
+        restart = spec.get("restartPolicy", "Always")
+        terminal = ""
+        initialized = True
+        for c in spec.get("initContainers") or []:
+            mine = latest(attempts, c["name"])
+            last = mine[0] if mine else None
+            if last is not None and last.state == EXITED and last.exit_code == 0:
+                continue
+            initialized = False
+            if last is not None and last.state == EXITED and restart == "Never":
+                terminal = "Failed"
+            else:
+                await self._step(env, c, last, waiting, wake)
+            break
+        if initialized:
+            for c in spec.get("containers") or []:
+                mine = latest(attempts, c["name"])
+                last = mine[0] if mine else None
+                if last is not None and last.state == EXITED:
+                    if restart == "Never" or (restart == "OnFailure" and last.exit_code == 0):
+                        continue
+                await self._step(env, c, last, waiting, wake)
+        attempts = await self.attempts(uid)
+        await self._gc_attempts(attempts)
+        if any(a.state in (RUNNING, "created") for a in attempts):
+            wake.append(RELIST)
+        obs = Observation(attempts=attempts, waiting=waiting, sandbox_ready=True, pod_ip=sandbox.ip,
+                          host_ip=self.node.host_ip, terminal=terminal)  # fmt: skip
+        status = await self._report(pod, obs)
+        if status.get("phase") in ("Succeeded", "Failed"):
+            self._terminal[uid] = status["phase"]
+            await self._release(uid)
+            return None
+        return min(wake) if wake else None
+
+    async def _step(self, env: PodEnv, c: Obj, last: Attempt | None, waiting: dict[str, tuple[str, str]],
+                    wake: list[float]) -> None:  # fmt: skip
+        """Bring one container closer to running: start it, or restart it once its back-off allows."""
+        name = c["name"]
+        meta = env.pod["metadata"]
+        key = f"{meta['uid']}/{name}"
+        if last is not None and last.state == RUNNING:
+            return
+        if last is not None and last.state == "unknown":  # its shim is still starting: look again soon
+            wake.append(RELIST)
+            return
+        if last is not None and last.state == "created":
+            try:
+                await self.runtime.start(last.id)
+            except Exception as e:
+                waiting[name] = ("RunContainerError", str(e))
+                await self.runtime.remove(last.id)
+            return
+        attempt = 0
+        if last is not None:  # it exited (or is unknown): restart, after its back-off
+            finished = last.finished_at or time.time()
+            if self.backoff.in_backoff_since(key, finished):
+                delay = self.backoff.get(key)
+                msg = crash_loop_message(delay, name, meta["name"], meta["namespace"], meta["uid"])
+                waiting[name] = ("CrashLoopBackOff", msg)
+                event = backoff_event(delay, name)
+                await self.recorder.record(env.pod, type="Warning", reason="BackOff", message=event)
+                wake.append(max(self.backoff.remaining(key, finished), 0.1))
+                return
+            self.backoff.next(key, finished)
+            attempt = last.attempt + 1
+        failure = await self.starter.start(env, c, attempt, key)
+        if failure is not None:
+            waiting[name] = failure
+            remaining = self.starter.pull_backoff.remaining(key, time.time())
+            wake.append(remaining if remaining > 0 else RETRY)
+
+    async def _gc_attempts(self, attempts: list[Attempt]) -> None:
+        """Keep the newest two attempts of each container (the current one and the one lastState shows)."""
+        for name in {a.name for a in attempts}:
+            for old in latest(attempts, name)[2:]:
+                await self.runtime.remove(old.id)
+                attempts.remove(old)
+
+    # --- pieces -------------------------------------------------------------------------------
+    async def _sandbox(self, pod: Obj) -> Sandbox | str:
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        uid = meta["uid"]
+        try:
+            return self.runtime.sandbox(uid)
+        except SandboxNotFound:
+            pass
+        config = SandboxConfig(uid=uid, name=meta["name"], namespace=meta["namespace"],
+                               hostname=spec.get("hostname", ""), subdomain=spec.get("subdomain", ""))  # fmt: skip
+        try:
+            return await self.runtime.create_sandbox(config)
+        except Exception as e:
+            log.warning("pod %s/%s: creating its sandbox failed: %s", meta["namespace"], meta["name"], e)
+            await self.runtime.remove_sandbox(uid)
+            msg = f"Failed to create pod sandbox: {e}"
+            await self.recorder.record(pod, type="Warning", reason="FailedCreatePodSandBox", message=msg)
+            return msg
+
+    async def _context(self, pod: Obj, pod_ip: str) -> PodContext:
+        ns = pod["metadata"]["namespace"]
+        cms, secrets = referenced_objects(pod)
+        return PodContext(
+            configmaps={n: await self._get(resources.CONFIGMAPS, n, ns) for n in sorted(cms)},
+            secrets={n: await self._get(resources.SECRETS, n, ns) for n in sorted(secrets)},
+            node_name=self.node.name, host_ip=self.node.host_ip, pod_ip=pod_ip,
+            node_allocatable=self.node.allocatable,
+        )  # fmt: skip
+
+    async def _get(self, resource: resources.Resource, name: str, ns: str) -> Obj | None:
+        try:
+            return await self.client.get(resource, name, namespace=ns)
+        except errors.NotFound:
+            return None
+
+    async def _credentials(self, pod: Obj) -> Obj | None:
+        """The auths of the pod's imagePullSecrets, merged (a dockerconfigjson dict)."""
+        auths: Obj = {}
+        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            secret = await self._get(resources.SECRETS, ref.get("name", ""), pod["metadata"]["namespace"])
+            data = (secret or {}).get("data") or {}
+            for key in (".dockerconfigjson", ".dockercfg"):
+                if key in data:
+                    doc = json.loads(base64.b64decode(data[key]))
+                    auths.update(doc.get("auths", doc))
+        return {"auths": auths} if auths else None
+
+    async def _report(self, pod: Obj, obs: Observation) -> Obj:
+        uid = pod["metadata"]["uid"]
+        now = now_rfc3339()
+        base = dict(pod)
+        previous = self._last_status.get(uid)
+        if previous is not None:
+            base["status"] = {**(pod.get("status") or {}), "conditions": previous.get("conditions"),
+                              "startTime": previous.get("startTime")}  # fmt: skip
+        status = compute_status(base, obs, now=now)
+        if status != previous or _differs(status, pod.get("status") or {}):
+            try:
+                await self.client.patch(resources.PODS, pod["metadata"]["name"], {"status": status},
+                                        namespace=pod["metadata"]["namespace"], subresource="status")  # fmt: skip
+                self._last_status[uid] = status
+            except errors.NotFound:
+                pass
+        return status
+
+    async def _release(self, uid: str) -> None:
+        """A finished pod: its containers are stopped and its sandbox (and IP) returned; the status stays."""
+        if uid in self.runtime.list_sandboxes():
+            for info in await self.runtime.list():
+                if info.pod_uid == uid and info.state == ContainerState.RUNNING:
+                    await self.runtime.stop(info.id, MIN_GRACE)
+            await self.runtime.remove_sandbox(uid)
+
+    async def teardown(self, uid: str, grace: float) -> None:
+        """Stop every container of the pod (SIGTERM, SIGKILL after `grace`), remove sandbox and volumes."""
+        running = [i for i in await self.runtime.list() if i.pod_uid == uid and i.state == ContainerState.RUNNING]
+        await asyncio.gather(*(self.runtime.stop(i.id, grace) for i in running), return_exceptions=True)
+        await self.runtime.remove_sandbox(uid)
+        await teardown(pod_dir(self.node.state_dir, uid))
+        self.backoff.forget_prefix(f"{uid}/")
+        self.starter.forget(f"{uid}/")
+        self._last_status.pop(uid, None)
+        self._terminal.pop(uid, None)
+
+
+def _differs(status: Obj, current: Obj) -> bool:
+    return any(current.get(k) != v for k, v in status.items())
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
