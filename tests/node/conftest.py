@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import subprocess
 import uuid
@@ -71,8 +72,7 @@ def host_net_state() -> Iterator[None]:
     """At the end: drop the test bridge and the test cgroup parent.
 
     Not undone: net.ipv4.ip_forward, which the bridge plugin turns on for a gateway bridge; it is
-    node-wide and other pod networks on the machine may need it. hostPort rules are not exercised
-    here, so portmap's chains are never created.
+    node-wide and other pod networks on the machine may need it.
     """
     yield
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
@@ -84,6 +84,33 @@ def host_net_state() -> Iterator[None]:
                     os.rmdir(dirpath)
                 except OSError:
                     pass
+
+
+PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
+
+
+def _nat(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-t", "nat", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def portmap_cleanup() -> Iterator[None]:
+    """portmap leaves its top-level chains behind after the last DEL: drop them once unused.
+
+    They are unused when CNI-HOSTPORT-DNAT holds no per-pod jump (MASQ and SETMARK keep one fixed
+    rule each). If some other pod network on this machine still maps host ports, they all stay.
+    """
+    yield
+    dnat = _nat("-S", PORTMAP_CHAINS[0])
+    if dnat.returncode == 0 and dnat.stdout.strip() != f"-N {PORTMAP_CHAINS[0]}":
+        return
+    for rule in _nat("-S").stdout.splitlines():
+        if rule.startswith("-A ") and rule.split()[-2:] in ([["-j", c] for c in PORTMAP_CHAINS]):
+            if rule.split()[1] not in PORTMAP_CHAINS:
+                _nat("-D", *shlex.split(rule[3:]))
+    for chain in PORTMAP_CHAINS:
+        _nat("-F", chain)
+        _nat("-X", chain)
 
 
 @pytest.fixture

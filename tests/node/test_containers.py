@@ -141,6 +141,14 @@ async def test_a_new_runtime_finds_and_controls_running_containers(runtime: Runt
     assert (info.id, info.name, info.pod_uid, info.state) == (cid, "ticker", sandbox.uid, ContainerState.RUNNING)
     stats = await again.container_stats(cid)
     assert stats.memory_working_set_bytes > 0 and stats.cpu_usage_ns > 0
+    rotated = info.log_path.with_name("container.log.1")
+    info.log_path.rename(rotated)
+    again.reopen_log(cid)
+    for _ in range(100):
+        if info.log_path.exists() and info.log_path.stat().st_size > 0:
+            break
+        await asyncio.sleep(0.05)
     status = await again.stop(cid, grace_period=0)
     assert status.exit_code == 137
-    assert crilog.parse(info.log_path.read_bytes())[0].text == b"tick"
+    assert crilog.parse(rotated.read_bytes())[0].text == b"tick"
+    assert {e.text for e in crilog.parse(info.log_path.read_bytes())} == {b"tick"}

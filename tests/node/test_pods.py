@@ -3,16 +3,20 @@ isolation between pods, IPs freed and reused, and nothing left behind after tear
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
+import subprocess
 from pathlib import Path
 
 from skiff.node.runtime import crilog
 from skiff.node.runtime.cni import NetworkConfig
+from skiff.node.runtime.proc import run
 from skiff.node.runtime.runtime import Runtime
-from skiff.node.runtime.types import ContainerConfig, ContainerState, Sandbox
+from skiff.node.runtime.types import ContainerConfig, ContainerState, PortMapping, Sandbox
 from tests.node.conftest import BRIDGE, SUBNET, sandbox_config
 
+HOST_PORT = 31987
 WGET_RETRY = "for i in $(seq 50); do wget -q -O- {url} && exit 0; sleep 0.2; done; exit 1"
 
 
@@ -119,3 +123,37 @@ async def test_teardown_leaves_no_netns_cgroup_mount_or_rule(runtime: Runtime, b
     assert await runtime.runc.list_ids() == [] and runtime.cni.allocated_ips() == []
     with os.scandir("/run/netns") as entries:
         assert sandbox.netns.name not in [e.name for e in entries]
+
+
+def _host_address() -> str:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        address = line.split()[3].split("/")[0]
+        if ipaddress.ip_address(address) not in ipaddress.ip_network(SUBNET):
+            return address
+    raise AssertionError("no global IPv4 address on this host")
+
+
+async def test_host_port_reaches_the_pod(runtime: Runtime, busybox_rootfs: Path, portmap_cleanup: None) -> None:
+    sandbox = await runtime.create_sandbox(
+        sandbox_config(port_mappings=[PortMapping(host_port=HOST_PORT, container_port=8080)])
+    )
+    await start(runtime, sandbox, busybox_rootfs, "server", serve("hello-through-hostport"))
+    address = await asyncio.to_thread(_host_address)
+    body = b""
+    for _ in range(50):
+        try:
+            reader, writer = await asyncio.open_connection(address, HOST_PORT)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.write(b"GET /index.html HTTP/1.0\r\n\r\n")
+        body = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        if body:
+            break
+        await asyncio.sleep(0.2)
+    assert b"hello-through-hostport" in body
+    await runtime.remove_sandbox(sandbox.uid)
+    _, rules, _ = await run("iptables", "-t", "nat", "-S")
+    assert f"--dport {HOST_PORT}".encode() not in rules

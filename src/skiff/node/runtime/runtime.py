@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -246,6 +247,14 @@ class Runtime:
             if handle.pty_master is not None:
                 os.close(handle.pty_master)
         return ExecResult(exit_code=proc.returncode if proc.returncode is not None else -1, stdout=out, stderr=err)
+
+    def reopen_log(self, container_id: str) -> None:
+        """After the agent renamed the log file (rotation), make the shim write to a new one at its path."""
+        d = self._dir(container_id)
+        try:
+            os.kill(int((d / "shim.pid").read_text().strip()), signal.SIGUSR1)
+        except (OSError, ValueError) as exc:
+            raise ContainerNotFound(f"{container_id}: no running shim") from exc
 
     async def remove(self, container_id: str) -> None:
         """Kill if needed, delete from runc, unmount and delete its files and cgroup (idempotent)."""

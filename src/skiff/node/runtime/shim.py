@@ -11,6 +11,7 @@ An agent that restarts finds everything in the container's state directory:
 
     ready.json   {"pid": N, "created_at": T} once `runc create` succeeded, or {"error": "..."}
     exit.json    {"exit_code": N, "finished_at": T, "oom_killed": bool}
+    shim.pid     SIGUSR1 to it reopens the log file (after the agent has rotated it)
 
 Standard library only, so it starts fast.
 """
@@ -94,11 +95,21 @@ class Pump:
     """Copies the container's output fds into the CRI log file, line by line."""
 
     def __init__(self, log_path: str, streams: dict[int, str]) -> None:
+        self.log_path = log_path
         self.log = open(log_path, "ab", buffering=0)  # lives as long as the shim
         self.streams = dict(streams)
         self.rest = dict.fromkeys(streams, b"")
+        self.reopen = False
+        signal.signal(signal.SIGUSR1, self._ask_reopen)
+
+    def _ask_reopen(self, signum: int, frame: object) -> None:
+        self.reopen = True
 
     def step(self, timeout: float) -> None:
+        if self.reopen:  # the agent rotated the log (renamed it): continue in a new file at the path
+            self.reopen = False
+            self.log.close()
+            self.log = open(self.log_path, "ab", buffering=0)
         if not self.streams:
             time.sleep(timeout)
             return
