@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.admission_plugins.default_toleration_seconds import (
     NOT_READY,
     UNREACHABLE,
@@ -49,12 +48,3 @@ def test_default_tolerations_only_where_missing(tolerations: list[Obj], added: l
     assert spec.get("tolerations", [])[len(tolerations) :] == [
         {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds[key]} for key in added
     ]
-
-
-def test_admission_flags_come_from_the_environment() -> None:
-    assert AdmissionConfig.from_environment({}) == AdmissionConfig(300, 300)
-    env = {
-        "SKIFF_DEFAULT_NOT_READY_TOLERATION_SECONDS": "30",
-        "SKIFF_DEFAULT_UNREACHABLE_TOLERATION_SECONDS": "45",
-    }
-    assert AdmissionConfig.from_environment(env) == AdmissionConfig(30, 45)

@@ -4,11 +4,14 @@
 lifecycle in `serve.py`) and the API machinery (registry, generic store,
 watch cache). The caller opens and closes the storage backend; the app's
 startup hook starts the watch cache and makes sure the namespaces and the
-system PriorityClasses every cluster has exist.
+system PriorityClasses every cluster has exist, repairs the Service
+allocation records and creates the `kubernetes` Service.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import platform
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,6 +25,7 @@ from skiff.apiserver import content
 from skiff.apiserver.admission_plugins import AdmissionConfig, build_chain
 from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
+from skiff.apiserver.crd_controller import CRDController
 from skiff.apiserver.discovery import setup_discovery
 from skiff.apiserver.handlers import Rest
 from skiff.apiserver.metrics import setup_metrics
@@ -29,6 +33,9 @@ from skiff.apiserver.openapi import setup_openapi
 from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.priorityclass import ensure_system_priority_classes
 from skiff.apiserver.registry import Registry
+from skiff.apiserver.service_alloc import ServiceAllocators, ServiceNetworkConfig
+from skiff.apiserver.service_repair import ensure_kubernetes_service, repair, repair_loop
+from skiff.apiserver.service_strategy import attach as attach_service_allocators
 from skiff.apiserver.store import Store
 from skiff.apiserver.watchcache import WatchCache
 from skiff.storage.interface import Backend, StorageError, Unavailable
@@ -79,13 +86,13 @@ def create_app(
     middlewares: Iterable[Any] = (),
     compact_interval: float = DEFAULT_INTERVAL,
     admission: AdmissionConfig | None = None,
+    services: ServiceNetworkConfig | None = None,
 ) -> web.Application:
     """Build the API application over an opened storage backend.
 
     `middlewares` (authentication, then authorization) run after Status
     error shaping and before the REST handlers. `admission` holds the
-    admission plugins' flags (default: as `skiff server` left them in the
-    environment).
+    admission plugins' flags (default: Kubernetes' defaults).
     """
     app = web.Application(middlewares=[status_errors, *list(middlewares)], client_max_size=64 * 1024 * 1024)
     registry = Registry()
@@ -93,9 +100,12 @@ def create_app(
         registry.add(rt)
     cache = WatchCache(backend)
     store = Store(backend, registry, cache)  # consistent reads from the watch cache
-    store.admission_chain = build_chain(admission or AdmissionConfig.from_environment(), store, registry)
+    store.admission_chain = build_chain(admission or AdmissionConfig(), store, registry)
     compactor = Compactor(backend, compact_interval, on_compact=cache.mark_compacted)
+    allocators = ServiceAllocators(backend, services or ServiceNetworkConfig())  # cluster IPs and node ports
+    attach_service_allocators(registry, allocators)
     rest = Rest(store, registry, cache)
+    crds = CRDController(store, registry, cache)  # serves the kinds of CustomResourceDefinitions
     app[REGISTRY], app[STORE], app[CACHE] = registry, store, cache
     state: dict[str, Any] = {"ready": False}
 
@@ -103,11 +113,20 @@ def create_app(
         await cache.start()
         await ensure_namespaces(store, registry)
         await ensure_system_priority_classes(store, registry)
+        await repair(allocators, backend)  # free what a crash leaked before anything is allocated
+        await ensure_kubernetes_service(store, registry, allocators)
+        state["repair"] = asyncio.create_task(repair_loop(allocators, backend), name="service allocation repair")
+        await crds.start()
         compactor.start()
         state["ready"] = True
 
     async def on_cleanup(app: web.Application) -> None:
         state["ready"] = False
+        if "repair" in state:
+            state["repair"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state["repair"]
+        await crds.close()
         await compactor.close()
         await cache.close()
 

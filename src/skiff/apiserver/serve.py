@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import ipaddress
 import logging
 import signal
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api import errors
+from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.app import create_app
 from skiff.apiserver.auth import (
     REQUEST_ATTRIBUTES,
@@ -36,6 +38,7 @@ from skiff.apiserver.auth import (
     auth_middleware,
 )
 from skiff.apiserver.pki import PKIPaths, ensure_pki
+from skiff.apiserver.service_alloc import ServiceNetworkConfig
 from skiff.storage.factory import open_backend
 from skiff.storage.interface import StorageError
 
@@ -62,6 +65,8 @@ class ServerConfig:
     datastore_endpoint: str | None = None
     tls_sans: tuple[str, ...] = ()
     compact_interval: float = 300.0
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    services: ServiceNetworkConfig = field(default_factory=ServiceNetworkConfig)
 
 
 class ServerStartError(Exception):
@@ -127,6 +132,10 @@ async def serve(
             app = create_app(
                 backend=backend,
                 compact_interval=config.compact_interval,
+                admission=config.admission,
+                services=dataclasses.replace(
+                    config.services, advertise_address=config.bind_address, secure_port=config.port
+                ),
                 middlewares=[
                     # authentication, authorization and long-running tracking: one layer per request
                     auth_middleware(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from skiff import __version__
 
 if TYPE_CHECKING:
+    from skiff.apiserver.service_alloc import ServiceNetworkConfig
     from skiff.cli.components import ClusterOptions
 
 PROG = "skiff"
@@ -103,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help=f"tolerationSeconds of the {what}:NoExecute toleration added to every pod without one (default: 300)",
         )
+    server.add_argument(
+        "--service-cluster-ip-range",
+        metavar="CIDR",
+        default="10.43.0.0/16",
+        help="addresses Services get their cluster IPs from (default: 10.43.0.0/16)",
+    )
+    server.add_argument(
+        "--service-node-port-range",
+        metavar="RANGE",
+        default="30000-32767",
+        help="ports NodePort and LoadBalancer Services get their node ports from (default: 30000-32767)",
+    )
     server.add_argument(
         "--single-process",
         action="store_true",
@@ -294,11 +307,11 @@ def _port(value: str) -> int:
 def run_server(args: argparse.Namespace) -> int:
     import asyncio
 
+    from skiff.apiserver.admission_plugins import AdmissionConfig
     from skiff.apiserver.serve import ServerConfig, ServerStartError
     from skiff.cli.components import ComponentFailed, run_cluster
 
     _setup_logging(args.log_level)
-    _admission_flags_to_environment(args)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     sans = tuple(s.strip() for item in args.tls_san for s in item.split(",") if s.strip())
     config = ServerConfig(
@@ -308,6 +321,11 @@ def run_server(args: argparse.Namespace) -> int:
         datastore_endpoint=args.datastore_endpoint,
         tls_sans=sans,
         compact_interval=args.compact_interval,
+        admission=AdmissionConfig(
+            default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+        ),
+        services=_service_network(args),
     )
     try:
         asyncio.run(run_cluster(config, _cluster_options(args)))
@@ -319,12 +337,23 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admission_flags_to_environment(args: argparse.Namespace) -> None:
-    """The API server reads its admission flags from the environment (AdmissionConfig.from_environment)."""
-    from skiff.apiserver.admission_plugins import NOT_READY_ENV, UNREACHABLE_ENV
+def _service_network(args: argparse.Namespace) -> ServiceNetworkConfig:
+    """--service-cluster-ip-range and --service-node-port-range, checked before the server starts."""
+    from skiff.apiserver.ipalloc import ServiceIPRange
+    from skiff.apiserver.portalloc import NodePortRange
+    from skiff.apiserver.service_alloc import ServiceNetworkConfig
 
-    os.environ[NOT_READY_ENV] = str(args.default_not_ready_toleration_seconds)
-    os.environ[UNREACHABLE_ENV] = str(args.default_unreachable_toleration_seconds)
+    try:
+        ServiceIPRange.parse(args.service_cluster_ip_range)
+    except ValueError as e:
+        build_parser().error(f"--service-cluster-ip-range: {e}")
+    try:
+        NodePortRange.parse(args.service_node_port_range)
+    except ValueError as e:
+        build_parser().error(f"--service-node-port-range: {e}")
+    return ServiceNetworkConfig(
+        cluster_ip_range=args.service_cluster_ip_range, node_port_range=args.service_node_port_range
+    )
 
 
 def run_kubectl(args: list[str]) -> int:

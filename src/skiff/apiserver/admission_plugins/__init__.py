@@ -10,8 +10,6 @@ else.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +28,6 @@ __all__ = ["AdmissionConfig", "Attributes", "Chain", "Plugin", "build_chain", "f
 
 Obj = dict[str, Any]
 
-# `skiff server` hands its admission flags to the API server through these (see AdmissionConfig.from_environment)
-NOT_READY_ENV = "SKIFF_DEFAULT_NOT_READY_TOLERATION_SECONDS"
-UNREACHABLE_ENV = "SKIFF_DEFAULT_UNREACHABLE_TOLERATION_SECONDS"
-
-
 @dataclass(frozen=True)
 class AdmissionConfig:
     """The kube-apiserver flags admission plugins read."""
@@ -42,31 +35,43 @@ class AdmissionConfig:
     default_not_ready_toleration_seconds: int = DEFAULT_SECONDS
     default_unreachable_toleration_seconds: int = DEFAULT_SECONDS
 
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> AdmissionConfig:
-        """The flags `skiff server` parsed, as it left them in the environment (defaults where unset)."""
-        return cls(
-            default_not_ready_toleration_seconds=int(environ.get(NOT_READY_ENV) or DEFAULT_SECONDS),
-            default_unreachable_toleration_seconds=int(environ.get(UNREACHABLE_ENV) or DEFAULT_SECONDS),
-        )
-
 
 class StoredPriorityClasses:
-    """PriorityClasses read through the generic store (consistent reads from the watch cache)."""
+    """PriorityClasses read through the generic store (consistent reads from the watch cache).
+
+    Every pod create without a class name asks for the list (to find the
+    global default), so the decoded classes are kept per key and revision:
+    a create costs a freshness check, not a decode of every class.
+    """
 
     def __init__(self, store: Store, registry: Registry) -> None:
         rt = registry.get(GROUP, VERSION, PLURAL)
         assert rt is not None
         self.store, self.rt = store, rt
+        self._decoded: dict[str, tuple[int, Obj]] = {}
 
     async def get(self, name: str) -> Obj | None:
         kv = await self.store.read(self.rt.key(None, name))
         return objects.decode(self.rt, kv) if kv is not None else None
 
     async def list(self) -> list[Obj]:
-        listed = await self.store.list(self.rt, None, ListOptions())
-        items: list[Obj] = listed["items"]
-        return items
+        """The classes as of now, shared and read-only."""
+        cache = self.store.cache
+        kvs = cache.list_current(self.rt.prefix(None)) if cache is not None and await cache.wait_fresh() else None
+        if kvs is None:
+            listed = await self.store.list(self.rt, None, ListOptions())
+            items: list[Obj] = listed["items"]
+            return items
+        out = []
+        for kv in kvs:
+            memo = self._decoded.get(kv.key)
+            if memo is None or memo[0] != kv.mod_revision:
+                memo = self._decoded[kv.key] = (kv.mod_revision, objects.decode(self.rt, kv))
+            out.append(memo[1])
+        if len(self._decoded) > len(kvs):  # some were deleted
+            live = {kv.key for kv in kvs}
+            self._decoded = {k: v for k, v in self._decoded.items() if k in live}
+        return out
 
 
 def build_chain(config: AdmissionConfig, store: Store, registry: Registry) -> Chain:
