@@ -213,6 +213,19 @@ class Store:
         admission.validate(rt, obj, strategy.validate(obj))
         if chain is not None:
             await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
+        finish = await strategy.begin_create(obj, dry_run=opts.dry_run)
+        if finish is None:
+            return await self._store_new(rt, obj, opts, bool(generate))
+        stored = False
+        try:
+            result = await self._store_new(rt, obj, opts, bool(generate))
+            stored = True
+            return result
+        finally:
+            await finish(stored)
+
+    async def _store_new(self, rt: ResourceType, obj: Obj, opts: WriteOptions, generate: bool) -> Obj:
+        meta = obj["metadata"]
         for attempt in range(5):
             if opts.dry_run:
                 if await self.read(rt.key(meta.get("namespace"), meta["name"])) is not None:
@@ -335,6 +348,20 @@ class Store:
             admission.validate(rt, obj, strategy.validate_update(obj, old))
         if chain is not None:
             await chain.validate(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
+        finish = await strategy.begin_update(obj, old, dry_run=opts.dry_run) if subresource != "status" else None
+        if finish is None:
+            return await self._store_update(rt, kv, obj, old, opts)
+        stored = False
+        try:
+            result = await self._store_update(rt, kv, obj, old, opts)
+            stored = True
+            return result
+        finally:
+            await finish(stored)
+
+    async def _store_update(self, rt: ResourceType, kv: KeyValue, obj: Obj, old: Obj, opts: WriteOptions) -> Obj:
+        strategy = strategy_of(rt)
+        meta, old_meta = obj["metadata"], old["metadata"]
         if old_meta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
             if added:
@@ -358,6 +385,7 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and strategy.deletable_now(obj):
             deleted = await self.backend.delete(kv.key, kv.mod_revision)
             meta["resourceVersion"] = str(deleted.mod_revision)
+            await strategy.after_delete(obj)
             return obj
         new_kv = await self.backend.update(kv.key, objects.encode(rt, obj), kv.mod_revision)
         meta["resourceVersion"] = str(new_kv.mod_revision)

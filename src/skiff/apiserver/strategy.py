@@ -10,7 +10,7 @@ rules (pods, namespaces, deployments…) subclass it with a few lines.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from skiff.api import validation
@@ -18,6 +18,8 @@ from skiff.api.cron import CronError, load_time_zone, parse
 
 Obj = dict[str, Any]
 FieldErrors = list[tuple[str, str, str]]
+Finish = Callable[[bool], Awaitable[None]]
+"""Ends what a `begin_*` hook started: called with True once the write is stored, False if it failed."""
 
 
 def get_path(obj: Obj, dotted: str) -> Any:
@@ -102,6 +104,18 @@ class Strategy:
             if get_path(new, path) != get_path(old, path):
                 errors.append(("FieldValueInvalid", path, "field is immutable"))
         return errors
+
+    # --- storage hooks (Kubernetes' BeginCreate, BeginUpdate, AfterDelete) ----------------
+    async def begin_create(self, obj: Obj, *, dry_run: bool) -> Finish | None:
+        """Work that goes with storing a valid new object (Services allocate IPs and ports)."""
+        return None
+
+    async def begin_update(self, new: Obj, old: Obj, *, dry_run: bool) -> Finish | None:
+        """Work that goes with storing a valid update."""
+        return None
+
+    async def after_delete(self, obj: Obj) -> None:
+        """The object has been removed from storage."""
 
     # --- deletion -----------------------------------------------------------------------
     def refuse_delete(self, name: str) -> str | None:
