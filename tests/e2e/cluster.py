@@ -44,6 +44,7 @@ def kubectl_binary() -> str:
 class Server:
     data_dir: Path
     port: int = field(default_factory=free_port)
+    registry_port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -61,7 +62,8 @@ class Server:
         self.log_path = self.data_dir / "server.log"
         log = self.log_path.open("ab")
         cmd = [str(BIN / "skiff"), "server", "--data-dir", str(self.data_dir), "--port", str(self.port),
-               "--bind-address", "127.0.0.1", *self.extra_args]
+               "--bind-address", "127.0.0.1", "--registry-address", f"127.0.0.1:{self.registry_port}",
+               *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

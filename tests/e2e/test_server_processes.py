@@ -3,14 +3,17 @@
 A user sees: the cluster reconciles; a child that dies takes the server down
 with an error naming it (rather than a cluster that silently stops
 reconciling); the children never outlive the server, even a SIGKILLed one;
-`--single-process` keeps everything in one process.
+`--single-process` keeps everything in one process. The bundled image
+registry is another child and goes the same way.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,8 +142,40 @@ def test_single_process_runs_the_components_inside(tmp_path: Path) -> None:
     try:
         assert srv.proc is not None
         time.sleep(1)
-        assert not children(srv.proc.pid), children(srv.proc.pid)
+        components = [cmd for cmd in children(srv.proc.pid).values() if "skiff.cli.main" in cmd]
+        assert not components, components
         srv.kubectl("create", "deployment", "web", "--image=busybox", "--replicas=3")
         wait_replicas(srv, "web", 3)
     finally:
         assert srv.stop() == 0
+
+
+def registry_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def test_the_server_runs_an_image_registry_that_dies_with_it(server: Server) -> None:
+    assert registry_answers(server.registry_port)
+    assert (server.data_dir / "registry" / "storage").is_dir()
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while registry_answers(server.registry_port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not registry_answers(server.registry_port), "the registry outlived a SIGKILLed server"
+
+
+def test_a_taken_registry_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        srv = Server(tmp_path / "data", registry_port=taken.getsockname()[1])
+        with pytest.raises(RuntimeError) as failed:
+            srv.start()
+    assert srv.proc is not None and srv.proc.returncode == 1
+    message = str(failed.value)
+    assert "cannot start the registry on 127.0.0.1:" in message
+    assert "--registry-address" in message

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from skiff.lifetime import die_with_parent
+
 log = logging.getLogger("skiff")
 
-PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 15.0  # seconds a child gets to stop after SIGTERM before it is killed
 
 
@@ -40,11 +40,6 @@ class ChildSpec:
 def skiff_command(args: Sequence[str]) -> list[str]:
     """This same skiff, run by this same Python (no reliance on PATH or an installed script)."""
     return [sys.executable, "-m", "skiff.cli.main", *args]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ChildFailed(Exception):
@@ -62,7 +57,7 @@ async def supervise(children: Sequence[ChildSpec], stop: asyncio.Event) -> None:
             procs[child.name] = await asyncio.create_subprocess_exec(
                 *skiff_command(child.argv),
                 stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 process_group=0,
             )
             log.info("started %s (pid %d)", child.name, procs[child.name].pid)

@@ -1,9 +1,10 @@
 """Starting skiff's components, k3s-style, each gated on the one before it.
 
-`skiff server` runs the API server, then — once it accepts connections —
-the controller manager and the scheduler as clients of it (over HTTPS with
-the admin kubeconfig, like any client): as child processes (see
-`skiff.cli.children`), or inside the server with `--single-process`. Any component ending ends them all:
+`skiff server` runs the image registry and the API server, then — once the
+API server accepts connections — the controller manager and the scheduler
+as clients of it (over HTTPS with the admin kubeconfig, like any client):
+as child processes (see `skiff.cli.children`), or inside the server with
+`--single-process`. Any component ending ends them all:
 a broken controller manager stops the server instead of leaving a cluster
 that silently does nothing. `skiff controller-manager`, `skiff scheduler`
 and `skiff sim nodes` run one component alone against a kubeconfig.
@@ -38,6 +39,7 @@ class ClusterOptions:
     controller_flags: dict[str, float] = field(default_factory=dict)
     single_process: bool = False  # controllers and scheduler inside the server process, not as children
     log_level: str = "info"
+    registry_address: str | None = "127.0.0.1:5000"  # where the bundled image registry listens; None: none
 
 
 def controller_manager(opts: ClusterOptions) -> Component:
@@ -126,7 +128,27 @@ async def run_components(client: Client, stop: asyncio.Event, components: dict[s
 
 
 async def run_cluster(config: object, opts: ClusterOptions) -> None:
-    """The API server, then the controller manager and scheduler against it."""
+    """The image registry and the API server, then the controller manager and scheduler against it."""
+    from skiff.apiserver.serve import ServerConfig
+
+    assert isinstance(config, ServerConfig)
+    if opts.registry_address is None:
+        await _run_control_plane(config, opts)
+        return
+    from skiff.images.errors import ImageError
+    from skiff.images.registry import run_registry
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(run_registry(config.data_dir, opts.registry_address))
+        except ImageError as e:
+            raise ComponentFailed(
+                f"{e} (--registry-address HOST:PORT puts it elsewhere; --disable-registry runs none)"
+            ) from None
+        await _run_control_plane(config, opts)
+
+
+async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
     from skiff.apiserver.serve import ServerConfig, serve
 
     assert isinstance(config, ServerConfig)

@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="ports NodePort and LoadBalancer Services get their node ports from (default: 30000-32767)",
     )
     server.add_argument(
+        "--registry-address",
+        metavar="HOST:PORT",
+        default="127.0.0.1:5000",
+        help="where the bundled image registry (docker-registry) listens (default: 127.0.0.1:5000)",
+    )
+    server.add_argument(
+        "--disable-registry", action="store_true", help="run no image registry (images come from elsewhere)"
+    )
+    server.add_argument(
         "--single-process",
         action="store_true",
         help="run the controller manager and scheduler inside the server process instead of as child "
@@ -243,6 +252,7 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         leader_elect=getattr(args, "leader_elect", False),
         single_process=getattr(args, "single_process", False),
         log_level=getattr(args, "log_level", "info"),
+        registry_address=None if getattr(args, "disable_registry", True) else args.registry_address,
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),

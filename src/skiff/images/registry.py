@@ -31,6 +31,7 @@ import yaml
 from skiff.images.errors import RegistryError
 from skiff.images.reference import registry_host
 from skiff.images.tools import require
+from skiff.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ async def run_registry(data_dir: Path | str, address: str = DEFAULT_ADDRESS) -> 
             stdout=log_file,
             stderr=log_file,
             start_new_session=True,  # a Ctrl-C of the terminal reaches skiff, which stops it in order
+            preexec_fn=die_with_parent,  # and a SIGKILLed skiff leaves no registry holding the port
         )
     finally:
         log_file.close()
