@@ -466,12 +466,7 @@ def test_custom_objects_api_on_a_crd(api: client.ApiClient, ns: str) -> None:
     ext.create_custom_resource_definition(crd)
     try:
         body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
-        try:
-            created = _eventually(lambda: custom.create_namespaced_custom_object(group, "v1", ns, "widgets", body))
-        except ApiException as exc:
-            if exc.status == 404:
-                pytest.xfail("skiff does not serve the resources of CustomResourceDefinitions yet")
-            raise
+        created = _eventually(lambda: custom.create_namespaced_custom_object(group, "v1", ns, "widgets", body))
         assert created["spec"] == {"size": 3} and created["metadata"]["generation"] == 1
         got = custom.get_namespaced_custom_object(group, "v1", ns, "widgets", "w1")
         assert got["metadata"]["uid"] == created["metadata"]["uid"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from skiff.api import defaults, errors, schema, validation
+from skiff.api import defaults, errors, schema, structural, structural_defaults, validation
 from skiff.apiserver.registry import ResourceType
 
 if TYPE_CHECKING:
@@ -80,30 +80,45 @@ def default_and_validate_schema(rt: ResourceType, obj: Obj, opts: WriteOptions, 
     A strict error on a request body (create, update) carries the decoder's prefix
     `Deployment in version "v1" cannot be handled as a Deployment: `; on a patch it does not.
     """
+    structural_schema = rt.extra.get("structural")
     name = schema_name(rt)
-    if name is None:
+    if name is None and structural_schema is None:
         return
     if opts.field_validation not in ("Strict", "Warn", "Ignore", ""):
         raise errors.BadRequest(
             f'fieldValidation: Unsupported value: "{opts.field_validation}": '
             'supported values: "Ignore", "Strict", "Warn"'
         )
+    if structural_schema is not None:  # a custom resource: prune, report, default, then validate
+        _report_unknown(rt, obj, opts, structural_defaults.prune(obj, structural_schema), patched=patched)
+        structural_defaults.apply_defaults(obj, structural_schema)
+        found = structural.validate(obj, structural_schema)
+        if found:
+            raise invalid(rt, obj, found)
+        return
+    assert name is not None
     compiled = rt.extra.get("compiled_schema") or schema.compiled(name)
     result = schema.validate(obj, compiled, prune=opts.field_validation != "Strict")
     if result.decode_errors:
         raise errors.BadRequest(result.decode_message(rt.kind, rt.version))
-    if result.unknown:
-        described = [f'unknown field "{path}"' for path in result.unknown]
-        if opts.field_validation == "Strict":
-            message = "strict decoding error: " + ", ".join(described)
-            if not patched:
-                message = f'{obj["kind"]} in version "{rt.version}" cannot be handled as a {rt.kind}: {message}'
-            raise errors.BadRequest(message)
-        if opts.field_validation in ("Warn", ""):
-            opts.warnings.extend(described)
+    _report_unknown(rt, obj, opts, result.unknown, patched=patched)
     defaults.apply_defaults(rt.api_version, rt.kind, obj)
     if result.invalid:
         raise invalid(rt, obj, result.invalid)
+
+
+def _report_unknown(rt: ResourceType, obj: Obj, opts: WriteOptions, unknown: list[str], *, patched: bool) -> None:
+    """Unknown fields per fieldValidation: Strict refuses them (400), Warn warns, Ignore drops them silently."""
+    if not unknown:
+        return
+    described = [f'unknown field "{path}"' for path in unknown]
+    if opts.field_validation == "Strict":
+        message = "strict decoding error: " + ", ".join(described)
+        if not patched:
+            message = f'{obj["kind"]} in version "{rt.version}" cannot be handled as a {rt.kind}: {message}'
+        raise errors.BadRequest(message)
+    if opts.field_validation in ("Warn", ""):
+        opts.warnings.extend(described)
 
 
 def invalid(rt: ResourceType, obj: Obj, errs: list[tuple[str, str, str]]) -> errors.Invalid:

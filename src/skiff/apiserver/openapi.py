@@ -246,8 +246,13 @@ class _PathBuilder:
         }
         self.used: set[str] = {META + n for n in ("Status", "Patch", "DeleteOptions", "APIResourceList")}
 
-    def op(self, path: str, name: str, op_id: str, gvk: tuple[str, str, str], schema: str | None) -> None:
-        """Add operation `name` (a key of OPERATIONS) on `path`, for objects of `schema`."""
+    def op(
+        self, path: str, name: str, op_id: str, gvk: tuple[str, str, str], schema: str | None, *, custom: bool = False
+    ) -> None:
+        """Add operation `name` (a key of OPERATIONS) on `path`, for objects of `schema`.
+
+        A custom resource's PATCH does not offer strategic merge: kubectl then builds merge patches for it.
+        """
         method, action, _verb, params, body, codes = OPERATIONS[name]
         if schema:
             self.used.add(schema)
@@ -265,7 +270,8 @@ class _PathBuilder:
             op["parameters"] = _params(params)
         if body:
             bodies = {"patch": META + "Patch", "object": schema, "delete": META + "DeleteOptions"}
-            types = [f"application/{t}" for t in PATCH_TYPES] if body == "patch" else ["*/*"]
+            patch_types = [t for t in PATCH_TYPES if not (custom and t.startswith("strategic"))]
+            types = [f"application/{t}" for t in patch_types] if body == "patch" else ["*/*"]
             op["requestBody"] = {"content": _content(bodies[body], types), "required": body != "delete"}
         self.paths.setdefault(path, {})[method] = op
 
@@ -275,6 +281,7 @@ class _PathBuilder:
         item = base + "/{name}"
         scoped = ("Namespaced" if ns else "") + rt.kind
         gvk = (rt.group, rt.version, rt.kind)
+        custom = bool(rt.extra.get("custom"))
         for name, (_m, _a, verb, *_rest) in OPERATIONS.items():
             if verb not in rt.verbs:
                 continue
@@ -287,7 +294,8 @@ class _PathBuilder:
             elif name == "deleteCollection":
                 self.op(base, name, f"delete{self.ident}Collection{scoped}", gvk, schema)
             else:
-                self.op(base if name == "create" else item, name, f"{name}{self.ident}{scoped}", gvk, schema)
+                op_id = f"{name}{self.ident}{scoped}"
+                self.op(base if name == "create" else item, name, op_id, gvk, schema, custom=custom)
         for path, named in ((base, False), (item, True)):
             if path in self.paths:
                 self.paths[path]["parameters"] = _path_params(ns, named)
@@ -298,7 +306,7 @@ class _PathBuilder:
             sub_gvk, sub_schema = (target[:3], target[3]) if target else (gvk, schema)
             for name in names:
                 op_id = f"{name}{self.ident}{scoped}{sub[:1].upper()}{sub[1:]}"
-                self.op(f"{item}/{sub}", name, op_id, sub_gvk, sub_schema)
+                self.op(f"{item}/{sub}", name, op_id, sub_gvk, sub_schema, custom=custom)
             self.paths[f"{item}/{sub}"]["parameters"] = _path_params(ns, True)
 
 

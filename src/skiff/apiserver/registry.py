@@ -51,7 +51,7 @@ class ResourceType:
 
     @property
     def list_kind(self) -> str:
-        return self.kind + "List"
+        return str(self.extra.get("list_kind") or self.kind + "List")
 
     @property
     def group_resource(self) -> str:
