@@ -60,11 +60,11 @@ async def test_restarted_allocator_sees_every_allocation(backend: Backend) -> No
 async def test_requested_ip_and_release(backend: Backend) -> None:
     alloc = IPAllocator(backend, ServiceIPRange.parse("10.43.0.0/16"))
     await alloc.allocate("10.43.0.5", owner(1))
-    with pytest.raises(Allocated, match="^provided IP is already allocated$"):
+    with pytest.raises(Allocated, match=r"^provided IP is already allocated$"):
         await alloc.allocate("10.43.0.5", owner(2))
     with pytest.raises(Allocated):
         await alloc.allocate("10.43.0.5", owner(2), dry_run=True)
-    with pytest.raises(NotInRange, match="^provided IP 10.44.0.5 is not in the valid range$"):
+    with pytest.raises(NotInRange, match=r"^provided IP 10\.44\.0\.5 is not in the valid range$"):
         await alloc.allocate("10.44.0.5", owner(2))
     await alloc.release("10.43.0.5", "uid-2")  # not its owner: kept
     with pytest.raises(Allocated):
@@ -85,9 +85,9 @@ async def test_node_ports(backend: Backend) -> None:
     ports = await asyncio.gather(*(alloc.allocate_next(owner(i)) for i in range(50)))
     assert len(set(ports)) == 50 and all(30000 <= p <= 32767 for p in ports)
     await alloc.allocate(30001, owner(100))
-    with pytest.raises(Allocated, match="^provided port is already allocated$"):
+    with pytest.raises(Allocated, match=r"^provided port is already allocated$"):
         await alloc.allocate(30001, owner(101))
-    with pytest.raises(NotInRange, match="The range of valid ports is 30000-32767$"):
+    with pytest.raises(NotInRange, match=r"The range of valid ports is 30000-32767$"):
         await alloc.allocate(40000, owner(101))
 
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from skiff.apiserver.ipalloc import ServiceIPRange, decode_record, encode_record, range_offset
 from skiff.apiserver.allocation import Owner
+from skiff.apiserver.ipalloc import ServiceIPRange, decode_record, encode_record, range_offset
 from skiff.apiserver.portalloc import NodePortRange
 from skiff.apiserver.portalloc import range_offset as port_range_offset
 
@@ -108,7 +108,5 @@ def test_node_port_bands_and_message() -> None:
     order = [int(p) for p in r.dynamic_candidates(random.Random(7))]
     assert sorted(order) == list(range(30000, 32768))
     assert all(p >= 30086 for p in order[: 2768 - 86])
-    assert str(r.not_in_range()) == (
-        "provided port is not in the valid range. The range of valid ports is 30000-32767"
-    )
+    assert str(r.not_in_range()) == ("provided port is not in the valid range. The range of valid ports is 30000-32767")
     assert not r.contains(29999) and r.contains(30000) and r.contains(32767) and not r.contains(32768)

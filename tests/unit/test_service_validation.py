@@ -39,39 +39,68 @@ def test_valid_services() -> None:
     [
         ({"ports": []}, "spec.ports: Required value"),
         ({"ports": [{"port": 0}]}, "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"),
-        ({"ports": [{"port": 70000}]}, "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"),
-        ({"ports": [{"port": 80, "protocol": "ICMP"}]},
-         'spec.ports[0].protocol: Unsupported value: "ICMP": supported values: "SCTP", "TCP", "UDP"'),
+        (
+            {"ports": [{"port": 70000}]},
+            "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            {"ports": [{"port": 80, "protocol": "ICMP"}]},
+            'spec.ports[0].protocol: Unsupported value: "ICMP": supported values: "SCTP", "TCP", "UDP"',
+        ),
         ({"ports": [{"port": 80, "name": "a"}, {"port": 81}]}, "spec.ports[1].name: Required value"),
         ({"ports": [{"port": 80, "name": "a"}, {"port": 81, "name": "a"}]}, 'spec.ports[1].name: Duplicate value: "a"'),
-        ({"ports": [{"port": 80, "name": "a"}, {"port": 80, "name": "b"}]},
-         'spec.ports[1]: Duplicate value: {"port":80,"protocol":"TCP"}'),
-        ({"ports": [{"port": 80, "targetPort": "http_x"}]},
-         'spec.ports[0].targetPort: Invalid value: "http_x": must contain only alpha-numeric characters (a-z, 0-9), '
-         "and hyphens (-)"),
-        ({"ports": [{"port": 80, "targetPort": "8080"}]},
-         'spec.ports[0].targetPort: Invalid value: "8080": must contain at least one letter (a-z)'),
-        ({"ports": [{"port": 80, "targetPort": 70000}]},
-         "spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
-        ({"type": "Bogus"},
-         'spec.type: Unsupported value: "Bogus": supported values: "ClusterIP", "ExternalName", "LoadBalancer", '
-         '"NodePort"'),
+        (
+            {"ports": [{"port": 80, "name": "a"}, {"port": 80, "name": "b"}]},
+            'spec.ports[1]: Duplicate value: {"port":80,"protocol":"TCP"}',
+        ),
+        (
+            {"ports": [{"port": 80, "targetPort": "http_x"}]},
+            'spec.ports[0].targetPort: Invalid value: "http_x": must contain only alpha-numeric characters (a-z, 0-9), '
+            "and hyphens (-)",
+        ),
+        (
+            {"ports": [{"port": 80, "targetPort": "8080"}]},
+            'spec.ports[0].targetPort: Invalid value: "8080": must contain at least one letter (a-z)',
+        ),
+        (
+            {"ports": [{"port": 80, "targetPort": 70000}]},
+            "spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            {"type": "Bogus"},
+            'spec.type: Unsupported value: "Bogus": supported values: "ClusterIP", "ExternalName", "LoadBalancer", '
+            '"NodePort"',
+        ),
         ({"type": "ExternalName"}, "spec.externalName: Required value"),
-        ({"type": "NodePort", "clusterIP": "None"},
-         'spec.clusterIPs[0]: Invalid value: "None": may not be set to \'None\' for NodePort services'),
-        ({"ports": [{"port": 80, "nodePort": 30001}]},
-         "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"),
-        ({"clusterIP": "10.43.0.300"},
-         'spec.clusterIPs[0]: Invalid value: "10.43.0.300": must be a valid IP address, (e.g. 10.9.8.7 or '
-         "2001:db8::ffff)"),
-        ({"clusterIPs": ["10.43.0.5"]},
-         'spec.clusterIPs: Invalid value: ["10.43.0.5"]: must be empty when `clusterIP` is not specified'),
-        ({"externalTrafficPolicy": "Cluster"},
-         'spec.externalTrafficPolicy: Invalid value: "Cluster": may only be set for externally-accessible services'),
-        ({"sessionAffinity": "Sticky"},
-         'spec.sessionAffinity: Unsupported value: "Sticky": supported values: "ClientIP", "None"'),
-        ({"externalIPs": ["127.0.0.1"]},
-         'spec.externalIPs[0]: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)'),
+        (
+            {"type": "NodePort", "clusterIP": "None"},
+            "spec.clusterIPs[0]: Invalid value: \"None\": may not be set to 'None' for NodePort services",
+        ),
+        (
+            {"ports": [{"port": 80, "nodePort": 30001}]},
+            "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'",
+        ),
+        (
+            {"clusterIP": "10.43.0.300"},
+            'spec.clusterIPs[0]: Invalid value: "10.43.0.300": must be a valid IP address, (e.g. 10.9.8.7 or '
+            "2001:db8::ffff)",
+        ),
+        (
+            {"clusterIPs": ["10.43.0.5"]},
+            'spec.clusterIPs: Invalid value: ["10.43.0.5"]: must be empty when `clusterIP` is not specified',
+        ),
+        (
+            {"externalTrafficPolicy": "Cluster"},
+            'spec.externalTrafficPolicy: Invalid value: "Cluster": may only be set for externally-accessible services',
+        ),
+        (
+            {"sessionAffinity": "Sticky"},
+            'spec.sessionAffinity: Unsupported value: "Sticky": supported values: "ClientIP", "None"',
+        ),
+        (
+            {"externalIPs": ["127.0.0.1"]},
+            'spec.externalIPs[0]: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)',
+        ),
         ({"selector": {"app": "-bad-"}}, "spec.selector: Invalid value"),
     ],
     ids=lambda v: str(v)[:40] if isinstance(v, dict) else "",

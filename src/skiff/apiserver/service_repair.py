@@ -36,7 +36,7 @@ from skiff.api import errors
 from skiff.apiserver.allocation import Owner, Record, Records
 from skiff.apiserver.hostinfo import host_addresses
 from skiff.apiserver.options import WriteOptions
-from skiff.apiserver.registry import Registry
+from skiff.apiserver.registry import Registry, ResourceType
 from skiff.apiserver.service_alloc import ServiceAllocators, held_cluster_ips, held_node_ports, owner_of
 from skiff.apiserver.store import Store
 from skiff.storage.interface import Backend
@@ -164,7 +164,7 @@ async def ensure_kubernetes_service(store: Store, registry: Registry, allocators
         await store.create(rt, "default", body, WriteOptions())
         log.info("created Service default/kubernetes at %s", allocators.ip.range.kubernetes_ip)
     except errors.AlreadyExists:
-        pass
+        await _reconcile_ports(store, rt, body["spec"]["ports"])
     except errors.StatusError as e:
         log.warning("cannot create Service default/kubernetes: %s", e)
         return
@@ -185,6 +185,15 @@ async def ensure_kubernetes_service(store: Store, registry: Registry, allocators
         ("discovery.k8s.io", "v1", "endpointslices", slice_, "endpoints"),
     ):
         await _put(store, registry, (group, version, plural), obj, field)
+
+
+async def _reconcile_ports(store: Store, rt: ResourceType, ports: list[Obj]) -> None:
+    """The server's port may have changed since the Service was created: point it at the current one."""
+    with contextlib.suppress(errors.StatusError):
+        current = await store.get(rt, "default", KUBERNETES)
+        if current.get("spec", {}).get("ports") != ports:
+            current["spec"]["ports"] = ports
+            await store.update(rt, "default", KUBERNETES, current, WriteOptions())
 
 
 async def _put(store: Store, registry: Registry, gvr: tuple[str, str, str], obj: Obj, field: str) -> None:
