@@ -1,0 +1,197 @@
+"""A real node agent for end-to-end tests: a registry with the busybox image, `skiff agent` as a process,
+and a cleanup that leaves no container, mount, network namespace, bridge or cgroup behind.
+
+The agent runs on a test-only pod CIDR, bridge, netns prefix and cgroup parent, so it never
+touches the host's pod network (nor the runtime tests', on 10.199.0.0/24).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skiff.images.recipes import ensure_builtin_image
+from skiff.images.registry import registry_config
+from tests.e2e.cluster import BIN, Server, free_port, node_ready
+
+NODE = "e2e-agent"
+POD_CIDR = "10.199.42.0/24"
+BRIDGE = "skagent0"
+NETNS_PREFIX = "skagent-"
+CGROUP_PARENT = "skiffagenttest"
+
+
+def missing_requirements() -> str | None:
+    if os.geteuid() != 0:
+        return "the node agent needs root"
+    for tool in ("runc", "ip", "iptables", "docker-registry", "skopeo", "umoci", "mount"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    if not Path("/usr/lib/cni/bridge").exists() and not Path("/opt/cni/bin/bridge").exists():
+        return "needs the CNI plugins"
+    return None
+
+
+@dataclass
+class Registry:
+    host: str
+    proc: subprocess.Popen[bytes]
+    busybox: str = ""
+
+    @classmethod
+    def start(cls, data_dir: Path, timeout: float = 20.0) -> Registry:
+        host = f"127.0.0.1:{free_port()}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = data_dir / "config.yml"
+        config.write_text(yaml.safe_dump(registry_config(data_dir / "storage", host)))
+        with (data_dir / "registry.log").open("ab") as log:
+            proc = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        reg = cls(host=host, proc=proc)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    reg.stop()
+                    raise RuntimeError(f"registry not ready: {(data_dir / 'registry.log').read_text()}") from None
+                time.sleep(0.1)
+        reg.busybox = str(asyncio.run(ensure_builtin_image("busybox", host)))
+        return reg
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class AgentNode:
+    server: Server
+    state_dir: Path
+    registry: Registry
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+
+    def start(self, timeout: float = 30.0) -> AgentNode:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.state_dir.parent / "agent.log"
+        cmd = [str(BIN / "skiff"), "agent", "--kubeconfig", str(self.server.kubeconfig), "--node-name", NODE,
+               "--pod-cidr", POD_CIDR, "--bridge", BRIDGE, "--netns-prefix", NETNS_PREFIX,
+               "--cgroup-parent", CGROUP_PARENT, "--state-dir", str(self.state_dir),
+               "--registry", self.registry.host]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"skiff agent exited with {self.proc.returncode}:\n{self.logs()}")
+            out = self.server.kubectl("get", "node", NODE, "-o", "json", check=False)
+            if out.returncode == 0 and node_ready(json.loads(out.stdout)) == "True":
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"node {NODE} not Ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    # --- what a node leaves behind --------------------------------------------------------
+    def runc_ids(self) -> list[str]:
+        root = self.state_dir / "runtime" / "runc"
+        if not root.is_dir():
+            return []
+        out = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
+        return out.stdout.split()
+
+    def netns(self) -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        return [line.split()[0] for line in out.splitlines() if line.startswith(NETNS_PREFIX)]
+
+    def mounts(self) -> list[str]:
+        prefix = str(self.state_dir.resolve()) + "/"
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+    def processes(self, marker: str) -> list[int]:
+        """Host pids whose command line contains `marker` (container processes are visible from the host)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if marker in cmdline:
+                    found.append(int(entry.name))
+        return found
+
+    def nat_rules(self) -> list[str]:
+        """iptables NAT rules naming the test pod CIDR (the bridge plugin's masquerade chains)."""
+        out = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+        net = POD_CIDR.rsplit(".", 1)[0] + "."
+        return [line for line in out.splitlines() if net in line]
+
+    def leftovers(self) -> dict[str, Any]:
+        found = {"runc": self.runc_ids(), "netns": self.netns(), "mounts": self.mounts(), "nat": self.nat_rules()}
+        return {k: v for k, v in found.items() if v}
+
+    def cleanup(self) -> None:
+        """Remove whatever the agent left, by force: containers, namespaces, mounts, bridge, cgroups."""
+        self.stop()
+        root = self.state_dir / "runtime" / "runc"
+        for cid in self.runc_ids():
+            subprocess.run(["runc", "--root", str(root), "kill", "--all", cid, "KILL"], capture_output=True)
+            subprocess.run(["runc", "--root", str(root), "delete", "-f", cid], capture_output=True)
+        for ns in self.netns():
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        for point in self.mounts():
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+        for base in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
+            parent = base / CGROUP_PARENT
+            if parent.is_dir():
+                dirs = sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+                for d in [*dirs, parent]:  # deepest first; cgroupfs removes a directory with its control files
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+
+
+def wait_for(fn: Any, timeout: float = 60.0, interval: float = 0.3, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

@@ -1,0 +1,253 @@
+"""The node agent end to end: a real `skiff server`, `skiff agent` on runc, images from a real registry.
+
+Pods are bound by setting `spec.nodeName` (the server runs without its scheduler). Each test has
+its own namespace. The module's fixtures remove every container, mount, network namespace, the
+test bridge and cgroups at the end, even when a test fails; the last test checks that the agent
+itself left nothing behind once its pods were deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.agent_node import NODE, POD_CIDR, AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.cluster import Server
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = Registry.start(tmp_path_factory.mktemp("agent-registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("agent-server"), extra_args=["--disable-scheduler"]).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
+    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("agent") / "state", registry=registry)
+    try:
+        yield node.start()
+    finally:
+        node.cleanup()
+
+
+@pytest.fixture
+def ns(cluster: Server, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = "agent-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+
+
+def apply(cluster: Server, ns: str, *docs: dict[str, Any]) -> None:
+    for doc in docs:
+        if doc.get("kind") == "Pod":
+            doc.setdefault("spec", {})["nodeName"] = NODE
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def get_pod(cluster: Server, ns: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(cluster.kubectl("get", "pod", name, "-n", ns, "-o", "json").stdout)
+    return out
+
+
+def pod(name: str, image: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    container = {"name": "c", "image": image, "command": command, **spec.pop("container", {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [container], "terminationGracePeriodSeconds": 5, **spec}}  # fmt: skip
+
+
+def condition(p: dict[str, Any], type_: str) -> str:
+    return next((c["status"] for c in (p.get("status") or {}).get("conditions") or [] if c["type"] == type_), "")
+
+
+def container_state(p: dict[str, Any], index: int = 0, key: str = "containerStatuses") -> dict[str, Any]:
+    statuses = (p.get("status") or {}).get(key) or []
+    return statuses[index] if len(statuses) > index else {}
+
+
+def log_file(agent: AgentNode, p: dict[str, Any], container: str = "c", attempt: int = 0) -> Path:
+    uid: str = p["metadata"]["uid"]
+    return agent.state_dir / "pods" / uid / "logs" / container / f"{attempt}.log"
+
+
+def test_busybox_pod_runs_ready_with_ip_configmap_volume_and_env(
+    cluster: Server, agent: AgentNode, registry: Registry, ns: str
+) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "site"},
+          "data": {"index.html": "hello from a configMap\n", "greeting": "hi"}}  # fmt: skip
+    web = pod(
+        "web", registry.busybox,
+        ["sh", "-c", "echo GREETING=$(GREETING) POD=$POD_NAME IP=$POD_IP; exec httpd -f -p 8080 -h /www"],
+        container={
+            "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "volumeMounts": [{"name": "site", "mountPath": "/www"}],
+        },
+        volumes=[{"name": "site", "configMap": {"name": "site"}}],
+    )  # fmt: skip
+    apply(cluster, ns, cm, web)
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "web")) and condition(q, "Ready") == "True" and q,
+                 what="web Ready")  # fmt: skip
+    status = p["status"]
+    assert status["phase"] == "Running"
+    ip = status["podIP"]
+    assert ip.startswith(POD_CIDR.rsplit(".", 1)[0] + ".") and status["podIPs"] == [{"ip": ip}]
+    assert {c["type"] for c in status["conditions"]} >= {"PodScheduled", "Initialized", "ContainersReady", "Ready",
+                                                         "PodReadyToStartContainers"}  # fmt: skip
+    cs = container_state(p)
+    assert cs["ready"] and cs["started"] and cs["restartCount"] == 0 and "running" in cs["state"]
+    assert cs["containerID"].startswith("runc://") and "@sha256:" in cs["imageID"]
+    wide = cluster.kubectl("get", "pod", "web", "-n", ns, "-o", "wide").stdout
+    assert ip in wide and NODE in wide and "Running" in wide and "1/1" in wide
+    with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=10) as resp:
+        assert resp.read() == b"hello from a configMap\n"
+    log = wait_for(lambda: log_file(agent, p).exists() and log_file(agent, p).read_text(), what="the log")
+    assert f"GREETING=hi POD=web IP={ip}" in log
+
+
+def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,
+                                                   ns: str) -> None:  # fmt: skip
+    apply(cluster, ns, pod("crash", registry.busybox, ["sh", "-c", "echo crashing; exit 3"]))
+
+    def looping() -> dict[str, Any] | None:
+        p = get_pod(cluster, ns, "crash")
+        waiting = container_state(p).get("state", {}).get("waiting") or {}
+        return p if waiting.get("reason") == "CrashLoopBackOff" and container_state(p)["restartCount"] >= 2 else None
+
+    p = wait_for(looping, timeout=60, what="CrashLoopBackOff with 2 restarts")
+    cs = container_state(p)
+    uid = p["metadata"]["uid"]
+    assert cs["state"]["waiting"]["message"].startswith("back-off ")
+    assert cs["state"]["waiting"]["message"].endswith(f"restarting failed container=c pod=crash_{ns}({uid})")
+    assert cs["lastState"]["terminated"]["exitCode"] == 3 and cs["lastState"]["terminated"]["reason"] == "Error"
+    assert p["status"]["phase"] == "Running" and condition(p, "Ready") == "False"
+    assert "CrashLoopBackOff" in cluster.kubectl("get", "pod", "crash", "-n", ns).stdout
+    first = cs["restartCount"]
+    wait_for(lambda: container_state(get_pod(cluster, ns, "crash"))["restartCount"] > first, timeout=60,
+             what="one more restart after the back-off")  # fmt: skip
+
+
+def test_completed_pods_with_restart_never(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:
+    ok = pod(
+        "ok",
+        registry.busybox,
+        ["sh", "-c", "echo done"],
+        restartPolicy="Never",
+        initContainers=[{"name": "init", "image": registry.busybox, "command": ["sh", "-c", "echo init"]}],
+    )
+    bad_init = pod(
+        "bad-init",
+        registry.busybox,
+        ["true"],
+        restartPolicy="Never",
+        initContainers=[{"name": "init", "image": registry.busybox, "command": ["sh", "-c", "exit 7"]}],
+    )
+    apply(cluster, ns, ok, bad_init)  # fmt: skip
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "ok"))["status"].get("phase") == "Succeeded" and q,
+                 what="ok Succeeded")  # fmt: skip
+    assert container_state(p)["state"]["terminated"]["reason"] == "Completed"
+    assert container_state(p, key="initContainerStatuses")["state"]["terminated"]["reason"] == "Completed"
+    assert condition(p, "Initialized") == "True" and condition(p, "Ready") == "False"
+    assert "Completed" in cluster.kubectl("get", "pod", "ok", "-n", ns).stdout
+    q = wait_for(lambda: (r := get_pod(cluster, ns, "bad-init"))["status"].get("phase") == "Failed" and r,
+                 what="bad-init Failed")  # fmt: skip
+    assert container_state(q, key="initContainerStatuses")["state"]["terminated"]["exitCode"] == 7
+    assert condition(q, "Initialized") == "False"
+    assert container_state(q)["state"]["waiting"]["reason"] == "PodInitializing"
+
+
+def test_bad_image_and_missing_configmap_show_kubernetes_reasons(
+    cluster: Server, agent: AgentNode, registry: Registry, ns: str
+) -> None:
+    apply(
+        cluster,
+        ns,
+        pod("badimg", f"{registry.host}/no-such-image:v1", ["true"]),
+        pod(
+            "nocm",
+            registry.busybox,
+            ["true"],
+            container={"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]},
+        ),
+    )
+
+    def reason(name: str, *wanted: str) -> Any:
+        p = get_pod(cluster, ns, name)
+        waiting = container_state(p).get("state", {}).get("waiting") or {}
+        return waiting if waiting.get("reason") in wanted else None
+
+    pulled = wait_for(lambda: reason("badimg", "ErrImagePull", "ImagePullBackOff"), what="ErrImagePull")
+    assert "manifest unknown" in pulled["message"]
+    backoff = wait_for(lambda: reason("badimg", "ImagePullBackOff"), timeout=30, what="ImagePullBackOff")
+    assert "manifest unknown" in backoff["message"] and "Back-off pulling image" in backoff["message"]
+    nocm = wait_for(lambda: reason("nocm", "CreateContainerConfigError"), what="CreateContainerConfigError")
+    assert nocm["message"] == 'configmap "absent" not found'
+    assert get_pod(cluster, ns, "badimg")["status"]["phase"] == "Pending"
+    events = cluster.kubectl("get", "events", "-n", ns).stdout
+    assert "Failed" in events and "no-such-image" in events
+
+
+def test_deleting_a_pod_stops_its_processes_and_removes_it(
+    cluster: Server, agent: AgentNode, registry: Registry, ns: str
+) -> None:
+    marker = "skiff-e2e-delete-marker"
+    apply(cluster, ns, pod("doomed", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {marker}"],
+                           terminationGracePeriodSeconds=2))  # fmt: skip
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "doomed")) and condition(q, "Ready") == "True" and q,
+                 what="doomed Ready")  # fmt: skip
+    uid = p["metadata"]["uid"]
+    assert agent.processes(marker), "the container's process is visible from the host"
+    assert any(uid in n for n in agent.netns())
+    cluster.kubectl("delete", "pod", "doomed", "-n", ns, "--wait=true", "--timeout=60s")
+    assert cluster.kubectl("get", "pod", "doomed", "-n", ns, check=False).returncode != 0
+    wait_for(lambda: not agent.processes(marker), timeout=10, what="the process to end")
+    assert not any(uid in n for n in agent.netns())
+    assert not (agent.state_dir / "pods" / uid).exists()
+
+
+def test_agent_restart_keeps_running_pods(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:
+    marker = "skiff-e2e-steady-marker"
+    apply(cluster, ns, pod("steady", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {marker}"]))
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "steady")) and condition(q, "Ready") == "True" and q,
+                 what="steady Ready")  # fmt: skip
+    before = container_state(p)["containerID"]
+    pids = agent.processes(marker)
+    assert pids
+    agent.stop()
+    assert agent.processes(marker) == pids, "stopping the agent leaves its containers running"
+    agent.start()
+    # a pod started by the new agent proves it syncs; steady's worker had its turn before (initial list)
+    apply(cluster, ns, pod("after", registry.busybox, ["sleep", "3600"]))
+    wait_for(lambda: condition(get_pod(cluster, ns, "after"), "Ready") == "True", what="after Ready")
+    q = get_pod(cluster, ns, "steady")
+    assert container_state(q)["containerID"] == before and container_state(q)["restartCount"] == 0
+    assert condition(q, "Ready") == "True"
+    assert agent.processes(marker) == pids
+
+
+def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:
+    """Runs last: once every pod is gone the agent has removed all its containers, namespaces and mounts."""
+    listing = json.loads(cluster.kubectl("get", "pods", "-A", "--field-selector",
+                                         f"spec.nodeName={NODE}", "-o", "json").stdout)  # fmt: skip
+    for item in listing["items"]:
+        meta = item["metadata"]
+        cluster.kubectl("delete", "pod", meta["name"], "-n", meta["namespace"], "--wait=true", "--timeout=60s")
+    wait_for(lambda: not agent.leftovers(), timeout=30, what="no leftovers")
+    assert not list((agent.state_dir / "pods").iterdir())
