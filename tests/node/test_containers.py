@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -152,3 +155,78 @@ async def test_a_new_runtime_finds_and_controls_running_containers(runtime: Runt
     assert status.exit_code == 137
     assert crilog.parse(rotated.read_bytes())[0].text == b"tick"
     assert {e.text for e in crilog.parse(info.log_path.read_bytes())} == {b"tick"}
+
+
+AGENT = """
+import asyncio, json, sys, uuid
+from pathlib import Path
+from skiff.node.runtime.cni import NetworkConfig
+from skiff.node.runtime.runtime import Runtime
+from skiff.node.runtime.types import ContainerConfig, SandboxConfig
+
+async def main(state, rootfs, bridge, subnet, parent, prefix):
+    rt = Runtime(state_dir=Path(state), network=NetworkConfig(name="skifftest", bridge=bridge, subnet=subnet,
+                 state_dir=Path(state) / "cni"), cgroup_parent=parent, netns_prefix=prefix)
+    sandbox = await rt.create_sandbox(SandboxConfig(uid=str(uuid.uuid4()), name="survivor", namespace="default"))
+    config = ContainerConfig(name="ticker", args=["sh", "-c", "while true; do echo tick; sleep 0.1; done"])
+    cid = await rt.create_container(sandbox, config, Path(rootfs))
+    await rt.start(cid)
+    print(json.dumps({"id": cid, "uid": sandbox.uid}), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_containers_outlive_a_killed_agent(runtime: Runtime, busybox_rootfs: Path) -> None:
+    from tests.node.conftest import BRIDGE, CGROUP_PARENT, NETNS_PREFIX, SUBNET
+
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", AGENT, str(runtime.state_dir), str(busybox_rootfs), BRIDGE, SUBNET, CGROUP_PARENT,
+        NETNS_PREFIX, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        made = json.loads(await asyncio.wait_for(agent.stdout.readline(), 60))  # type: ignore[union-attr]
+    finally:
+        agent.kill()
+        await agent.wait()
+    assert agent.returncode == -signal.SIGKILL
+    [info] = await runtime.list()
+    assert (info.id, info.pod_uid, info.state) == (made["id"], made["uid"], ContainerState.RUNNING)
+    size = info.log_path.stat().st_size
+    await asyncio.sleep(0.5)
+    assert info.log_path.stat().st_size > size  # the shim still writes the log
+    assert runtime.sandbox(made["uid"]).name == "survivor"
+    status = await runtime.stop(info.id, grace_period=0)
+    assert (status.state, status.exit_code) == (ContainerState.EXITED, 137)
+
+
+async def test_resources_reach_the_cgroup_and_are_enforced(runtime: Runtime, busybox_rootfs: Path) -> None:
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    limits = Resources(cpu_request_milli=250, cpu_limit_milli=500, memory_limit_bytes=48 * MiB, pids_limit=20)
+    forks = "sleep 1; for i in $(seq 40); do sleep 100 & done; echo forked; sleep 100"
+    cid = await runtime.create_container(
+        sandbox, ContainerConfig(name="limited", args=["sh", "-c", forks], resources=limits), busybox_rootfs
+    )
+    await runtime.start(cid)
+    cg, path = runtime.cgroups, runtime.cgroups.container_path(sandbox.uid, cid)
+
+    def read(controller: str, name: str) -> str:
+        return (cg.controller_dir(path, controller) / name).read_text().strip()
+
+    if cg.version == 1:
+        assert (read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us")) == ("50000", "100000")
+        assert read("cpu", "cpu.shares") == "256" and read("memory", "memory.limit_in_bytes") == str(48 * MiB)
+    else:
+        assert read("cpu", "cpu.max") == "50000 100000" and read("memory", "memory.max") == str(48 * MiB)
+    assert read("pids", "pids.max") == "20"
+    pod = await runtime.pod_stats(sandbox.uid)
+    assert pod.memory_usage_bytes > 0 and pod.cpu_usage_ns > 0
+    log_path = next(i.log_path for i in await runtime.list() if i.id == cid)
+    for _ in range(100):
+        text = b"\n".join(e.text for e in crilog.parse(log_path.read_bytes()))
+        if b"fork" in text:
+            break
+        await asyncio.sleep(0.1)
+    assert b"can't fork" in text or b"Resource temporarily unavailable" in text, text
+    assert int(read("pids", "pids.current")) <= 20

@@ -101,12 +101,16 @@ class Runc:
         if code != 0 and b"does not exist" not in err:
             raise RuncError(err.decode(errors="replace").strip())
 
-    async def list_ids(self) -> list[str]:
+    async def list_states(self) -> dict[str, dict[str, Any]]:
+        """Every container runc knows, id -> its state (status, pid...), in one call."""
         if not self.root.exists():
-            return []
+            return {}
         _, out, _ = await self._run("list", "--format", "json")
         items = json.loads(out or b"null") or []
-        return [str(item["id"]) for item in items]
+        return {str(item["id"]): item for item in items}
+
+    async def list_ids(self) -> list[str]:
+        return sorted(await self.list_states())
 
     async def exec_process(
         self, container_id: str, argv: list[str], *, tty: bool = False, env: dict[str, str] | None = None,

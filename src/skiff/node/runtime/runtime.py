@@ -54,11 +54,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _alive(pid_file: Path) -> bool:
+    """Is the process in `pid_file` running? A zombie is not: the shim's reaper may be slow to reap."""
     try:
-        os.kill(int(pid_file.read_text().strip()), 0)
-    except (OSError, ValueError):
+        pid = int(pid_file.read_text().strip())
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, ValueError, IndexError):
         return False
-    return True
 
 
 def _read_pty(master: int) -> bytes:
@@ -165,7 +167,10 @@ class Runtime:
         meta["started_at"] = time.time()
         self._write_meta(d, meta)
 
-    async def status(self, container_id: str) -> ContainerStatus:
+    async def status(
+        self, container_id: str, *, runc_states: dict[str, dict[str, Any]] | None = None
+    ) -> ContainerStatus:
+        """The container's state; `runc_states` (from one `runc list`) saves a `runc state` call."""
         d = self._dir(container_id)
         meta = self._meta(container_id)
         common: dict[str, Any] = {"id": ContainerId(container_id), "created_at": meta["created_at"],
@@ -174,7 +179,12 @@ class Runtime:
         if exit_info is not None:
             return self._exited(common, exit_info)
         ready = _read_json(d / "ready.json")
-        state = await self.runc.state(container_id) if ready else None
+        if not ready:
+            state = None
+        elif runc_states is not None:
+            state = runc_states.get(container_id)
+        else:
+            state = await self.runc.state(container_id)
         status = state.get("status") if state else None
         pid = int(state["pid"]) if state and state.get("pid") else None
         if status == "created":
@@ -275,14 +285,16 @@ class Runtime:
             await asyncio.to_thread(self.cgroups.remove, cgroups_path)
 
     async def list(self) -> list[ContainerInfo]:
+        """Every container on disk with its state, for the agent to reconcile with (e.g. after a restart)."""
         out = []
         names = sorted(os.listdir(self.containers_dir)) if self.containers_dir.is_dir() else []
+        runc_states = await self.runc.list_states() if names else {}
         for name in names:
             meta = _read_json(self.containers_dir / name / "meta.json")
             if meta is None:
                 continue
             try:
-                state = (await self.status(name)).state
+                state = (await self.status(name, runc_states=runc_states)).state
             except ContainerNotFound:
                 continue
             out.append(ContainerInfo(id=ContainerId(name), pod_uid=meta["pod_uid"], name=meta["name"],
