@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from skiff.cli.image import run_image
 
         return run_image(parsed)
+    if parsed.command == "dns":
+        from skiff.cli.dns import run_dns_command
+
+        return run_dns_command(parsed)
     build_parser().print_help(sys.stderr)
     return 2
 
@@ -188,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     from skiff.cli.agent import add_agent_parser
 
     add_agent_parser(commands)
+
+    from skiff.cli.dns import add_dns_parser
+
+    add_dns_parser(commands)
     commands.add_parser(
         "kubectl",
         help="run kubectl against this cluster (all further arguments go to kubectl)",

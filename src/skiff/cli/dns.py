@@ -1,0 +1,73 @@
+"""`skiff dns`: run the cluster DNS server alone against a server.
+
+Parsing and process plumbing only; the server is `skiff.dns.run_dns`,
+imported lazily. `skiff.cli.main` registers the subcommand with
+`add_dns_parser` and hands parsed arguments to `run_dns_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DEFAULT_LISTEN = "127.0.0.1:10053"
+
+
+def add_dns_parser(commands: Any) -> None:
+    dns = commands.add_parser(
+        "dns",
+        help="run the cluster DNS server (Services and Pods by name; other names forwarded)",
+        description="Answer <svc>.<ns>.svc.<domain>, SRV and pod names from the server's Services and "
+        "EndpointSlices; forward other names to upstream resolvers.",
+    )
+    dns.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig of the server (default: $KUBECONFIG)")
+    dns.add_argument("--listen", action="append", default=[], metavar="ADDR:PORT",
+                     help=f"UDP and TCP address to serve (repeatable; default: {DEFAULT_LISTEN})")  # fmt: skip
+    dns.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN", help="default: cluster.local")
+    dns.add_argument("--upstream", action="append", default=[], metavar="ADDR[:PORT]",
+                     help="resolver for other names (repeatable; default: /etc/resolv.conf nameservers)")  # fmt: skip
+    dns.add_argument("--ttl", type=int, default=5, metavar="SECONDS", help="TTL of the answers (default: 5)")
+    dns.add_argument("--pods", choices=("insecure", "verified", "disabled"), default="insecure",
+                     help="<a-b-c-d>.<ns>.pod names: for any address, for existing pods only, or none "
+                     "(default: insecure, as kubeadm's CoreDNS)")  # fmt: skip
+    dns.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`ADDR:PORT` or `[V6]:PORT`."""
+    from skiff.dns import parse_upstream
+
+    if ":" not in text.replace("[", "").replace("]", "") or (text.count(":") > 1 and not text.startswith("[")):
+        raise ValueError(f"--listen {text!r}: expected ADDR:PORT")
+    return parse_upstream(text)
+
+
+def run_dns_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from skiff.cli.components import ComponentFailed, run_alone
+    from skiff.client import Client, KubeconfigError, ServerUnreachable
+    from skiff.dns import parse_upstream, run_dns
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
+    try:
+        listen = [parse_listen(x) for x in args.listen or [DEFAULT_LISTEN]]
+        upstreams = [parse_upstream(x) for x in args.upstream] or None
+    except ValueError as e:
+        print(f"skiff: error: {e}", file=sys.stderr)
+        return 2
+
+    async def component(client: Client, stop: asyncio.Event) -> None:
+        await run_dns(client, stop, listen, args.cluster_domain, upstreams, ttl=args.ttl, pods=args.pods)
+
+    try:
+        asyncio.run(run_alone(args.kubeconfig, component))
+    except (KubeconfigError, ServerUnreachable, ComponentFailed, OSError) as e:
+        print(f"skiff: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
