@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -230,3 +231,37 @@ async def test_resources_reach_the_cgroup_and_are_enforced(runtime: Runtime, bus
         await asyncio.sleep(0.1)
     assert b"can't fork" in text or b"Resource temporarily unavailable" in text, text
     assert int(read("pids", "pids.current")) <= 20
+
+
+async def test_the_image_rootfs_is_never_written(runtime: Runtime, busybox_rootfs: Path) -> None:
+    config = ContainerConfig(name="w", args=["sh", "-c", "echo changed > /etc/passwd && touch /new && rm /bin/ls"])
+    before = (busybox_rootfs / "etc/passwd").read_text()
+    assert (await run_once(runtime, busybox_rootfs, config))[0] == 0
+    assert (busybox_rootfs / "etc/passwd").read_text() == before
+    assert not (busybox_rootfs / "new").exists() and (busybox_rootfs / "bin/ls").is_symlink()
+
+
+async def test_copy_when_overlay_cannot_mount(runtime: Runtime, busybox_rootfs: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "image,with-a-comma"  # a comma ends overlay's lowerdir= option: the mount fails
+    await asyncio.to_thread(shutil.copytree, busybox_rootfs, odd, symlinks=True)
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    cid = await runtime.create_container(sandbox, ContainerConfig(name="c", args=["sh", "-c", "touch /x; ls /x"]), odd)
+    assert (runtime.containers_dir / cid / "rootfs.kind").read_text() == "copy"
+    await runtime.start(cid)
+    assert (await runtime.wait(cid, 30)).exit_code == 0
+    assert not (odd / "x").exists()
+    await runtime.remove(cid)
+    assert not (runtime.containers_dir / cid).exists() and (odd / "bin/busybox").exists()
+
+
+async def test_a_created_container_can_be_stopped_and_removed_unstarted(runtime: Runtime, busybox_rootfs: Path) -> None:
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    cid = await runtime.create_container(sandbox, ContainerConfig(name="c", args=["echo", "never"]), busybox_rootfs)
+    assert (await runtime.status(cid)).state == ContainerState.CREATED
+    status = await runtime.stop(cid, grace_period=5)
+    assert status.state == ContainerState.EXITED and status.started_at is None
+    log_path = next(i.log_path for i in await runtime.list() if i.id == cid)
+    assert b"never" not in log_path.read_bytes()
+    await runtime.remove(cid)
+    await runtime.remove(cid)  # idempotent
+    assert await runtime.list() == [] and await runtime.runc.list_ids() == []
