@@ -242,6 +242,11 @@ def test_unknown_fields_strict_warn_and_pruned(server: Server, group: str, ns: s
     code, created, headers = server.raw("POST", path, json.loads(body))
     assert code == 201 and created["spec"] == {"size": 1, "color": "red"}  # pruned, defaulted
     assert 'unknown field \\"spec.shape\\"' in headers.get("Warning", "")
+    sent = json.loads(widget(group, "extra3", {"size": 1}))
+    sent["metadata"]["junk"] = True
+    code, created, headers = server.raw("POST", path, sent)
+    assert code == 201 and "junk" not in created["metadata"]
+    assert 'unknown field \\"metadata.junk\\"' in headers.get("Warning", "")
     server.kubectl("apply", "-n", ns, "--validate=false", "-f", "-", input=widget(group, "extra2", body and
                    {"size": 1, "shape": "square"}))  # fmt: skip
     assert get_json(server, f"widgets.{group}", "extra2", "-n", ns)["spec"] == {"size": 1, "color": "red"}

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from skiff.apiserver.options import WriteOptions
 
 Obj = dict[str, Any]
+OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 
 def _private_copy(body: Obj) -> Obj:
@@ -90,7 +91,12 @@ def default_and_validate_schema(rt: ResourceType, obj: Obj, opts: WriteOptions, 
             'supported values: "Ignore", "Strict", "Warn"'
         )
     if structural_schema is not None:  # a custom resource: prune, report, default, then validate
-        _report_unknown(rt, obj, opts, structural_defaults.prune(obj, structural_schema), patched=patched)
+        meta = schema.validate(obj["metadata"], schema.compiled(OBJECT_META), prune=True)
+        if meta.decode_errors:
+            raise errors.BadRequest(meta.decode_message(rt.kind, rt.version))
+        unknown = [f"metadata.{path}" for path in meta.unknown]
+        unknown += structural_defaults.prune(obj, structural_schema)
+        _report_unknown(rt, obj, opts, unknown, patched=patched)
         structural_defaults.apply_defaults(obj, structural_schema)
         found = structural.validate(obj, structural_schema)
         if found:
