@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from skiff.node.runtime import crilog
+from skiff.node.runtime.runc import resize_tty
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.types import ContainerConfig, ContainerState, Mount, Resources
 from tests.node.conftest import sandbox_config
@@ -162,6 +163,7 @@ AGENT = """
 import asyncio, json, sys, uuid
 from pathlib import Path
 from skiff.node.runtime.cni import NetworkConfig
+from skiff.node.runtime.runc import resize_tty
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.types import ContainerConfig, SandboxConfig
 
@@ -265,3 +267,29 @@ async def test_a_created_container_can_be_stopped_and_removed_unstarted(runtime:
     await runtime.remove(cid)
     await runtime.remove(cid)  # idempotent
     assert await runtime.list() == [] and await runtime.runc.list_ids() == []
+
+
+async def test_exec_tty_size_and_resize(runtime: Runtime, busybox_rootfs: Path) -> None:
+    sandbox = await runtime.create_sandbox(sandbox_config())
+    cid = await runtime.create_container(sandbox, ContainerConfig(name="c", args=["sleep", "1000"]), busybox_rootfs)
+    await runtime.start(cid)
+    script = ["sh", "-c", "stty size; sleep 1; stty size"]
+    handle = await runtime.exec_process(cid, script, tty=True, tty_size=(40, 100))
+    assert handle.pty_master is not None
+    try:
+        first = await asyncio.to_thread(os.read, handle.pty_master, 1024)
+        resize_tty(handle.pty_master, 50, 120)
+        rest = b""
+        while b"50 120" not in rest:
+            try:
+                chunk = await asyncio.wait_for(asyncio.to_thread(os.read, handle.pty_master, 1024), 10)
+            except OSError:
+                break
+            if not chunk:
+                break
+            rest += chunk
+    finally:
+        await asyncio.wait_for(handle.process.wait(), 10)
+        os.close(handle.pty_master)
+    assert first.strip() == b"40 100" and rest.strip() == b"50 120"
+    assert handle.process.returncode == 0

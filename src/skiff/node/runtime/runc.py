@@ -7,9 +7,12 @@ outlive the agent; everything else (start, state, kill, delete, exec) calls runc
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import struct
 import sys
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +117,14 @@ class Runc:
 
     async def exec_process(
         self, container_id: str, argv: list[str], *, tty: bool = False, env: dict[str, str] | None = None,
-        cwd: str | None = None,
+        cwd: str | None = None, tty_size: tuple[int, int] | None = None,
     ) -> ExecHandle:
         """Start `runc exec` in the foreground; runc's exit code is the process's.
 
         Without `tty`: pipes for stdin, stdout and stderr. With `tty`, runc allocates a pty in the
         container and copies between it and its own terminal, which is a pty made here: read and
-        write `pty_master` (the process's own pipes are then None).
+        write `pty_master` (the process's own pipes are then None). `tty_size` (rows, columns) is the
+        terminal's size at start; `resize_tty` changes it later (runc passes it on to the container).
         """
         args = ["exec", *(["--tty"] if tty else [])]
         for key, value in (env or {}).items():
@@ -132,9 +136,12 @@ class Runc:
             pipe = asyncio.subprocess.PIPE
             return ExecHandle(await asyncio.create_subprocess_exec(*command, stdin=pipe, stdout=pipe, stderr=pipe))
         master, slave = os.openpty()
+        if tty_size:
+            resize_tty(slave, *tty_size)
         try:
+            # runc's terminal is its controlling tty, so that a resize reaches it as SIGWINCH
             proc = await asyncio.create_subprocess_exec(
-                *command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+                *command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=_take_ctty
             )
         except BaseException:
             os.close(master)
@@ -142,6 +149,15 @@ class Runc:
         finally:
             os.close(slave)
         return ExecHandle(proc, master)
+
+
+def _take_ctty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def resize_tty(fd: int, rows: int, columns: int) -> None:
+    """Set the window size of the pty behind `fd` (an exec's `pty_master`)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 @dataclass

@@ -232,10 +232,15 @@ class Runtime:
         await self.runc.kill(container_id, "KILL", all_processes=True)
         return await self.wait(container_id, 30.0)
 
-    async def exec_process(self, container_id: str, argv: list[str], *, tty: bool = False) -> ExecHandle:
-        """A process in the running container, for streaming exec (pipes, or a pty master with `tty`)."""
+    async def exec_process(
+        self, container_id: str, argv: list[str], *, tty: bool = False, tty_size: tuple[int, int] | None = None
+    ) -> ExecHandle:
+        """A process in the running container, for streaming exec (pipes, or a pty master with `tty`).
+
+        Resize its terminal with `skiff.node.runtime.runc.resize_tty(handle.pty_master, rows, cols)`.
+        """
         self._dir(container_id)
-        return await self.runc.exec_process(container_id, argv, tty=tty)
+        return await self.runc.exec_process(container_id, argv, tty=tty, tty_size=tty_size)
 
     async def exec(
         self, container_id: str, argv: list[str], *, stdin: bytes | None = None, tty: bool = False,
