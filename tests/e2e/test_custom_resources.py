@@ -191,6 +191,11 @@ def test_a_clashing_kind_is_not_accepted(server: Server, group: str) -> None:
         assert conditions["Established"]["status"] == "False"
         code, _, _ = server.raw("GET", f"/apis/{group}/v1/gizmos")
         assert code == 404
+        # once the CRD holding the kind is gone, the other one gets it
+        server.kubectl("delete", "crd", f"widgets.{group}", timeout=30)
+        server.kubectl("wait", "--for=condition=Established", f"crd/gizmos.{group}", "--timeout=20s")
+        code, listed, _ = server.raw("GET", f"/apis/{group}/v1/gizmos")
+        assert code == 200 and listed["kind"] == "GizmoList"
     finally:
         server.kubectl("delete", "crd", f"gizmos.{group}", check=False)
 

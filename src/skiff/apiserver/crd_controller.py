@@ -104,10 +104,19 @@ class CRDController:
                 continue
             name = ev.key.rsplit("/", 1)[-1]
             if ev.type == "DELETE":
-                self.crds.pop(name, None)
+                gone = self.crds.pop(name, None)
+                if gone is None and ev.prev_value:
+                    gone = objects.loads(ev.prev_value)
+                group = ((gone or {}).get("spec") or {}).get("group")
             else:
                 self.crds[name] = objects.loads(ev.value)
+                group = (self.crds[name].get("spec") or {}).get("group")
             self._enqueue(name)
+            # names another CRD of the group gave up or changed may now be free for those that wanted them
+            for other, crd in self.crds.items():
+                if other != name and (crd.get("spec") or {}).get("group") == group:
+                    if not condition_true(crd, "NamesAccepted"):
+                        self._enqueue(other)
 
     def _enqueue(self, name: str) -> None:
         if name not in self._queued:
