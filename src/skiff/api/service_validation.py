@@ -304,6 +304,15 @@ def _policy_errors(spec: Obj) -> FieldErrors:
         errs.append(required("spec.externalTrafficPolicy"))
     elif external not in TRAFFIC_POLICIES:
         errs.append(not_supported("spec.externalTrafficPolicy", external, TRAFFIC_POLICIES))
+    health = spec.get("healthCheckNodePort") or 0
+    if health and not (spec.get("type") == "LoadBalancer" and external == "Local"):
+        errs.append(
+            invalid(
+                "spec.healthCheckNodePort",
+                health,
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            )
+        )
     internal = spec.get("internalTrafficPolicy")
     if internal is None:
         if spec.get("type") in ("ClusterIP", "NodePort", "LoadBalancer"):

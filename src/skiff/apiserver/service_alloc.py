@@ -75,6 +75,12 @@ def held_cluster_ips(svc: Obj) -> list[str]:
     return [ip for ip in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []) if ip]
 
 
+def needs_health_check(svc: Obj) -> bool:
+    """apiservice.NeedsHealthCheck: a LoadBalancer that keeps traffic on the node it arrives at."""
+    spec = svc.get("spec") or {}
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
 def held_node_ports(svc: Obj) -> set[int]:
     """collectServiceNodePorts: every node port number of the Service."""
     spec = svc.get("spec") or {}
@@ -187,6 +193,8 @@ class ServiceAllocators:
             await self._alloc_cluster_ips(svc, txn)
             if needs_node_port(svc):
                 await self._init_node_ports(svc, txn)
+            if needs_health_check(svc):
+                await self._alloc_health_check_port(svc, txn)
         except BaseException:
             await txn.finish(False)
             raise
@@ -260,6 +268,22 @@ class ServiceAllocators:
                 else:
                     await self._claim_port(svc, txn, i, requested)
 
+    async def _alloc_health_check_port(self, svc: Obj, txn: Transaction) -> None:
+        """allocHealthCheckNodePort: the requested port, else a free one."""
+        spec = svc["spec"]
+        requested = int(spec.get("healthCheckNodePort") or 0)
+        if requested:
+            try:
+                await self.ports.allocate(requested, owner_of(svc), dry_run=txn.dry_run)
+            except AllocationError as e:
+                raise errors.InternalError(
+                    f"failed to allocate requested HealthCheck NodePort {requested}: {e}"
+                ) from None
+            if not txn.dry_run:
+                txn.ports.append(requested)
+        else:
+            spec["healthCheckNodePort"] = await self._next_port(svc, txn)
+
     # ------------------------------------------------------------------ update
     async def allocate_update(self, svc: Obj, old: Obj, *, dry_run: bool) -> Transaction:
         errs = self.init_ip_family_fields(svc, old)
@@ -275,6 +299,7 @@ class ServiceAllocators:
                 txn.deferred_ports.extend(sorted(held_node_ports(old)))
             if needs_node_port(svc):
                 await self._update_node_ports(svc, old, txn)
+            await self._update_health_check_port(svc, old, txn)
         except BaseException:
             await txn.finish(False)
             raise
@@ -302,6 +327,21 @@ class ServiceAllocators:
             seen.add(key)
         if needs_node_port(old):
             txn.deferred_ports.extend(sorted(old_numbers - held_node_ports(svc)))
+
+    async def _update_health_check_port(self, svc: Obj, old: Obj, txn: Transaction) -> None:
+        """updateHealthCheckNodePort: allocated on becoming LoadBalancer/Local, released on leaving it."""
+        before, after = needs_health_check(old), needs_health_check(svc)
+        old_port = int((old.get("spec") or {}).get("healthCheckNodePort") or 0)
+        if not before and after:
+            await self._alloc_health_check_port(svc, txn)
+        elif before and not after:
+            if old_port and old_port not in held_node_ports(svc) and old_port not in txn.deferred_ports:
+                txn.deferred_ports.append(old_port)
+        elif before and after and int(svc["spec"].get("healthCheckNodePort") or 0) != old_port:
+            msg = "cannot change healthCheckNodePort on loadBalancer service with externalTraffic=Local during update"
+            raise invalid_service(
+                svc, [invalid("spec.healthCheckNodePort", svc["spec"].get("healthCheckNodePort"), msg)]
+            )
 
     # ------------------------------------------------------------------ delete
     async def release_service(self, svc: Obj) -> None:

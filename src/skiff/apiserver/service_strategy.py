@@ -23,6 +23,7 @@ from skiff.apiserver.service_alloc import (
     ServiceAllocators,
     held_node_ports,
     needs_cluster_ip,
+    needs_health_check,
     needs_node_port,
 )
 from skiff.apiserver.strategy import FieldErrors, Finish, Strategy
@@ -69,6 +70,9 @@ def patch_allocated_values(new: Obj, old: Obj) -> None:
                 value = by_name.get(port.get("name", ""), 0)
                 if value and value not in used:
                     port["nodePort"] = value
+    if needs_health_check(old) and needs_health_check(new) and not spec.get("healthCheckNodePort"):
+        if old_spec.get("healthCheckNodePort"):
+            spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
 
 
 def drop_type_dependent_fields(new: Obj, old: Obj) -> None:
@@ -90,6 +94,9 @@ def drop_type_dependent_fields(new: Obj, old: Obj) -> None:
             for port in spec.get("ports") or []:
                 if isinstance(port, dict):
                     port.pop("nodePort", None)
+    if needs_health_check(old) and not needs_health_check(new):
+        if spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort"):
+            spec.pop("healthCheckNodePort", None)
     if old_spec.get("type") == "LoadBalancer" and spec.get("type") != "LoadBalancer":
         if spec.get("allocateLoadBalancerNodePorts") == old_spec.get("allocateLoadBalancerNodePorts"):
             spec.pop("allocateLoadBalancerNodePorts", None)
