@@ -37,6 +37,7 @@ from skiff.apiserver.auth import (
     TokenFile,
     auth_middleware,
 )
+from skiff.apiserver.ipalloc import ServiceIPRange
 from skiff.apiserver.pki import PKIPaths, ensure_pki
 from skiff.apiserver.service_alloc import ServiceNetworkConfig
 from skiff.storage.factory import open_backend
@@ -190,7 +191,8 @@ def _tune_gc() -> None:
 async def _prepare_credentials(
     config: ServerConfig, data_dir: Path, server_url: str
 ) -> tuple[PKIPaths, ssl.SSLContext]:
-    extra_sans = list(config.tls_sans)
+    # the kubernetes Service's address in the configured range (pki adds the default range's)
+    extra_sans = [*config.tls_sans, ServiceIPRange.parse(config.services.cluster_ip_range).kubernetes_ip]
     if config.bind_address.strip() not in ("", "0.0.0.0", "::"):
         extra_sans.append(config.bind_address.strip())
     try:
