@@ -86,23 +86,30 @@ def log_file(agent: AgentNode, p: dict[str, Any], container: str = "c", attempt:
     return agent.state_dir / "pods" / uid / "logs" / container / f"{attempt}.log"
 
 
-def test_busybox_pod_runs_ready_with_ip_configmap_volume_and_env(
+def test_busybox_pod_runs_ready_with_ip_volumes_and_env(
     cluster: Server, agent: AgentNode, registry: Registry, ns: str
 ) -> None:
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "site"},
           "data": {"index.html": "hello from a configMap\n", "greeting": "hi"}}  # fmt: skip
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"token": "t0ken"}}
+    script = (
+        "echo GREETING=$(GREETING) POD=$POD_NAME IP=$POD_IP SECRET=`cat /creds/token`;"
+        " echo MOUNTS=`grep -E ' /(creds|cache) ' /proc/mounts | cut -d' ' -f2,3 | sort | tr '\\n' ,`;"
+        " exec httpd -f -p 8080 -h /www"
+    )
     web = pod(
-        "web", registry.busybox,
-        ["sh", "-c", "echo GREETING=$(GREETING) POD=$POD_NAME IP=$POD_IP; exec httpd -f -p 8080 -h /www"],
+        "web", registry.busybox, ["sh", "-c", script],
         container={
             "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}}},
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-            "volumeMounts": [{"name": "site", "mountPath": "/www"}],
+            "volumeMounts": [{"name": "site", "mountPath": "/www"}, {"name": "creds", "mountPath": "/creds"},
+                             {"name": "cache", "mountPath": "/cache"}],
         },
-        volumes=[{"name": "site", "configMap": {"name": "site"}}],
+        volumes=[{"name": "site", "configMap": {"name": "site"}}, {"name": "creds", "secret": {"secretName": "creds"}},
+                 {"name": "cache", "emptyDir": {"medium": "Memory"}}],
     )  # fmt: skip
-    apply(cluster, ns, cm, web)
+    apply(cluster, ns, cm, secret, web)
     p = wait_for(lambda: (q := get_pod(cluster, ns, "web")) and condition(q, "Ready") == "True" and q,
                  what="web Ready")  # fmt: skip
     status = p["status"]
@@ -119,7 +126,8 @@ def test_busybox_pod_runs_ready_with_ip_configmap_volume_and_env(
     with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=10) as resp:
         assert resp.read() == b"hello from a configMap\n"
     log = wait_for(lambda: log_file(agent, p).exists() and log_file(agent, p).read_text(), what="the log")
-    assert f"GREETING=hi POD=web IP={ip}" in log
+    assert f"GREETING=hi POD=web IP={ip} SECRET=t0ken" in log
+    assert "MOUNTS=/cache tmpfs,/creds tmpfs," in log  # the secret and the Memory emptyDir are on tmpfs
 
 
 def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,
@@ -204,6 +212,30 @@ def test_bad_image_and_missing_configmap_show_kubernetes_reasons(
     assert "Failed" in events and "no-such-image" in events
 
 
+def test_oom_and_missing_command(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:
+    hog = pod(
+        "hog",
+        registry.busybox,
+        ["sh", "-c", "head -c 300m /dev/zero | tail"],
+        restartPolicy="Never",
+        container={"resources": {"limits": {"memory": "20Mi"}}},
+    )
+    nocmd = pod("nocmd", registry.busybox, ["/no/such/binary"])
+    apply(cluster, ns, hog, nocmd)  # fmt: skip
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "hog"))["status"].get("phase") == "Failed" and q, what="hog Failed")
+    term = container_state(p)["state"]["terminated"]
+    assert term["reason"] == "OOMKilled" and term["exitCode"] == 137
+
+    def crash_looping() -> dict[str, Any] | None:
+        cs = container_state(get_pod(cluster, ns, "nocmd"))
+        return cs if (cs.get("state", {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff" else None
+
+    cs = wait_for(crash_looping, what="nocmd in CrashLoopBackOff")
+    last = cs["lastState"]["terminated"]
+    assert last["reason"] == "StartError" and last["exitCode"] == 128 and "/no/such/binary" in last["message"]
+    assert cs["restartCount"] >= 1
+
+
 def test_deleting_a_pod_stops_its_processes_and_removes_it(
     cluster: Server, agent: AgentNode, registry: Registry, ns: str
 ) -> None:
@@ -220,6 +252,16 @@ def test_deleting_a_pod_stops_its_processes_and_removes_it(
     wait_for(lambda: not agent.processes(marker), timeout=10, what="the process to end")
     assert not any(uid in n for n in agent.netns())
     assert not (agent.state_dir / "pods" / uid).exists()
+
+    # deleted outright (grace 0, --force): the object goes at once and the agent still cleans up
+    forced = "skiff-e2e-forced-marker"
+    apply(cluster, ns, pod("forced", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {forced}"]))
+    q = wait_for(lambda: (r := get_pod(cluster, ns, "forced")) and condition(r, "Ready") == "True" and r,
+                 what="forced Ready")  # fmt: skip
+    cluster.kubectl("delete", "pod", "forced", "-n", ns, "--grace-period=0", "--force")
+    wait_for(lambda: not agent.processes(forced), timeout=20, what="the forced pod's process to end")
+    wait_for(lambda: not (agent.state_dir / "pods" / q["metadata"]["uid"]).exists(), timeout=20, what="its dir")
+    assert not any(q["metadata"]["uid"] in n for n in agent.netns())
 
 
 def test_agent_restart_keeps_running_pods(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:

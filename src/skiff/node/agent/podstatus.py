@@ -67,8 +67,9 @@ def terminated(a: Attempt) -> Obj:
         "reason": a.reason or ("Completed" if not a.exit_code else "Error"),
         "startedAt": rfc3339(a.started_at),
         "finishedAt": rfc3339(a.finished_at),
-        "containerID": f"runc://{a.id}",
     }
+    if a.id:  # a start that failed has no container
+        out["containerID"] = f"runc://{a.id}"
     if a.message:
         out["message"] = a.message
     return out
@@ -83,7 +84,8 @@ def container_status(spec: Obj, attempts: Sequence[Attempt], waiting: tuple[str,
     if last is not None:
         status["restartCount"] = last.attempt
         status["imageID"] = last.image_id
-        status["containerID"] = f"runc://{last.id}"
+        if last.id:
+            status["containerID"] = f"runc://{last.id}"
     previous = attempts[1] if len(attempts) > 1 else None
     if last is not None and last.state == RUNNING:
         status["state"] = {"running": {"startedAt": rfc3339(last.started_at)}}

@@ -25,12 +25,13 @@ from typing import Any
 from skiff.api import errors
 from skiff.client import Client, EventRecorder, resources
 from skiff.node.agent.backoff import Backoff, crash_loop_message
+from skiff.node.agent.observing import Observer
 from skiff.node.agent.podspec import PodContext, referenced_objects
 from skiff.node.agent.podstatus import EXITED, RUNNING, Attempt, Observation, compute_status, latest
 from skiff.node.agent.podworkers import DONE
-from skiff.node.agent.starting import PodEnv, Starter, backoff_event, image_record
+from skiff.node.agent.starting import PodEnv, Starter, backoff_event
 from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
-from skiff.node.runtime.runtime import ContainerNotFound, Runtime
+from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.sandbox import SandboxNotFound
 from skiff.node.runtime.types import ContainerState, Sandbox, SandboxConfig
 
@@ -65,27 +66,9 @@ class PodSyncer:
         self.node = node
         self.recorder: EventRecorder = starter.recorder
         self.backoff = Backoff()
+        self.observer = Observer(runtime, node.state_dir)
         self._last_status: dict[str, Obj] = {}
         self._terminal: dict[str, str] = {}
-
-    # --- observing ----------------------------------------------------------------------------
-    async def attempts(self, uid: str) -> list[Attempt]:
-        root = pod_dir(self.node.state_dir, uid)
-        out = []
-        for info in await self.runtime.list():
-            if info.pod_uid != uid:
-                continue
-            try:
-                st = await self.runtime.status(info.id)
-            except ContainerNotFound:
-                continue
-            record = await asyncio.to_thread(_read_json, image_record(root, info.id))
-            out.append(Attempt(
-                id=info.id, name=info.name, attempt=info.attempt, state=str(st.state), exit_code=st.exit_code,
-                reason=st.reason, message=st.message, started_at=st.started_at, finished_at=st.finished_at,
-                image=record.get("image", ""), image_id=record.get("imageID", ""),
-            ))  # fmt: skip
-        return out
 
     # --- the sync -----------------------------------------------------------------------------
     async def sync(self, uid: str, pod: Obj | None) -> float | None:
@@ -130,7 +113,10 @@ class PodSyncer:
             return RETRY
         env = PodEnv(pod=pod, sandbox=sandbox, ctx=ctx, volume_paths=paths, pod_dir=root,
                      credentials=await self._credentials(pod))  # fmt: skip
-        attempts = await self.attempts(uid)
+        attempts = await self.observer.attempts(uid)
+        if uid not in self._last_status:  # say ContainerCreating (and the IP) before a long image pull
+            await self._report(pod, Observation(attempts=attempts, sandbox_ready=True, pod_ip=sandbox.ip,
+                                                host_ip=self.node.host_ip))  # fmt: skip
         wake: list[float] = []
         restart = spec.get("restartPolicy", "Always")
         terminal = ""
@@ -154,7 +140,7 @@ class PodSyncer:
                     if restart == "Never" or (restart == "OnFailure" and last.exit_code == 0):
                         continue
                 await self._step(env, c, last, waiting, wake)
-        attempts = await self.attempts(uid)
+        attempts = await self.observer.attempts(uid)
         await self._gc_attempts(attempts)
         if any(a.state in (RUNNING, "created") for a in attempts):
             wake.append(RELIST)
@@ -184,6 +170,8 @@ class PodSyncer:
             except Exception as e:
                 waiting[name] = ("RunContainerError", str(e))
                 await self.runtime.remove(last.id)
+                self.observer.invalidate()
+                self.observer.start_failed(meta["uid"], name, last.attempt, str(e))
             return
         attempt = 0
         if last is not None:  # it exited (or is unknown): restart, after its back-off
@@ -199,6 +187,11 @@ class PodSyncer:
             self.backoff.next(key, finished)
             attempt = last.attempt + 1
         failure = await self.starter.start(env, c, attempt, key)
+        self.observer.invalidate()
+        if failure is None:
+            self.observer.started(meta["uid"], name)
+        elif failure[0] == "RunContainerError":
+            self.observer.start_failed(meta["uid"], name, attempt, failure[1])
         if failure is not None:
             waiting[name] = failure
             remaining = self.starter.pull_backoff.remaining(key, time.time())
@@ -208,7 +201,9 @@ class PodSyncer:
         """Keep the newest two attempts of each container (the current one and the one lastState shows)."""
         for name in {a.name for a in attempts}:
             for old in latest(attempts, name)[2:]:
-                await self.runtime.remove(old.id)
+                if old.id:
+                    await self.runtime.remove(old.id)
+                    self.observer.invalidate()
                 attempts.remove(old)
 
     # --- pieces -------------------------------------------------------------------------------
@@ -283,12 +278,15 @@ class PodSyncer:
                 if info.pod_uid == uid and info.state == ContainerState.RUNNING:
                     await self.runtime.stop(info.id, MIN_GRACE)
             await self.runtime.remove_sandbox(uid)
+            self.observer.invalidate()
 
     async def teardown(self, uid: str, grace: float) -> None:
         """Stop every container of the pod (SIGTERM, SIGKILL after `grace`), remove sandbox and volumes."""
         running = [i for i in await self.runtime.list() if i.pod_uid == uid and i.state == ContainerState.RUNNING]
         await asyncio.gather(*(self.runtime.stop(i.id, grace) for i in running), return_exceptions=True)
         await self.runtime.remove_sandbox(uid)
+        self.observer.invalidate()
+        self.observer.forget(uid)
         await teardown(pod_dir(self.node.state_dir, uid))
         self.backoff.forget_prefix(f"{uid}/")
         self.starter.forget(f"{uid}/")
@@ -298,11 +296,3 @@ class PodSyncer:
 
 def _differs(status: Obj, current: Obj) -> bool:
     return any(current.get(k) != v for k, v in status.items())
-
-
-def _read_json(path: Path) -> dict[str, str]:
-    try:
-        data: dict[str, str] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
-        return {}

@@ -1,0 +1,97 @@
+"""What the runtime has for a pod, as `Attempt`s: the agent's view of its containers (a small PLEG).
+
+Every pod worker asks for its pod's containers on each sync. Listing the runtime asks runc about
+every container of the node, so one listing is shared by all workers for up to `LIST_TTL`
+seconds; a worker that creates or removes containers bumps the generation, and a listing begun
+before a bump is never served after it (a worker always sees the containers it just made). Each
+container's state is then read fresh.
+
+A container that runc could not even create or start leaves nothing in the runtime; it is kept
+here as a synthetic exited attempt (exit code 128, reason `StartError`, as containerd reports
+it), so restartPolicy, back-off and restartCount treat it as Kubernetes does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from skiff.node.agent.podstatus import EXITED, Attempt
+from skiff.node.agent.starting import image_record
+from skiff.node.agent.volumes import pod_dir
+from skiff.node.runtime.runtime import ContainerNotFound, Runtime
+from skiff.node.runtime.types import ContainerInfo
+
+LIST_TTL = 1.0
+
+
+class Observer:
+    def __init__(self, runtime: Runtime, state_dir: Path) -> None:
+        self.runtime = runtime
+        self.state_dir = state_dir
+        self._generation = 0
+        self._cache: list[ContainerInfo] | None = None
+        self._cache_generation = -1
+        self._cache_at = 0.0
+        self._lock = asyncio.Lock()
+        self._failed: dict[str, Attempt] = {}  # "<uid>/<name>" -> the last start that failed
+
+    def invalidate(self) -> None:
+        """Containers were made or removed: the next listing is a fresh one."""
+        self._generation += 1
+
+    async def listing(self) -> list[ContainerInfo]:
+        async with self._lock:
+            fresh = time.monotonic() - self._cache_at < LIST_TTL
+            if self._cache is not None and self._cache_generation == self._generation and fresh:
+                return self._cache
+            generation = self._generation
+            listing = await self.runtime.list()
+            self._cache, self._cache_generation, self._cache_at = listing, generation, time.monotonic()
+            return listing
+
+    async def attempts(self, uid: str) -> list[Attempt]:
+        """Every container of the pod (each attempt), with its current state."""
+        root = pod_dir(self.state_dir, uid)
+        out = []
+        for info in await self.listing():
+            if info.pod_uid != uid:
+                continue
+            try:
+                st = await self.runtime.status(info.id)
+            except ContainerNotFound:
+                continue
+            record = await asyncio.to_thread(_read_json, image_record(root, info.id))
+            out.append(Attempt(
+                id=info.id, name=info.name, attempt=info.attempt, state=str(st.state), exit_code=st.exit_code,
+                reason=st.reason, message=st.message, started_at=st.started_at, finished_at=st.finished_at,
+                image=record.get("image", ""), image_id=record.get("imageID", ""),
+            ))  # fmt: skip
+        real = {(a.name, a.attempt) for a in out}
+        for key, failed in self._failed.items():
+            if key.startswith(f"{uid}/") and (failed.name, failed.attempt) not in real:
+                out.append(failed)
+        return out
+
+    def start_failed(self, uid: str, name: str, attempt: int, message: str) -> None:
+        now = time.time()
+        self._failed[f"{uid}/{name}"] = Attempt(id="", name=name, attempt=attempt, state=EXITED, exit_code=128,
+                                                reason="StartError", message=message, started_at=now,
+                                                finished_at=now)  # fmt: skip
+
+    def started(self, uid: str, name: str) -> None:
+        self._failed.pop(f"{uid}/{name}", None)
+
+    def forget(self, uid: str) -> None:
+        for key in [k for k in self._failed if k.startswith(f"{uid}/")]:
+            del self._failed[key]
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
