@@ -198,6 +198,11 @@ def test_upstreams(tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("search example.com\nnameserver 10.43.0.10\nnameserver 192.0.2.1\nnameserver fe80::1%eth0\n")
     assert default_upstreams(["10.43.0.10"], conf) == [("192.0.2.1", 53), ("fe80::1", 53)]
+    conf.write_text("nameserver 127.0.0.1\nnameserver 10.0.0.2\nnameserver 127.0.0.53\n")
+    assert default_upstreams(path=conf, listen=[("127.0.0.1", 10053)]) == [("127.0.0.1", 53), ("10.0.0.2", 53),
+                                                                       ("127.0.0.53", 53)]  # fmt: skip
+    assert default_upstreams(path=conf, listen=[("127.0.0.1", 53)]) == [("10.0.0.2", 53), ("127.0.0.53", 53)]
+    assert default_upstreams(path=conf, listen=[("0.0.0.0", 53)]) == [("10.0.0.2", 53)]
 
 
 def test_wire_answers_and_truncation() -> None:
@@ -216,3 +221,17 @@ def test_wire_answers_and_truncation() -> None:
     assert reply.header.aa == 1 and sorted(str(rr.rdata) for rr in reply.rr) == sorted(ips)
     assert server.local(b"\x12\x34garbage-that-is-long", udp=True) is not None  # FORMERR, not a crash
     assert isinstance(server.local(DNSRecord.question("example.com", "A").pack(), udp=True), DNSRecord)  # forward
+
+
+def test_remembered_replies_are_forgotten_on_change(resolver: Resolver) -> None:
+    server = DnsServer(resolver, None)
+    query = DNSRecord.question("web.default.svc.cluster.local", "A")
+    first = server.local(query.pack(), udp=True)
+    assert isinstance(first, bytes) and [str(rr.rdata) for rr in DNSRecord.parse(first).rr] == ["10.43.0.20"]
+    query.header.id = 4242
+    again = server.local(query.pack(), udp=True)
+    assert isinstance(again, bytes) and DNSRecord.parse(again).header.id == 4242 and again[2:] == first[2:]
+    resolver.data.services.remove("default/web")
+    resolver.changed()  # what the informer handlers call
+    gone = server.local(query.pack(), udp=True)
+    assert isinstance(gone, bytes) and DNSRecord.parse(gone).header.rcode == RCODE.NXDOMAIN

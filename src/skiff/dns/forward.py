@@ -58,18 +58,35 @@ def resolv_conf_nameservers(path: Path = RESOLV_CONF) -> list[str]:
     return out
 
 
-def default_upstreams(exclude: Iterable[str] = (), path: Path = RESOLV_CONF) -> list[Upstream]:
-    """The host's nameservers on port 53 other than `exclude` (the cluster DNS's own addresses)."""
+def default_upstreams(
+    exclude: Iterable[str] = (), path: Path = RESOLV_CONF, *, listen: Iterable[Upstream] = ()
+) -> list[Upstream]:
+    """The host's nameservers on port 53 other than `exclude` (the DNS Service's ClusterIP) and this
+    server itself (see `is_self`)."""
     skip = {str(ipaddress.ip_address(a)) for a in exclude}
+    listen = list(listen)
     out: list[Upstream] = []
     for ns in resolv_conf_nameservers(path):
         try:
             ip = str(ipaddress.ip_address(ns))
         except ValueError:
             continue
-        if ip not in skip and (ip, 53) not in out:
+        if ip not in skip and not is_self(ip, listen) and (ip, 53) not in out:
             out.append((ip, 53))
     return out
+
+
+def is_self(nameserver: str, listen: Iterable[Upstream]) -> bool:
+    """Whether `nameserver` (port 53) is a server listening on `listen`: the same address on port 53, or
+    a loopback address when it listens on the wildcard address on port 53."""
+    ip = ipaddress.ip_address(nameserver)
+    for host, port in listen:
+        if port != 53:
+            continue
+        own = ipaddress.ip_address(host)
+        if own == ip or (own.is_unspecified and ip.is_loopback):
+            return True
+    return False
 
 
 class _Reply(asyncio.DatagramProtocol):

@@ -178,9 +178,12 @@ class Resolver:
         self.pods = pods
         self.ns_addresses = ns_addresses  # `ns.dns.<zone>`: where this server is reached, if known
         self.serial = int(time.time())  # the SOA serial: bumped by `changed()`
+        self.generation = 0  # answers computed before a change are stale once this moves
 
     def changed(self) -> None:
+        """Call on every change to the caches (informer handlers do)."""
         self.serial = max(self.serial + 1, int(time.time()))
+        self.generation += 1
 
     # --- names -------------------------------------------------------------------------------
     def in_zone(self, qname: str) -> bool:

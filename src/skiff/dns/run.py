@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -39,8 +40,9 @@ async def run_dns(
 ) -> None:
     """Serve cluster DNS on `listen` until `stop` is set.
 
-    `upstreams` default to the host's resolv.conf nameservers other than the listen addresses and
-    `exclude_upstreams` (the DNS Service's ClusterIP, say). `ready` is set once the sockets listen.
+    `upstreams` default to the host's resolv.conf nameservers other than this server itself (a listen
+    address on port 53) and `exclude_upstreams` (the DNS Service's ClusterIP, say). `ready` is set once
+    the sockets listen.
     """
     informers = [Informer(client, resources.SERVICES), Informer(client, resources.ENDPOINTSLICES)]
     if pods == "verified":
@@ -48,7 +50,8 @@ async def run_dns(
     data = ClusterData(
         services=informers[0].cache, slices=informers[1].cache, pods=informers[2].cache if pods == "verified" else None
     )
-    resolver = Resolver(data, zone=cluster_domain, ttl=ttl, pods=pods, ns_addresses=tuple(h for h, _ in listen))
+    reachable = tuple(h for h, _ in listen if not ipaddress.ip_address(h).is_unspecified)
+    resolver = Resolver(data, zone=cluster_domain, ttl=ttl, pods=pods, ns_addresses=reachable)
     for informer in informers:
         informer.add_handlers(
             on_add=lambda _o: resolver.changed(),
@@ -56,7 +59,7 @@ async def run_dns(
             on_delete=lambda _o: resolver.changed(),
         )
     if upstreams is None:
-        upstreams = default_upstreams(exclude=[*(h for h, _ in listen), *exclude_upstreams])
+        upstreams = default_upstreams(exclude_upstreams, listen=listen)
         if not upstreams:
             log.warning("no upstream nameserver in /etc/resolv.conf: names outside %s get SERVFAIL", cluster_domain)
     forwarder = Forwarder(upstreams, timeout=forward_timeout, total=2 * forward_timeout)

@@ -2,7 +2,8 @@
 
 Wire format is dnslib's; what to answer is `skiff.dns.records.Resolver`'s.
 Names in the cluster domain (and reverse names of cluster addresses) are
-answered at once from the informer caches, without a task; every other
+answered at once from the informer caches, without a task (and repeated
+questions from a reply cache emptied on every change); every other
 question is forwarded upstream in a task of its own (at most `max_pending`
 at a time: beyond, queries are dropped, as an overloaded resolver does, and
 the client retries). UDP answers larger than the client can take (512 bytes,
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 UDP_DEFAULT = 512
 EDNS_SIZE = 1232  # the DNS flag day 2020 payload size: no IP fragmentation
 TCP_IDLE = 10.0
+REPLY_CACHE = 10_000  # remembered replies; all forgotten at once when full or when the caches change
 
 
 def _header_error(data: bytes, rcode: int) -> bytes | None:
@@ -56,11 +58,32 @@ class DnsServer:
         self.forwarder = forwarder
         self.max_pending = max_pending
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._replies: dict[tuple[bytes, bool], bytes] = {}  # (query after its id, over UDP?) → reply after its id
+        self._generation = resolver.generation
 
     # --- answering ---------------------------------------------------------------------------
     def local(self, data: bytes, *, udp: bool) -> bytes | DNSRecord | None:
         """The reply bytes when this server answers itself; the parsed request when it must be forwarded;
-        None when the datagram gets no reply at all."""
+        None when the datagram gets no reply at all.
+
+        Replies are remembered by the query's bytes after its id until the caches change: a repeated
+        question (the common case) costs a dict lookup instead of dnslib's parse and pack.
+        """
+        if self._generation != self.resolver.generation:
+            self._replies.clear()
+            self._generation = self.resolver.generation
+        key = (bytes(data[2:]), udp)
+        cached = self._replies.get(key)
+        if cached is not None:
+            return bytes(data[:2]) + cached
+        result = self._local(data, udp=udp)
+        if isinstance(result, bytes) and len(data) <= 512:
+            if len(self._replies) >= REPLY_CACHE:
+                self._replies.clear()
+            self._replies[key] = result[2:]
+        return result
+
+    def _local(self, data: bytes, *, udp: bool) -> bytes | DNSRecord | None:
         try:
             request = DNSRecord.parse(data)
         except (DNSError, Exception):  # dnslib raises several kinds on garbage
@@ -71,6 +94,13 @@ class DnsServer:
             return self._error(request, RCODE.NOTIMP, udp)
         if len(request.questions) != 1:
             return self._error(request, RCODE.FORMERR, udp)
+        try:
+            return self._answer(request, udp)
+        except Exception:  # a bug must cost one answer, not the server
+            log.exception("answering %s", request.q)
+            return self._error(request, RCODE.SERVFAIL, udp)
+
+    def _answer(self, request: DNSRecord, udp: bool) -> bytes | DNSRecord:
         q = request.q
         qname, qtype = str(q.qname), int(q.qtype)
         if self.resolver.in_zone(qname):
