@@ -15,6 +15,7 @@ storage's current revision, then answer from memory. Paginated lists
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from skiff.api import errors, fieldselectors, selectors, validation
@@ -33,13 +34,14 @@ from skiff.apiserver.options import (
     strategy_of,
 )
 from skiff.apiserver.registry import Registry, ResourceType
-from skiff.apiserver.strategy import Strategy
+from skiff.apiserver.strategy import Finish, Strategy
 from skiff.apiserver.watchcache import WatchCache
 from skiff.storage.interface import (
     Backend,
     CompactedError,
     FutureRevisionError,
     KeyExistsError,
+    KeyNotFoundError,
     KeyValue,
     ListResult,
     RevisionConflictError,
@@ -214,15 +216,22 @@ class Store:
         if chain is not None:
             await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
         finish = await strategy.begin_create(obj, dry_run=opts.dry_run)
+        return await self._finishing(finish, self._store_new(rt, obj, opts, bool(generate)))
+
+    @staticmethod
+    async def _finishing(finish: Finish | None, write: Coroutine[Any, Any, Obj]) -> Obj:
+        """Run `write`, then end what a strategy's begin_* hook started (allocations) as the write ended."""
         if finish is None:
-            return await self._store_new(rt, obj, opts, bool(generate))
-        stored = False
+            return await write
         try:
-            result = await self._store_new(rt, obj, opts, bool(generate))
-            stored = True
-            return result
-        finally:
-            await finish(stored)
+            result = await write
+        except (errors.StatusError, KeyExistsError, KeyNotFoundError, RevisionConflictError):
+            await finish(False)  # certainly not stored
+            raise
+        # any other failure (storage unreachable, the request cancelled) leaves the outcome unknown:
+        # nothing is released here, the strategy's repair pass (Services: service_repair) settles it
+        await finish(True)
+        return result
 
     async def _store_new(self, rt: ResourceType, obj: Obj, opts: WriteOptions, generate: bool) -> Obj:
         meta = obj["metadata"]
@@ -349,15 +358,7 @@ class Store:
         if chain is not None:
             await chain.validate(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
         finish = await strategy.begin_update(obj, old, dry_run=opts.dry_run) if subresource != "status" else None
-        if finish is None:
-            return await self._store_update(rt, kv, obj, old, opts)
-        stored = False
-        try:
-            result = await self._store_update(rt, kv, obj, old, opts)
-            stored = True
-            return result
-        finally:
-            await finish(stored)
+        return await self._finishing(finish, self._store_update(rt, kv, obj, old, opts))
 
     async def _store_update(self, rt: ResourceType, kv: KeyValue, obj: Obj, old: Obj, opts: WriteOptions) -> Obj:
         strategy = strategy_of(rt)
