@@ -411,3 +411,12 @@ def test_a_terminating_crd_waits_for_object_finalizers(server: Server, ns: str) 
     assert out.returncode != 0 and "terminating" in out.stderr
     server.kubectl("patch", f"widgets.{g}", "held", "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
     server.kubectl("wait", "--for=delete", f"crd/widgets.{g}", "--timeout=20s")
+
+
+def test_deleting_a_namespace_deletes_its_custom_objects(server: Server, group: str) -> None:
+    doomed = f"crs-gone-{uuid.uuid4().hex[:6]}"
+    server.kubectl("create", "namespace", doomed)
+    server.kubectl("apply", "-n", doomed, "-f", "-", input=widget(group, "inside", {"size": 1}))
+    server.kubectl("delete", "namespace", doomed, "--timeout=60s", timeout=90)
+    code, listed, _ = server.raw("GET", f"/apis/{group}/v1/widgets")
+    assert code == 200 and [i["metadata"]["name"] for i in listed["items"]] == []
