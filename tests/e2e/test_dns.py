@@ -241,6 +241,25 @@ async def test_other_names_are_forwarded(client: Client, ns: str, dns_port: int,
     assert values(ext, "CNAME") == ["www.example.test."] and values(ext) == ["192.0.2.1"]
 
 
+async def test_tcp_pipelined_queries(dns_port: int) -> None:
+    """Two queries written at once on one connection (RFC 7766): both answered, matched by id."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", dns_port)
+    queries = {}
+    for qid, name in ((101, "www.example.test"), (102, "dns-version.cluster.local")):
+        q = DNSRecord.question(name, "TXT" if name.startswith("dns-version") else "A")
+        q.header.id = qid
+        queries[qid] = name
+        writer.write(struct.pack("!H", len(q.pack())) + q.pack())
+    await writer.drain()
+    replies = {}
+    for _ in queries:
+        (n,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))
+        reply = DNSRecord.parse(await reader.readexactly(n))
+        replies[reply.header.id] = [str(rr.rdata) for rr in reply.rr]
+    writer.close()
+    assert replies == {101: ["192.0.2.1"], 102: ['"1.1.0"']}
+
+
 async def test_dead_upstream_is_servfail(client: Client) -> None:
     port, dead = free_port(), free_port()
     stop, ready = asyncio.Event(), asyncio.Event()

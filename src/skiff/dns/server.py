@@ -137,6 +137,10 @@ class DnsServer:
             return self._truncated(request)
         return reply
 
+    def forward_budget(self) -> float:
+        """How long a forwarded question may take at most."""
+        return self.forwarder.total + 0.5 if self.forwarder is not None else 0.5
+
     async def _forward(self, data: bytes) -> bytes | None:
         if self.forwarder is None or not self.forwarder.upstreams:
             return None
@@ -229,7 +233,17 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
 
 async def serve_tcp_connection(server: DnsServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Queries of one TCP connection, answered in order, until the client closes or idles."""
+    """Queries of one TCP connection until the client closes or idles.
+
+    Pipelined queries are allowed (RFC 7766 §6.2.1.1): local answers go out at once, forwarded ones
+    when they are back, possibly out of order (the client matches them by id).
+    """
+    pending: set[asyncio.Task[Any]] = set()
+
+    def send(reply: bytes) -> None:
+        if not writer.is_closing():
+            writer.write(struct.pack("!H", len(reply)) + reply)
+
     try:
         while True:
             try:
@@ -239,12 +253,17 @@ async def serve_tcp_connection(server: DnsServer, reader: asyncio.StreamReader, 
             except (TimeoutError, asyncio.IncompleteReadError):
                 return
             result = server.local(data, udp=False)
-            if result is None:
-                continue
-            reply = result if isinstance(result, bytes) else await server.remote(result, data, udp=False)
-            writer.write(struct.pack("!H", len(reply)) + reply)
+            if isinstance(result, bytes):
+                send(result)
+            elif result is not None:
+                task = asyncio.create_task(server.remote(result, data, udp=False))
+                task.add_done_callback(lambda t: None if t.cancelled() or t.exception() else send(t.result()))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
             await writer.drain()
     except (ConnectionError, OSError) as exc:
         log.debug("tcp: %r", exc)
     finally:
+        if pending:  # answers still on their way (a client that half-closed after asking)
+            await asyncio.wait(pending, timeout=server.forward_budget())
         writer.close()
