@@ -15,6 +15,10 @@ that other work on the machine hits both alike. Prints rates, p50/p99 and
 server CPU per request, and the Widget/ConfigMap ratios; never fails on time.
 
     .venv/bin/python -m bench.crd [--seconds 5] [--clients 16] [--rounds 2]
+    .venv/bin/python -m bench.crd --in-process 2000 [--rounds 3]
+
+`--in-process N` measures the generic store alone instead (no HTTP, no TLS,
+no other process): CPU per create and get of N objects per kind and round.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ if str(REPO) not in sys.path:
 from bench.api import Target, cpu_seconds, percentile, session_for  # noqa: E402
 
 GROUP = "bench.example.com"
+CRD_RESOURCE = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -147,6 +152,54 @@ async def _run(spec: Spec) -> Result:
     return result
 
 
+async def in_process(count: int, rounds: int) -> None:
+    """CPU per create and get in the generic store itself (no HTTP, no TLS): the two kinds' own cost."""
+    from aiohttp import web
+
+    from skiff.apiserver.app import REGISTRY, STORE, create_app
+    from skiff.apiserver.options import WriteOptions
+    from skiff.storage.sqlite import SQLiteBackend
+
+    workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-crd-", dir="/var/tmp"))
+    backend = SQLiteBackend(str(workdir / "state.db"))
+    await backend.start()
+    app = create_app(backend=backend)
+    runner = web.AppRunner(app)
+    await runner.setup()  # startup hooks: watch cache, namespaces, the CRD controller
+    try:
+        store, registry = app[STORE], app[REGISTRY]
+        ns_rt, crd_rt = registry.get("", "v1", "namespaces"), registry.get(*CRD_RESOURCE)
+        assert ns_rt is not None and crd_rt is not None
+        await store.create(ns_rt, None, {"metadata": {"name": "bench"}}, WriteOptions())
+        await store.create(crd_rt, None, json.loads(json.dumps(CRD)), WriteOptions())
+        for _ in range(200):  # the CRD controller serves the kind moments after the CRD is stored
+            if registry.get(GROUP, "v1", "widgets") is not None:
+                break
+            await asyncio.sleep(0.05)
+        kinds = {"configmap": registry.get("", "v1", "configmaps"), "widget": registry.get(GROUP, "v1", "widgets")}
+        cpu: dict[tuple[str, str], float] = {}
+        for r in range(rounds):
+            for op in ("create", "get"):
+                for kind, rt in kinds.items():
+                    assert rt is not None
+                    bodies = [json.loads(body(kind, f"{kind[0]}{r}-{i:07d}")) for i in range(count)]
+                    names = [f"{kind[0]}0-{i:07d}" for i in range(count)]
+                    t0 = time.process_time()
+                    if op == "create":
+                        await asyncio.gather(*(store.create(rt, "bench", b, WriteOptions()) for b in bodies))
+                    else:
+                        await asyncio.gather(*(store.get(rt, "bench", n) for n in names))
+                    cpu[(kind, op)] = cpu.get((kind, op), 0.0) + time.process_time() - t0
+        print(f"\nin process: {rounds} x {count} objects per kind and verb, CPU per request (ms)\n")
+        print("| verb | ConfigMap | Widget | Widget/ConfigMap |\n|---|---:|---:|---:|")
+        for op in ("create", "get"):
+            cm, cr = (1000 * cpu[(k, op)] / (count * rounds) for k in ("configmap", "widget"))
+            print(f"| {op} | {cm:.3f} | {cr:.3f} | {cr / cm:.2f} |")
+    finally:
+        await runner.cleanup()
+        await backend.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     from tests.e2e.cluster import Server
 
@@ -154,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--in-process", type=int, default=0, metavar="N",
+                        help="instead: N creates and gets per kind and round through the store, CPU per request")
     args = parser.parse_args(argv)
+    if args.in_process:
+        asyncio.run(in_process(args.in_process, args.rounds))
+        return 0
     server = Server(Path(tempfile.mkdtemp(prefix="skiff-bench-crd-", dir="/var/tmp")),
                     extra_args=["--log-level", "warning"]).start(timeout=60)  # fmt: skip
     try:
