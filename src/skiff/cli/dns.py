@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 DEFAULT_LISTEN = "127.0.0.1:10053"
+DEFAULT_CLUSTER_DNS = "10.43.0.10"  # the fixed address of the DNS Service
 
 
 def add_dns_parser(commands: Any) -> None:
@@ -27,6 +28,9 @@ def add_dns_parser(commands: Any) -> None:
     dns.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN", help="default: cluster.local")
     dns.add_argument("--upstream", action="append", default=[], metavar="ADDR[:PORT]",
                      help="resolver for other names (repeatable; default: /etc/resolv.conf nameservers)")  # fmt: skip
+    dns.add_argument("--cluster-dns", action="append", default=[], metavar="ADDR",
+                     help="the DNS Service's ClusterIP, never an upstream even if the host's resolv.conf "
+                     f"names it (repeatable; default: {DEFAULT_CLUSTER_DNS})")  # fmt: skip
     dns.add_argument("--ttl", type=int, default=5, metavar="SECONDS", help="TTL of the answers (default: 5)")
     dns.add_argument("--pods", choices=("insecure", "verified", "disabled"), default="insecure",
                      help="<a-b-c-d>.<ns>.pod names: for any address, for existing pods only, or none "
@@ -56,12 +60,14 @@ def run_dns_command(args: argparse.Namespace) -> int:
     try:
         listen = [parse_listen(x) for x in args.listen or [DEFAULT_LISTEN]]
         upstreams = [parse_upstream(x) for x in args.upstream] or None
+        cluster_dns = [parse_upstream(x)[0] for x in args.cluster_dns or [DEFAULT_CLUSTER_DNS]]
     except ValueError as e:
         print(f"skiff: error: {e}", file=sys.stderr)
         return 2
 
     async def component(client: Client, stop: asyncio.Event) -> None:
-        await run_dns(client, stop, listen, args.cluster_domain, upstreams, ttl=args.ttl, pods=args.pods)
+        await run_dns(client, stop, listen, args.cluster_domain, upstreams, ttl=args.ttl, pods=args.pods,
+                      exclude_upstreams=cluster_dns)  # fmt: skip
 
     try:
         asyncio.run(run_alone(args.kubeconfig, component))
