@@ -153,9 +153,14 @@ def test_defaulting_fills_absent_fields_and_nulls_of_non_nullable_fields() -> No
         ({"type": "object", "properties": {"a": {"type": "integer", "default": "x"}}},
          f'{ROOT}.properties[a].default: Invalid value: "string": '
          f'{ROOT}.properties[a].default in body must be of type integer: "string"'),
+        ({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}},
+         f"{ROOT}.properties[a].uniqueItems: Forbidden: "
+         "uniqueItems cannot be set to true since the runtime complexity becomes quadratic"),
+        ({"type": "object", "properties": {"a": {"type": "object", "additionalProperties": False}}},
+         f"{ROOT}.properties[a].additionalProperties: Forbidden: additionalProperties cannot be set to false"),
     ],
     ids=["root-type", "root-object", "field-type", "items", "item-type", "root-additional", "metadata",
-         "nested-type", "map-keys", "default"],
+         "nested-type", "map-keys", "default", "uniqueItems", "additionalProperties-false"],
 )  # fmt: skip
 def test_non_structural_schemas_are_refused(schema: dict[str, Any], expected: str) -> None:
     found = [f"{path}: {message}" for _t, path, message in check_structural(schema, ROOT)]

@@ -27,6 +27,17 @@ Obj = dict[str, Any]
 FieldErrors = list[tuple[str, str, str]]
 
 LIST_TYPES = ("atomic", "map", "set")
+# JSON-schema keywords CRDs refuse, with apiextensions-apiserver's reasons
+_UNSUPPORTED = (
+    ("$ref", "$ref is not supported"),
+    ("$schema", "$schema is not supported"),
+    ("id", "id is not supported"),
+    ("definitions", "definitions is not supported"),
+    ("dependencies", "dependencies is not supported"),
+    ("additionalItems", "additionalItems cannot be set to false"),
+    ("patternProperties", "patternProperties is not supported"),
+    ("uniqueItems", "uniqueItems cannot be set to true since the runtime complexity becomes quadratic"),
+)
 _TYPES = ("array", "boolean", "integer", "number", "object", "string")
 _JSON_TYPE = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
 
@@ -82,8 +93,11 @@ def check_structural(schema: Any, path: str, *, status_enabled: bool = False) ->
 
 def _check_node(s: Obj, path: str, level: str, errs: FieldErrors) -> None:
     t = s.get("type")
-    if "$ref" in s:
-        errs.append(("FieldValueForbidden", child(path, "$ref"), "Forbidden: $ref is not supported"))
+    for key, detail in _UNSUPPORTED:
+        if s.get(key) not in (None, False, "", {}, []):
+            errs.append(_forbidden(child(path, key), detail))
+    if s.get("additionalProperties") is False:
+        errs.append(_forbidden(child(path, "additionalProperties"), "additionalProperties cannot be set to false"))
     if t is not None and t not in _TYPES:
         supported = ", ".join(f'"{x}"' for x in _TYPES)
         errs.append(("FieldValueNotSupported", child(path, "type"),
