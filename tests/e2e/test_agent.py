@@ -264,16 +264,25 @@ def test_deleting_a_pod_stops_its_processes_and_removes_it(
     assert not any(q["metadata"]["uid"] in n for n in agent.netns())
 
 
-def test_agent_restart_keeps_running_pods(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:
-    marker = "skiff-e2e-steady-marker"
-    apply(cluster, ns, pod("steady", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {marker}"]))
-    p = wait_for(lambda: (q := get_pod(cluster, ns, "steady")) and condition(q, "Ready") == "True" and q,
-                 what="steady Ready")  # fmt: skip
-    before = container_state(p)["containerID"]
+def test_agent_restart_keeps_running_pods_and_cleans_deleted_ones(
+    cluster: Server, agent: AgentNode, registry: Registry, ns: str
+) -> None:
+    marker, orphan = "skiff-e2e-steady-marker", "skiff-e2e-orphan-marker"
+    apply(
+        cluster,
+        ns,
+        pod("steady", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {marker}"]),
+        pod("orphan", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {orphan}"]),
+    )
+    for name in ("steady", "orphan"):
+        wait_for(lambda n=name: condition(get_pod(cluster, ns, n), "Ready") == "True", what=f"{name} Ready")
+    before = container_state(get_pod(cluster, ns, "steady"))["containerID"]
+    orphan_uid = get_pod(cluster, ns, "orphan")["metadata"]["uid"]
     pids = agent.processes(marker)
-    assert pids
+    assert pids and agent.processes(orphan)
     agent.stop()
     assert agent.processes(marker) == pids, "stopping the agent leaves its containers running"
+    cluster.kubectl("delete", "pod", "orphan", "-n", ns, "--grace-period=0", "--force")  # while no agent runs
     agent.start()
     # a pod started by the new agent proves it syncs; steady's worker had its turn before (initial list)
     apply(cluster, ns, pod("after", registry.busybox, ["sleep", "3600"]))
@@ -282,6 +291,9 @@ def test_agent_restart_keeps_running_pods(cluster: Server, agent: AgentNode, reg
     assert container_state(q)["containerID"] == before and container_state(q)["restartCount"] == 0
     assert condition(q, "Ready") == "True"
     assert agent.processes(marker) == pids
+    wait_for(lambda: not agent.processes(orphan), timeout=20, what="the orphan's processes to end")
+    wait_for(lambda: not any(orphan_uid in n for n in agent.netns()), timeout=20, what="the orphan's netns to go")
+    assert not (agent.state_dir / "pods" / orphan_uid).exists()
 
 
 def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:

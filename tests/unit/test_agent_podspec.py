@@ -18,6 +18,7 @@ from skiff.node.agent.podspec import (
     pull_policy,
     referenced_objects,
     resolve_user,
+    sandbox_config,
 )
 
 IMAGE = ImageConfig(env=("PATH=/bin", "FROM_IMAGE=1"), entrypoint=("/entry",), cmd=("default", "cmd"),
@@ -174,3 +175,18 @@ def test_referenced_objects() -> None:
 )  # fmt: skip
 def test_default_pull_policy(image: str, policy: str) -> None:
     assert pull_policy({"image": image}) == policy
+
+
+def test_sandbox_config_host_ports_and_aliases() -> None:
+    p = pod(
+        containers=[{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 53,
+                     "protocol": "UDP", "hostPort": 5353}, {"containerPort": 9000}]}],
+        hostAliases=[{"ip": "10.1.2.3", "hostnames": ["foo", "bar"]}], hostname="h", subdomain="s",
+    )  # fmt: skip
+    config = sandbox_config(p)
+    assert (config.uid, config.name, config.namespace, config.hostname, config.subdomain) == ("u1", "p", "ns", "h", "s")
+    assert [(m.host_port, m.container_port, m.protocol) for m in config.port_mappings] == [
+        (8080, 80, "tcp"),
+        (5353, 53, "udp"),
+    ]
+    assert config.host_aliases == [("10.1.2.3", ["foo", "bar"])]

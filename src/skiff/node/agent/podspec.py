@@ -20,7 +20,7 @@ from typing import Any
 
 from skiff.api import quantity
 from skiff.images.model import ImageConfig
-from skiff.node.runtime.types import ContainerConfig, Mount, Resources
+from skiff.node.runtime.types import ContainerConfig, Mount, PortMapping, Resources, SandboxConfig
 
 Obj = dict[str, Any]
 
@@ -322,3 +322,17 @@ def pull_policy(container: Obj) -> str:
     if "@" in last:
         return "IfNotPresent"
     return "Always" if ":" not in last or last.endswith(":latest") else "IfNotPresent"
+
+
+def sandbox_config(pod: Obj) -> SandboxConfig:
+    """The pod-level settings of its sandbox: hostname, subdomain, hostAliases, hostPorts."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    ports = [
+        PortMapping(host_port=int(p["hostPort"]), container_port=int(p["containerPort"]),
+                    protocol=str(p.get("protocol") or "TCP").lower(), host_ip=p.get("hostIP") or "")  # type: ignore[arg-type]
+        for c in spec.get("containers") or [] for p in c.get("ports") or [] if p.get("hostPort")
+    ]  # fmt: skip
+    aliases = [(a.get("ip", ""), list(a.get("hostnames") or [])) for a in spec.get("hostAliases") or []]
+    return SandboxConfig(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
+                         hostname=spec.get("hostname", ""), subdomain=spec.get("subdomain", ""),
+                         host_aliases=aliases, port_mappings=ports)  # fmt: skip

@@ -26,14 +26,14 @@ from skiff.api import errors
 from skiff.client import Client, EventRecorder, resources
 from skiff.node.agent.backoff import Backoff, crash_loop_message
 from skiff.node.agent.observing import Observer
-from skiff.node.agent.podspec import PodContext, referenced_objects
+from skiff.node.agent.podspec import PodContext, referenced_objects, sandbox_config
 from skiff.node.agent.podstatus import EXITED, RUNNING, Attempt, Observation, compute_status, latest
 from skiff.node.agent.podworkers import DONE
 from skiff.node.agent.starting import PodEnv, Starter, backoff_event
 from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.sandbox import SandboxNotFound
-from skiff.node.runtime.types import ContainerState, Sandbox, SandboxConfig
+from skiff.node.runtime.types import ContainerState, Sandbox
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -80,7 +80,7 @@ class PodSyncer:
             grace = meta.get("deletionGracePeriodSeconds")
             if grace is None:
                 grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-            await self.teardown(uid, max(int(grace), 0))
+            await self.teardown(uid, max(int(grace), 0), pod)
             try:
                 await self.client.delete(resources.PODS, meta["name"], namespace=meta["namespace"],
                                          grace_period_seconds=0, preconditions={"uid": uid})  # fmt: skip
@@ -208,16 +208,14 @@ class PodSyncer:
 
     # --- pieces -------------------------------------------------------------------------------
     async def _sandbox(self, pod: Obj) -> Sandbox | str:
-        meta, spec = pod["metadata"], pod.get("spec") or {}
+        meta = pod["metadata"]
         uid = meta["uid"]
         try:
             return self.runtime.sandbox(uid)
         except SandboxNotFound:
             pass
-        config = SandboxConfig(uid=uid, name=meta["name"], namespace=meta["namespace"],
-                               hostname=spec.get("hostname", ""), subdomain=spec.get("subdomain", ""))  # fmt: skip
         try:
-            return await self.runtime.create_sandbox(config)
+            return await self.runtime.create_sandbox(sandbox_config(pod))
         except Exception as e:
             log.warning("pod %s/%s: creating its sandbox failed: %s", meta["namespace"], meta["name"], e)
             await self.runtime.remove_sandbox(uid)
@@ -280,9 +278,13 @@ class PodSyncer:
             await self.runtime.remove_sandbox(uid)
             self.observer.invalidate()
 
-    async def teardown(self, uid: str, grace: float) -> None:
+    async def teardown(self, uid: str, grace: float, pod: Obj | None = None) -> None:
         """Stop every container of the pod (SIGTERM, SIGKILL after `grace`), remove sandbox and volumes."""
         running = [i for i in await self.runtime.list() if i.pod_uid == uid and i.state == ContainerState.RUNNING]
+        if pod is not None:
+            for info in running:
+                message = f"Stopping container {info.name}"
+                await self.recorder.record(pod, type="Normal", reason="Killing", message=message)
         await asyncio.gather(*(self.runtime.stop(i.id, grace) for i in running), return_exceptions=True)
         await self.runtime.remove_sandbox(uid)
         self.observer.invalidate()
