@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from skiff.api import crd_validation
-from skiff.api.structural import check_structural, validate
+from skiff.api.structural import validate
 from skiff.api.structural_defaults import apply_defaults, prune
+from skiff.api.structural_schema import check_structural
 
 ROOT = "spec.versions[0].schema.openAPIV3Schema"
 

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from skiff.api import validation
-from skiff.api.structural import check_structural
+from skiff.api.structural_schema import check_structural
 from skiff.api.validation import invalid, not_supported, required
 
 Obj = dict[str, Any]
