@@ -301,3 +301,34 @@ def test_skiff_dns_command(server: Server, tmp_path: Path) -> None:
         proc.terminate()
         assert proc.wait(10) == 0
         server.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+async def test_statefulset_pods_by_name(client: Client, ns: str, dns_port: int, sim_nodes: Any) -> None:
+    """The whole path: a headless Service and a StatefulSet on simulated nodes; the EndpointSlice
+    controller publishes each pod with its hostname; DNS answers `web-0.web.<ns>.svc…` with its IP."""
+    await asyncio.to_thread(sim_nodes, 1)
+    labels = {"app": "web"}
+    await client.create(R.SERVICES, svc("web", "None", selector=labels), namespace=ns)
+    await client.create(R.STATEFULSETS, {"metadata": {"name": "web"}, "spec": {
+        "serviceName": "web", "replicas": 2, "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+            {"name": "c", "image": "busybox", "ports": [{"name": "http", "containerPort": 8080}]}]}}}},
+        namespace=ns)  # fmt: skip
+
+    async def pod_ips() -> dict[str, str]:
+        pods = (await client.list(R.PODS, namespace=ns))["items"]
+        ips = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") for p in pods}
+        return ips if len(ips) == 2 and all(ips.values()) else {}
+
+    ips = await eventually(pod_ips, within=30)
+    assert ips, "the StatefulSet's pods got no IPs"
+    name = f"web.{ns}.svc.cluster.local"
+
+    async def both() -> list[str]:
+        got = values(await ask(dns_port, name))
+        return got if len(got) == 2 else []
+
+    assert await eventually(both, within=30) == sorted(ips.values())
+    assert values(await ask(dns_port, f"web-0.{name}")) == [ips["web-0"]]
+    srv = await ask(dns_port, f"_http._tcp.{name}", "SRV")
+    assert sorted(v.split()[3] for v in values(srv, "SRV")) == [f"web-0.{name}.", f"web-1.{name}."]
