@@ -185,7 +185,7 @@ def _tune_gc() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 1000)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)  # full collections still come, far apart
 
 
 async def _prepare_credentials(
