@@ -8,7 +8,6 @@ an `F` (full) chunk, as the kubelet's readers expect.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024
 
@@ -44,12 +43,28 @@ def format_lines(stream: str, data: bytes, *, final: bool, ns: int | None = None
     return b"".join(out), rest
 
 
-@dataclass(frozen=True)
 class LogEntry:
-    timestamp: str
-    stream: str
-    partial: bool
-    text: bytes
+    """One entry of a CRI log (a plain class: dataclasses or typing would slow the shim's start)."""
+
+    __slots__ = ("partial", "stream", "text", "timestamp")
+
+    def __init__(self, timestamp: str, stream: str, partial: bool, text: bytes) -> None:
+        self.timestamp = timestamp
+        self.stream = stream
+        self.partial = partial
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LogEntry):
+            return NotImplemented
+        return (self.timestamp, self.stream, self.partial, self.text) == (
+            other.timestamp, other.stream, other.partial, other.text)  # fmt: skip
+
+    def __hash__(self) -> int:
+        return hash((self.timestamp, self.stream, self.partial, self.text))
+
+    def __repr__(self) -> str:
+        return f"LogEntry({self.timestamp!r}, {self.stream!r}, {self.partial!r}, {self.text!r})"
 
 
 def parse_line(line: bytes) -> LogEntry:

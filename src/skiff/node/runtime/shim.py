@@ -1,36 +1,30 @@
 """The per-container shim: holds the container's stdio, writes its CRI log and records its exit.
 
 Why a process per container: logs and exit codes must outlive the agent. The agent starts
-`python -m skiff.node.runtime.shim ...`, which daemonizes (double fork, new session) and becomes
-a child subreaper, then runs `runc create` with its own pipes (or, with a tty, a console socket)
-as the container's stdio. runc's init process is re-parented to the shim, so the shim reaps it
-and learns the real exit status. Until then it copies stdout/stderr into the log file in CRI
-format. When the container has exited and its output is drained, the shim reads the cgroup's OOM
-counter (before `runc delete` removes the cgroup) and atomically writes `exit.json`; then it ends.
-An agent that restarts finds everything in the container's state directory:
+`python -S -m skiff.node.runtime.shim ...`, which daemonizes (double fork, new session) and
+becomes a child subreaper, then runs `runc create` with its own pipes (or, with a tty, a console
+socket) as the container's stdio. runc's init process is re-parented to the shim, so the shim
+reaps it and learns the real exit status. Until then it copies stdout/stderr into the log file in
+CRI format. When the container has exited and its output is drained, the shim reads the cgroup's
+OOM counter (before `runc delete` removes the cgroup) and atomically writes `exit.json`; then it
+ends. An agent that restarts finds everything in the container's state directory:
 
     ready.json   {"pid": N, "created_at": T} once `runc create` succeeded, or {"error": "..."}
     exit.json    {"exit_code": N, "finished_at": T, "oom_killed": bool}
     shim.pid     SIGUSR1 to it reopens the log file (after the agent has rotated it)
 
-Standard library only, so it starts fast.
+It starts once per container, so it imports little: os-level calls only (no subprocess, pathlib,
+argparse, json on the common path -- each costs milliseconds that add up to pod start time).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import ctypes
-import json
 import os
 import select
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from skiff.node.runtime.crilog import format_lines
 
@@ -38,21 +32,29 @@ PR_SET_CHILD_SUBREAPER = 36
 DRAIN_AFTER_EXIT = 2.0
 
 
-def write_json(path: Path, value: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
+def write_file(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
+
+
+def read_file(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def oom_kills(cgroup_dirs: list[str]) -> int:
     """The OOM-kill counter of the container's memory cgroup (v1 memory.oom_control, v2 memory.events)."""
     for directory in cgroup_dirs:
         for name in ("memory.events", "memory.oom_control"):
-            with contextlib.suppress(OSError):
-                for line in Path(directory, name).read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
+            for line in (read_file(os.path.join(directory, name)) or "").splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
     return 0
 
 
@@ -66,29 +68,68 @@ def alive(pid: int) -> bool:
     return True
 
 
-def runc_error(log: Path) -> str:
+def runc_error(log: str) -> str:
     """The last error runc logged (its --log file is JSON lines)."""
+    import json
+
     message = ""
-    with contextlib.suppress(OSError):
-        for line in log.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("level") in ("error", "fatal"):
-                    message = str(entry.get("msg", ""))
+    for line in (read_file(log) or "").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") in ("error", "fatal"):
+            message = str(entry.get("msg", ""))
     return message
 
 
-def receive_console(listener: socket.socket, proc: subprocess.Popen[bytes]) -> int | None:
-    """Accept runc's connection on the console socket and take the pty master it sends."""
-    while True:
-        ready, _, _ = select.select([listener], [], [], 0.05)
-        if ready:
-            conn, _ = listener.accept()
-            with conn:
-                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-            return fds[0] if fds else None
-        if proc.poll() is not None:
-            return None
+def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
+    """fork + exec with the given fds as stdio; the shim's other fds are close-on-exec."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(stdin, 0)
+            os.dup2(stdout, 1)
+            os.dup2(stderr, 2)
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def wait_exit_code(pid: int) -> int:
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def create_with_console(command: list[str], devnull: int) -> tuple[int, int | None]:
+    """runc create --console-socket: returns runc's exit code and the pty master runc sends."""
+    import socket
+    import tempfile
+
+    sock_dir = tempfile.mkdtemp(prefix="skiff-console-")  # short: AF_UNIX paths max 107 bytes
+    sock_path = os.path.join(sock_dir, "sock")
+    master: int | None = None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(sock_path)
+        listener.listen(1)
+        pid = spawn([*command[:-1], "--console-socket", sock_path, command[-1]], devnull, devnull, devnull)
+        code: int | None = None
+        while master is None and code is None:
+            ready, _, _ = select.select([listener], [], [], 0.05)
+            if ready:
+                conn, _ = listener.accept()
+                with conn:
+                    _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                master = fds[0] if fds else None
+            else:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    code = os.waitstatus_to_exitcode(status)
+        if code is None:
+            code = wait_exit_code(pid)
+    os.unlink(sock_path)
+    os.rmdir(sock_dir)
+    return code, master
 
 
 class Pump:
@@ -127,47 +168,37 @@ class Pump:
                 os.close(fd)
 
 
-def run(args: argparse.Namespace) -> int:
-    state = Path(args.state_dir)
-    (state / "shim.pid").write_text(str(os.getpid()))
+def run(args: Args) -> int:
+    state = args.state_dir
+    write_file(os.path.join(state, "shim.pid"), str(os.getpid()))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    runc_log = state / "runc.log"
-    command = [args.runc, "--root", args.runc_root, "--log", str(runc_log), "--log-format", "json", "create",
-               "--bundle", args.bundle, "--pid-file", str(state / "pid")]  # fmt: skip
+    runc_log = os.path.join(state, "runc.log")
+    command = [args.runc, "--root", args.runc_root, "--log", runc_log, "--log-format", "json", "create",
+               "--bundle", args.bundle, "--pid-file", os.path.join(state, "pid"), args.id]  # fmt: skip
     devnull = os.open(os.devnull, os.O_RDWR)
-    listener: socket.socket | None = None
     streams: dict[int, str] = {}
     if args.tty:
-        sock_dir = Path(tempfile.mkdtemp(prefix="skiff-console-"))  # short: AF_UNIX paths max 107 bytes
-        sock_path = sock_dir / "sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(sock_path))
-        listener.listen(1)
-        command += ["--console-socket", str(sock_path), args.id]
-        proc = subprocess.Popen(command, stdin=devnull, stdout=devnull, stderr=devnull)
-        master = receive_console(listener, proc)
-        proc.wait()
-        listener.close()
-        sock_path.unlink(missing_ok=True)
-        sock_dir.rmdir()
+        code, master = create_with_console(command, devnull)
         if master is not None:
             streams[master] = "stdout"
     else:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        proc = subprocess.Popen([*command, args.id], stdin=devnull, stdout=out_w, stderr=err_w)
-        proc.wait()
+        code = wait_exit_code(spawn(command, devnull, out_w, err_w))
         os.close(out_w)
         os.close(err_w)
         streams = {out_r: "stdout", err_r: "stderr"}
     pump = Pump(args.log, streams)
-    if proc.returncode != 0:
+    ready = os.path.join(state, "ready.json")
+    if code != 0:
+        import json
+
         pump.step(0)
-        write_json(state / "ready.json", {"error": runc_error(runc_log) or f"runc create exited {proc.returncode}"})
+        write_file(ready, json.dumps({"error": runc_error(runc_log) or f"runc create exited {code}"}))
         return 1
-    pid = int((state / "pid").read_text().strip())
-    write_json(state / "ready.json", {"pid": pid, "created_at": time.time()})
+    pid = int((read_file(os.path.join(state, "pid")) or "0").strip())
+    write_file(ready, f'{{"pid": {pid}, "created_at": {time.time()!r}}}')
     status: int | None = None
     finished = 0.0
     while status is None or (pump.streams and time.monotonic() - finished < DRAIN_AFTER_EXIT):
@@ -184,24 +215,43 @@ def run(args: argparse.Namespace) -> int:
             if child == pid:
                 status, finished = child_status, time.monotonic()
     finished_at = time.time()
-    code = os.waitstatus_to_exitcode(status)
-    exit_code = 128 - code if code < 0 else code
-    oom = oom_kills(args.cgroup_dir) > 0
-    write_json(state / "exit.json", {"exit_code": exit_code, "finished_at": finished_at, "oom_killed": oom})
+    exit_code = os.waitstatus_to_exitcode(status)
+    exit_code = 128 - exit_code if exit_code < 0 else exit_code
+    oom = "true" if oom_kills(args.cgroup_dir) > 0 else "false"
+    exit_json = f'{{"exit_code": {exit_code}, "finished_at": {finished_at!r}, "oom_killed": {oom}}}'
+    write_file(os.path.join(state, "exit.json"), exit_json)
     return 0
 
 
+class Args:
+    """The shim's options: `--name value` pairs and `--tty` (argparse and getopt cost ~10 ms of start-up)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.cgroup_dir: list[str] = []
+        self.tty = False
+        values: dict[str, str] = {}
+        rest = list(argv)
+        while rest:
+            name = rest.pop(0)
+            if name == "--tty":
+                self.tty = True
+            elif name.startswith("--") and rest:
+                if name == "--cgroup-dir":
+                    self.cgroup_dir.append(rest.pop(0))
+                else:
+                    values[name[2:]] = rest.pop(0)
+            else:
+                raise SystemExit(f"skiff-shim: unexpected argument {name!r}")
+        missing = {"id", "bundle", "runc-root", "state-dir", "log"} - set(values)
+        if missing:
+            raise SystemExit(f"skiff-shim: missing --{', --'.join(sorted(missing))}")
+        self.id, self.bundle, self.log = values["id"], values["bundle"], values["log"]
+        self.runc_root, self.state_dir = values["runc-root"], values["state-dir"]
+        self.runc = values.get("runc", "runc")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skiff-shim")
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--runc", default="runc")
-    parser.add_argument("--runc-root", required=True)
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--log", required=True)
-    parser.add_argument("--cgroup-dir", action="append", default=[])
-    parser.add_argument("--tty", action="store_true")
-    args = parser.parse_args(argv)
+    args = Args(sys.argv[1:] if argv is None else argv)
     if os.fork() > 0:  # the agent waits for this parent only; the shim lives on, re-parented to init
         return 0
     os.setsid()
@@ -209,9 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except Exception as exc:
-        ready = Path(args.state_dir, "ready.json")
-        if not ready.exists():
-            write_json(ready, {"error": f"shim: {exc!r}"})
+        ready = os.path.join(args.state_dir, "ready.json")
+        if not os.path.exists(ready):
+            import json
+
+            write_file(ready, json.dumps({"error": f"shim: {exc!r}"}))
         raise
 
 
