@@ -217,3 +217,14 @@ def test_crd_rules() -> None:
     assert 'spec.scope: Unsupported value: "Global": supported values: "Cluster", "Namespaced"' in crd_errors(
         _crd(scope="Global")
     )  # fmt: skip
+
+
+def test_protected_groups_need_the_approval_annotation() -> None:
+    crd = _crd(group="widgets.k8s.io")
+    crd["metadata"]["name"] = "widgets.widgets.k8s.io"
+    assert crd_errors(crd) == [
+        "metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups must have approval "
+        'annotation "api-approved.kubernetes.io", see https://github.com/kubernetes/enhancements/pull/1111'
+    ]
+    crd["metadata"]["annotations"] = {"api-approved.kubernetes.io": "https://github.com/kubernetes/kubernetes/pull/1"}
+    assert crd_errors(crd) == []

@@ -22,6 +22,7 @@ Obj = dict[str, Any]
 FieldErrors = list[tuple[str, str, str]]
 
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+APPROVAL = "api-approved.kubernetes.io"
 STORAGE_MESSAGE = "must have exactly one version marked as storage version"
 SCOPES = ["Cluster", "Namespaced"]
 COLUMN_TYPES = ["boolean", "date", "integer", "number", "string"]
@@ -42,6 +43,11 @@ def is_dns1035_label(value: str) -> list[str]:
     if not _DNS1035.fullmatch(value):
         errs.append(_DNS1035_MSG)
     return errs
+
+
+def _protected(group: str) -> bool:
+    """Groups of the Kubernetes project: a CRD there needs the API-approval annotation."""
+    return group in ("k8s.io", "kubernetes.io") or group.endswith((".k8s.io", ".kubernetes.io"))
 
 
 def set_defaults(crd: Obj) -> None:
@@ -82,6 +88,12 @@ def validate(crd: Obj) -> FieldErrors:
         errs.append(invalid("spec.group", group, ",".join(validation.is_dns1123_subdomain(group))))
     elif "." not in group:
         errs.append(invalid("spec.group", group, "should be a domain with at least one dot"))
+    if group and _protected(group):
+        annotations = (crd.get("metadata") or {}).get("annotations") or {}
+        if not annotations.get(APPROVAL):
+            errs.append(required(f"metadata.annotations[{APPROVAL}]",
+                                 f'protected groups must have approval annotation "{APPROVAL}", '
+                                 "see https://github.com/kubernetes/enhancements/pull/1111"))  # fmt: skip
     scope = spec.get("scope") or ""
     if not scope:
         errs.append(required("spec.scope"))

@@ -235,8 +235,8 @@ class CRDController:
             self.registry.remove(*key)
         for rt in rts:
             current = self.registry.get(rt.group, rt.version, rt.plural)
-            if current is not None and current.extra.get("crd") not in (None, name):
-                continue  # served by another CRD
+            if current is not None and current.extra.get("crd") != name:
+                continue  # a built-in kind or another CRD's: never replaced
             if current is None or not _same(current, rt):
                 self.registry.add(rt)
         self.installed[name] = keys
