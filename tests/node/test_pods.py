@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from skiff.node.runtime import crilog
 from skiff.node.runtime.cni import NetworkConfig
 from skiff.node.runtime.proc import run
@@ -157,3 +159,14 @@ async def test_host_port_reaches_the_pod(runtime: Runtime, busybox_rootfs: Path,
     await runtime.remove_sandbox(sandbox.uid)
     _, rules, _ = await run("iptables", "-t", "nat", "-S")
     assert f"--dport {HOST_PORT}".encode() not in rules
+
+
+async def test_a_half_made_sandbox_is_redone_and_a_ready_one_refused(runtime: Runtime) -> None:
+    config = sandbox_config("again")
+    first = await runtime.create_sandbox(config)
+    with pytest.raises(FileExistsError):
+        await runtime.create_sandbox(config)
+    record = first.directory / "sandbox.json"
+    record.write_text(record.read_text().replace('"status": "ready"', '"status": "creating"'))  # died midway
+    second = await runtime.create_sandbox(config)
+    assert second.netns.exists() and runtime.cni.allocated_ips() == [second.ip]

@@ -79,8 +79,11 @@ class Sandboxes:
 
     async def create(self, config: SandboxConfig) -> Sandbox:
         sandbox = self._paths(config)
-        if (sandbox.directory / "sandbox.json").exists():
-            raise FileExistsError(f"sandbox for pod {config.uid} exists")
+        record = sandbox.directory / "sandbox.json"
+        if record.exists():
+            if json.loads(record.read_text()).get("status") == "ready":
+                raise FileExistsError(f"sandbox for pod {config.uid} exists")
+            await self.remove(config.uid)  # half made by an agent that died meanwhile: start over
         sandbox.directory.mkdir(parents=True)
         self._save(sandbox, config, "creating")
         try:
