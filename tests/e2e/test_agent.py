@@ -95,7 +95,7 @@ def test_busybox_pod_runs_ready_with_ip_volumes_and_env(
     script = (
         "echo GREETING=$(GREETING) POD=$POD_NAME IP=$POD_IP SECRET=`cat /creds/token`;"
         " echo MOUNTS=`grep -E ' /(creds|cache) ' /proc/mounts | cut -d' ' -f2,3 | sort | tr '\\n' ,`;"
-        " exec httpd -f -p 8080 -h /www"
+        " echo USER=`id -u`:`id -g` CWD=`pwd`; exec httpd -f -p 8080 -h /www"
     )
     web = pod(
         "web", registry.busybox, ["sh", "-c", script],
@@ -103,6 +103,8 @@ def test_busybox_pod_runs_ready_with_ip_volumes_and_env(
             "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}}},
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+            "workingDir": "/tmp",
             "volumeMounts": [{"name": "site", "mountPath": "/www"}, {"name": "creds", "mountPath": "/creds"},
                              {"name": "cache", "mountPath": "/cache"}],
         },
@@ -127,7 +129,8 @@ def test_busybox_pod_runs_ready_with_ip_volumes_and_env(
         assert resp.read() == b"hello from a configMap\n"
     log = wait_for(lambda: log_file(agent, p).exists() and log_file(agent, p).read_text(), what="the log")
     assert f"GREETING=hi POD=web IP={ip} SECRET=t0ken" in log
-    assert "MOUNTS=/cache tmpfs,/creds tmpfs," in log  # the secret and the Memory emptyDir are on tmpfs
+    assert "MOUNTS=/cache tmpfs,/creds tmpfs," in log
+    assert "USER=65534:65534 CWD=/tmp" in log  # the secret and the Memory emptyDir are on tmpfs
 
 
 def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,
@@ -293,7 +296,7 @@ def test_agent_restart_keeps_running_pods_and_cleans_deleted_ones(
     assert agent.processes(marker) == pids
     wait_for(lambda: not agent.processes(orphan), timeout=20, what="the orphan's processes to end")
     wait_for(lambda: not any(orphan_uid in n for n in agent.netns()), timeout=20, what="the orphan's netns to go")
-    assert not (agent.state_dir / "pods" / orphan_uid).exists()
+    wait_for(lambda: not (agent.state_dir / "pods" / orphan_uid).exists(), timeout=20, what="the orphan's dir to go")
 
 
 def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:

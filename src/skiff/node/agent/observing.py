@@ -3,8 +3,9 @@
 Every pod worker asks for its pod's containers on each sync. Listing the runtime asks runc about
 every container of the node, so one listing is shared by all workers for up to `LIST_TTL`
 seconds; a worker that creates or removes containers bumps the generation, and a listing begun
-before a bump is never served after it (a worker always sees the containers it just made). Each
-container's state is then read fresh.
+before a bump is never served after it (a worker always sees the containers it just made). The
+state of a container comes from that listing when it still runs (its status does not change
+while it runs), and is read afresh otherwise.
 
 A container that runc could not even create or start leaves nothing in the runtime; it is kept
 here as a synthetic exited attempt (exit code 128, reason `StartError`, as containerd reports
@@ -22,7 +23,7 @@ from skiff.node.agent.podstatus import EXITED, Attempt
 from skiff.node.agent.starting import image_record
 from skiff.node.agent.volumes import pod_dir
 from skiff.node.runtime.runtime import ContainerNotFound, Runtime
-from skiff.node.runtime.types import ContainerInfo
+from skiff.node.runtime.types import ContainerInfo, ContainerState, ContainerStatus
 
 LIST_TTL = 1.0
 
@@ -36,6 +37,7 @@ class Observer:
         self._cache_generation = -1
         self._cache_at = 0.0
         self._lock = asyncio.Lock()
+        self._running: dict[str, ContainerStatus] = {}  # id -> its status while it runs (it does not change)
         self._failed: dict[str, Attempt] = {}  # "<uid>/<name>" -> the last start that failed
 
     def invalidate(self) -> None:
@@ -50,6 +52,9 @@ class Observer:
             generation = self._generation
             listing = await self.runtime.list()
             self._cache, self._cache_generation, self._cache_at = listing, generation, time.monotonic()
+            ids = {info.id for info in listing}
+            for gone in [cid for cid in self._running if cid not in ids]:
+                del self._running[gone]
             return listing
 
     async def attempts(self, uid: str) -> list[Attempt]:
@@ -59,10 +64,16 @@ class Observer:
         for info in await self.listing():
             if info.pod_uid != uid:
                 continue
-            try:
-                st = await self.runtime.status(info.id)
-            except ContainerNotFound:
-                continue
+            st = self._running.get(info.id)
+            if st is None or info.state != ContainerState.RUNNING:  # the listing's state is fresh: reuse
+                try:
+                    st = await self.runtime.status(info.id)
+                except ContainerNotFound:
+                    continue
+            if st.state == ContainerState.RUNNING:
+                self._running[info.id] = st
+            else:
+                self._running.pop(info.id, None)
             record = await asyncio.to_thread(_read_json, image_record(root, info.id))
             out.append(Attempt(
                 id=info.id, name=info.name, attempt=info.attempt, state=str(st.state), exit_code=st.exit_code,
