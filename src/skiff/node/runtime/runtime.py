@@ -110,9 +110,10 @@ class Runtime:
 
     async def remove_sandbox(self, pod_uid: str) -> None:
         """Kill and remove the pod's containers, free its IP, drop namespaces, files and cgroups."""
-        for info in await self.list():
-            if info.pod_uid == pod_uid:
-                await self.remove(info.id)
+        ids = [info.id for info in await self.list() if info.pod_uid == pod_uid]
+        results = await asyncio.gather(*(self.remove(cid) for cid in ids), return_exceptions=True)
+        if errors := [r for r in results if isinstance(r, BaseException)]:
+            raise errors[0]
         await self.sandboxes.remove(pod_uid)
         await asyncio.to_thread(self.cgroups.remove, self.cgroups.pod_path(pod_uid))
 
