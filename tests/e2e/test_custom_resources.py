@@ -420,3 +420,18 @@ def test_deleting_a_namespace_deletes_its_custom_objects(server: Server, group: 
     server.kubectl("delete", "namespace", doomed, "--timeout=60s", timeout=90)
     code, listed, _ = server.raw("GET", f"/apis/{group}/v1/widgets")
     assert code == 200 and [i["metadata"]["name"] for i in listed["items"]] == []
+
+
+def test_custom_kinds_are_served_again_after_a_restart(fresh_server: Server) -> None:
+    g = f"r{uuid.uuid4().hex[:8]}.example.com"
+    apply_crd(fresh_server, widget_crd(g))
+    fresh_server.kubectl("apply", "-n", "default", "-f", "-", input=widget(g, "kept", {"size": 2}))
+    fresh_server.stop()
+    again = Server(fresh_server.data_dir).start()
+    try:
+        code, got, _ = again.raw("GET", f"/apis/{g}/v1/namespaces/default/widgets/kept")  # served once ready
+        assert code == 200 and got["spec"] == {"size": 2, "color": "red"}
+        table = again.kubectl("get", f"widgets.{g}", "-n", "default").stdout
+        assert table.split()[:4] == ["NAME", "SIZE", "COLOR", "PHASE"]
+    finally:
+        again.stop()
