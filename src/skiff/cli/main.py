@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from skiff.cli.agent import run_agent
 
         return run_agent(parsed)
+    if parsed.command == "proxy":
+        from skiff.cli.proxy import run_proxy_command
+
+        return run_proxy_command(parsed)
     if parsed.command == "image":
         from skiff.cli.image import run_image
 
@@ -192,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     from skiff.cli.agent import add_agent_parser
 
     add_agent_parser(commands)
+    from skiff.cli.proxy import add_proxy_parser
+
+    add_proxy_parser(commands)
 
     from skiff.cli.dns import add_dns_parser
 
