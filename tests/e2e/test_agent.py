@@ -159,7 +159,7 @@ def test_completed_pods_with_restart_never(cluster: Server, agent: AgentNode, re
     ok = pod(
         "ok",
         registry.busybox,
-        ["sh", "-c", "echo done"],
+        ["sh", "-c", "echo done; echo all good > /dev/termination-log"],
         restartPolicy="Never",
         initContainers=[{"name": "init", "image": registry.busybox, "command": ["sh", "-c", "echo init"]}],
     )
@@ -174,6 +174,7 @@ def test_completed_pods_with_restart_never(cluster: Server, agent: AgentNode, re
     p = wait_for(lambda: (q := get_pod(cluster, ns, "ok"))["status"].get("phase") == "Succeeded" and q,
                  what="ok Succeeded")  # fmt: skip
     assert container_state(p)["state"]["terminated"]["reason"] == "Completed"
+    assert container_state(p)["state"]["terminated"]["message"] == "all good\n"  # its terminationMessagePath
     assert container_state(p, key="initContainerStatuses")["state"]["terminated"]["reason"] == "Completed"
     assert condition(p, "Initialized") == "True" and condition(p, "Ready") == "False"
     assert "Completed" in cluster.kubectl("get", "pod", "ok", "-n", ns).stdout

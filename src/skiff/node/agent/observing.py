@@ -7,6 +7,8 @@ before a bump is never served after it (a worker always sees the containers it j
 state of a container comes from that listing when it still runs (its status does not change
 while it runs), and is read afresh otherwise.
 
+An exited container's message is what it wrote to its terminationMessagePath.
+
 A container that runc could not even create or start leaves nothing in the runtime; it is kept
 here as a synthetic exited attempt (exit code 128, reason `StartError`, as containerd reports
 it), so restartPolicy, back-off and restartCount treat it as Kubernetes does.
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from skiff.node.agent.podstatus import EXITED, Attempt
-from skiff.node.agent.starting import image_record
+from skiff.node.agent.starting import image_record, read_termination_message, termination_file
 from skiff.node.agent.volumes import pod_dir
 from skiff.node.runtime.runtime import ContainerNotFound, Runtime
 from skiff.node.runtime.types import ContainerInfo, ContainerState, ContainerStatus
@@ -75,9 +77,15 @@ class Observer:
             else:
                 self._running.pop(info.id, None)
             record = await asyncio.to_thread(_read_json, image_record(root, info.id))
+            message = st.message
+            if st.state == ContainerState.EXITED:
+                written = await asyncio.to_thread(
+                    read_termination_message, termination_file(root, info.name, info.attempt)
+                )
+                message = written or message
             out.append(Attempt(
                 id=info.id, name=info.name, attempt=info.attempt, state=str(st.state), exit_code=st.exit_code,
-                reason=st.reason, message=st.message, started_at=st.started_at, finished_at=st.finished_at,
+                reason=st.reason, message=message, started_at=st.started_at, finished_at=st.finished_at,
                 image=record.get("image", ""), image_id=record.get("imageID", ""),
             ))  # fmt: skip
         real = {(a.name, a.attempt) for a in out}

@@ -28,7 +28,7 @@ from skiff.node.agent.backoff import Backoff, go_duration
 from skiff.node.agent.podspec import ContainerConfigError, PodContext, build_config, pull_policy
 from skiff.node.agent.volumes import VolumeError, container_mounts
 from skiff.node.runtime.runtime import Runtime
-from skiff.node.runtime.types import Sandbox
+from skiff.node.runtime.types import Mount, Sandbox
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -50,6 +50,27 @@ class PodEnv:
 def log_path(pod_dir: Path, container: str, attempt: int) -> Path:
     """As the kubelet's /var/log/pods/<ns>_<name>_<uid>/<container>/<attempt>.log, under the pod's dir."""
     return pod_dir / "logs" / container / f"{attempt}.log"
+
+
+def termination_file(pod_dir: Path, container: str, attempt: int) -> Path:
+    """The host file bound at the container's terminationMessagePath (the kubelet's `containers/<name>/<id>`)."""
+    return pod_dir / "containers" / container / f"{attempt}.termination-log"
+
+
+def read_termination_message(path: Path) -> str:
+    """What the process wrote to its termination message file, at most 4096 bytes (Kubernetes' limit)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _prepare_files(log: Path, message: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    message.parent.mkdir(parents=True, exist_ok=True)
+    message.touch(mode=0o666)
+    message.chmod(0o666)  # any user of the container may write it
 
 
 def image_record(pod_dir: Path, container_id: str) -> Path:
@@ -139,8 +160,11 @@ class Starter:
         except (ContainerConfigError, VolumeError) as e:
             await self._event(pod, "Warning", "Failed", f"Error: {e}")
             return "CreateContainerConfigError", str(e)
-        config = replace(config, log_path=log_path(env.pod_dir, name, attempt))
-        await asyncio.to_thread(config.log_path.parent.mkdir, parents=True, exist_ok=True)  # type: ignore[union-attr]
+        message_file = termination_file(env.pod_dir, name, attempt)
+        await asyncio.to_thread(_prepare_files, log_path(env.pod_dir, name, attempt), message_file)
+        message_path = container.get("terminationMessagePath") or "/dev/termination-log"
+        mounts = [*config.mounts, Mount(destination=message_path, source=str(message_file))]
+        config = replace(config, log_path=log_path(env.pod_dir, name, attempt), mounts=mounts)
         try:
             cid = await self.runtime.create_container(env.sandbox, config, image.rootfs)
         except Exception as e:
