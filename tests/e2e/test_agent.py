@@ -300,6 +300,24 @@ def test_agent_restart_keeps_running_pods_and_cleans_deleted_ones(
     wait_for(lambda: not (agent.state_dir / "pods" / orphan_uid).exists(), timeout=20, what="the orphan's dir to go")
 
 
+def test_changing_the_image_restarts_the_container(
+    cluster: Server, agent: AgentNode, registry: Registry, ns: str
+) -> None:
+    apply(cluster, ns, pod("swap", registry.busybox, ["sh", "-c", "while true; do sleep 1; done"]))
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "swap")) and condition(q, "Ready") == "True" and q,
+                 what="swap Ready")  # fmt: skip
+    image_id = container_state(p)["imageID"]  # <repo>@sha256:...: the same image, named by digest
+    cluster.kubectl("set", "image", "pod/swap", "-n", ns, f"c={image_id}")
+
+    def restarted() -> dict[str, Any] | None:
+        cs = container_state(get_pod(cluster, ns, "swap"))
+        return cs if cs.get("restartCount") == 1 and "running" in cs.get("state", {}) else None
+
+    cs = wait_for(restarted, timeout=60, what="a restart with the new image")
+    assert cs["image"] == image_id and cs["containerID"] != container_state(p)["containerID"]
+    assert "terminated" in cs["lastState"]
+
+
 def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:
     """Runs last: once every pod is gone the agent has removed all its containers, namespaces and mounts."""
     listing = json.loads(cluster.kubectl("get", "pods", "-A", "--field-selector",

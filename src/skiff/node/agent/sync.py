@@ -160,6 +160,13 @@ class PodSyncer:
         meta = env.pod["metadata"]
         key = f"{meta['uid']}/{name}"
         if last is not None and last.state == RUNNING:
+            if last.image and last.image != c.get("image"):  # the image was changed: restart with the new one
+                message = f"Container {name} definition changed, will be restarted"
+                await self.recorder.record(env.pod, type="Normal", reason="Killing", message=message)
+                grace = (env.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                await self.runtime.stop(last.id, grace)
+                self.observer.invalidate()
+                wake.append(0.0)
             return
         if last is not None and last.state == "unknown":  # its shim is still starting: look again soon
             wake.append(RELIST)
