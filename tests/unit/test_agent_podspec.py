@@ -164,9 +164,10 @@ def test_referenced_objects() -> None:
     p = pod(
         containers=[{"name": "c", "envFrom": [{"configMapRef": {"name": "a"}}, {"secretRef": {"name": "s1"}}],
                      "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "b", "key": "k"}}}]}],
-        volumes=[{"name": "v", "configMap": {"name": "c"}}, {"name": "w", "secret": {"secretName": "s2"}}],
+        volumes=[{"name": "v", "configMap": {"name": "c"}}, {"name": "w", "secret": {"secretName": "s2"}},
+                 {"name": "x", "projected": {"sources": [{"configMap": {"name": "d"}}, {"secret": {"name": "s3"}}]}}],
     )  # fmt: skip
-    assert referenced_objects(p) == ({"a", "b", "c"}, {"s1", "s2"})
+    assert referenced_objects(p) == ({"a", "b", "c", "d"}, {"s1", "s2", "s3"})
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,22 @@ def test_container_mounts(tmp_path: Path) -> None:
         ("/data", str(paths["scratch"] / "x"), False),
         ("/etc/app", str(paths["config"]), True),
     ]
+
+
+def test_projected_merges_its_sources(tmp_path: Path) -> None:
+    p = pod([{"name": "all", "projected": {"defaultMode": 0o440, "sources": [
+        {"configMap": {"name": "cm", "items": [{"key": "a.conf", "path": "conf/a"}]}},
+        {"secret": {"name": "sec"}},
+        {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}])  # fmt: skip
+    paths = setup(p, tmp_path / "pod")
+    root = paths["all"]
+    assert root == tmp_path / "pod" / "volumes" / "kubernetes.io~projected" / "all"
+    assert (root / "conf" / "a").read_text() == "A" and (root / "token").read_bytes() == b"t0k"
+    assert (root / "ns").read_text() == "ns" and (root / "token").stat().st_mode & 0o777 == 0o440
+
+
+def test_projected_service_account_tokens_are_not_supported_yet(tmp_path: Path) -> None:
+    volume = {"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}
+    with pytest.raises(VolumeError, match="projected source serviceAccountToken is not supported"):
+        setup(pod([volume]), tmp_path / "pod")

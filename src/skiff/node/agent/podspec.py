@@ -63,6 +63,11 @@ def referenced_objects(pod: Obj) -> tuple[set[str], set[str]]:
             cms.add(vol["configMap"].get("name", ""))
         if "secret" in vol:
             secrets.add(vol["secret"].get("secretName", ""))
+        for source in (vol.get("projected") or {}).get("sources") or []:
+            if "configMap" in source:
+                cms.add(source["configMap"].get("name", ""))
+            if "secret" in source:
+                secrets.add(source["secret"].get("name", ""))
     return cms - {""}, secrets - {""}
 
 

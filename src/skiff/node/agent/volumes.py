@@ -4,14 +4,16 @@
     <state>/pods/<uid>/volumes/kubernetes.io~configmap/<name>     files written atomically
     <state>/pods/<uid>/volumes/kubernetes.io~secret/<name>        the same, on a tmpfs of its own
     <state>/pods/<uid>/volumes/kubernetes.io~downward-api/<name>  the same, from the pod's fields
+    <state>/pods/<uid>/volumes/kubernetes.io~projected/<name>     the same, from several sources
 
 ConfigMap, Secret and downward API files are written as the kubelet's AtomicWriter does: the
 data goes to a fresh `..<digest>` directory, `..data` is a symbolic link switched to it by a
 rename, and each visible name is a link into `..data`, so a reader sees either all the old files
-or all the new ones. Writing the same data again does nothing. hostPath volumes are the host's
-paths (checked or created per `type`). projected and persistentVolumeClaim volumes are not
-supported yet: a pod with one gets a FailedMount. Mounting tmpfs needs root (`tmpfs=False` in
-unit tests writes plain directories).
+or all the new ones. Writing the same data again does nothing. projected volumes merge their
+configMap, secret and downwardAPI sources the same way, on a tmpfs as secrets (serviceAccountToken
+sources are not supported yet). hostPath volumes are the host's paths (checked or created per
+`type`). persistentVolumeClaim and other volume types are not supported yet: a pod with one gets
+a FailedMount. Mounting tmpfs needs root (`tmpfs=False` in unit tests writes plain directories).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ PLUGIN_DIRS = {
     "configMap": "kubernetes.io~configmap",
     "secret": "kubernetes.io~secret",
     "downwardAPI": "kubernetes.io~downward-api",
+    "projected": "kubernetes.io~projected",
 }
 DEFAULT_MODE = 0o644
 
@@ -62,11 +65,30 @@ def _kind(volume: Obj) -> str:
     return next((k for k in volume if k != "name"), "unknown")
 
 
+def projected_files(volume: Obj, pod: Obj, ctx: PodContext) -> dict[str, tuple[bytes, int]]:
+    """A projected volume's files: its configMap, secret and downwardAPI sources merged in order."""
+    name = volume.get("name", "")
+    spec = volume["projected"] or {}
+    mode = int(spec.get("defaultMode", DEFAULT_MODE))
+    out: dict[str, tuple[bytes, int]] = {}
+    for source in spec.get("sources") or []:
+        kind = _kind({**source, "name": name})
+        if kind not in ("configMap", "secret", "downwardAPI"):
+            raise VolumeError(name, f"projected source {kind} is not supported by this node yet")
+        sub = dict(source[kind] or {}, defaultMode=mode)
+        if kind == "secret":
+            sub["secretName"] = sub.pop("name", "")
+        out |= volume_files({"name": name, kind: sub}, pod, ctx) or {}
+    return out
+
+
 def volume_files(volume: Obj, pod: Obj, ctx: PodContext) -> dict[str, tuple[bytes, int]] | None:
-    """The files (relative path → (content, mode)) of a configMap, secret or downwardAPI volume.
+    """The files (relative path → (content, mode)) of a configMap, secret, downwardAPI or projected volume.
     None for an optional source that is missing (an empty volume). Raises VolumeError."""
     name = volume.get("name", "")
     kind = _kind(volume)
+    if kind == "projected":
+        return projected_files(volume, pod, ctx)
     src = volume[kind] or {}
     mode = int(src.get("defaultMode", DEFAULT_MODE))
     if kind == "downwardAPI":
@@ -222,7 +244,7 @@ async def setup_volumes(pod: Obj, root: Path, ctx: PodContext, *, tmpfs: bool = 
                 await asyncio.to_thread(os.chmod, path, 0o777)
             continue
         files = volume_files(volume, pod, ctx)
-        if kind == "secret" and tmpfs:
+        if kind in ("secret", "projected") and tmpfs:
             await mount_tmpfs(path)
         await asyncio.to_thread(write_atomic, path, files or {})
     return paths
@@ -241,7 +263,7 @@ def container_mounts(pod: Obj, container: Obj, paths: Mapping[str, Path]) -> lis
             source = source / vm["subPath"]
             if kinds.get(name) == "emptyDir" and not source.exists():
                 source.mkdir(mode=0o777, parents=True)  # as the kubelet: a missing subPath is made
-        readonly = bool(vm.get("readOnly")) or kinds.get(name) in ("configMap", "secret", "downwardAPI")
+        readonly = bool(vm.get("readOnly")) or kinds.get(name) in ("configMap", "secret", "downwardAPI", "projected")
         mounts.append(Mount(destination=vm.get("mountPath", ""), source=str(source), readonly=readonly))
     return mounts
 
