@@ -135,7 +135,13 @@ def test_busybox_pod_runs_ready_with_ip_volumes_and_env(
 
 def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,
                                                    ns: str) -> None:  # fmt: skip
-    apply(cluster, ns, pod("crash", registry.busybox, ["sh", "-c", "echo crashing; exit 3"]))
+    crash = pod(
+        "crash",
+        registry.busybox,
+        ["sh", "-c", "echo crashing; exit 3"],
+        container={"terminationMessagePolicy": "FallbackToLogsOnError"},
+    )
+    apply(cluster, ns, crash)  # fmt: skip
 
     def looping() -> dict[str, Any] | None:
         p = get_pod(cluster, ns, "crash")
@@ -148,6 +154,7 @@ def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: Agent
     assert cs["state"]["waiting"]["message"].startswith("back-off ")
     assert cs["state"]["waiting"]["message"].endswith(f"restarting failed container=c pod=crash_{ns}({uid})")
     assert cs["lastState"]["terminated"]["exitCode"] == 3 and cs["lastState"]["terminated"]["reason"] == "Error"
+    assert cs["lastState"]["terminated"]["message"] == "crashing\n"  # FallbackToLogsOnError: the log's tail
     assert p["status"]["phase"] == "Running" and condition(p, "Ready") == "False"
     assert "CrashLoopBackOff" in cluster.kubectl("get", "pod", "crash", "-n", ns).stdout
     first = cs["restartCount"]

@@ -7,7 +7,8 @@ before a bump is never served after it (a worker always sees the containers it j
 state of a container comes from that listing when it still runs (its status does not change
 while it runs), and is read afresh otherwise.
 
-An exited container's message is what it wrote to its terminationMessagePath.
+An exited container's message is what it wrote to its terminationMessagePath (or, with
+FallbackToLogsOnError and a failure, the tail of its log).
 
 A container that runc could not even create or start leaves nothing in the runtime; it is kept
 here as a synthetic exited attempt (exit code 128, reason `StartError`, as containerd reports
@@ -19,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from skiff.node.agent.podstatus import EXITED, Attempt
-from skiff.node.agent.starting import image_record, read_termination_message, termination_file
+from skiff.node.agent.starting import image_record, log_path, log_tail, read_termination_message, termination_file
 from skiff.node.agent.volumes import pod_dir
 from skiff.node.runtime.runtime import ContainerNotFound, Runtime
 from skiff.node.runtime.types import ContainerInfo, ContainerState, ContainerStatus
@@ -59,8 +61,9 @@ class Observer:
                 del self._running[gone]
             return listing
 
-    async def attempts(self, uid: str) -> list[Attempt]:
-        """Every container of the pod (each attempt), with its current state."""
+    async def attempts(self, uid: str, fallback_to_logs: Collection[str] = ()) -> list[Attempt]:
+        """Every container of the pod (each attempt), with its current state. A container named in
+        `fallback_to_logs` that failed without a termination message gets its log's tail instead."""
         root = pod_dir(self.state_dir, uid)
         out = []
         for info in await self.listing():
@@ -83,6 +86,8 @@ class Observer:
                     read_termination_message, termination_file(root, info.name, info.attempt)
                 )
                 message = written or message
+                if not written and st.exit_code and info.name in fallback_to_logs:
+                    message = await asyncio.to_thread(log_tail, log_path(root, info.name, info.attempt))
             out.append(Attempt(
                 id=info.id, name=info.name, attempt=info.attempt, state=str(st.state), exit_code=st.exit_code,
                 reason=st.reason, message=message, started_at=st.started_at, finished_at=st.finished_at,

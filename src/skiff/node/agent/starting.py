@@ -27,6 +27,7 @@ from skiff.images.store import ImageStore, PullPolicy
 from skiff.node.agent.backoff import Backoff, go_duration
 from skiff.node.agent.podspec import ContainerConfigError, PodContext, build_config, pull_policy
 from skiff.node.agent.volumes import VolumeError, container_mounts
+from skiff.node.runtime.crilog import parse_line
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.types import Mount, Sandbox
 
@@ -64,6 +65,26 @@ def read_termination_message(path: Path) -> str:
             return f.read(4096).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def log_tail(path: Path, lines: int = 80, limit: int = 2048) -> str:
+    """The end of a container's CRI log as text: what FallbackToLogsOnError puts in terminated.message
+    (the kubelet's last 80 lines, at most 2048 bytes)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 64 * 1024))
+            raw = f.read()
+    except OSError:
+        return ""
+    text = bytearray()
+    for line in raw.splitlines()[-lines * 4 :]:
+        try:
+            entry = parse_line(line)
+        except ValueError:
+            continue
+        text += entry.text + (b"" if entry.partial else b"\n")
+    tail = b"".join(bytes(text).splitlines(keepends=True)[-lines:])[-limit:]
+    return tail.decode("utf-8", "replace")
 
 
 def _prepare_files(log: Path, message: Path) -> None:

@@ -113,7 +113,7 @@ class PodSyncer:
             return RETRY
         env = PodEnv(pod=pod, sandbox=sandbox, ctx=ctx, volume_paths=paths, pod_dir=root,
                      credentials=await self._credentials(pod))  # fmt: skip
-        attempts = await self.observer.attempts(uid)
+        attempts = await self.observer.attempts(uid, _fallback(spec))
         if uid not in self._last_status:  # say ContainerCreating (and the IP) before a long image pull
             await self._report(pod, Observation(attempts=attempts, sandbox_ready=True, pod_ip=sandbox.ip,
                                                 host_ip=self.node.host_ip))  # fmt: skip
@@ -140,7 +140,7 @@ class PodSyncer:
                     if restart == "Never" or (restart == "OnFailure" and last.exit_code == 0):
                         continue
                 await self._step(env, c, last, waiting, wake)
-        attempts = await self.observer.attempts(uid)
+        attempts = await self.observer.attempts(uid, _fallback(spec))
         await self._gc_attempts(attempts)
         if any(a.state in (RUNNING, "created") for a in attempts):
             wake.append(RELIST)
@@ -301,6 +301,11 @@ class PodSyncer:
         self.starter.forget(f"{uid}/")
         self._last_status.pop(uid, None)
         self._terminal.pop(uid, None)
+
+
+def _fallback(spec: Obj) -> set[str]:
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    return {c["name"] for c in containers if c.get("terminationMessagePolicy") == "FallbackToLogsOnError"}
 
 
 def _differs(status: Obj, current: Obj) -> bool:
