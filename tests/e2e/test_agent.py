@@ -9,6 +9,7 @@ itself left nothing behind once its pods were deleted.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,30 @@ def test_busybox_pod_runs_ready_with_ip_volumes_and_env(
     assert f"GREETING=hi POD=web IP={ip} SECRET=t0ken" in log
     assert "MOUNTS=/cache tmpfs,/creds tmpfs," in log
     assert "USER=65534:65534 CWD=/tmp" in log  # the secret and the Memory emptyDir are on tmpfs
+
+
+def test_node_reports_the_machine_and_its_images(cluster: Server, agent: AgentNode, registry: Registry) -> None:
+    def node() -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(cluster.kubectl("get", "node", NODE, "-o", "json").stdout)
+        return out
+
+    n = node()
+    assert n["spec"]["podCIDR"] == POD_CIDR and n["spec"]["podCIDRs"] == [POD_CIDR]
+    capacity = n["status"]["capacity"]
+    assert capacity["cpu"] == str(os.cpu_count()) and capacity["pods"] == "110" and capacity["memory"].endswith("Ki")
+    assert n["status"]["allocatable"]["pods"] == "110"
+    assert {a["type"] for a in n["status"]["addresses"]} == {"InternalIP", "Hostname"}
+    conditions = {c["type"]: c["status"] for c in n["status"]["conditions"]}
+    assert conditions == {"MemoryPressure": "False", "DiskPressure": "False", "PIDPressure": "False", "Ready": "True"}
+    assert n["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("runc://")
+    lease = json.loads(cluster.kubectl("get", "lease", NODE, "-n", "kube-node-lease", "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"] == NODE
+    busybox = registry.busybox.rsplit(":", 1)[0]  # the earlier test pulled it
+
+    def listed() -> bool:
+        return any(name.startswith(busybox) for i in node()["status"].get("images", []) for name in i["names"])
+
+    wait_for(listed, timeout=30, what="the busybox image in status.images")
 
 
 def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,

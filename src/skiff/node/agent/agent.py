@@ -90,13 +90,18 @@ class Agent:
         log.info("registered node %s (InternalIP %s, pod CIDR %s)", cfg.node_name, host_ip, cfg.pod_cidr)
         lease = NodeLease(self.client, cfg.node_name, node_uid=registered["metadata"].get("uid"))
         await lease.renew()
+        await node_mod.post_status(self.client, cfg.node_name, state_dir=cfg.state_dir, store=self.images)
         facts = NodeFacts(name=cfg.node_name, host_ip=host_ip, allocatable=capacity, state_dir=cfg.state_dir)
         self.syncer = PodSyncer(self.client, self.runtime, Starter(self.runtime, self.images, self.recorder), facts)
         self.workers = PodWorkers(self.syncer.sync)
         self.pods.add_handlers(on_add=self._changed, on_update=lambda _o, n: self._changed(n), on_delete=self._gone)
         tasks = [
             spawn(lease.run(stop, first_delay=lease.interval), name="agent lease", logger=log),
-            spawn(node_mod.status_loop(self.client, cfg.node_name, stop), name="agent node status", logger=log),
+            spawn(
+                node_mod.status_loop(self.client, cfg.node_name, stop, state_dir=cfg.state_dir, store=self.images),
+                name="agent node status",
+                logger=log,
+            ),
             self.pods.start(),
         ]
         try:

@@ -3,8 +3,9 @@
 Capacity is what the machine has (CPU count, MemTotal from /proc/meminfo, 110 pods, the state
 directory's disk as ephemeral-storage); allocatable equals it (no reservations yet). Addresses are
 the InternalIP (the local address that reaches the API server, unless given) and the Hostname.
-Conditions are a healthy kubelet's (see `skiff.node.simulated.node_conditions`); liveness is the
-Lease (`skiff.node.lease.NodeLease`), the Node status is refreshed every `STATUS_INTERVAL`.
+Conditions come from the machine (`nodestatus`), posted with the node's images right after
+registration, then when they change (looked at every 10 s) or every 5 minutes; liveness is the
+Lease (`skiff.node.lease.NodeLease`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import platform
 import shutil
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from urllib.parse import urlparse
 
 from skiff.api import errors
 from skiff.client import Client, ServerUnreachable, resources
+from skiff.images.store import ImageStore
+from skiff.node.agent import nodestatus
 from skiff.node.simulated import KUBELET_VERSION, arch, node_conditions
 from skiff.node.simulated_pods import fmt_time
 
@@ -29,7 +33,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 MAX_PODS = 110
-STATUS_INTERVAL = 40.0
+STATUS_INTERVAL = 10.0
+REPORT_INTERVAL = 300.0
 RUNTIME_VERSION = "runc://skiff"
 
 
@@ -137,8 +142,14 @@ async def register(client: Client, node: Obj) -> Obj:
     return result
 
 
-async def status_loop(client: Client, name: str, stop: asyncio.Event, interval: float = STATUS_INTERVAL) -> None:
-    """Refresh the Node's conditions' heartbeat every `interval` seconds until `stop`."""
+async def status_loop(
+    client: Client, name: str, stop: asyncio.Event, *, state_dir: Path, store: ImageStore,
+    interval: float = STATUS_INTERVAL,
+) -> None:  # fmt: skip
+    """Every `interval` seconds until `stop`, post the Node's conditions and images when they changed,
+    or at least every `REPORT_INTERVAL` (the kubelet's nodeStatusUpdateFrequency and ReportFrequency)."""
+    last: object = None
+    last_at = 0.0
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -146,9 +157,21 @@ async def status_loop(client: Client, name: str, stop: asyncio.Event, interval: 
         except TimeoutError:
             pass
         try:
-            current = await client.get(resources.NODES, name)
-            previous = (current.get("status") or {}).get("conditions") or []
-            patch = {"status": {"conditions": node_conditions(fmt_time(datetime.now(UTC)), previous)}}
-            await client.patch(resources.NODES, name, patch, subresource="status")
+            signals = await asyncio.to_thread(nodestatus.read_signals, state_dir)
+            seen = (nodestatus.pressures(signals), nodestatus.images(await store.list()))
+            if seen != last or time.monotonic() - last_at >= REPORT_INTERVAL:
+                await post_status(client, name, state_dir=state_dir, store=store)
+                last, last_at = seen, time.monotonic()
         except (errors.StatusError, ServerUnreachable) as exc:
             log.warning("node %s: posting its status failed: %s", name, exc)
+
+
+async def post_status(client: Client, name: str, *, state_dir: Path, store: ImageStore) -> None:
+    signals = await asyncio.to_thread(nodestatus.read_signals, state_dir)
+    current = await client.get(resources.NODES, name)
+    previous = (current.get("status") or {}).get("conditions") or []
+    status = {
+        "conditions": nodestatus.conditions(signals, fmt_time(datetime.now(UTC)), previous),
+        "images": nodestatus.images(await store.list()),
+    }
+    await client.patch(resources.NODES, name, {"status": status}, subresource="status")
