@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -164,7 +165,11 @@ class AgentNode:
         return {k: v for k, v in found.items() if v}
 
     def cleanup(self) -> None:
-        """Remove whatever the agent left, by force: containers, namespaces, mounts, bridge, cgroups."""
+        """Delete the node's pods while the agent runs (its own teardown), then remove whatever is left by
+        force: containers, namespaces, mounts, NAT rules, the bridge, cgroups."""
+        if self.proc is not None and self.proc.poll() is None and self.server.proc and self.server.proc.poll() is None:
+            self.server.kubectl("delete", "pods", "-A", "--field-selector", f"spec.nodeName={NODE}", "--wait=true",
+                                "--timeout=60s", check=False, timeout=90)  # fmt: skip
         self.stop()
         root = self.state_dir / "runtime" / "runc"
         for cid in self.runc_ids():
@@ -174,6 +179,14 @@ class AgentNode:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         for point in self.mounts():
             subprocess.run(["umount", "-l", point], capture_output=True)
+        for rule in self.nat_rules():
+            parts = shlex.split(rule)
+            if parts[0] == "-A":
+                subprocess.run(["iptables", "-t", "nat", "-D", *parts[1:]], capture_output=True)
+                if "-j" in parts and parts[parts.index("-j") + 1].startswith("CNI-"):
+                    chain = parts[parts.index("-j") + 1]
+                    subprocess.run(["iptables", "-t", "nat", "-F", chain], capture_output=True)
+                    subprocess.run(["iptables", "-t", "nat", "-X", chain], capture_output=True)
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         for base in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
             parent = base / CGROUP_PARENT

@@ -52,7 +52,14 @@ def ns(cluster: Server, request: pytest.FixtureRequest) -> Iterator[str]:
     name = "agent-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
     cluster.kubectl("create", "namespace", name)
     yield name
-    cluster.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+    alive = agent_alive(request)
+    wait = ["--wait=true", "--timeout=30s"] if alive else ["--force", "--grace-period=0"]
+    cluster.kubectl("delete", "pods", "--all", "-n", name, *wait, check=False, timeout=60)
+
+
+def agent_alive(request: pytest.FixtureRequest) -> bool:
+    node = request.getfixturevalue("agent") if "agent" in request.fixturenames else None
+    return node is not None and node.proc is not None and node.proc.poll() is None
 
 
 def apply(cluster: Server, ns: str, *docs: dict[str, Any]) -> None:
