@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,24 +49,35 @@ def missing_requirements() -> str | None:
 class Registry:
     host: str
     proc: subprocess.Popen[bytes]
+    storage: Path
     busybox: str = ""
 
     @classmethod
-    def start(cls, data_dir: Path, timeout: float = 20.0) -> Registry:
+    def start(
+        cls, data_dir: Path, timeout: float = 20.0, *, storage: Path | None = None, htpasswd: str = ""
+    ) -> Registry:
+        """A registry on a free port; `storage` shares another's images, `htpasswd` asks for basic auth."""
         host = f"127.0.0.1:{free_port()}"
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "config.yml"
-        config.write_text(yaml.safe_dump(registry_config(data_dir / "storage", host)))
+        settings: dict[str, Any] = registry_config(storage or data_dir / "storage", host)
+        if htpasswd:
+            (data_dir / "htpasswd").write_text(htpasswd)
+            settings["auth"] = {"htpasswd": {"realm": "skiff-test", "path": str(data_dir / "htpasswd")}}
+        config.write_text(yaml.safe_dump(settings))
         with (data_dir / "registry.log").open("ab") as log:
             proc = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        reg = cls(host=host, proc=proc)
+        reg = cls(host=host, proc=proc, storage=storage or data_dir / "storage")
         deadline = time.monotonic() + timeout
         while True:
             try:
                 with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as resp:
                     if resp.status == 200:
                         break
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, and asking for credentials
+                    return reg
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     reg.stop()

@@ -8,9 +8,11 @@ itself left nothing behind once its pods were deleted.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,34 @@ def test_node_reports_the_machine_and_its_images(cluster: Server, agent: AgentNo
         return any(name.startswith(busybox) for i in node()["status"].get("images", []) for name in i["names"])
 
     wait_for(listed, timeout=30, what="the busybox image in status.images")
+
+
+def test_image_pull_secrets(cluster: Server, agent: AgentNode, registry: Registry, ns: str, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt, as the registry's htpasswd wants
+
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    private = Registry.start(tmp_path / "private", storage=registry.storage, htpasswd=f"puller:{hashed}\n")
+    try:
+        image = f"{private.host}/busybox:latest"
+        auth = base64.b64encode(b"puller:s3cret").decode()
+        config = json.dumps({"auths": {private.host: {"auth": auth}}})
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pull"},
+                  "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": config}}  # fmt: skip
+        apply(cluster, ns, secret, pod("anonymous", image, ["sleep", "3600"]),
+              pod("authorized", image, ["sleep", "3600"], imagePullSecrets=[{"name": "pull"}]))  # fmt: skip
+
+        def refused() -> str:
+            waiting = container_state(get_pod(cluster, ns, "anonymous")).get("state", {}).get("waiting") or {}
+            return (
+                str(waiting.get("message", "")) if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") else ""
+            )
+
+        assert "authentication required" in wait_for(refused, what="the anonymous pull refused").lower()
+        wait_for(lambda: condition(get_pod(cluster, ns, "authorized"), "Ready") == "True", what="authorized Ready")
+    finally:
+        private.stop()
 
 
 def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,
