@@ -21,7 +21,6 @@ from typing import Any
 Obj = dict[str, Any]
 FieldErrors = list[tuple[str, str, str]]
 
-_JUNCTORS = frozenset(("allOf", "anyOf", "oneOf", "not"))
 _CONSTRAINTS = frozenset(
     "enum pattern maxLength minLength minimum maximum multipleOf maxItems minItems maxProperties minProperties".split()
 )
@@ -68,10 +67,49 @@ def regex(pattern: str) -> re.Pattern[str] | None:
 # ---------------------------------------------------------------- custom objects
 
 
-def validate(value: Any, schema: Obj, *, path: str = "", check_required: bool = True) -> FieldErrors:
+class Node:
+    """One compiled schema position: what the walkers need, looked up once per schema, not per object."""
+
+    __slots__ = ("checks", "default", "embedded", "extra", "extra_true", "has_default", "int_or_string", "items",
+                 "junctors", "list_type", "nullable", "preserve", "props", "raw", "required", "type")  # fmt: skip
+
+    def __init__(self, raw: Obj) -> None:
+        self.raw = raw
+        self.type: str | None = raw.get("type") if isinstance(raw.get("type"), str) else None
+        self.nullable = bool(raw.get("nullable"))
+        self.int_or_string = bool(raw.get("x-kubernetes-int-or-string"))
+        self.preserve = bool(raw.get("x-kubernetes-preserve-unknown-fields"))
+        self.embedded = bool(raw.get("x-kubernetes-embedded-resource"))
+        props = raw.get("properties")
+        self.props: dict[str, Node] | None = (
+            {k: Node(v) for k, v in props.items() if isinstance(v, dict)} if isinstance(props, dict) else None
+        )
+        self.required: tuple[str, ...] = tuple(raw.get("required") or ())
+        items, extra = raw.get("items"), raw.get("additionalProperties")
+        self.items = Node(items) if isinstance(items, dict) else None
+        self.extra = Node(extra) if isinstance(extra, dict) else None
+        self.extra_true = extra is True
+        self.checks = not _CONSTRAINTS.isdisjoint(raw)
+        self.list_type = raw.get("x-kubernetes-list-type") if raw.get("type") == "array" else None
+        self.has_default, self.default = "default" in raw, raw.get("default")
+        junctors: list[tuple[str, tuple[Node, ...]]] = []
+        for junctor in ("allOf", "anyOf", "oneOf", "not"):
+            subs = raw.get(junctor)
+            subs = [subs] if junctor == "not" else subs
+            if isinstance(subs, list) and any(isinstance(x, dict) for x in subs):
+                junctors.append((junctor, tuple(Node(x) for x in subs if isinstance(x, dict))))
+        self.junctors = tuple(junctors)
+
+
+def compile_schema(schema: Obj | Node) -> Node:
+    """A schema ready for `validate`, `prune` and `apply_defaults` (compile once per CRD version)."""
+    return schema if isinstance(schema, Node) else Node(schema)
+
+
+def validate(value: Any, schema: Obj | Node, *, path: str = "", check_required: bool = True) -> FieldErrors:
     """Field errors of `value` against a structural `schema` (the object itself: path "")."""
     errs: FieldErrors = []
-    _validate(value, schema, path, errs, check_required)
+    _validate(value, compile_schema(schema), path, errs, check_required)
     return errs
 
 
@@ -81,32 +119,31 @@ def _type_error(value: Any, want: str, path: str) -> tuple[str, str, str]:
     return ("FieldValueTypeInvalid", path, f'Invalid value: "{got}": {detail}')
 
 
-def _validate(value: Any, s: Obj, path: str, errs: FieldErrors, check_required: bool) -> None:
+def _validate(value: Any, n: Node, path: str, errs: FieldErrors, check_required: bool) -> None:
     if value is None:
-        if not s.get("nullable") and (s.get("type") or s.get("x-kubernetes-int-or-string")):
-            errs.append(_type_error(value, s.get("type") or "integer,string", path))
+        if not n.nullable and (n.type or n.int_or_string):
+            errs.append(_type_error(value, n.type or "integer,string", path))
         return
-    t = s.get("type")
-    if s.get("x-kubernetes-int-or-string"):
+    if n.int_or_string:
         if isinstance(value, bool) or not isinstance(value, int | str):
             errs.append(_type_error(value, "integer,string", path))
             return
-    elif t is not None and not _is_type(value, t):
-        errs.append(_type_error(value, t, path))
+    elif n.type is not None and not _is_type(value, n.type):
+        errs.append(_type_error(value, n.type, path))
         return
-    _constraints(value, s, path, errs)
+    if n.checks:
+        _constraints(value, n.raw, path, errs)
     if isinstance(value, dict):
-        _validate_object(value, s, path, errs, check_required)
+        _validate_object(value, n, path, errs, check_required)
     elif isinstance(value, list):
-        items = s.get("items")
-        if isinstance(items, dict):
+        items = n.items
+        if items is not None:
             for i, item in enumerate(value):
                 _validate(item, items, f"{path}[{i}]", errs, check_required)
-        _list_type(value, s, path, errs)
-    if not _JUNCTORS.isdisjoint(s):
-        for junctor in ("allOf", "anyOf", "oneOf", "not"):
-            if junctor in s:
-                _junctor(value, s, junctor, path, errs)
+        if n.list_type:
+            _list_type(value, n.raw, path, errs)
+    for junctor, subs in n.junctors:
+        _junctor(value, junctor, subs, path, errs)
 
 
 def _is_type(value: Any, t: str) -> bool:
@@ -122,27 +159,27 @@ def _is_type(value: Any, t: str) -> bool:
     return json_type(value) == t
 
 
-def _validate_object(value: Obj, s: Obj, path: str, errs: FieldErrors, check_required: bool) -> None:
-    props = s.get("properties") or {}
+def _validate_object(value: Obj, n: Node, path: str, errs: FieldErrors, check_required: bool) -> None:
+    props = n.props or {}
     if check_required:
-        for name in s.get("required") or ():
+        for name in n.required:
             if name not in value:
                 errs.append(("FieldValueRequired", child(path, name), "Required value"))
+    extra = n.extra
     for key, sub in value.items():
-        sub_schema = props.get(key)
-        if sub_schema is None and isinstance(s.get("additionalProperties"), dict):
-            _validate(sub, s["additionalProperties"], f"{path}[{key}]" if path else key, errs, check_required)
-        elif sub_schema is not None and not (not path and key == "metadata"):
-            _validate(sub, sub_schema, child(path, key), errs, check_required)
-    if s.get("x-kubernetes-embedded-resource"):
+        sub_node = props.get(key)
+        if sub_node is None:
+            if extra is not None:
+                _validate(sub, extra, f"{path}[{key}]" if path else key, errs, check_required)
+        elif path or key != "metadata":
+            _validate(sub, sub_node, child(path, key), errs, check_required)
+    if n.embedded:
         for key in ("apiVersion", "kind"):
             if not value.get(key):
                 errs.append(("FieldValueRequired", child(path, key), f"Required value: {key} is required"))
 
 
 def _constraints(value: Any, s: Obj, path: str, errs: FieldErrors) -> None:
-    if _CONSTRAINTS.isdisjoint(s):
-        return
     where = path or "body"
     enum = s.get("enum")
     if isinstance(enum, list) and value not in enum:
@@ -217,20 +254,21 @@ def _list_type(value: list[Any], s: Obj, path: str, errs: FieldErrors) -> None:
                 seen_keys.append(key)
 
 
-def _junctor(value: Any, s: Obj, junctor: str, path: str, errs: FieldErrors) -> None:
+def _junctor(value: Any, junctor: str, subs: tuple[Node, ...], path: str, errs: FieldErrors) -> None:
     where = path or "body"
+    results = []
+    for sub in subs:
+        found: FieldErrors = []
+        _validate(value, sub, path, found, True)
+        results.append(found)
     if junctor == "not":
-        sub = s["not"]
-        if isinstance(sub, dict) and not validate(value, sub, path=path):
+        if not results[0]:
             errs.append(invalid(path, value, f"{where} in body must not validate the schema (not)"))
-        return
-    subs = [x for x in s.get(junctor) or [] if isinstance(x, dict)]
-    results = [validate(value, sub, path=path) for sub in subs]
-    if junctor == "allOf":
+    elif junctor == "allOf":
         for result in results:
             errs.extend(result)
-    elif junctor == "anyOf" and subs and all(results):
+    elif junctor == "anyOf" and all(results):
         errs.append(invalid(path, value, f"{where} in body must validate at least one schema (anyOf)"))
         errs.extend(results[0])
-    elif junctor == "oneOf" and subs and sum(1 for r in results if not r) != 1:
+    elif junctor == "oneOf" and sum(1 for r in results if not r) != 1:
         errs.append(invalid(path, value, f"{where} in body must validate one and only one schema (oneOf)"))

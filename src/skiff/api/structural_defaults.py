@@ -15,79 +15,76 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from skiff.api.structural import child
+from skiff.api.structural import Node, child, compile_schema
 
 Obj = dict[str, Any]
 _TYPE_META = ("apiVersion", "kind", "metadata")
 
 
-def prune(obj: Obj, schema: Obj) -> list[str]:
+def prune(obj: Obj, schema: Obj | Node) -> list[str]:
     """Drop unknown fields of `obj` in place; returns their paths (`spec.foo`, `spec.items[0].bar`)."""
     unknown: list[str] = []
-    _prune_object(obj, schema, "", unknown, root=True)
+    _prune_object(obj, compile_schema(schema), "", unknown, root=True)
     return unknown
 
 
-def _prune(value: Any, s: Obj, path: str, unknown: list[str]) -> None:
+def _prune(value: Any, n: Node, path: str, unknown: list[str]) -> None:
     if isinstance(value, dict):
-        _prune_object(value, s, path, unknown, root=bool(s.get("x-kubernetes-embedded-resource")))
+        _prune_object(value, n, path, unknown, root=n.embedded)
     elif isinstance(value, list):
-        items = s.get("items")
-        if isinstance(items, dict):
+        items = n.items
+        if items is not None:
             for i, item in enumerate(value):
                 _prune(item, items, f"{path}[{i}]", unknown)
 
 
-def _prune_object(value: Obj, s: Obj, path: str, unknown: list[str], *, root: bool) -> None:
-    props = s.get("properties")
-    extra = s.get("additionalProperties")
-    preserve = bool(s.get("x-kubernetes-preserve-unknown-fields"))
-    if isinstance(extra, dict):
+def _prune_object(value: Obj, n: Node, path: str, unknown: list[str], *, root: bool) -> None:
+    extra = n.extra
+    if extra is not None:
         for key, sub in value.items():
             _prune(sub, extra, f"{path}[{key}]" if path else key, unknown)
         return
-    props = props if isinstance(props, dict) else {}
+    props = n.props or {}
+    keep_unknown = n.preserve or n.extra_true
     for key in list(value):
-        sub_schema = props.get(key)
-        if sub_schema is not None:
+        sub_node = props.get(key)
+        if sub_node is not None:
             if not (root and key == "metadata"):
-                _prune(value[key], sub_schema, child(path, key), unknown)
+                _prune(value[key], sub_node, child(path, key), unknown)
         elif root and key in _TYPE_META:
             continue
-        elif not preserve and extra is not True:
+        elif not keep_unknown:
             unknown.append(child(path, key))
             del value[key]
 
 
-def apply_defaults(obj: Obj, schema: Obj) -> None:
+def apply_defaults(obj: Obj, schema: Obj | Node) -> None:
     """Fill in `default`s of absent fields, and of nulls where the field is not nullable, in place."""
-    _default(obj, schema, root=True)
+    _default(obj, compile_schema(schema), root=True)
 
 
-def _default(value: Any, s: Obj, *, root: bool = False) -> None:
+def _default(value: Any, n: Node, *, root: bool = False) -> None:
     if isinstance(value, dict):
-        props = s.get("properties")
-        if isinstance(props, dict):
-            for key, sub in props.items():
-                if not isinstance(sub, dict) or (root and key == "metadata"):
+        if n.props:
+            for key, sub in n.props.items():
+                if root and key == "metadata":
                     continue
-                if key in value and value[key] is None and not sub.get("nullable"):
-                    if "default" in sub:
-                        value[key] = copy.deepcopy(sub["default"])
+                if key in value and value[key] is None and not sub.nullable:
+                    if sub.has_default:
+                        value[key] = copy.deepcopy(sub.default)
                     else:
                         del value[key]  # as Kubernetes: a non-nullable null without default is pruned
-                elif key not in value and "default" in sub:
-                    value[key] = copy.deepcopy(sub["default"])
+                elif key not in value and sub.has_default:
+                    value[key] = copy.deepcopy(sub.default)
                 if key in value:
                     _default(value[key], sub)
-        extra = s.get("additionalProperties")
-        if isinstance(extra, dict):
+        if n.extra is not None:
             for sub_value in value.values():
-                _default(sub_value, extra)
+                _default(sub_value, n.extra)
     elif isinstance(value, list):
-        items = s.get("items")
-        if isinstance(items, dict):
+        items = n.items
+        if items is not None:
             for i, item in enumerate(value):
-                if item is None and "default" in items and not items.get("nullable"):
-                    value[i] = copy.deepcopy(items["default"])
+                if item is None and items.has_default and not items.nullable:
+                    value[i] = copy.deepcopy(items.default)
                 _default(value[i], items)

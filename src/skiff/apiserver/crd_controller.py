@@ -254,6 +254,11 @@ def _same(a: ResourceType, b: ResourceType) -> bool:
               "storage_version")  # fmt: skip
     return (
         all(getattr(a, f) == getattr(b, f) for f in fields)
-        and a.extra == b.extra
+        and _served_extra(a) == _served_extra(b)
         and getattr(a.strategy, "terminating", None) == getattr(b.strategy, "terminating", None)
     )
+
+
+def _served_extra(rt: ResourceType) -> dict[str, Any]:
+    """What a type carries for serving, without its compiled schema (which compares by identity)."""
+    return {k: v for k, v in rt.extra.items() if k != "structural"}

@@ -20,6 +20,7 @@ import copy
 from typing import Any
 
 from skiff.api import crd_validation, errors
+from skiff.api.structural import compile_schema
 from skiff.api.structural import validate as validate_schema
 from skiff.api.structural_defaults import apply_defaults, prune
 from skiff.apiserver.strategy import FieldErrors, Strategy
@@ -105,6 +106,12 @@ class CustomResourceStrategy(Strategy):
         super().__init__(has_status=status)
         self.kind, self.group, self.schema = kind, group, schema
         self.terminating = terminating
+        status_schema = (schema.get("properties") or {}).get("status")
+        self._status = (
+            compile_schema({"type": "object", "properties": {"status": status_schema}})
+            if isinstance(status_schema, dict)
+            else None
+        )
 
     def prepare_for_create(self, obj: Obj) -> None:
         if self.terminating:
@@ -129,14 +136,12 @@ class CustomResourceStrategy(Strategy):
         merged = super().prepare_for_status_update(new, old)
         if "status" not in new:
             merged.pop("status", None)
-        status_schema = (self.schema.get("properties") or {}).get("status")
-        if isinstance(status_schema, dict) and "status" in merged:
+        if self._status is not None and "status" in merged:
             view = {"status": merged["status"]}
-            root = {"type": "object", "properties": {"status": status_schema}}
-            prune(view, root)
-            apply_defaults(view, root)
+            prune(view, self._status)
+            apply_defaults(view, self._status)
             merged["status"] = view["status"]
-            errs = validate_schema(view, root)
+            errs = validate_schema(view, self._status)
             if errs:
                 name = merged["metadata"].get("name", "")
                 raise errors.field_error(self.kind, name, errs, group=self.group)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from skiff.api.structural import compile_schema
 from skiff.apiserver.crd_strategy import CustomResourceStrategy
 from skiff.apiserver.registry import ALL_VERBS, ResourceType
 
@@ -55,7 +56,7 @@ def resource_types(crd: Obj, *, terminating: bool = False) -> list[ResourceType]
         extra: Obj = {
             "custom": True,
             "crd": (crd.get("metadata") or {}).get("name"),
-            "structural": schema,
+            "structural": compile_schema(schema),  # compiled once: admission prunes, defaults, validates
             "openapi_schema": schema,
             "printer_columns": list(version.get("additionalPrinterColumns") or []),
             "list_kind": names.get("listKind") or kind + "List",
