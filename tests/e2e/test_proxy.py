@@ -15,7 +15,7 @@ import pytest
 
 from skiff.node.proxy.iptables import Syncer
 from skiff.node.proxy.model import SERVICE_NAME_LABEL, service_ports
-from tests.e2e.proxy_lab import CLUSTER_CIDR, Lab, missing
+from tests.e2e.proxy_lab import CLUSTER_CIDR, Lab, in_ns, missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
 
@@ -56,8 +56,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         lab.setup(3, tmp_path_factory.mktemp("www"))
         # a rule of the "host" that the proxy must leave alone
-        from tests.e2e.proxy_lab import in_ns
-
         in_ns(lab.node, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.9.9.9", "-j", "RETURN")
         in_ns(lab.node, "iptables", "-N", "HOST-OWN")
         in_ns(lab.node, "iptables", "-A", "HOST-OWN", "-p", "tcp", "--dport", "9", "-j", "DROP")
@@ -153,6 +151,11 @@ async def test_rules_survive_a_full_resync_and_removed_services_go(lab: Lab, syn
     slices = [endpoint_slice("one", ips(lab)), endpoint_slice("two", ips(lab))]
     await syncer.sync(service_ports([one, two], slices))
     rules = lab.rules()
+    assert await syncer.verify()
+    # someone deletes a jump rule: the periodic check notices, a full sync puts it back
+    in_ns(lab.node, "iptables", "-t", "nat", "-D", "PREROUTING", "-m", "comment", "--comment",
+          "kubernetes service portals", "-j", "KUBE-SERVICES")  # fmt: skip
+    assert not await syncer.verify()
     syncer.invalidate()
     await syncer.sync(service_ports([one, two], slices))
     assert lab.rules() == rules  # a full sync writes the same rules, jumps not duplicated

@@ -31,9 +31,11 @@ policy is DROP. `JUMPS` are the rules in the built-in chains that lead here.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from skiff.node.proxy.model import Endpoint, ServicePort
 
@@ -139,6 +141,59 @@ def _dst_local(node_port_addresses: Sequence[str]) -> list[str]:
     return [f"-d {addr}" for addr in node_port_addresses]
 
 
+class _Fragment(NamedTuple):
+    """One service port's share of the rules."""
+
+    services: tuple[str, ...]  # nat KUBE-SERVICES
+    nodeports: tuple[str, ...]  # nat KUBE-NODEPORTS
+    chains: tuple[tuple[str, tuple[str, ...]], ...]  # its own nat chains
+    rejects: tuple[str, ...]  # filter KUBE-SERVICES
+    external_rejects: tuple[str, ...]  # filter KUBE-EXTERNAL-SERVICES
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _fragment(sp: ServicePort, cluster_cidr: str | None, dsts: tuple[str, ...]) -> _Fragment:
+    """The rules of one service port (cached: an unchanged port costs nothing in the next sync)."""
+    name, proto = sp.name_string, _proto(sp)
+    dest = f"{proto} -d {sp.cluster_ip} --dport {sp.port}"
+    if not sp.endpoints:
+        reject = _comment(name + " has no endpoints")
+        external = (
+            tuple(f"{reject} {dst} {proto} --dport {sp.node_port} -j REJECT" for dst in dsts) if sp.node_port else ()
+        )
+        return _Fragment((), (), (), (f"{reject} {dest} -j REJECT",), external)
+    svc = svc_chain(sp)
+    chains: list[tuple[str, tuple[str, ...]]] = []
+    svc_rules: list[str] = []
+    if cluster_cidr:
+        svc_rules.append(f"{_comment(name + ' cluster IP')} {dest} ! -s {cluster_cidr} -j {KUBE_MARK_MASQ}")
+    seps = [(ep, sep_chain(sp, ep)) for ep in sp.endpoints]
+    if sp.affinity_timeout is not None:
+        for ep, sep in seps:
+            svc_rules.append(
+                f"{_comment(f'{name} -> {ep}')} -m recent --name {sep} --rcheck "
+                f"--seconds {sp.affinity_timeout} --reap -j {sep}"
+            )
+    n = len(seps)
+    for i, (ep, sep) in enumerate(seps):
+        chance = f" -m statistic --mode random --probability {probability(i, n)}" if i < n - 1 else ""
+        svc_rules.append(f"{_comment(f'{name} -> {ep}')}{chance} -j {sep}")
+    chains.append((svc, tuple(svc_rules)))
+    nodeports: tuple[str, ...] = ()
+    if sp.node_port:
+        ext = ext_chain(sp)
+        nodeports = (f"{_comment(name)} {proto} --dport {sp.node_port} -j {ext}",)
+        masq = f"{_comment(f'masquerade traffic for {name} external destinations')} -j {KUBE_MARK_MASQ}"
+        chains.append((ext, (masq, f"-j {svc}")))
+    recent = " -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
+    for ep, sep in seps:
+        chains.append((sep, (
+            f"{_comment(name)} -s {ep.ip} -j {KUBE_MARK_MASQ}",
+            f"{_comment(name)}{recent.format(sep=sep)} {proto} -j DNAT --to-destination {ep}",
+        )))  # fmt: skip
+    return _Fragment((f"{_comment(name + ' cluster IP')} {dest} -j {svc}",), nodeports, tuple(chains), (), ())
+
+
 def build(
     ports: Iterable[ServicePort], *, cluster_cidr: str | None = None, node_port_addresses: Sequence[str] = ()
 ) -> Ruleset:
@@ -149,49 +204,16 @@ def build(
     per_service: Rules = {}
     f_services: list[str] = []
     f_external: list[str] = []
+    dsts = tuple(_dst_local(node_port_addresses))
     for sp in ports:
-        name, proto = sp.name_string, _proto(sp)
-        dest = f"{proto} -d {sp.cluster_ip} --dport {sp.port}"
-        if not sp.endpoints:
-            f_services.append(f"{_comment(name + ' has no endpoints')} {dest} -j REJECT")
-            if sp.node_port:
-                for dst in _dst_local(node_port_addresses):
-                    f_external.append(
-                        f"{_comment(name + ' has no endpoints')} {dst} {proto} --dport {sp.node_port} -j REJECT"
-                    )
-            continue
-        svc = svc_chain(sp)
-        services.append(f"{_comment(name + ' cluster IP')} {dest} -j {svc}")
-        svc_rules: list[str] = []
-        if cluster_cidr:
-            svc_rules.append(f"{_comment(name + ' cluster IP')} {dest} ! -s {cluster_cidr} -j {KUBE_MARK_MASQ}")
-        seps = [(ep, sep_chain(sp, ep)) for ep in sp.endpoints]
-        if sp.affinity_timeout is not None:
-            for ep, sep in seps:
-                svc_rules.append(
-                    f"{_comment(f'{name} -> {ep}')} -m recent --name {sep} --rcheck "
-                    f"--seconds {sp.affinity_timeout} --reap -j {sep}"
-                )
-        n = len(seps)
-        for i, (ep, sep) in enumerate(seps):
-            chance = f" -m statistic --mode random --probability {probability(i, n)}" if i < n - 1 else ""
-            svc_rules.append(f"{_comment(f'{name} -> {ep}')}{chance} -j {sep}")
-        per_service[svc] = tuple(svc_rules)
-        if sp.node_port:
-            ext = ext_chain(sp)
-            nodeports.append(f"{_comment(name)} {proto} --dport {sp.node_port} -j {ext}")
-            per_service[ext] = (
-                f"{_comment(f'masquerade traffic for {name} external destinations')} -j {KUBE_MARK_MASQ}",
-                f"-j {svc}",
-            )
-        for ep, sep in seps:
-            recent = f" -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
-            per_service[sep] = (
-                f"{_comment(name)} -s {ep.ip} -j {KUBE_MARK_MASQ}",
-                f"{_comment(name)}{recent} {proto} -j DNAT --to-destination {ep}",
-            )
+        frag = _fragment(sp, cluster_cidr, dsts)
+        services.extend(frag.services)
+        nodeports.extend(frag.nodeports)
+        per_service.update(frag.chains)
+        f_services.extend(frag.rejects)
+        f_external.extend(frag.external_rejects)
     comment = _comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-    services.extend(f"{comment} {dst} -j {KUBE_NODEPORTS}" for dst in _dst_local(node_port_addresses))
+    services.extend(f"{comment} {dst} -j {KUBE_NODEPORTS}" for dst in dsts)
     nat[KUBE_SERVICES] = tuple(services)
     nat[KUBE_NODEPORTS] = tuple(nodeports)
     nat[KUBE_POSTROUTING] = (

@@ -48,7 +48,7 @@ async def run_proxy(
     syncer = Syncer(cluster_cidr=cluster_cidr, node_port_addresses=node_ips, netns=netns)
 
     async def sync(full: bool) -> None:
-        if full:
+        if full and not await syncer.verify():
             syncer.invalidate()
         ports = service_ports(services.list(), slices.list())
         if await syncer.sync(ports):

@@ -5,8 +5,9 @@ kube-proxy's `BoundedFrequencyRunner`. Informer events arrive in bursts
 calls `request()`, and the loop runs the sync once per burst: `batch_delay`
 (~100 ms) after the first change, and at least `min_interval` (1 s) after the
 previous sync began. Every `full_interval` seconds, and after a failed sync
-(retried after `min_interval`), the sync is a full one, which repairs rules
-someone else removed.
+(retried after `min_interval`), the sync is called with `full=True`: the
+proxy then checks the kernel's state and rewrites everything if rules were
+removed behind its back.
 """
 
 from __future__ import annotations
