@@ -7,8 +7,10 @@ validations under `allOf`/`anyOf`/`oneOf`/`not` -- reported with
 Kubernetes' field paths and messages (`spec.size: Invalid value: 0:
 spec.size in body should be greater than or equal to 1`).
 
-Whether a CRD's schema is structural at all is `structural_schema`;
-pruning and defaulting live in `structural_defaults`. Pure functions, no I/O.
+A schema is compiled once (`compile_schema`, a tree of `Node`s) so that a
+write does not look up the same schema keys again per field. Whether a
+CRD's schema is structural at all is `structural_schema`; pruning and
+defaulting live in `structural_defaults`. Pure functions, no I/O.
 """
 
 from __future__ import annotations
