@@ -195,6 +195,24 @@ def test_image_pull_secrets(cluster: Server, agent: AgentNode, registry: Registr
         private.stop()
 
 
+def test_readiness_gates_hold_ready_until_their_condition_is_true(
+    cluster: Server, agent: AgentNode, registry: Registry, ns: str
+) -> None:
+    gate = "example.com/load-balancer"
+    apply(cluster, ns, pod("gated", registry.busybox, ["sleep", "3600"], readinessGates=[{"conditionType": gate}]))
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "gated")) and condition(q, "ContainersReady") == "True" and q,
+                 what="gated ContainersReady")  # fmt: skip
+    ready = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReadinessGatesNotReady")
+    assert "READINESS GATES" in cluster.kubectl("get", "pod", "gated", "-n", ns, "-o", "wide").stdout
+    patch = json.dumps({"status": {"conditions": [{"type": gate, "status": "True"}]}})
+    cluster.kubectl("patch", "pod", "gated", "-n", ns, "--subresource=status", "--type=strategic", "-p", patch)
+    q = wait_for(lambda: (r := get_pod(cluster, ns, "gated")) and condition(r, "Ready") == "True" and r,
+                 what="gated Ready")  # fmt: skip
+    assert condition(q, gate) == "True"  # the agent's own status patches leave the gate's condition alone
+    assert "1/1" in cluster.kubectl("get", "pod", "gated", "-n", ns, "-o", "wide").stdout
+
+
 def test_crashing_container_backs_off_and_restarts(cluster: Server, agent: AgentNode, registry: Registry,
                                                    ns: str) -> None:  # fmt: skip
     crash = pod(

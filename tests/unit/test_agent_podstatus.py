@@ -135,3 +135,25 @@ def test_conditions_of_others_are_kept() -> None:
     status = compute_status(p, Observation(), now=NOW)
     assert {"type": "example.com/gate", "status": "True"} in status["conditions"]
     assert status["qosClass"] == "BestEffort"
+
+
+def test_readiness_gates_hold_ready_back() -> None:
+    p = pod()
+    p["spec"]["readinessGates"] = [{"conditionType": "example.com/lb"}, {"conditionType": "example.com/db"}]
+    p["status"] = {"conditions": [{"type": "example.com/db", "status": "False"}]}
+    status = compute_status(p, Observation(attempts=[run("c0")], sandbox_ready=True), now=NOW)
+    assert cond(status, "ContainersReady")["status"] == "True"
+    ready = cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReadinessGatesNotReady")
+    assert ready["message"] == (
+        'corresponding condition of pod readiness gate "example.com/lb" does not exist., '
+        'the status of pod readiness gate "example.com/db" is not "True", but False'
+    )
+    p["status"]["conditions"] = [
+        {"type": "example.com/db", "status": "True"},
+        {"type": "example.com/lb", "status": "True"},
+    ]
+    assert (
+        cond(compute_status(p, Observation(attempts=[run("c0")], sandbox_ready=True), now=NOW), "Ready")["status"]
+        == "True"
+    )

@@ -4,8 +4,9 @@ Inputs are plain values: the containers the runtime has for the pod (every attem
 container), what the last sync could not do per container (a waiting reason and message such
 as `ErrImagePull` or `CrashLoopBackOff`), the sandbox's IP and the node's. Output is the
 `status` dict the agent patches: phase (`getPhase`), conditions (PodReadyToStartContainers,
-Initialized, ContainersReady, Ready, PodScheduled), IPs, startTime, and the container statuses
-with state, lastState, restartCount, ready, started, image, imageID and containerID `runc://<id>`.
+Initialized, ContainersReady, Ready — held back by readinessGates —, PodScheduled), IPs,
+startTime, and the container statuses with state, lastState, restartCount, ready, started,
+image, imageID and containerID `runc://<id>`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 Obj = dict[str, Any]
 
 RUNNING, EXITED, CREATED = "running", "exited", "created"
+KUBELET_CONDITIONS = frozenset({"PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"})
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,22 @@ def _condition(type_: str, ok: bool, reason: str = "", message: str = "") -> Obj
     return cond
 
 
-def conditions(spec: Obj, statuses: Sequence[Obj], pod_phase: str, obs: Observation) -> list[Obj]:
+def gate_messages(spec: Obj, current: Iterable[Obj]) -> list[str]:
+    """Why the pod's readinessGates hold Ready back (the kubelet's messages), empty when they do not."""
+    have = {c.get("type"): c.get("status") for c in current}
+    out = []
+    for gate in spec.get("readinessGates") or []:
+        kind = gate.get("conditionType", "")
+        if kind not in have:
+            out.append(f'corresponding condition of pod readiness gate "{kind}" does not exist.')
+        elif have[kind] != "True":
+            out.append(f'the status of pod readiness gate "{kind}" is not "True", but {have[kind]}')
+    return out
+
+
+def conditions(
+    spec: Obj, statuses: Sequence[Obj], pod_phase: str, obs: Observation, current: Iterable[Obj] = ()
+) -> list[Obj]:
     initialized, _, pending = init_progress(spec, obs)
     if pod_phase in ("Succeeded", "Failed"):
         initialized = initialized or pod_phase == "Succeeded"
@@ -174,11 +191,16 @@ def conditions(spec: Obj, statuses: Sequence[Obj], pod_phase: str, obs: Observat
     completed = pod_phase in ("Succeeded", "Failed")
     ready_reason = "PodCompleted" if completed else "ContainersNotReady"
     ready_msg = "" if completed else f"containers with unready status: [{' '.join(unready)}]"
+    containers_ready = not unready and not completed
+    ready = _condition("Ready", containers_ready, ready_reason, ready_msg)
+    gates = gate_messages(spec, current) if containers_ready else []
+    if gates:
+        ready = _condition("Ready", False, "ReadinessGatesNotReady", ", ".join(gates))
     return [
         _condition("PodReadyToStartContainers", obs.sandbox_ready and not completed),
         _condition("Initialized", initialized, "ContainersNotInitialized",
                    f"containers with incomplete status: [{' '.join(pending)}]"),
-        _condition("Ready", not unready and not completed, ready_reason, ready_msg),
+        ready,
         _condition("ContainersReady", not unready and not completed, ready_reason, ready_msg),
         _condition("PodScheduled", True),
     ]  # fmt: skip
@@ -218,7 +240,9 @@ def compute_status(pod: Obj, obs: Observation, *, now: str) -> Obj:
     pod_phase = phase(spec, statuses, obs)
     status: Obj = {
         "phase": pod_phase,
-        "conditions": keep_transitions(conditions(spec, statuses, pod_phase, obs), old.get("conditions") or [], now),
+        "conditions": keep_transitions(
+            conditions(spec, statuses, pod_phase, obs, old.get("conditions") or []), old.get("conditions") or [], now
+        ),
         "hostIP": obs.host_ip,
         "hostIPs": [{"ip": obs.host_ip}] if obs.host_ip else [],
         "startTime": old.get("startTime") or obs.start_time or now,

@@ -27,7 +27,15 @@ from skiff.client import Client, EventRecorder, resources
 from skiff.node.agent.backoff import Backoff, crash_loop_message
 from skiff.node.agent.observing import Observer
 from skiff.node.agent.podspec import PodContext, referenced_objects, sandbox_config
-from skiff.node.agent.podstatus import EXITED, RUNNING, Attempt, Observation, compute_status, latest
+from skiff.node.agent.podstatus import (
+    EXITED,
+    KUBELET_CONDITIONS,
+    RUNNING,
+    Attempt,
+    Observation,
+    compute_status,
+    latest,
+)
 from skiff.node.agent.podworkers import DONE
 from skiff.node.agent.starting import PodEnv, Starter, backoff_event
 from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
@@ -259,18 +267,24 @@ class PodSyncer:
         return {"auths": auths} if auths else None
 
     async def _report(self, pod: Obj, obs: Observation) -> Obj:
+        """Compute the status and patch it when it changed. The patch is a strategic merge one carrying only
+        the conditions the agent owns, so conditions others write (readiness gates) are left alone."""
         uid = pod["metadata"]["uid"]
-        now = now_rfc3339()
-        base = dict(pod)
+        current = pod.get("status") or {}
         previous = self._last_status.get(uid)
-        if previous is not None:
-            base["status"] = {**(pod.get("status") or {}), "conditions": previous.get("conditions"),
-                              "startTime": previous.get("startTime")}  # fmt: skip
-        status = compute_status(base, obs, now=now)
-        if status != previous or _differs(status, pod.get("status") or {}):
+        base = dict(pod)
+        if previous is not None:  # the informer may lag behind what was last written
+            mine = {c["type"]: c for c in previous.get("conditions") or [] if c["type"] in KUBELET_CONDITIONS}
+            api = current.get("conditions") or []
+            merged = [mine.pop(c.get("type"), c) for c in api] + list(mine.values())
+            base["status"] = {**current, "conditions": merged, "startTime": previous.get("startTime")}
+        status = compute_status(base, obs, now=now_rfc3339())
+        if status != previous or _differs(status, current):
+            owned = {**status, "conditions": [c for c in status["conditions"] if c["type"] in KUBELET_CONDITIONS]}
             try:
-                await self.client.patch(resources.PODS, pod["metadata"]["name"], {"status": status},
-                                        namespace=pod["metadata"]["namespace"], subresource="status")  # fmt: skip
+                await self.client.patch(resources.PODS, pod["metadata"]["name"], {"status": owned},
+                                        namespace=pod["metadata"]["namespace"], subresource="status",
+                                        patch_type="strategic")  # fmt: skip
                 self._last_status[uid] = status
             except errors.NotFound:
                 pass
