@@ -23,6 +23,7 @@ from skiff.api import crd_validation, errors
 from skiff.api.structural import compile_schema
 from skiff.api.structural import validate as validate_schema
 from skiff.api.structural_defaults import apply_defaults, prune
+from skiff.apiserver.objects import now_rfc3339
 from skiff.apiserver.strategy import FieldErrors, Strategy
 
 Obj = dict[str, Any]
@@ -82,8 +83,6 @@ class CRDStrategy(Strategy):
 
     def begin_delete(self, obj: Obj) -> bool:
         """Upon the first delete: the cleanup finalizer and a Terminating condition; the controller does the rest."""
-        from skiff.apiserver.objects import now_rfc3339
-
         meta = obj["metadata"]
         finalizers = meta.setdefault("finalizers", [])
         if crd_validation.CLEANUP_FINALIZER not in finalizers:
