@@ -8,7 +8,8 @@ host's rules are never touched):
 * rule generation: Services + EndpointSlices -> ServicePorts -> rules -> restore text;
 * sync: the first (full) iptables-restore of all of it, a sync with no change
   (nothing written), one endpoint changed (incremental), and cleanup;
-* traffic: a client netns routed through a "node" netns to a "pod" netns that
+* traffic: a client pod (in the cluster CIDR, so not masqueraded; on a
+  second pod subnet) routed through a "node" netns to a "pod" netns that
   serves tiny HTTP answers (asyncio, one new TCP connection per request, as
   NAT applies per connection), straight to the pod IP and through a ClusterIP
   with the 1,000 Services loaded, alternating rounds; requests/s and p50/p99.
@@ -55,14 +56,14 @@ asyncio.run(main())
 
 CLIENT = r"""
 import asyncio, json, sys, time
-host, port, seconds, conc = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+host, port, seconds, conc, src = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 lat, errors = [], 0
 async def worker(deadline):
     global errors
     while time.monotonic() < deadline:
         t = time.monotonic()
         try:
-            r, w = await asyncio.open_connection(host, port)
+            r, w = await asyncio.open_connection(host, port, local_addr=(src, 0))
             w.write(b"GET / HTTP/1.0\r\n\r\n")
             await r.read()
             w.close()
@@ -110,7 +111,7 @@ def objects(n_services: int, n_endpoints: int) -> tuple[list[dict[str, Any]], li
 
 
 class Net:
-    """client ── node ── pod, as in tests/e2e/proxy_lab.py, minimal."""
+    """client pod (10.244.91.2) ── node ── pod (10.244.90.10), as in tests/e2e/proxy_lab.py, minimal."""
 
     def __init__(self) -> None:
         tag = uuid.uuid4().hex[:6]
@@ -124,7 +125,7 @@ class Net:
             self.made.append(name)
             ns(name, "ip", "link", "set", "lo", "up")
         ns(self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for peer, node_if, node_ip, peer_ip in ((self.client, "toc", "192.168.90.1", "192.168.90.2"),
+        for peer, node_if, node_ip, peer_ip in ((self.client, "toc", "10.244.91.1", "10.244.91.2"),
                                                 (self.pod, "top", "10.244.90.1", "10.244.90.10")):  # fmt: skip
             ns(self.node, "ip", "link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", peer)
             ns(self.node, "ip", "addr", "add", f"{node_ip}/24", "dev", node_if)
@@ -132,6 +133,7 @@ class Net:
             ns(peer, "ip", "addr", "add", f"{peer_ip}/24", "dev", "eth0")
             ns(peer, "ip", "link", "set", "eth0", "up")
             ns(peer, "ip", "route", "add", "default", "via", node_ip)
+        ns(self.client, "ip", "addr", "add", "10.244.91.3/24", "dev", "eth0")
         for name in (self.client, self.pod):  # many short connections: more ports, quick reuse
             ns(name, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
         self.server = subprocess.Popen(["ip", "netns", "exec", self.pod, sys.executable, "-c", SERVER],
@@ -139,8 +141,11 @@ class Net:
         assert self.server.stdout is not None and self.server.stdout.readline().strip() == "ready"
 
     def load(self, host: str, seconds: float, concurrency: int) -> dict[str, float]:
-        out = ns(self.client, sys.executable, "-c", CLIENT, host, "8080" if host.startswith("10.244") else "80",
-                 str(seconds), str(concurrency))  # fmt: skip
+        # each destination from its own source address: a 4-tuple that the pod still holds in TIME_WAIT
+        # from a direct round must not come back through the ClusterIP (1 s SYN retransmits)
+        direct = host.startswith("10.244")
+        out = ns(self.client, sys.executable, "-c", CLIENT, host, "8080" if direct else "80",
+                 str(seconds), str(concurrency), "10.244.91.2" if direct else "10.244.91.3")  # fmt: skip
         result: dict[str, float] = json.loads(out)
         return result
 
@@ -224,9 +229,6 @@ async def bench(args: argparse.Namespace) -> None:
         for what, secs in timings.items():
             print(f"  {what:35s} {secs * 1000:8.1f} ms")
 
-        print(
-            f"\ntraffic: a new TCP connection per request, {args.concurrency} concurrent, {args.seconds:.0f} s a round"
-        )
         ratios = [await traffic(net, args, f"with {len(all_ports)} services")]
         t = time.perf_counter()
         await syncer.sync(service_ports([target], [target_slice]))
