@@ -47,6 +47,31 @@ print(json.dumps(out))
 """
 
 
+# A UDP server answering every datagram with the pod's name.
+UDP_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+while True:
+    _, addr = s.recvfrom(512)
+    s.sendto(sys.argv[1].encode(), addr)
+"""
+
+# One datagram from a fixed source port (so that every call is the same conntrack flow); the answer.
+UDP_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+s.settimeout(2.0)
+s.sendto(b"who", (sys.argv[1], int(sys.argv[2])))
+try:
+    print(s.recvfrom(512)[0].decode())
+except (TimeoutError, OSError) as e:
+    print("error: " + type(e).__name__)
+"""
+
+
 def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
     if check and proc.returncode != 0:
@@ -146,6 +171,19 @@ class Lab:
         self.pods.append(pod)
         self.wait_serving(pod)
         return pod
+
+    def serve_udp(self, pod: Pod, port: int) -> None:
+        proc = subprocess.Popen(["ip", "netns", "exec", pod.netns, "python3", "-c", UDP_SERVER, pod.name, str(port)])
+        self.procs.append(proc)
+        deadline = time.monotonic() + 10
+        while self.udp(self.client, pod.ip, port, 40999) != pod.name:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{pod.name} does not answer on udp {pod.ip}:{port}")
+            time.sleep(0.1)
+
+    def udp(self, ns: str, host: str, port: int, source_port: int) -> str:
+        """The answer to one datagram sent from `source_port` (or `error: ...`)."""
+        return in_ns(ns, "python3", "-c", UDP_CLIENT, host, str(port), str(source_port)).stdout.strip()
 
     def wait_serving(self, pod: Pod, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

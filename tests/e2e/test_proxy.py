@@ -15,7 +15,7 @@ import pytest
 
 from skiff.node.proxy.iptables import Syncer
 from skiff.node.proxy.model import SERVICE_NAME_LABEL, service_ports
-from tests.e2e.proxy_lab import CLUSTER_CIDR, Lab, in_ns, missing
+from tests.e2e.proxy_lab import CLUSTER_CIDR, Lab, Pod, in_ns, missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
 
@@ -165,3 +165,26 @@ async def test_rules_survive_a_full_resync_and_removed_services_go(lab: Lab, syn
     started = time.monotonic()
     assert set(lab.names(lab.client, "10.96.61.60", 80, count=20)) == {"pod-0", "pod-1", "pod-2"}
     assert time.monotonic() - started < 60
+
+
+async def test_stale_udp_flows_are_flushed_when_an_endpoint_goes(lab: Lab, syncer: Syncer) -> None:
+    for pod in lab.pods[:2]:
+        lab.serve_udp(pod, 5353)
+    svc = {
+        "metadata": {"namespace": "default", "name": "dns"},
+        "spec": {"clusterIP": "10.96.61.53", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }
+
+    def udp_slice(pods: list[Pod]) -> dict[str, Any]:
+        eps = endpoint_slice("dns", [p.ip for p in pods])
+        eps["ports"] = [{"name": "dns", "port": 5353, "protocol": "UDP"}]
+        return eps
+
+    await syncer.sync(service_ports([svc], [udp_slice(lab.pods[:2])]))
+    first = {lab.udp(lab.client, "10.96.61.53", 53, 40053) for _ in range(3)}
+    assert len(first) == 1 and first <= {"pod-0", "pod-1"}, first  # one flow, one endpoint
+    gone = next(p for p in lab.pods if p.name in first)
+    await syncer.sync(service_ports([svc], [udp_slice([p for p in lab.pods[:2] if p is not gone])]))
+    # the endpoint still runs; only the flushed conntrack entry keeps the flow from going back to it
+    after = {lab.udp(lab.client, "10.96.61.53", 53, 40053) for _ in range(3)}
+    assert after == {"pod-0", "pod-1"} - first, after
