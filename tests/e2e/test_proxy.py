@@ -188,3 +188,26 @@ async def test_stale_udp_flows_are_flushed_when_an_endpoint_goes(lab: Lab, synce
     # the endpoint still runs; only the flushed conntrack entry keeps the flow from going back to it
     after = {lab.udp(lab.client, "10.96.61.53", 53, 40053) for _ in range(3)}
     assert after == {"pod-0", "pod-1"} - first, after
+
+
+async def test_local_traffic_policies(lab: Lab, syncer: Syncer) -> None:
+    def on_nodes(name: str) -> dict[str, Any]:
+        eps = endpoint_slice(name, ips(lab))
+        for endpoint, node in zip(eps["endpoints"], ("lab-node", "other", "other"), strict=True):
+            endpoint["nodeName"] = node  # only pod-0 is on the proxy's node
+        return eps
+
+    ext = service("ext", "10.96.61.70", node_port=30070)
+    ext["spec"]["externalTrafficPolicy"] = "Local"
+    internal = service("int", "10.96.61.71")
+    internal["spec"]["internalTrafficPolicy"] = "Local"
+    await syncer.sync(service_ports([ext, internal], [on_nodes("ext"), on_nodes("int")], node_name="lab-node"))
+    everyone = {"pod-0", "pod-1", "pod-2"}
+    # from outside, a Local node port answers only with this node's endpoints
+    assert set(lab.names(lab.client, lab.node_ip, 30070, count=30)) == {"pod-0"}
+    # pods and the node itself are short-circuited to every endpoint; so is the cluster IP
+    assert set(lab.names(lab.pods[2].netns, lab.node_ip, 30070, count=40)) == everyone
+    assert set(lab.names(lab.node, lab.node_ip, 30070, count=40)) == everyone
+    assert set(lab.names(lab.client, "10.96.61.70", 80, count=40)) == everyone
+    # internalTrafficPolicy: Local: the cluster IP reaches this node's endpoints only
+    assert set(lab.names(lab.client, "10.96.61.71", 80, count=30)) == {"pod-0"}

@@ -253,3 +253,56 @@ async def test_sync_loop_coalesces_bursts() -> None:
     assert calls == [True, False]  # twenty requests, one sync
     stop.set()
     await asyncio.wait_for(task, 1)
+
+
+# --- traffic policies ----------------------------------------------------------------------------
+
+HERE, THERE = Endpoint("10.42.0.2", 80, local=True), Endpoint("10.42.1.2", 80)
+
+
+def test_local_endpoints_come_from_node_names() -> None:
+    slices = [eps("web", [{**ep("10.42.0.2"), "nodeName": "a"}, {**ep("10.42.1.2"), "nodeName": "b"}])]
+    (port,) = service_ports([svc(internalTrafficPolicy="Local")], slices, node_name="a")
+    assert port.internal_local and not port.external_local
+    assert [(e.ip, e.local) for e in port.endpoints] == [("10.42.0.2", True), ("10.42.1.2", False)]
+
+
+def test_internal_traffic_policy_local() -> None:
+    sp = ServicePort("ns", "s", "", "TCP", "10.43.0.5", 80, internal_local=True, endpoints=(HERE, THERE))
+    ruleset = r.build([sp], cluster_cidr="10.42.0.0/16")
+    svl = r.svl_chain(sp)
+    assert svl.startswith("KUBE-SVL-") and ruleset.nat[r.KUBE_SERVICES][0].endswith(f"-j {svl}")
+    assert ruleset.nat[svl] == (f'-m comment --comment "ns/s -> 10.42.0.2:80" -j {r.sep_chain(sp, HERE)}',)
+    assert r.svc_chain(sp) not in ruleset.nat and r.sep_chain(sp, THERE) not in ruleset.nat
+    # no endpoint on this node: dropped (there are endpoints, elsewhere), not rejected
+    none_here = ServicePort("ns", "s", "", "TCP", "10.43.0.5", 80, internal_local=True, endpoints=(THERE,))
+    ruleset = r.build([none_here])
+    assert ruleset.filter[r.KUBE_SERVICES] == (
+        '-m comment --comment "ns/s has no local endpoints" -m tcp -p tcp -d 10.43.0.5 --dport 80 -j DROP',
+    )
+    assert not any(c.startswith(("KUBE-SVL-", "KUBE-SVC-")) for c in ruleset.nat)
+
+
+def test_external_traffic_policy_local() -> None:
+    sp = ServicePort("ns", "s", "", "TCP", "10.43.0.5", 80, node_port=30005, external_local=True,
+                     endpoints=(HERE, THERE))  # fmt: skip
+    ruleset = r.build([sp], cluster_cidr="10.42.0.0/16")
+    svc_chain, svl = r.svc_chain(sp), r.svl_chain(sp)
+    assert ruleset.nat[r.ext_chain(sp)] == (
+        f'-m comment --comment "pod traffic for ns/s external destinations" -s 10.42.0.0/16 -j {svc_chain}',
+        '-m comment --comment "masquerade LOCAL traffic for ns/s external destinations" '
+        "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+        '-m comment --comment "route LOCAL traffic for ns/s external destinations" '
+        f"-m addrtype --src-type LOCAL -j {svc_chain}",
+        f"-j {svl}",
+    )
+    assert len(ruleset.nat[svc_chain]) == 3  # masquerade + both endpoints: cluster IP traffic goes anywhere
+    assert ruleset.nat[svl] == (f'-m comment --comment "ns/s -> 10.42.0.2:80" -j {r.sep_chain(sp, HERE)}',)
+    none_here = ServicePort("ns", "s", "", "TCP", "10.43.0.5", 80, node_port=30005, external_local=True,
+                            endpoints=(THERE,))  # fmt: skip
+    ruleset = r.build([none_here])
+    assert ruleset.filter[r.KUBE_EXTERNAL_SERVICES] == (
+        '-m comment --comment "ns/s has no local endpoints" -m addrtype --dst-type LOCAL -m tcp -p tcp '
+        "--dport 30005 -j DROP",
+    )
+    assert not ruleset.nat[r.ext_chain(none_here)][-1].startswith("-j KUBE-SVL-")

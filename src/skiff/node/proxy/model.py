@@ -16,6 +16,8 @@ and the syncer compare and hash:
 - A slice port serves the service port of the same name and protocol; a
   service port whose name no slice carries has no endpoints (its traffic is
   rejected, never sent to a wrong port).
+- `internalTrafficPolicy: Local` and `externalTrafficPolicy: Local` are kept
+  with each port, and endpoints on the proxy's own node marked `local`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, Kubernetes' default for sessionAffi
 class Endpoint:
     ip: str
     port: int
+    local: bool = False  # on this proxy's node (its `nodeName`)
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}"
@@ -53,6 +56,12 @@ class ServicePort:
     node_port: int | None = None
     affinity_timeout: int | None = None  # seconds, when sessionAffinity is ClientIP
     endpoints: tuple[Endpoint, ...] = field(default=())
+    internal_local: bool = False  # internalTrafficPolicy: Local (cluster IP traffic to this node's endpoints)
+    external_local: bool = False  # externalTrafficPolicy: Local (node port traffic to this node's endpoints)
+
+    @property
+    def local_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.local)
 
     @property
     def name_string(self) -> str:
@@ -89,7 +98,9 @@ def _ready(endpoint: Obj) -> bool:
     return ready is None or bool(ready)
 
 
-def slice_endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+def slice_endpoints(
+    slices: Iterable[Obj], port_name: str, protocol: str, node_name: str | None = None
+) -> tuple[Endpoint, ...]:
     """The ready endpoints of `slices` for the service port called `port_name`/`protocol`, sorted."""
     found: set[Endpoint] = set()
     for eps in slices:
@@ -106,12 +117,16 @@ def slice_endpoints(slices: Iterable[Obj], port_name: str, protocol: str) -> tup
             addresses = endpoint.get("addresses") or []
             if not addresses or not _ready(endpoint) or not _is_ipv4(addresses[0]):
                 continue
-            found.update(Endpoint(str(addresses[0]), n) for n in numbers)
+            local = node_name is not None and endpoint.get("nodeName") == node_name
+            found.update(Endpoint(str(addresses[0]), n, local) for n in numbers)
     return tuple(sorted(found, key=lambda e: (ipaddress.ip_address(e.ip), e.port)))
 
 
-def service_ports(services: Iterable[Obj], slices: Iterable[Obj]) -> list[ServicePort]:
-    """Every proxied port of `services` with its endpoints from `slices`, in a stable order."""
+def service_ports(services: Iterable[Obj], slices: Iterable[Obj], node_name: str | None = None) -> list[ServicePort]:
+    """Every proxied port of `services` with its endpoints from `slices`, in a stable order.
+
+    Endpoints whose `nodeName` is `node_name` are marked local (for the Local traffic policies).
+    """
     by_service: dict[tuple[str, str], list[Obj]] = {}
     for eps in slices:
         owner = _labels(eps).get(SERVICE_NAME_LABEL)
@@ -145,7 +160,9 @@ def service_ports(services: Iterable[Obj], slices: Iterable[Obj]) -> list[Servic
                     port=int(sp["port"]),
                     node_port=int(node_port) if node_port else None,
                     affinity_timeout=affinity,
-                    endpoints=slice_endpoints(own_slices, port_name, protocol),
+                    endpoints=slice_endpoints(own_slices, port_name, protocol, node_name),
+                    internal_local=spec.get("internalTrafficPolicy") == "Local",
+                    external_local=with_node_ports and spec.get("externalTrafficPolicy") == "Local",
                 )
             )
     out.sort(key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))

@@ -19,6 +19,12 @@ The nat table, per service port with ready endpoints:
     KUBE-NODEPORTS --dport <nodePort>                        -j KUBE-EXT-<h>
     KUBE-EXT-<h>   (always masqueraded)                      -j KUBE-MARK-MASQ, -j KUBE-SVC-<h>
 
+With `internalTrafficPolicy: Local` the cluster IP jumps to KUBE-SVL-<h>
+(only this node's endpoints, no masquerade; DROP in filter when there are
+none). With `externalTrafficPolicy: Local` KUBE-EXT-<h> keeps the client's
+address and jumps to KUBE-SVL-<h>, except for pods (`-s <cluster CIDR>`) and
+the node itself (`--src-type LOCAL`, masqueraded), which go to KUBE-SVC-<h>.
+
 KUBE-SERVICES ends with the jump to KUBE-NODEPORTS for local destinations
 (`-m addrtype --dst-type LOCAL`, or `-d` each of `--nodeport-addresses`).
 KUBE-MARK-MASQ sets mark 0x4000; KUBE-POSTROUTING masquerades marked packets.
@@ -49,7 +55,7 @@ KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
 KUBE_FORWARD = "KUBE-FORWARD"
 NAT_BASE_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
 FILTER_BASE_CHAINS = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD)
-HASHED_PREFIXES = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-")  # per-service chains, all of them ours
+HASHED_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-EXT-")  # per-service chains, all of them ours
 
 Rules = dict[str, tuple[str, ...]]  # chain -> rule arguments (what follows `-A CHAIN`), in order
 
@@ -86,6 +92,10 @@ def _hash(text: str) -> str:
 
 def svc_chain(sp: ServicePort) -> str:
     return "KUBE-SVC-" + _hash(sp.name_string + sp.protocol.lower())
+
+
+def svl_chain(sp: ServicePort) -> str:
+    return "KUBE-SVL-" + _hash(sp.name_string + sp.protocol.lower())
 
 
 def ext_chain(sp: ServicePort) -> str:
@@ -162,36 +172,78 @@ def _fragment(sp: ServicePort, cluster_cidr: str | None, dsts: tuple[str, ...]) 
             tuple(f"{reject} {dst} {proto} --dport {sp.node_port} -j REJECT" for dst in dsts) if sp.node_port else ()
         )
         return _Fragment((), (), (), (f"{reject} {dest} -j REJECT",), external)
-    svc = svc_chain(sp)
+    svc, svl = svc_chain(sp), svl_chain(sp)
+    local = sp.local_endpoints
+    uses_cluster = not sp.internal_local or bool(sp.node_port)  # ETP Local short-circuits pods to SVC
+    uses_local = bool(local) and (sp.internal_local or sp.external_local)
     chains: list[tuple[str, tuple[str, ...]]] = []
-    svc_rules: list[str] = []
-    if cluster_cidr:
-        svc_rules.append(f"{_comment(name + ' cluster IP')} {dest} ! -s {cluster_cidr} -j {KUBE_MARK_MASQ}")
-    seps = [(ep, sep_chain(sp, ep)) for ep in sp.endpoints]
+    services: tuple[str, ...] = ()
+    rejects: list[str] = []
+    if not sp.internal_local:
+        services = (f"{_comment(name + ' cluster IP')} {dest} -j {svc}",)
+    elif local:
+        services = (f"{_comment(name + ' cluster IP')} {dest} -j {svl}",)
+    else:
+        rejects.append(f"{_comment(name + ' has no local endpoints')} {dest} -j DROP")
+    if uses_cluster:
+        masq = (
+            (f"{_comment(name + ' cluster IP')} {dest} ! -s {cluster_cidr} -j {KUBE_MARK_MASQ}",)
+            if cluster_cidr
+            else ()
+        )
+        chains.append((svc, masq + _balance(sp, sp.endpoints)))
+    if uses_local:
+        chains.append((svl, _balance(sp, local)))
+    nodeports: tuple[str, ...] = ()
+    external_rejects: tuple[str, ...] = ()
+    if sp.node_port:
+        ext = ext_chain(sp)
+        nodeports = (f"{_comment(name)} {proto} --dport {sp.node_port} -j {ext}",)
+        ext_rules: list[str] = []
+        if not sp.external_local:
+            ext_rules += [f"{_comment(f'masquerade traffic for {name} external destinations')} -j {KUBE_MARK_MASQ}",
+                          f"-j {svc}"]  # fmt: skip
+        else:
+            if cluster_cidr:
+                ext_rules.append(
+                    f"{_comment(f'pod traffic for {name} external destinations')} -s {cluster_cidr} -j {svc}"
+                )
+            local_src = "-m addrtype --src-type LOCAL"  # the node itself: masqueraded, to any endpoint
+            masq_local = _comment(f"masquerade LOCAL traffic for {name} external destinations")
+            route_local = _comment(f"route LOCAL traffic for {name} external destinations")
+            ext_rules += [f"{masq_local} {local_src} -j {KUBE_MARK_MASQ}", f"{route_local} {local_src} -j {svc}"]
+            if local:
+                ext_rules.append(f"-j {svl}")  # the client's address is kept: no masquerade
+            else:
+                no_local = _comment(name + " has no local endpoints")
+                external_rejects = tuple(f"{no_local} {dst} {proto} --dport {sp.node_port} -j DROP" for dst in dsts)
+        chains.append((ext, tuple(ext_rules)))
+    recent = " -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
+    for ep in sp.endpoints if uses_cluster else local:
+        sep = sep_chain(sp, ep)
+        chains.append((sep, (
+            f"{_comment(name)} -s {ep.ip} -j {KUBE_MARK_MASQ}",
+            f"{_comment(name)}{recent.format(sep=sep)} {proto} -j DNAT --to-destination {ep}",
+        )))  # fmt: skip
+    return _Fragment(services, nodeports, tuple(chains), tuple(rejects), external_rejects)
+
+
+def _balance(sp: ServicePort, endpoints: Sequence[Endpoint]) -> tuple[str, ...]:
+    """The jumps of a SVC or SVL chain: affinity checks first, then random 1/n, 1/(n-1), ..., the last always."""
+    name = sp.name_string
+    seps = [(ep, sep_chain(sp, ep)) for ep in endpoints]
+    out: list[str] = []
     if sp.affinity_timeout is not None:
         for ep, sep in seps:
-            svc_rules.append(
+            out.append(
                 f"{_comment(f'{name} -> {ep}')} -m recent --name {sep} --rcheck "
                 f"--seconds {sp.affinity_timeout} --reap -j {sep}"
             )
     n = len(seps)
     for i, (ep, sep) in enumerate(seps):
         chance = f" -m statistic --mode random --probability {probability(i, n)}" if i < n - 1 else ""
-        svc_rules.append(f"{_comment(f'{name} -> {ep}')}{chance} -j {sep}")
-    chains.append((svc, tuple(svc_rules)))
-    nodeports: tuple[str, ...] = ()
-    if sp.node_port:
-        ext = ext_chain(sp)
-        nodeports = (f"{_comment(name)} {proto} --dport {sp.node_port} -j {ext}",)
-        masq = f"{_comment(f'masquerade traffic for {name} external destinations')} -j {KUBE_MARK_MASQ}"
-        chains.append((ext, (masq, f"-j {svc}")))
-    recent = " -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
-    for ep, sep in seps:
-        chains.append((sep, (
-            f"{_comment(name)} -s {ep.ip} -j {KUBE_MARK_MASQ}",
-            f"{_comment(name)}{recent.format(sep=sep)} {proto} -j DNAT --to-destination {ep}",
-        )))  # fmt: skip
-    return _Fragment((f"{_comment(name + ' cluster IP')} {dest} -j {svc}",), nodeports, tuple(chains), (), ())
+        out.append(f"{_comment(f'{name} -> {ep}')}{chance} -j {sep}")
+    return tuple(out)
 
 
 def build(

@@ -50,7 +50,7 @@ async def run_proxy(
     async def sync(full: bool) -> None:
         if full and not await syncer.verify():
             syncer.invalidate()
-        ports = service_ports(services.list(), slices.list())
+        ports = service_ports(services.list(), slices.list(), node_name)
         if await syncer.sync(ports):
             log.info("proxy %s: synced %d service ports (full=%s)", node_name, len(ports), full)
 
