@@ -211,3 +211,13 @@ async def test_local_traffic_policies(lab: Lab, syncer: Syncer) -> None:
     assert set(lab.names(lab.client, "10.96.61.70", 80, count=40)) == everyone
     # internalTrafficPolicy: Local: the cluster IP reaches this node's endpoints only
     assert set(lab.names(lab.client, "10.96.61.71", 80, count=30)) == {"pod-0"}
+
+
+async def test_external_ip(lab: Lab, syncer: Syncer) -> None:
+    svc = service("extip", "10.96.61.80")
+    svc["spec"]["externalIPs"] = ["172.30.61.80"]
+    await syncer.sync(service_ports([svc], [endpoint_slice("extip", ips(lab))]))
+    assert set(lab.names(lab.client, "172.30.61.80", 80, count=40)) == {"pod-0", "pod-1", "pod-2"}
+    await syncer.sync(service_ports([svc], []))
+    results = lab.get(lab.client, "172.30.61.80", 80, count=2, timeout=5.0)
+    assert [r.get("err") for r in results] == ["refused", "refused"], results

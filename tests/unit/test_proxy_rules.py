@@ -306,3 +306,22 @@ def test_external_traffic_policy_local() -> None:
         "--dport 30005 -j DROP",
     )
     assert not ruleset.nat[r.ext_chain(none_here)][-1].startswith("-j KUBE-SVL-")
+
+
+def test_external_and_load_balancer_ips() -> None:
+    service = svc(type="LoadBalancer", externalIPs=["192.0.2.7", "fd00::7"],
+                  ports=[{"name": "http", "port": 80, "nodePort": 30007}])  # fmt: skip
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}}
+    (sp,) = service_ports([service], [eps("web", [ep("10.42.0.2")])])
+    assert sp.external_ips == ("192.0.2.7", "198.51.100.9") and sp.node_port == 30007
+    ruleset = r.build([sp])
+    ext = r.ext_chain(sp)
+    assert ruleset.nat[r.KUBE_SERVICES][1:3] == (
+        f'-m comment --comment "default/web:http external IP" -m tcp -p tcp -d 192.0.2.7 --dport 80 -j {ext}',
+        f'-m comment --comment "default/web:http external IP" -m tcp -p tcp -d 198.51.100.9 --dport 80 -j {ext}',
+    )
+    (empty,) = service_ports([service], [])
+    assert r.build([empty]).filter[r.KUBE_EXTERNAL_SERVICES][1:] == (
+        '-m comment --comment "default/web:http has no endpoints" -m tcp -p tcp -d 192.0.2.7 --dport 80 -j REJECT',
+        '-m comment --comment "default/web:http has no endpoints" -m tcp -p tcp -d 198.51.100.9 --dport 80 -j REJECT',
+    )

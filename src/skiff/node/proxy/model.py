@@ -16,6 +16,8 @@ and the syncer compare and hash:
 - A slice port serves the service port of the same name and protocol; a
   service port whose name no slice carries has no endpoints (its traffic is
   rejected, never sent to a wrong port).
+- External IPs: `spec.externalIPs` and, for type LoadBalancer, the ingress
+  IPs in its status (served like external IPs; no loadBalancerSourceRanges).
 - `internalTrafficPolicy: Local` and `externalTrafficPolicy: Local` are kept
   with each port, and endpoints on the proxy's own node marked `local`.
 """
@@ -54,6 +56,7 @@ class ServicePort:
     cluster_ip: str
     port: int
     node_port: int | None = None
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs and a LoadBalancer's ingress IPs (IPv4)
     affinity_timeout: int | None = None  # seconds, when sessionAffinity is ClientIP
     endpoints: tuple[Endpoint, ...] = field(default=())
     internal_local: bool = False  # internalTrafficPolicy: Local (cluster IP traffic to this node's endpoints)
@@ -146,6 +149,11 @@ def service_ports(services: Iterable[Obj], slices: Iterable[Obj], node_name: str
             config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
             affinity = int(config.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
         with_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+        ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        lb_ips = [i.get("ip") for i in ingress] if spec.get("type") == "LoadBalancer" else []
+        external_ips = tuple(
+            dict.fromkeys(str(ip) for ip in [*(spec.get("externalIPs") or []), *lb_ips] if _is_ipv4(ip))
+        )
         own_slices = by_service.get((ns, name), [])
         for sp in spec.get("ports") or []:
             port_name, protocol = str(sp.get("name") or ""), str(sp.get("protocol") or "TCP")
@@ -162,7 +170,9 @@ def service_ports(services: Iterable[Obj], slices: Iterable[Obj], node_name: str
                     affinity_timeout=affinity,
                     endpoints=slice_endpoints(own_slices, port_name, protocol, node_name),
                     internal_local=spec.get("internalTrafficPolicy") == "Local",
-                    external_local=with_node_ports and spec.get("externalTrafficPolicy") == "Local",
+                    external_ips=external_ips,
+                    external_local=(with_node_ports or bool(external_ips))
+                    and spec.get("externalTrafficPolicy") == "Local",
                 )
             )
     out.sort(key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))

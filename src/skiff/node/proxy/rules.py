@@ -25,6 +25,9 @@ none). With `externalTrafficPolicy: Local` KUBE-EXT-<h> keeps the client's
 address and jumps to KUBE-SVL-<h>, except for pods (`-s <cluster CIDR>`) and
 the node itself (`--src-type LOCAL`, masqueraded), which go to KUBE-SVC-<h>.
 
+External IPs (`spec.externalIPs`, and a LoadBalancer's ingress IPs) jump from
+KUBE-SERVICES to KUBE-EXT-<h> as node ports do.
+
 KUBE-SERVICES ends with the jump to KUBE-NODEPORTS for local destinations
 (`-m addrtype --dst-type LOCAL`, or `-d` each of `--nodeport-addresses`).
 KUBE-MARK-MASQ sets mark 0x4000; KUBE-POSTROUTING masquerades marked packets.
@@ -166,15 +169,15 @@ def _fragment(sp: ServicePort, cluster_cidr: str | None, dsts: tuple[str, ...]) 
     """The rules of one service port (cached: an unchanged port costs nothing in the next sync)."""
     name, proto = sp.name_string, _proto(sp)
     dest = f"{proto} -d {sp.cluster_ip} --dport {sp.port}"
+    # where traffic from outside comes in: node ports (on `dsts`) and external/load-balancer IPs
+    entries = [f"{dst} {proto} --dport {sp.node_port}" for dst in dsts] if sp.node_port else []
+    entries += [f"{proto} -d {ip} --dport {sp.port}" for ip in sp.external_ips]
     if not sp.endpoints:
         reject = _comment(name + " has no endpoints")
-        external = (
-            tuple(f"{reject} {dst} {proto} --dport {sp.node_port} -j REJECT" for dst in dsts) if sp.node_port else ()
-        )
-        return _Fragment((), (), (), (f"{reject} {dest} -j REJECT",), external)
+        return _Fragment((), (), (), (f"{reject} {dest} -j REJECT",), tuple(f"{reject} {e} -j REJECT" for e in entries))
     svc, svl = svc_chain(sp), svl_chain(sp)
     local = sp.local_endpoints
-    uses_cluster = not sp.internal_local or bool(sp.node_port)  # ETP Local short-circuits pods to SVC
+    uses_cluster = not sp.internal_local or bool(entries)  # ETP Local short-circuits pods to SVC
     uses_local = bool(local) and (sp.internal_local or sp.external_local)
     chains: list[tuple[str, tuple[str, ...]]] = []
     services: tuple[str, ...] = ()
@@ -196,9 +199,12 @@ def _fragment(sp: ServicePort, cluster_cidr: str | None, dsts: tuple[str, ...]) 
         chains.append((svl, _balance(sp, local)))
     nodeports: tuple[str, ...] = ()
     external_rejects: tuple[str, ...] = ()
-    if sp.node_port:
+    if entries:
         ext = ext_chain(sp)
-        nodeports = (f"{_comment(name)} {proto} --dport {sp.node_port} -j {ext}",)
+        if sp.node_port:
+            nodeports = (f"{_comment(name)} {proto} --dport {sp.node_port} -j {ext}",)
+        services += tuple(f"{_comment(name + ' external IP')} {proto} -d {ip} --dport {sp.port} -j {ext}"
+                          for ip in sp.external_ips)  # fmt: skip
         ext_rules: list[str] = []
         if not sp.external_local:
             ext_rules += [f"{_comment(f'masquerade traffic for {name} external destinations')} -j {KUBE_MARK_MASQ}",
@@ -216,7 +222,7 @@ def _fragment(sp: ServicePort, cluster_cidr: str | None, dsts: tuple[str, ...]) 
                 ext_rules.append(f"-j {svl}")  # the client's address is kept: no masquerade
             else:
                 no_local = _comment(name + " has no local endpoints")
-                external_rejects = tuple(f"{no_local} {dst} {proto} --dport {sp.node_port} -j DROP" for dst in dsts)
+                external_rejects = tuple(f"{no_local} {e} -j DROP" for e in entries)
         chains.append((ext, tuple(ext_rules)))
     recent = " -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
     for ep in sp.endpoints if uses_cluster else local:
