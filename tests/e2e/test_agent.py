@@ -272,6 +272,18 @@ def test_completed_pods_with_restart_never(cluster: Server, agent: AgentNode, re
     assert container_state(q)["state"]["waiting"]["reason"] == "PodInitializing"
 
 
+def test_active_deadline_fails_the_pod(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:
+    marker = "skiff-e2e-deadline-marker"
+    apply(cluster, ns, pod("late", registry.busybox, ["sh", "-c", f"while true; do sleep 1; done # {marker}"],
+                           activeDeadlineSeconds=3, terminationGracePeriodSeconds=1))  # fmt: skip
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "late"))["status"].get("phase") == "Failed" and q,
+                 what="late Failed")  # fmt: skip
+    assert p["status"]["reason"] == "DeadlineExceeded"
+    assert p["status"]["message"] == "Pod was active on the node longer than the specified deadline"
+    assert "terminated" in container_state(p)["state"]
+    wait_for(lambda: not agent.processes(marker), timeout=10, what="its process to end")
+
+
 def test_bad_image_and_missing_configmap_show_kubernetes_reasons(
     cluster: Server, agent: AgentNode, registry: Registry, ns: str
 ) -> None:

@@ -157,3 +157,9 @@ def test_readiness_gates_hold_ready_back() -> None:
         cond(compute_status(p, Observation(attempts=[run("c0")], sandbox_ready=True), now=NOW), "Ready")["status"]
         == "True"
     )
+
+
+def test_a_pod_reason_and_message() -> None:
+    obs = Observation(attempts=[done("c0", 137)], terminal="Failed", reason="DeadlineExceeded", message="late")
+    status = compute_status(pod(), obs, now=NOW)
+    assert (status["phase"], status["reason"], status["message"]) == ("Failed", "DeadlineExceeded", "late")

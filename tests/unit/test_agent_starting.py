@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skiff.node.agent.starting import log_tail, read_termination_message
+from skiff.images.model import Image, ImageConfig
+from skiff.node.agent.starting import image_id, log_tail, read_termination_message
 
 
 def test_log_tail_joins_partial_lines_and_keeps_the_last_80(tmp_path: Path) -> None:
@@ -29,3 +30,12 @@ def test_termination_message_is_capped_at_4_kib(tmp_path: Path) -> None:
     path.write_text("y" * 5000)
     assert read_termination_message(path) == "y" * 4096
     assert read_termination_message(tmp_path / "none") == ""
+
+
+def test_image_id_names_the_containers_own_repository() -> None:
+    digest = "sha256:" + "ab" * 32
+    image = Image(ref="a:5000/busybox:latest", digest=digest, rootfs=Path("/"), config=ImageConfig(),
+                  names=(f"b:6000/busybox@{digest}", f"a:5000/busybox@{digest}"))  # fmt: skip
+    assert image_id(image, "a:5000/busybox", "r:1") == f"a:5000/busybox@{digest}"
+    assert image_id(image, "busybox:1.36", "r:1") == f"r:1/busybox@{digest}"
+    assert image_id(image, f"b:6000/busybox@{digest}", "r:1") == f"b:6000/busybox@{digest}"

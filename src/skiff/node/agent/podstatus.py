@@ -50,6 +50,8 @@ class Observation:
     host_ip: str = ""
     start_time: str = ""
     terminal: str = ""  # a phase already reached and final: Succeeded or Failed
+    reason: str = ""  # the pod's, e.g. DeadlineExceeded
+    message: str = ""
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -253,6 +255,8 @@ def compute_status(pod: Obj, obs: Observation, *, now: str) -> Obj:
         status["podIPs"] = [{"ip": obs.pod_ip}]
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
+    if obs.reason:
+        status["reason"], status["message"] = obs.reason, obs.message
     if old.get("qosClass"):
         status["qosClass"] = old["qosClass"]
     return status

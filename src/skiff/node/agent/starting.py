@@ -23,6 +23,7 @@ from typing import Any
 from skiff.client import EventRecorder
 from skiff.images.errors import ImageError, ImageNotPresent, InvalidReference
 from skiff.images.model import Image
+from skiff.images.reference import parse_reference
 from skiff.images.store import ImageStore, PullPolicy
 from skiff.node.agent.backoff import Backoff, go_duration
 from skiff.node.agent.podspec import ContainerConfigError, PodContext, build_config, pull_policy
@@ -113,9 +114,13 @@ def _write_record(path: Path, data: Obj) -> None:
     path.write_text(json.dumps(data))
 
 
-def image_id(image: Image) -> str:
-    """`repo@sha256:...` as kubectl shows imageID."""
-    return next((n for n in image.names if "@" in n), image.digest)
+def image_id(image: Image, ref: str, default_registry: str) -> str:
+    """`<repository of ref>@sha256:...`, the imageID Kubernetes shows (the same image may be known by
+    other names, from other registries: the container's own reference names it)."""
+    try:
+        return f"{parse_reference(ref, default_registry=default_registry).name}@{image.digest}"
+    except InvalidReference:
+        return image.digest
 
 
 class Starter:
@@ -192,7 +197,11 @@ class Starter:
             log.info("creating container %s of %s failed: %s", name, pod["metadata"].get("name"), e)
             await self._event(pod, "Warning", "Failed", f"Error: {e}")
             return "RunContainerError", str(e)
-        record = {"image": container.get("image", ""), "imageID": image_id(image), "attempt": attempt}
+        record = {
+            "image": container.get("image", ""),
+            "imageID": image_id(image, str(container.get("image") or ""), self.images.default_registry),
+            "attempt": attempt,
+        }
         await asyncio.to_thread(_write_record, image_record(env.pod_dir, cid), record)
         await self._event(pod, "Normal", "Created", f"Created container {name}")
         try:

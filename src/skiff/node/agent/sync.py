@@ -104,6 +104,9 @@ class PodSyncer:
     async def _run(self, uid: str, pod: Obj) -> float | None:
         spec = pod.get("spec") or {}
         waiting: dict[str, tuple[str, str]] = {}
+        left = self._deadline_left(pod)
+        if left is not None and left <= 0:
+            return await self._deadline_exceeded(pod)
         sandbox = await self._sandbox(pod)
         if isinstance(sandbox, str):
             for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
@@ -159,7 +162,36 @@ class PodSyncer:
             self._terminal[uid] = status["phase"]
             await self._release(uid)
             return None
+        if left is not None:
+            wake.append(left)
         return min(wake) if wake else None
+
+    def _deadline_left(self, pod: Obj) -> float | None:
+        """Seconds left of the pod's activeDeadlineSeconds, counted from its startTime (None: no deadline)."""
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        started = (self._last_status.get(pod["metadata"]["uid"]) or pod.get("status") or {}).get("startTime")
+        if deadline is None or not started:
+            return None
+        since = datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return float(deadline) - (datetime.now(UTC) - since).total_seconds()
+
+    async def _deadline_exceeded(self, pod: Obj) -> float | None:
+        """As the kubelet: the pod fails with DeadlineExceeded and its containers are stopped."""
+        uid = pod["metadata"]["uid"]
+        message = "Pod was active on the node longer than the specified deadline"
+        await self.recorder.record(pod, type="Normal", reason="DeadlineExceeded", message=message)
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        running = [a for a in await self.observer.attempts(uid) if a.state == RUNNING]
+        await asyncio.gather(*(self.runtime.stop(a.id, grace) for a in running), return_exceptions=True)
+        self.observer.invalidate()
+        attempts = await self.observer.attempts(uid, _fallback(pod.get("spec") or {}))
+        sandbox_ip = (self._last_status.get(uid) or pod.get("status") or {}).get("podIP", "")
+        obs = Observation(attempts=attempts, pod_ip=sandbox_ip, host_ip=self.node.host_ip, terminal="Failed",
+                          reason="DeadlineExceeded", message=message)  # fmt: skip
+        await self._report(pod, obs)
+        self._terminal[uid] = "Failed"
+        await self._release(uid)
+        return None
 
     async def _step(self, env: PodEnv, c: Obj, last: Attempt | None, waiting: dict[str, tuple[str, str]],
                     wake: list[float]) -> None:  # fmt: skip
