@@ -1,11 +1,11 @@
 """What the runtime has for a pod, as `Attempt`s: the agent's view of its containers (a small PLEG).
 
-Every pod worker asks for its pod's containers on each sync. Listing the runtime asks runc about
-every container of the node, so one listing is shared by all workers for up to `LIST_TTL`
-seconds; a worker that creates or removes containers bumps the generation, and a listing begun
-before a bump is never served after it (a worker always sees the containers it just made). The
-state of a container comes from that listing when it still runs (its status does not change
-while it runs), and is read afresh otherwise.
+Every pod worker asks for its pod's containers on each sync. A listing of the runtime covers every
+container of the node, so one listing is shared by all workers for up to `LIST_TTL` seconds; a
+worker that creates or removes containers bumps the generation, and a listing begun before a bump
+is never served after it (a worker always sees the containers it just made). The state of a
+container comes from that listing when it still runs (its status does not change while it runs),
+and is read afresh otherwise.
 
 An exited container's message is what it wrote to its terminationMessagePath (or, with
 FallbackToLogsOnError and a failure, the tail of its log).
