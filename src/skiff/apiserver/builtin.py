@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from skiff.api import validation
 from skiff.apiserver import conversion
+from skiff.apiserver.crd_strategy import CRDStrategy
 from skiff.apiserver.priorityclass import PriorityClassStrategy
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.strategy import (
@@ -362,6 +363,7 @@ def builtin_types() -> list[ResourceType]:
             short=("crd", "crds"),
             sub=("status",),
             package="io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1",
+            strategy=CRDStrategy(),
         ),
         # virtual kinds: create answers, nothing stored
         _rt(

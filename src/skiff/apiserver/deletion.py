@@ -101,8 +101,8 @@ async def _delete_once(store: Store, rt: ResourceType, kv: KeyValue, obj: Obj, o
     meta = obj["metadata"]
     updated = copy.deepcopy(obj)
     umeta = updated["metadata"]
+    must_wait = strategy.begin_delete(updated)  # may add a finalizer of its own (CRDs)
     finalizers = _finalizers_for(umeta.get("finalizers") or [], opts.propagation_policy)
-    must_wait = strategy.begin_delete(updated)
     grace = strategy.grace_period(obj, opts.grace_period_seconds)
     if not finalizers and not must_wait and grace == 0:
         if not opts.dry_run:
