@@ -98,7 +98,7 @@ def group(server: Server) -> Iterator[str]:
     name = f"g{uuid.uuid4().hex[:8]}.example.com"
     apply_crd(server, widget_crd(name))
     yield name
-    server.kubectl("delete", "crd", f"widgets.{name}", "--ignore-not-found", "--wait=false", check=False)
+    delete_crd(server, f"widgets.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,13 @@ def api(server: Server) -> client.ApiClient:
 def apply_crd(server: Server, crd: dict[str, Any]) -> None:
     server.kubectl("apply", "-f", "-", input=json.dumps(crd))
     server.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=20s")
+
+
+def delete_crd(server: Server, name: str) -> None:
+    """Delete a CRD and wait for it to go, then refresh kubectl's discovery cache (shared by every test's
+    kubectl): a cached kind of category `all` that no longer exists would break other tests' `get all`."""
+    server.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=60s", check=False, timeout=90)
+    server.kubectl("api-resources", "-o", "name", check=False)
 
 
 def widget(group: str, name: str, spec: dict[str, Any], version: str = "v1") -> str:
@@ -192,12 +199,12 @@ def test_a_clashing_kind_is_not_accepted(server: Server, group: str) -> None:
         code, _, _ = server.raw("GET", f"/apis/{group}/v1/gizmos")
         assert code == 404
         # once the CRD holding the kind is gone, the other one gets it
-        server.kubectl("delete", "crd", f"widgets.{group}", timeout=30)
+        delete_crd(server, f"widgets.{group}")
         server.kubectl("wait", "--for=condition=Established", f"crd/gizmos.{group}", "--timeout=20s")
         code, listed, _ = server.raw("GET", f"/apis/{group}/v1/gizmos")
         assert code == 200 and listed["kind"] == "GizmoList"
     finally:
-        server.kubectl("delete", "crd", f"gizmos.{group}", check=False)
+        delete_crd(server, f"gizmos.{group}")
 
 
 # ---------------------------------------------------------------- objects with kubectl
@@ -350,7 +357,7 @@ def test_a_second_version_is_served_from_the_same_storage(server: Server, ns: st
         assert "BETA-SIZE" in beta_table
         assert get_json(server, "crd", f"widgets.{g}")["status"]["storedVersions"] == ["v1"]
     finally:
-        server.kubectl("delete", "crd", f"widgets.{g}", check=False)
+        delete_crd(server, f"widgets.{g}")
 
 
 def test_a_cluster_scoped_kind(server: Server) -> None:
@@ -366,7 +373,7 @@ def test_a_cluster_scoped_kind(server: Server) -> None:
         assert code == 404
         assert "false" in server.kubectl("api-resources", "--api-group", g).stdout.lower()
     finally:
-        server.kubectl("delete", "crd", f"widgets.{g}", check=False)
+        delete_crd(server, f"widgets.{g}")
 
 
 def test_kubectl_explain_reads_the_schema(server: Server, group: str) -> None:
@@ -384,6 +391,7 @@ def test_deleting_the_crd_deletes_its_objects_and_its_kind(server: Server, ns: s
     server.kubectl("apply", "-n", "default", "-f", "-", input=widget(g, "doomed-too", {"size": 1}))
     server.kubectl("delete", "crd", f"widgets.{g}", timeout=30)
     assert server.kubectl("get", "crd", f"widgets.{g}", check=False).returncode != 0
+    delete_crd(server, f"widgets.{g}")  # refreshes kubectl's discovery cache
     code, _, _ = server.raw("GET", f"/apis/{g}/v1")
     assert code == 404
     assert g not in server.kubectl("api-resources").stdout
@@ -393,7 +401,7 @@ def test_deleting_the_crd_deletes_its_objects_and_its_kind(server: Server, ns: s
         code, listed, _ = server.raw("GET", f"/apis/{g}/v1/widgets")
         assert code == 200 and listed["items"] == []
     finally:
-        server.kubectl("delete", "crd", f"widgets.{g}", check=False)
+        delete_crd(server, f"widgets.{g}")
 
 
 def test_a_terminating_crd_waits_for_object_finalizers(server: Server, ns: str) -> None:
@@ -411,6 +419,7 @@ def test_a_terminating_crd_waits_for_object_finalizers(server: Server, ns: str) 
     assert out.returncode != 0 and "terminating" in out.stderr
     server.kubectl("patch", f"widgets.{g}", "held", "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
     server.kubectl("wait", "--for=delete", f"crd/widgets.{g}", "--timeout=20s")
+    delete_crd(server, f"widgets.{g}")
 
 
 def test_deleting_a_namespace_deletes_its_custom_objects(server: Server, group: str) -> None:
