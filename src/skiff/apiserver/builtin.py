@@ -8,11 +8,11 @@ events) carry conversion functions to and from the stored version.
 
 from __future__ import annotations
 
-from skiff.api import validation
 from skiff.apiserver import conversion
 from skiff.apiserver.crd_strategy import CRDStrategy
 from skiff.apiserver.priorityclass import PriorityClassStrategy
 from skiff.apiserver.registry import ResourceType
+from skiff.apiserver.service_strategy import ServiceStrategy
 from skiff.apiserver.strategy import (
     CronJobStrategy,
     JobStrategy,
@@ -60,7 +60,6 @@ def _rt(
 
 
 def builtin_types() -> list[ResourceType]:
-    label_names = validation.dns1123_label
     return [
         # core/v1
         _rt(
@@ -101,12 +100,7 @@ def builtin_types() -> list[ResourceType]:
             short=("svc",),
             categories=ALL,
             sub=("status",),
-            strategy=Strategy(
-                has_status=True,
-                tracks_generation=False,
-                name_validator=label_names,
-                selectable_fields=("spec.clusterIP", "spec.type"),
-            ),
+            strategy=ServiceStrategy(),
         ),
         _rt("", "v1", "Endpoints", "endpoints", short=("ep",), strategy=Strategy(tracks_generation=False)),
         _rt("", "v1", "ConfigMap", "configmaps", short=("cm",), strategy=Strategy(tracks_generation=False)),

@@ -108,6 +108,7 @@ async def _delete_once(store: Store, rt: ResourceType, kv: KeyValue, obj: Obj, o
         if not opts.dry_run:
             deleted = await store.backend.delete(kv.key, kv.mod_revision)
             meta["resourceVersion"] = str(deleted.mod_revision)
+            await strategy.after_delete(obj)
         return deleted_result(rt, obj), True
     if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
         return obj, False  # already being deleted; nothing new to record
