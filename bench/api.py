@@ -68,11 +68,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/api.py` as well as `python -m bench.api`
     sys.path.insert(0, str(REPO))
 
+from bench.proc import CLK_TCK, cpu_seconds  # noqa: E402
+
 CONCURRENCY = (1, 16, 64)
 TARGET_CREATES = 1500.0  # creates/s on SQLite
 TARGET_CREATE_P99_MS = 50.0  # at 64 clients
 TARGET_WATCH_MS = 100.0  # every watcher sees every event within this
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROFILE_RATE = 200  # py-spy samples per second
 
 
@@ -117,16 +118,6 @@ def session_for(target: Target, limit: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_arg, keepalive_timeout=120, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=None)
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process (all its threads), 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def machine_busy_seconds() -> float:

@@ -38,7 +38,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/deployment.py` as well as `python -m bench.deployment`
     sys.path.insert(0, str(REPO))
+
+from bench.proc import free_port, log, process_tree, rss_kb, stat_fields  # noqa: E402
 
 from skiff.client import Client  # noqa: E402
 from skiff.client import resources as R  # noqa: E402
@@ -79,50 +80,7 @@ class Result:
     sim_nodes_peak_rss_mb: float
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- /proc: a process tree's memory and CPU ------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every live descendant of it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def rss_kb(pid: int) -> int:
-    """Resident set size from /proc/<pid>/statm (0 once the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE_KB
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 def component(pid: int) -> str:
@@ -143,7 +101,7 @@ def tree_sample(root: int) -> tuple[dict[str, int], float]:
     rss: dict[str, int] = {}
     cpu = 0.0
     for pid in process_tree(root):
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             cpu += (int(fields[11]) + int(fields[12])) / CLK_TCK
         name = component(pid)

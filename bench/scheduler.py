@@ -41,7 +41,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,11 +53,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/scheduler.py` as well as `python -m bench.scheduler`
     sys.path.insert(0, str(REPO))
 
+from bench.proc import child_pid, cpu_seconds, free_port, log, rss_mb  # noqa: E402
+
 from skiff.client import Client  # noqa: E402
 from skiff.client import resources as R  # noqa: E402
 
 BIN = Path(sys.executable).parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_PODS_PER_S = 500.0  # at 5,000 nodes
 K8S_CI_THRESHOLD = 270.0  # SchedulingBasic, 5,000 nodes
 NAMESPACE = "bench"
@@ -83,54 +83,6 @@ class Result:
     scheduler_cpu_s: float
     server_rss_mb: float
     scheduler_rss_mb: float
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def child_pid(parent: int, component: str, timeout: float = 20.0) -> int:
-    """The pid of `skiff server`'s child running `component` (from /proc)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == parent and component.encode() in cmd:
-                return int(entry.name)
-        time.sleep(0.1)
-    raise RuntimeError(f"no {component} child process of {parent}")
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,12 @@ def add_agent_parser(commands: Any) -> None:
 
 def run_agent(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    from skiff.cli.components import ComponentFailed, run_alone
-    from skiff.client import Client, KubeconfigError, ServerUnreachable
+    from skiff.cli.components import run_standalone, setup_logging
+    from skiff.client import Client
     from skiff.node.agent.agent import Agent, AgentConfig
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
+    setup_logging(args.log_level)
     config = AgentConfig(
         node_name=(args.node_name or socket.gethostname()).lower(),
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR),
@@ -61,11 +58,4 @@ def run_agent(args: argparse.Namespace) -> int:
     async def component(client: Client, stop: asyncio.Event) -> None:
         await Agent(client, config).run(stop)
 
-    try:
-        asyncio.run(run_alone(args.kubeconfig, component))
-    except (KubeconfigError, ServerUnreachable, ValueError, ComponentFailed) as e:
-        print(f"skiff: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_standalone(args.kubeconfig, component)

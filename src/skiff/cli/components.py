@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,35 @@ async def run_alone(kubeconfig: str | None, component: Component) -> None:
     with stop_on_signals(stop):
         async with Client.from_kubeconfig(kubeconfig) as client:
             await run_components(client, stop, {"component": component})
+
+
+def setup_logging(level: str) -> None:
+    """skiff's log format at `level` ("debug", "info", ...), for every `skiff` command."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def run_standalone(kubeconfig: str | None, component: Component, *, errors: tuple[type[Exception], ...] = ()) -> int:
+    """A `skiff <component>` command's exit code: run it alone until SIGTERM/SIGINT.
+
+    Errors a user can act on (bad kubeconfig, unreachable server, bad flags,
+    a taken port, the component failing, or the command's own `errors`) are
+    one line on stderr and exit code 1; Ctrl-C before the signal handlers
+    are in place is 130.
+    """
+    from skiff.client import KubeconfigError, ServerUnreachable
+
+    handled: tuple[type[Exception], ...] = (KubeconfigError, ServerUnreachable, ValueError, OSError, ComponentFailed)
+    try:
+        asyncio.run(run_alone(kubeconfig, component))
+    except handled + errors as e:
+        print(f"skiff: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 @contextlib.contextmanager

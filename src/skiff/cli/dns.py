@@ -49,14 +49,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def run_dns_command(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    from skiff.cli.components import ComponentFailed, run_alone
-    from skiff.client import Client, KubeconfigError, ServerUnreachable
+    from skiff.cli.components import run_standalone, setup_logging
+    from skiff.client import Client
     from skiff.dns import parse_upstream, run_dns
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
+    setup_logging(args.log_level)
     try:
         listen = [parse_listen(x) for x in args.listen or [DEFAULT_LISTEN]]
         upstreams = [parse_upstream(x) for x in args.upstream] or None
@@ -69,11 +67,4 @@ def run_dns_command(args: argparse.Namespace) -> int:
         await run_dns(client, stop, listen, args.cluster_domain, upstreams, ttl=args.ttl, pods=args.pods,
                       exclude_upstreams=cluster_dns)  # fmt: skip
 
-    try:
-        asyncio.run(run_alone(args.kubeconfig, component))
-    except (KubeconfigError, ServerUnreachable, ComponentFailed, OSError) as e:
-        print(f"skiff: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_standalone(args.kubeconfig, component)

@@ -10,7 +10,6 @@ starts without loading aiohttp and cryptography.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -279,12 +278,9 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
 
 def run_component(args: argparse.Namespace) -> int:
     """`skiff controller-manager`, `skiff scheduler`, `skiff sim nodes`: one component against a kubeconfig."""
-    import asyncio
-
     from skiff.cli import components
-    from skiff.client import KubeconfigError, ServerUnreachable
 
-    _setup_logging(args.log_level)
+    components.setup_logging(args.log_level)
     opts = _cluster_options(args)
     component: components.Component
     if args.command == "controller-manager":
@@ -302,21 +298,7 @@ def run_component(args: argparse.Namespace) -> int:
             status_interval=args.node_status_update_frequency,
             delete_on_exit=args.delete_on_exit,
         )
-    try:
-        asyncio.run(components.run_alone(args.kubeconfig, component))
-    except (KubeconfigError, ServerUnreachable, ValueError, components.ComponentFailed) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    return components.run_standalone(args.kubeconfig, component)
 
 
 def _port(value: str) -> int:
@@ -334,9 +316,9 @@ def run_server(args: argparse.Namespace) -> int:
 
     from skiff.apiserver.admission_plugins import AdmissionConfig
     from skiff.apiserver.serve import ServerConfig, ServerStartError
-    from skiff.cli.components import ComponentFailed, run_cluster
+    from skiff.cli.components import ComponentFailed, run_cluster, setup_logging
 
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     sans = tuple(s.strip() for item in args.tls_san for s in item.split(",") if s.strip())
     config = ServerConfig(

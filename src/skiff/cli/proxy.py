@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
-import sys
 from typing import Any
 
 
@@ -44,15 +43,13 @@ def _cidr(value: str) -> str:
 
 def run_proxy_command(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    from skiff.cli.components import ComponentFailed, run_alone
-    from skiff.client import Client, KubeconfigError, ServerUnreachable
+    from skiff.cli.components import run_standalone, setup_logging
+    from skiff.client import Client
     from skiff.node.proxy.iptables import ProxySyncError
     from skiff.node.proxy.runner import run_proxy
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
+    setup_logging(args.log_level)
 
     async def component(client: Client, stop: asyncio.Event) -> None:
         await run_proxy(
@@ -67,11 +64,4 @@ def run_proxy_command(args: argparse.Namespace) -> int:
             cleanup=not args.keep_rules,
         )
 
-    try:
-        asyncio.run(run_alone(args.kubeconfig, component))
-    except (KubeconfigError, ServerUnreachable, ValueError, ComponentFailed, ProxySyncError) as e:
-        print(f"skiff: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_standalone(args.kubeconfig, component, errors=(ProxySyncError,))
