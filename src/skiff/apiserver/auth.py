@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from skiff.api import jointoken
 from skiff.api.errors import Forbidden, StatusError, Unauthorized
 from skiff.apiserver.content import status_response
 
@@ -48,9 +49,11 @@ log = logging.getLogger(__name__)
 AUTHENTICATED_GROUP = "system:authenticated"
 UNAUTHENTICATED_GROUP = "system:unauthenticated"
 MASTERS_GROUP = "system:masters"
+NODES_GROUP = "system:nodes"
 
 # what an anonymous caller may read (Kubernetes' system:public-info-viewer role)
-PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+# and /cacerts: the CA a joining agent checks against its join token before trusting the server (as k3s)
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/", "/cacerts"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,44 @@ def parse_token_file(text: str, *, source: str = "token file") -> dict[str, User
             log.warning("%s line %d: duplicate token; the later line wins", source, lineno)
         tokens[token] = UserInfo(name, groups, uid)
     return tokens
+
+
+class JoinTokenAuthenticator:
+    """The join token's `<id>:<secret>` as the bootstrap identity of TLS bootstrapping.
+
+    `system:bootstrap:<id>` in `system:bootstrappers`: what a joining agent is until its node
+    certificate is signed (see `skiff.api.jointoken`). The token file is re-read when it changes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, check_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.check_interval = check_interval
+        self._token: jointoken.JoinToken | None = None
+        self._signature: tuple[int, int, int] | None = None
+        self._last_check: float | None = None
+
+    async def authenticate_token(self, token: str) -> UserInfo | None:
+        if jointoken.parse_bearer(token) is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        if self._last_check is None or now - self._last_check >= self.check_interval:
+            self._last_check = now
+            await asyncio.to_thread(self._reload_if_changed)
+        expected = self._token
+        if expected is None or not jointoken.secret_matches(token, expected):
+            return None
+        return UserInfo(expected.username, (jointoken.BOOTSTRAPPERS_GROUP,))
+
+    def _reload_if_changed(self) -> None:
+        try:
+            st = os.stat(self.path)
+            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if signature != self._signature:
+                self._token, self._signature = jointoken.parse(self.path.read_text()), signature
+        except (OSError, jointoken.TokenFormatError) as e:
+            if self._token is not None:
+                log.warning("join token %s unusable (%s); no agent can join now", self.path, e)
+            self._token, self._signature = None, None
 
 
 class Authenticator:
@@ -353,9 +394,35 @@ class UnionAuthorizer:
         return Decision.NO_OPINION, "\n".join(reasons)
 
 
+class BootstrapAuthorizer:
+    """What a bootstrap identity may do: ask for its node certificate, nothing else.
+
+    Members of `system:bootstrappers` may create, get, list and watch certificatesigningrequests
+    (Kubernetes' system:node-bootstrapper role); anything else they ask is denied outright.
+    """
+
+    VERBS = frozenset({"create", "get", "list", "watch"})
+
+    async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]:
+        if jointoken.BOOTSTRAPPERS_GROUP not in attributes.user.groups:
+            return Decision.NO_OPINION, ""
+        if (
+            attributes.resource_request
+            and attributes.api_group == "certificates.k8s.io"
+            and attributes.resource == "certificatesigningrequests"
+            and not attributes.subresource
+            and attributes.verb in self.VERBS
+        ):
+            return Decision.ALLOW, ""
+        return Decision.DENY, "a bootstrap identity may only create, get, list and watch certificatesigningrequests"
+
+
 def default_authorizer() -> Authorizer:
-    """system:masters may do anything; anyone may read the public endpoints; nothing else."""
-    return UnionAuthorizer(PrivilegedGroupAuthorizer(), PublicInfoAuthorizer())
+    """system:masters and nodes (system:nodes, for now) may do anything; bootstrap identities may
+    only request certificates; anyone may read the public endpoints; nothing else."""
+    return UnionAuthorizer(
+        PrivilegedGroupAuthorizer((MASTERS_GROUP, NODES_GROUP)), BootstrapAuthorizer(), PublicInfoAuthorizer()
+    )
 
 
 def authorization_middleware(authorizer: Authorizer | None = None) -> Middleware:

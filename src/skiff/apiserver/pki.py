@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from skiff.api import jointoken
 from skiff.apiserver.hostinfo import IPAddress as IPAddress
 from skiff.apiserver.hostinfo import host_addresses as host_addresses
 from skiff.apiserver.hostinfo import host_names as host_names
@@ -48,6 +49,8 @@ RENEW_BEFORE = datetime.timedelta(days=90)
 
 ADMIN_USER = "system:admin"
 MASTERS_GROUP = "system:masters"
+NODE_USER_PREFIX = "system:node:"
+NODES_GROUP = "system:nodes"
 
 # names a pod uses to reach the API (the `kubernetes` Service) and its ClusterIP
 # (the first address of the default service CIDR 10.43.0.0/16, as in k3s)
@@ -381,8 +384,12 @@ def write_kubeconfig(
     ca_cert: x509.Certificate,
     cert: x509.Certificate,
     key: ec.EllipticCurvePrivateKey,
+    path: Path | None = None,
+    user: str = KUBECONFIG_USER,
 ) -> None:
-    """Write the admin kubeconfig (mode 0600: it holds the admin key); rewritten only when it changes."""
+    """Write a kubeconfig (the admin one unless `path`; mode 0600: it holds the key); rewritten only when it
+    changes."""
+    target = path or paths.kubeconfig
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -402,22 +409,22 @@ def write_kubeconfig(
         ],
         "users": [
             {
-                "name": KUBECONFIG_USER,
+                "name": user,
                 "user": {
                     "client-certificate-data": _b64(cert.public_bytes(serialization.Encoding.PEM)),
                     "client-key-data": _b64(key_pem),
                 },
             }
         ],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": KUBECONFIG_USER}}],
+        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
         "current-context": CLUSTER_NAME,
         "preferences": {},
     }
     data = yaml.safe_dump(config, sort_keys=False).encode()
     with contextlib.suppress(OSError):
-        if paths.kubeconfig.read_bytes() == data:
+        if target.read_bytes() == data:
             return
-    _write_atomic(paths.kubeconfig, data, mode=0o600)
+    _write_atomic(target, data, mode=0o600)
 
 
 def ensure_token_file(paths: PKIPaths) -> None:
@@ -429,15 +436,52 @@ def ensure_token_file(paths: PKIPaths) -> None:
     _write_atomic(paths.tokens, buf.getvalue().encode(), mode=0o600)
 
 
-def ensure_join_token(paths: PKIPaths) -> str:
-    """The secret agents present to join the cluster; created on first start."""
+def ensure_join_token(paths: PKIPaths) -> jointoken.JoinToken:
+    """The token agents present to join the cluster (`K10<CA sha256>::node:<secret>`), mode 0600.
+
+    Created on first start; later starts keep its id and secret and refresh the CA hash should the
+    CA have been replaced (an older plain-secret token file is rewritten in this format).
+    """
+    ca_digest = jointoken.ca_hash(paths.ca_cert.read_bytes())
+    existing = ""
     with contextlib.suppress(FileNotFoundError):
-        token = paths.join_token.read_text().strip()
-        if token:
-            return token
-    token = secrets.token_hex(32)
-    _write_atomic(paths.join_token, (token + "\n").encode(), mode=0o600)
+        existing = paths.join_token.read_text().strip()
+    try:
+        old = jointoken.parse(existing)
+        token = jointoken.JoinToken(ca_digest, old.token_id, old.secret)
+    except jointoken.TokenFormatError:
+        secret = existing if existing and ":" not in existing else secrets.token_hex(16)
+        token = jointoken.JoinToken(ca_digest, jointoken.DEFAULT_ID, secret)
+    if str(token) != existing:
+        _write_atomic(paths.join_token, (str(token) + "\n").encode(), mode=0o600)
     return token
+
+
+def node_credentials(paths: PKIPaths, node_name: str, *, server_url: str, kubeconfig: Path) -> None:
+    """A client certificate for the local node agent (CN=system:node:<name>, O=system:nodes) and a
+    kubeconfig using it at `kubeconfig` (mode 0600), reused while it is valid and names this node."""
+    ca = _load_pair(paths.ca_cert, paths.ca_key)
+    assert ca is not None, "ensure_pki first"
+    ca_cert, ca_key = ca
+    cert_path, key_path = paths.tls_dir / "node.crt", paths.tls_dir / "node.key"
+    user = NODE_USER_PREFIX + node_name
+    loaded = _load_pair(cert_path, key_path)
+    if (
+        loaded is None
+        or not _is_usable_leaf(loaded[0], ca_cert)
+        or loaded[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value != user
+    ):
+        key = _new_key()
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODES_GROUP), x509.NameAttribute(NameOID.COMMON_NAME, user)]
+        )
+        cert = _issue_leaf(ca_cert, ca_key, key, subject=subject, usage=ExtendedKeyUsageOID.CLIENT_AUTH, sans=[])
+        _write_pair(cert_path, key_path, cert, key)
+        loaded = cert, key
+    _make_private_dir(kubeconfig.parent)
+    write_kubeconfig(
+        paths, server_url=server_url, ca_cert=ca_cert, cert=loaded[0], key=loaded[1], path=kubeconfig, user="node"
+    )
 
 
 def _b64(data: bytes) -> str:

@@ -34,6 +34,7 @@ from skiff.apiserver.auth import (
     REQUEST_ATTRIBUTES,
     Authenticator,
     Authorizer,
+    JoinTokenAuthenticator,
     TokenFile,
     auth_middleware,
 )
@@ -140,10 +141,15 @@ async def serve(
                 middlewares=[
                     # authentication, authorization and long-running tracking: one layer per request
                     auth_middleware(
-                        Authenticator(token_authenticators=[TokenFile(paths.tokens)]), authorizer, tracker=tracker
+                        Authenticator(
+                            token_authenticators=[TokenFile(paths.tokens), JoinTokenAuthenticator(paths.join_token)]
+                        ),
+                        authorizer,
+                        tracker=tracker,
                     ),
                 ],
             )
+            app.router.add_get("/cacerts", _ca_certs(await asyncio.to_thread(paths.ca_cert.read_bytes)))
             app.on_shutdown.append(tracker.on_shutdown)
             access_log = logging.getLogger("aiohttp.access")
             runner = web.AppRunner(
@@ -161,6 +167,7 @@ async def serve(
                     config.port,
                     paths.kubeconfig,
                 )
+                log.info("join token for agents of other machines: %s", paths.join_token)
                 _tune_gc()
                 if ready is not None:
                     ready.set()
@@ -171,6 +178,15 @@ async def serve(
         finally:
             await backend.close()
     log.info("stopped")
+
+
+def _ca_certs(pem: bytes) -> Handler:
+    """GET /cacerts: the cluster CA, unauthenticated, for agents to check against their join token (as k3s)."""
+
+    async def ca_certs(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=pem, content_type="application/x-pem-file")
+
+    return ca_certs
 
 
 def _tune_gc() -> None:

@@ -4,7 +4,8 @@
 API server accepts connections — the controller manager and the scheduler
 as clients of it (over HTTPS with the admin kubeconfig, like any client):
 as child processes (see `skiff.cli.children`), or inside the server with
-`--single-process`. Any component ending ends them all:
+`--single-process`, and this machine's node agent as a child (`skiff.cli.local_agent`).
+Any component ending ends them all:
 a broken controller manager stops the server instead of leaving a cluster
 that silently does nothing. `skiff controller-manager`, `skiff scheduler`
 and `skiff sim nodes` run one component alone against a kubeconfig.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.cli.children import ChildFailed, ChildSpec, supervise
+from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec
 from skiff.client import Client
 
 log = logging.getLogger("skiff")
@@ -41,6 +43,7 @@ class ClusterOptions:
     single_process: bool = False  # controllers and scheduler inside the server process, not as children
     log_level: str = "info"
     registry_address: str | None = "127.0.0.1:5000"  # where the bundled image registry listens; None: none
+    agent: LocalAgentOptions | None = None  # this machine's node agent (a child process); None: none
 
 
 def controller_manager(opts: ClusterOptions) -> Component:
@@ -150,7 +153,7 @@ async def run_cluster(config: object, opts: ClusterOptions) -> None:
 
 
 async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
-    from skiff.apiserver.serve import ServerConfig, serve
+    from skiff.apiserver.serve import ServerConfig, local_server_url, serve
 
     assert isinstance(config, ServerConfig)
     stop, ready = asyncio.Event(), asyncio.Event()
@@ -167,14 +170,20 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
     if not opts.disable_scheduler:
         components["scheduler"] = scheduler(opts)
     kubeconfig = Path(config.data_dir) / "kubeconfig.yaml"
-    if not components:  # the API server alone
+    specs = [] if opts.single_process else child_specs(opts, str(kubeconfig))
+    if opts.agent is not None:  # this machine's node agent: always a child, with its own identity
+        url = local_server_url(config.bind_address, config.port)
+        agent = await local_agent_spec(opts.agent, data_dir=Path(config.data_dir), server_url=url)
+        specs += [agent] if agent is not None else []
+    runners: list[Coroutine[Any, Any, None]] = []
+    if opts.single_process and components:
+        runners.append(_in_process(kubeconfig, stop, components))
+    if specs:
+        runners.append(supervise(specs, stop))
+    if not runners:  # the API server alone
         await server
         return
-    if opts.single_process:
-        runner = _in_process(kubeconfig, stop, components)
-    else:
-        runner = supervise(child_specs(opts, str(kubeconfig)), stop)
-    comps = asyncio.create_task(runner, name="components")
+    comps = asyncio.create_task(_together(runners), name="components")
     try:
         await asyncio.wait([server, comps], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
@@ -185,6 +194,14 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
     finally:
         stop.set()
         await server
+
+
+async def _together(runners: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the runners (each stops the others through the shared stop event); raise the first failure."""
+    results = await asyncio.gather(*runners, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _in_process(kubeconfig: Path, stop: asyncio.Event, components: dict[str, Component]) -> None:

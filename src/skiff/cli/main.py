@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "processes (less memory, one CPU core for everything)",
     )
     _control_plane_flags(server)
+    from skiff.cli.local_agent import add_local_agent_flags
+
+    add_local_agent_flags(server)
 
     manager = commands.add_parser(
         "controller-manager",
@@ -257,6 +260,7 @@ def _control_plane_flags(parser: argparse.ArgumentParser) -> None:
 
 def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
     from skiff.cli.components import ClusterOptions
+    from skiff.cli.local_agent import local_agent_options
 
     return ClusterOptions(
         controllers=getattr(args, "controllers", "*"),
@@ -267,6 +271,7 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         single_process=getattr(args, "single_process", False),
         log_level=getattr(args, "log_level", "info"),
         registry_address=None if getattr(args, "disable_registry", True) else args.registry_address,
+        agent=local_agent_options(args),
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
