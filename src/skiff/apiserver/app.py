@@ -33,10 +33,13 @@ from skiff.apiserver.openapi import setup_openapi
 from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.priorityclass import ensure_system_priority_classes
 from skiff.apiserver.registry import Registry
+from skiff.apiserver.sa_token import ServiceAccountTokens
 from skiff.apiserver.service_alloc import ServiceAllocators, ServiceNetworkConfig
 from skiff.apiserver.service_repair import ensure_kubernetes_service, repair, repair_loop
 from skiff.apiserver.service_strategy import attach as attach_service_allocators
+from skiff.apiserver.storage_strategy import ensure_local_path_class
 from skiff.apiserver.store import Store
+from skiff.apiserver.tokenrequest import attach as attach_token_issuer
 from skiff.apiserver.watchcache import WatchCache
 from skiff.storage.interface import Backend, StorageError, Unavailable
 
@@ -87,6 +90,7 @@ def create_app(
     compact_interval: float = DEFAULT_INTERVAL,
     admission: AdmissionConfig | None = None,
     services: ServiceNetworkConfig | None = None,
+    service_account_tokens: ServiceAccountTokens | None = None,
 ) -> web.Application:
     """Build the API application over an opened storage backend.
 
@@ -104,6 +108,8 @@ def create_app(
     compactor = Compactor(backend, compact_interval, on_compact=cache.mark_compacted)
     allocators = ServiceAllocators(backend, services or ServiceNetworkConfig())  # cluster IPs and node ports
     attach_service_allocators(registry, allocators)
+    if service_account_tokens is not None:  # the TokenRequest API and token authentication read the store
+        attach_token_issuer(registry, store, service_account_tokens)
     rest = Rest(store, registry, cache)
     crds = CRDController(store, registry, cache)  # serves the kinds of CustomResourceDefinitions
     app[REGISTRY], app[STORE], app[CACHE] = registry, store, cache
@@ -113,6 +119,7 @@ def create_app(
         await cache.start()
         await ensure_namespaces(store, registry)
         await ensure_system_priority_classes(store, registry)
+        await ensure_local_path_class(store, registry)
         await repair(allocators, backend)  # free what a crash leaked before anything is allocated
         await ensure_kubernetes_service(store, registry, allocators)
         state["repair"] = asyncio.create_task(repair_loop(allocators, backend), name="service allocation repair")

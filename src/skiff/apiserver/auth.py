@@ -377,6 +377,36 @@ class PublicInfoAuthorizer:
         return Decision.NO_OPINION, ""
 
 
+class BasicUserAuthorizer:
+    """What every authenticated user may do (Kubernetes' system:basic-user and system:discovery roles).
+
+    Reviews of oneself (SelfSubjectReview, SelfSubjectAccessReview, SelfSubjectRulesReview), and
+    reading discovery and OpenAPI: enough for `kubectl auth whoami` with any valid credentials,
+    service account tokens included.
+    """
+
+    SELF_REVIEWS = frozenset(
+        {
+            ("authentication.k8s.io", "selfsubjectreviews"),
+            ("authorization.k8s.io", "selfsubjectaccessreviews"),
+            ("authorization.k8s.io", "selfsubjectrulesreviews"),
+        }
+    )
+    DISCOVERY = ("/api", "/apis", "/openapi")
+
+    async def authorize(self, attributes: RequestAttributes) -> tuple[Decision, str]:
+        if AUTHENTICATED_GROUP not in attributes.user.groups:
+            return Decision.NO_OPINION, ""
+        if attributes.resource_request:
+            if attributes.verb == "create" and (attributes.api_group, attributes.resource) in self.SELF_REVIEWS:
+                return Decision.ALLOW, ""
+        elif attributes.verb in ("get", "head"):
+            path = attributes.path.rstrip("/")
+            if path in PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in self.DISCOVERY):
+                return Decision.ALLOW, ""
+        return Decision.NO_OPINION, ""
+
+
 class UnionAuthorizer:
     """Asks each authorizer in turn; the first allow or deny decides, else no opinion."""
 
@@ -419,9 +449,13 @@ class BootstrapAuthorizer:
 
 def default_authorizer() -> Authorizer:
     """system:masters and nodes (system:nodes, for now) may do anything; bootstrap identities may
-    only request certificates; anyone may read the public endpoints; nothing else."""
+    only request certificates; anyone may read the public endpoints; any authenticated user may review
+    itself and read discovery; nothing else."""
     return UnionAuthorizer(
-        PrivilegedGroupAuthorizer((MASTERS_GROUP, NODES_GROUP)), BootstrapAuthorizer(), PublicInfoAuthorizer()
+        PrivilegedGroupAuthorizer((MASTERS_GROUP, NODES_GROUP)),
+        BootstrapAuthorizer(),
+        PublicInfoAuthorizer(),
+        BasicUserAuthorizer(),
     )
 
 

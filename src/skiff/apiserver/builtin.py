@@ -13,6 +13,7 @@ from skiff.apiserver.crd_strategy import CRDStrategy
 from skiff.apiserver.priorityclass import PriorityClassStrategy
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.service_strategy import ServiceStrategy
+from skiff.apiserver.storage_strategy import ClaimStrategy, StorageClassStrategy, VolumeStrategy
 from skiff.apiserver.strategy import (
     CronJobStrategy,
     JobStrategy,
@@ -117,6 +118,7 @@ def builtin_types() -> list[ResourceType]:
             "ServiceAccount",
             "serviceaccounts",
             short=("sa",),
+            sub=("token",),
             strategy=Strategy(tracks_generation=False),
         ),
         _rt(
@@ -160,7 +162,7 @@ def builtin_types() -> list[ResourceType]:
             namespaced=False,
             short=("pv",),
             sub=("status",),
-            strategy=Strategy(has_status=True, tracks_generation=False),
+            strategy=VolumeStrategy(),
         ),
         _rt(
             "",
@@ -169,7 +171,7 @@ def builtin_types() -> list[ResourceType]:
             "persistentvolumeclaims",
             short=("pvc",),
             sub=("status",),
-            strategy=Strategy(has_status=True, tracks_generation=False),
+            strategy=ClaimStrategy(),
         ),
         # apps/v1
         _rt(
@@ -313,6 +315,15 @@ def builtin_types() -> list[ResourceType]:
             short=("pc",),
             package="io.k8s.api.scheduling.v1",
             strategy=PriorityClassStrategy(),
+        ),
+        _rt(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+            "storageclasses",
+            namespaced=False,
+            short=("sc",),
+            strategy=StorageClassStrategy(),
         ),
         _rt(
             "rbac.authorization.k8s.io",

@@ -22,6 +22,7 @@ SUB_VERBS = {
     "status": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
     "binding": ["create"],
+    "token": ["create"],
     "finalize": ["update"],
     "log": ["get"],
     "exec": ["create", "get"],
@@ -44,6 +45,8 @@ def _sub_kind(rt: ResourceType, sub: str) -> tuple[str, str, str]:
         return ("", "v1", "Binding")
     if sub == "eviction":
         return ("policy", "v1", "Eviction")
+    if sub == "token":
+        return ("authentication.k8s.io", "v1", "TokenRequest")
     return (rt.group, rt.version, rt.kind)
 
 

@@ -40,6 +40,7 @@ from skiff.apiserver.auth import (
 )
 from skiff.apiserver.ipalloc import ServiceIPRange
 from skiff.apiserver.pki import PKIPaths, ensure_pki
+from skiff.apiserver.sa_token import ServiceAccountTokens
 from skiff.apiserver.service_alloc import ServiceNetworkConfig
 from skiff.storage.factory import open_backend
 from skiff.storage.interface import StorageError
@@ -131,10 +132,12 @@ async def serve(
             raise ServerStartError(f"cannot open the datastore: {e}") from e
         try:
             tracker = LongRunningRequests()
+            sa_tokens = await asyncio.to_thread(ServiceAccountTokens.from_data_dir, data_dir)
             app = create_app(
                 backend=backend,
                 compact_interval=config.compact_interval,
                 admission=config.admission,
+                service_account_tokens=sa_tokens,
                 services=dataclasses.replace(
                     config.services, advertise_address=config.bind_address, secure_port=config.port
                 ),
@@ -142,7 +145,11 @@ async def serve(
                     # authentication, authorization and long-running tracking: one layer per request
                     auth_middleware(
                         Authenticator(
-                            token_authenticators=[TokenFile(paths.tokens), JoinTokenAuthenticator(paths.join_token)]
+                            token_authenticators=[
+                                TokenFile(paths.tokens),
+                                JoinTokenAuthenticator(paths.join_token),
+                                sa_tokens,
+                            ]
                         ),
                         authorizer,
                         tracker=tracker,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from skiff.api import errors, patch
-from skiff.apiserver import content, objects, patching
+from skiff.apiserver import content, objects, patching, tokenrequest
 from skiff.apiserver.options import MODIFIED, PATCH_RETRIES, conflict
 from skiff.apiserver.paths import Target, not_found_path
 from skiff.storage.interface import RevisionConflictError
@@ -99,6 +99,8 @@ async def handle(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
         return await _binding(rest, request, t)
     if t.subresource == "finalize" and request.method == "PUT":
         return await _finalize(rest, request, t)
+    if t.subresource == "token" and t.rt.plural == "serviceaccounts":
+        return await tokenrequest.handle(rest, request, t)
     raise errors.MethodNotAllowed(f"{request.method} is not supported on {t.rt.plural}/{t.subresource}")
 
 

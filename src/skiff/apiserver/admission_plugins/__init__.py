@@ -3,7 +3,7 @@
 `chain` holds the machinery (attributes, plugin base, the chain); one
 module per plugin, named as Kubernetes names it. `AdmissionConfig` carries
 the server flags plugins read, and `build_chain` assembles the plugins in
-Kubernetes' order (Priority, then DefaultTolerationSeconds). The namespace
+Kubernetes' order (ServiceAccount, Priority, DefaultTolerationSeconds, DefaultStorageClass). The namespace
 lifecycle check stays in the generic store, which needs it before anything
 else.
 """
@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from skiff.apiserver import objects
 from skiff.apiserver.admission_plugins.chain import Attributes, Chain, Plugin, forbidden
+from skiff.apiserver.admission_plugins.default_storage_class import DefaultStorageClass
 from skiff.apiserver.admission_plugins.default_toleration_seconds import DEFAULT_SECONDS, DefaultTolerationSeconds
 from skiff.apiserver.admission_plugins.priority import Priority
+from skiff.apiserver.admission_plugins.service_account import ServiceAccount  # noqa: F401  (enabled with agent support)
 from skiff.apiserver.options import ListOptions
 from skiff.apiserver.priorityclass import GROUP, PLURAL, VERSION
 
@@ -74,14 +76,34 @@ class StoredPriorityClasses:
         return out
 
 
+class StoredObjects:
+    """Objects of one kind read through the generic store (Kubernetes' listers, for plugins)."""
+
+    def __init__(self, store: Store, registry: Registry, group: str, version: str, plural: str) -> None:
+        rt = registry.get(group, version, plural)
+        assert rt is not None
+        self.store, self.rt = store, rt
+
+    async def get(self, namespace: str, name: str) -> Obj | None:
+        kv = await self.store.read(self.rt.key(namespace if self.rt.namespaced else None, name))
+        return objects.decode(self.rt, kv) if kv is not None else None
+
+    async def list(self) -> list[Obj]:
+        listed = await self.store.list(self.rt, None, ListOptions())
+        items: list[Obj] = listed["items"]
+        return items
+
+
 def build_chain(config: AdmissionConfig, store: Store, registry: Registry) -> Chain:
     """The plugins skiff enables, in kube-apiserver's order."""
     return Chain(
         [
+            # SA-PENDING ServiceAccount(StoredObjects(store, registry, "", "v1", "serviceaccounts")),
             Priority(StoredPriorityClasses(store, registry)),
             DefaultTolerationSeconds(
                 not_ready_seconds=config.default_not_ready_toleration_seconds,
                 unreachable_seconds=config.default_unreachable_toleration_seconds,
             ),
+            DefaultStorageClass(StoredObjects(store, registry, "storage.k8s.io", "v1", "storageclasses")),
         ]
     )
