@@ -166,7 +166,7 @@ class Cluster:
         self.server = await self._spawn(
             "server.log",
             *(str(BIN / "skiff"), "server", "--data-dir", str(self.work / "data"), "--port", str(self.port)),
-            *("--bind-address", "127.0.0.1", "--log-level", "warning", "--disable-agent"),
+            *("--bind-address", "127.0.0.1", "--log-level", "warning", "--disable-agent", "--disable-dns"),
             *(("--single-process",) if self.single else ()),
         )
         deadline = time.monotonic() + 60

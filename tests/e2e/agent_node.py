@@ -105,12 +105,14 @@ class AgentNode:
     log_path: Path = field(default_factory=Path)
 
     def start(self, timeout: float = 30.0) -> AgentNode:
+        # no proxy and no pod network: they would program the host's own iptables (tests/e2e/two_nodes.py does)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir.parent / "agent.log"
         cmd = [str(BIN / "skiff"), "agent", "--kubeconfig", str(self.server.kubeconfig), "--node-name", NODE,
                "--pod-cidr", POD_CIDR, "--bridge", BRIDGE, "--netns-prefix", NETNS_PREFIX,
                "--cgroup-parent", CGROUP_PARENT, "--state-dir", str(self.state_dir),
-               "--registry", self.registry.host]  # fmt: skip
+               "--registry", self.registry.host,
+               "--disable-proxy", "--disable-pod-network"]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -47,6 +47,7 @@ class Server:
     registry_port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     agent: bool = False  # run this machine's node agent (off: tests count their own nodes)
+    dns: bool = False  # run the cluster DNS server (off: it would listen on this machine's port 53)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -64,7 +65,8 @@ class Server:
         log = self.log_path.open("ab")
         cmd = [str(BIN / "skiff"), "server", "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--bind-address", "127.0.0.1", "--registry-address", f"127.0.0.1:{self.registry_port}",
-               *([] if self.agent else ["--disable-agent"]), *self.extra_args]
+               *([] if self.agent else ["--disable-agent"]), *([] if self.dns else ["--disable-dns"]),
+               *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -32,6 +32,9 @@ def add_agent_parser(commands: Any) -> None:
                        help="a registry reached over plain HTTP or unverified TLS (repeatable)")  # fmt: skip
     agent.add_argument("--cgroup-parent", default="skiff", metavar="NAME", help="default: skiff")
     agent.add_argument("--netns-prefix", default="skiff-", metavar="PREFIX", help="default: skiff-")
+    from skiff.node.agent.networking import add_network_flags
+
+    add_network_flags(agent)
     agent.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -41,6 +44,7 @@ def run_agent(args: argparse.Namespace) -> int:
     from skiff.cli.components import run_standalone, setup_logging
     from skiff.client import Client
     from skiff.node.agent.agent import Agent, AgentConfig
+    from skiff.node.agent.networking import network_options
 
     setup_logging(args.log_level)
     config = AgentConfig(
@@ -53,6 +57,7 @@ def run_agent(args: argparse.Namespace) -> int:
         insecure_registries=tuple(args.insecure_registry),
         cgroup_parent=args.cgroup_parent,
         netns_prefix=args.netns_prefix,
+        network=network_options(args),
     )
 
     async def component(client: Client, stop: asyncio.Event) -> None:

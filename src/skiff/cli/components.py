@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.cli.children import ChildFailed, ChildSpec, supervise
+from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_spec
 from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec
 from skiff.client import Client
 
@@ -44,6 +45,7 @@ class ClusterOptions:
     log_level: str = "info"
     registry_address: str | None = "127.0.0.1:5000"  # where the bundled image registry listens; None: none
     agent: LocalAgentOptions | None = None  # this machine's node agent (a child process); None: none
+    dns: ClusterDnsOptions | None = None  # the cluster DNS server (a child process); None: none
 
 
 def controller_manager(opts: ClusterOptions) -> Component:
@@ -175,6 +177,8 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
         url = local_server_url(config.bind_address, config.port)
         agent = await local_agent_spec(opts.agent, data_dir=Path(config.data_dir), server_url=url)
         specs += [agent] if agent is not None else []
+    if opts.dns is not None:  # the cluster DNS server: always a child
+        specs.append(cluster_dns_spec(opts.dns, str(kubeconfig)))
     runners: list[Coroutine[Any, Any, None]] = []
     if opts.single_process and components:
         runners.append(_in_process(kubeconfig, stop, components))

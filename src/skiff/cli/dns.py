@@ -8,6 +8,7 @@ imported lazily. `skiff.cli.main` registers the subcommand with
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from typing import Any
 
@@ -35,6 +36,11 @@ def add_dns_parser(commands: Any) -> None:
     dns.add_argument("--pods", choices=("insecure", "verified", "disabled"), default="insecure",
                      help="<a-b-c-d>.<ns>.pod names: for any address, for existing pods only, or none "
                      "(default: insecure, as kubeadm's CoreDNS)")  # fmt: skip
+    dns.add_argument("--service-ip", metavar="IP",
+                     help="make the kube-system/kube-dns Service with this ClusterIP lead to this server "
+                     "(its endpoints: --advertise-address and the first --listen port)")  # fmt: skip
+    dns.add_argument("--advertise-address", metavar="IP",
+                     help="the address the kube-dns endpoints name (default: the first --listen address)")  # fmt: skip
     dns.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -53,6 +59,7 @@ def run_dns_command(args: argparse.Namespace) -> int:
     from skiff.cli.components import run_standalone, setup_logging
     from skiff.client import Client
     from skiff.dns import parse_upstream, run_dns
+    from skiff.dns.service import register_dns_service
 
     setup_logging(args.log_level)
     try:
@@ -63,8 +70,20 @@ def run_dns_command(args: argparse.Namespace) -> int:
         print(f"skiff: error: {e}", file=sys.stderr)
         return 2
 
+    advertise = args.advertise_address or listen[0][0]
+    if args.service_ip and ipaddress.ip_address(advertise).is_unspecified:
+        print(f"skiff: error: --service-ip needs --advertise-address when listening on {advertise}", file=sys.stderr)
+        return 2
+
     async def component(client: Client, stop: asyncio.Event) -> None:
-        await run_dns(client, stop, listen, args.cluster_domain, upstreams, ttl=args.ttl, pods=args.pods,
-                      exclude_upstreams=cluster_dns)  # fmt: skip
+        ready = asyncio.Event()
+        dns = run_dns(client, stop, listen, args.cluster_domain, upstreams, ttl=args.ttl, pods=args.pods,
+                      exclude_upstreams=cluster_dns, ready=ready)  # fmt: skip
+        serving = asyncio.create_task(dns)
+        if args.service_ip:
+            await asyncio.wait([serving, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if ready.is_set():
+                await register_dns_service(client, cluster_ip=args.service_ip, address=advertise, port=listen[0][1])
+        await serving
 
     return run_standalone(args.kubeconfig, component)

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     from skiff.cli.local_agent import add_local_agent_flags
 
     add_local_agent_flags(server)
+    from skiff.cli.cluster_dns import add_cluster_dns_flags
+
+    add_cluster_dns_flags(server)
 
     manager = commands.add_parser(
         "controller-manager",
@@ -259,6 +262,7 @@ def _control_plane_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    from skiff.cli.cluster_dns import cluster_dns_options
     from skiff.cli.components import ClusterOptions
     from skiff.cli.local_agent import local_agent_options
 
@@ -272,6 +276,7 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         log_level=getattr(args, "log_level", "info"),
         registry_address=None if getattr(args, "disable_registry", True) else args.registry_address,
         agent=local_agent_options(args),
+        dns=cluster_dns_options(args),
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),

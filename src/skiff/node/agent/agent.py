@@ -19,6 +19,7 @@ from skiff.client import Client, EventRecorder, Informer, resources
 from skiff.client.tasks import cancel_and_wait, spawn
 from skiff.images.store import ImageStore
 from skiff.node.agent import node as node_mod
+from skiff.node.agent.networking import NetworkOptions, pod_dns, run_node_network
 from skiff.node.agent.podworkers import PodWorkers
 from skiff.node.agent.starting import Starter
 from skiff.node.agent.sync import NodeFacts, PodSyncer, now_rfc3339
@@ -41,6 +42,7 @@ class AgentConfig:
     insecure_registries: tuple[str, ...] = ()
     cgroup_parent: str = "skiff"
     netns_prefix: str = "skiff-"
+    network: NetworkOptions = NetworkOptions()  # noqa: RUF009 (frozen) the proxy, pod routes, the pods' DNS
 
 
 class Agent:
@@ -49,7 +51,7 @@ class Agent:
         self.config = config
         state = config.state_dir
         network = NetworkConfig(name=f"skiff-{config.bridge}", bridge=config.bridge, subnet=config.pod_cidr,
-                                state_dir=state / "cni")  # fmt: skip
+                                state_dir=state / "cni", ip_masq=not config.network.pod_network)  # fmt: skip
         self.runtime = Runtime(state_dir=state / "runtime", network=network, cgroup_parent=config.cgroup_parent,
                                netns_prefix=config.netns_prefix)  # fmt: skip
         self.images = ImageStore(state / "images", default_registry=config.registry,
@@ -91,7 +93,8 @@ class Agent:
         lease = NodeLease(self.client, cfg.node_name, node_uid=registered["metadata"].get("uid"))
         await lease.renew()
         await node_mod.post_status(self.client, cfg.node_name, state_dir=cfg.state_dir, store=self.images)
-        facts = NodeFacts(name=cfg.node_name, host_ip=host_ip, allocatable=capacity, state_dir=cfg.state_dir)
+        facts = NodeFacts(name=cfg.node_name, host_ip=host_ip, allocatable=capacity, state_dir=cfg.state_dir,
+                          dns=await pod_dns(cfg.network))  # fmt: skip
         self.syncer = PodSyncer(self.client, self.runtime, Starter(self.runtime, self.images, self.recorder), facts)
         self.workers = PodWorkers(self.syncer.sync)
         self.pods.add_handlers(on_add=self._changed, on_update=lambda _o, n: self._changed(n), on_delete=self._gone)
@@ -104,11 +107,16 @@ class Agent:
             ),
             self.pods.start(),
         ]
+        networking = run_node_network(self.client, stop, cfg.network, node_name=cfg.node_name,
+                                      pod_cidr=cfg.pod_cidr, bridge=cfg.bridge)  # fmt: skip
+        network = spawn(networking, name="agent network", logger=log)
         try:
             await self.pods.wait_synced()
             await self._adopt()
             await stop.wait()
         finally:
+            stop.set()
+            await asyncio.wait([network], timeout=30.0)  # the proxy and the pod network remove their rules
             await self.workers.stop()
             await self.pods.stop()
             await cancel_and_wait(tasks, grace=5.0)

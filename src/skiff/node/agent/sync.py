@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from skiff.api import errors
 from skiff.client import Client, EventRecorder, resources
 from skiff.node.agent.backoff import Backoff, crash_loop_message
+from skiff.node.agent.dnsconfig import PodDNS
 from skiff.node.agent.observing import Observer
 from skiff.node.agent.podspec import PodContext, referenced_objects, sandbox_config
 from skiff.node.agent.podstatus import (
@@ -62,6 +63,7 @@ class NodeFacts:
     allocatable: Mapping[str, str]
     state_dir: Path
     tmpfs: bool = True
+    dns: PodDNS = field(default_factory=PodDNS)
 
 
 class PodSyncer:
@@ -261,8 +263,13 @@ class PodSyncer:
             return self.runtime.sandbox(uid)
         except SandboxNotFound:
             pass
+        resolver, warnings = self.node.dns.for_pod(pod)
+        for reason, message in warnings:
+            await self.recorder.record(pod, type="Warning", reason=reason, message=message)
+        domain = self.node.dns.cluster_domain
+        config = replace(sandbox_config(pod), resolv_conf=resolver.render(), cluster_domain=domain)
         try:
-            return await self.runtime.create_sandbox(sandbox_config(pod))
+            return await self.runtime.create_sandbox(config)
         except Exception as e:
             log.warning("pod %s/%s: creating its sandbox failed: %s", meta["namespace"], meta["name"], e)
             await self.runtime.remove_sandbox(uid)

@@ -36,6 +36,7 @@ class NetworkConfig:
     range_start: str | None = None
     range_end: str | None = None
     mtu: int | None = None
+    ip_masq: bool = True  # the bridge plugin masquerades what leaves the subnet (off: the agent's pod network does)
     state_dir: Path = Path("/var/lib/skiff/cni")
     cni_path: tuple[str, ...] = field(default=DEFAULT_CNI_PATH)
 
@@ -46,7 +47,7 @@ class NetworkConfig:
         if self.range_end:
             rng["rangeEnd"] = self.range_end
         bridge: dict[str, Any] = {
-            "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+            "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": self.ip_masq, "hairpinMode": True,
             "ipam": {"type": "host-local", "ranges": [[rng]], "routes": [{"dst": "0.0.0.0/0"}],
                      "dataDir": str(self.state_dir / "networks")},
         }  # fmt: skip
@@ -117,7 +118,7 @@ class CNI:
             raise
         assert result is not None
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        saved = {"result": result, "runtimeConfig": runtime_config}
+        saved = {"result": result, "runtimeConfig": runtime_config, "plugins": done}
         self._result_file(container_id).write_text(json.dumps(saved))
         ips = [ip["address"].split("/")[0] for ip in result.get("ips", []) if "." in ip["address"]]
         if not ips:
@@ -131,7 +132,7 @@ class CNI:
             return
         saved = json.loads(path.read_text())
         ns = str(netns) if netns is not None and await asyncio.to_thread(os.path.exists, netns) else ""
-        for plugin in reversed(self.config.conflist()["plugins"]):
+        for plugin in reversed(saved.get("plugins") or self.config.conflist()["plugins"]):  # as they were added
             await self._invoke(plugin, "DEL", container_id, ns, "eth0", saved["result"], saved["runtimeConfig"])
         path.unlink(missing_ok=True)
 
