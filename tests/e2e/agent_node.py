@@ -103,14 +103,20 @@ class AgentNode:
     registry: Registry
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    # a test that must not share the pod network with test_agent.py's node (another run may clean it up) picks its own
+    node: str = NODE
+    pod_cidr: str = POD_CIDR
+    bridge: str = BRIDGE
+    netns_prefix: str = NETNS_PREFIX
+    cgroup_parent: str = CGROUP_PARENT
 
     def start(self, timeout: float = 30.0) -> AgentNode:
         # no proxy and no pod network: they would program the host's own iptables (tests/e2e/two_nodes.py does)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir.parent / "agent.log"
-        cmd = [str(BIN / "skiff"), "agent", "--kubeconfig", str(self.server.kubeconfig), "--node-name", NODE,
-               "--pod-cidr", POD_CIDR, "--bridge", BRIDGE, "--netns-prefix", NETNS_PREFIX,
-               "--cgroup-parent", CGROUP_PARENT, "--state-dir", str(self.state_dir),
+        cmd = [str(BIN / "skiff"), "agent", "--kubeconfig", str(self.server.kubeconfig), "--node-name", self.node,
+               "--pod-cidr", self.pod_cidr, "--bridge", self.bridge, "--netns-prefix", self.netns_prefix,
+               "--cgroup-parent", self.cgroup_parent, "--state-dir", str(self.state_dir),
                "--registry", self.registry.host,
                "--disable-proxy", "--disable-pod-network"]  # fmt: skip
         with self.log_path.open("ab") as log:
@@ -119,11 +125,11 @@ class AgentNode:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"skiff agent exited with {self.proc.returncode}:\n{self.logs()}")
-            out = self.server.kubectl("get", "node", NODE, "-o", "json", check=False)
+            out = self.server.kubectl("get", "node", self.node, "-o", "json", check=False)
             if out.returncode == 0 and node_ready(json.loads(out.stdout)) == "True":
                 return self
             time.sleep(0.2)
-        raise RuntimeError(f"node {NODE} not Ready after {timeout}s:\n{self.logs()}")
+        raise RuntimeError(f"node {self.node} not Ready after {timeout}s:\n{self.logs()}")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -147,7 +153,7 @@ class AgentNode:
 
     def netns(self) -> list[str]:
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        return [line.split()[0] for line in out.splitlines() if line.startswith(NETNS_PREFIX)]
+        return [line.split()[0] for line in out.splitlines() if line.startswith(self.netns_prefix)]
 
     def mounts(self) -> list[str]:
         prefix = str(self.state_dir.resolve()) + "/"
@@ -171,7 +177,7 @@ class AgentNode:
     def nat_rules(self) -> list[str]:
         """iptables NAT rules naming the test pod CIDR (the bridge plugin's masquerade chains)."""
         out = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
-        net = POD_CIDR.rsplit(".", 1)[0] + "."
+        net = self.pod_cidr.rsplit(".", 1)[0] + "."
         return [line for line in out.splitlines() if net in line]
 
     def leftovers(self) -> dict[str, Any]:
@@ -182,7 +188,7 @@ class AgentNode:
         """Delete the node's pods while the agent runs (its own teardown), then remove whatever is left by
         force: containers, namespaces, mounts, NAT rules, the bridge, cgroups."""
         if self.proc is not None and self.proc.poll() is None and self.server.proc and self.server.proc.poll() is None:
-            self.server.kubectl("delete", "pods", "-A", "--field-selector", f"spec.nodeName={NODE}", "--wait=true",
+            self.server.kubectl("delete", "pods", "-A", "--field-selector", f"spec.nodeName={self.node}", "--wait=true",
                                 "--timeout=60s", check=False, timeout=90)  # fmt: skip
         self.stop()
         root = self.state_dir / "runtime" / "runc"
@@ -201,9 +207,9 @@ class AgentNode:
                     chain = parts[parts.index("-j") + 1]
                     subprocess.run(["iptables", "-t", "nat", "-F", chain], capture_output=True)
                     subprocess.run(["iptables", "-t", "nat", "-X", chain], capture_output=True)
-        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
         for base in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
-            parent = base / CGROUP_PARENT
+            parent = base / self.cgroup_parent
             if parent.is_dir():
                 dirs = sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
                 for d in [*dirs, parent]:  # deepest first; cgroupfs removes a directory with its control files
