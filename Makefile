@@ -11,7 +11,7 @@ up: deps  ## install what is missing, then run `skiff server` in the foreground
 
 # Debian packages the cluster and the tests use: etcd (the etcd backend), runc, CNI plugins and
 # iptables and conntrack (the node agent and its service proxy), docker-registry, skopeo, umoci and busybox-static (images).
-APT_PACKAGES := etcd-server runc containernetworking-plugins iptables iproute2 conntrack docker-registry skopeo umoci busybox-static
+APT_PACKAGES := etcd-server etcd-client runc containernetworking-plugins iptables iproute2 conntrack docker-registry skopeo umoci busybox-static
 
 deps: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

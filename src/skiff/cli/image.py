@@ -35,7 +35,7 @@ def add_image_commands(subparsers: Any) -> None:
     build.add_argument("-t", "--tag", required=True, metavar="NAME", help="image name, e.g. web:v1")
     build.add_argument("-f", "--file", metavar="FILE", help="the Dockerfile (default: DIR/Dockerfile)")
     build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", help="set an ARG")
-    build.add_argument("--recipe", metavar="NAME", help="build a built-in image instead: busybox or python")
+    build.add_argument("--recipe", metavar="NAME", help="build a built-in image instead: busybox, etcd or python")
     build.add_argument("--output", metavar="DIR", help="also keep the OCI image layout in DIR")
     build.add_argument("--no-push", action="store_true", help="build only (with --output)")
     _registry_flag(build)

@@ -7,6 +7,8 @@ and the usual empty mount points; `CMD ["sh"]`. About 1 MB compressed.
 
 `python`: see `skiff.images.python_recipe` — the busybox layer plus a Python runtime.
 
+`etcd`: see `skiff.images.etcd_recipe` — the busybox layer plus Debian's etcd, etcdctl (and etcdutl).
+
 `ensure_builtin_image` builds and pushes one of them the first time it is asked for (the tag is
 missing from the registry), so tests and examples can simply say `busybox`.
 """
@@ -103,9 +105,10 @@ async def busybox_recipe(layout: Layout, draft: Draft, progress: Progress) -> No
 
 
 def _recipes() -> dict[str, Recipe]:
+    from skiff.images.etcd_recipe import etcd_recipe
     from skiff.images.python_recipe import python_recipe
 
-    return {"busybox": busybox_recipe, "python": python_recipe}
+    return {"busybox": busybox_recipe, "etcd": etcd_recipe, "python": python_recipe}
 
 
 def recipe_names() -> list[str]:
