@@ -32,6 +32,14 @@ def add_agent_parser(commands: Any) -> None:
                        help="a registry reached over plain HTTP or unverified TLS (repeatable)")  # fmt: skip
     agent.add_argument("--cgroup-parent", default="skiff", metavar="NAME", help="default: skiff")
     agent.add_argument("--netns-prefix", default="skiff-", metavar="PREFIX", help="default: skiff-")
+    agent.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
+                       help="disk usage of the image filesystem at which image GC always runs (default: 85)")
+    agent.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
+                       help="disk usage image GC frees down to (default: 80)")
+    agent.add_argument("--minimum-image-gc-age", type=float, default=120.0, metavar="SECONDS",
+                       help="an unused image younger than this is never collected (default: 120)")
+    agent.add_argument("--image-gc-period", type=float, default=300.0, metavar="SECONDS",
+                       help="how often image GC looks at the disk (default: 300, the kubelet's)")
     from skiff.node.agent.networking import add_network_flags
 
     add_network_flags(agent)
@@ -44,6 +52,7 @@ def run_agent(args: argparse.Namespace) -> int:
     from skiff.cli.components import run_standalone, setup_logging
     from skiff.client import Client
     from skiff.node.agent.agent import Agent, AgentConfig
+    from skiff.node.agent.imagegc import ImageGCPolicy
     from skiff.node.agent.networking import network_options
 
     setup_logging(args.log_level)
@@ -58,6 +67,12 @@ def run_agent(args: argparse.Namespace) -> int:
         cgroup_parent=args.cgroup_parent,
         netns_prefix=args.netns_prefix,
         network=network_options(args),
+        image_gc=ImageGCPolicy(
+            high_threshold_percent=args.image_gc_high_threshold,
+            low_threshold_percent=args.image_gc_low_threshold,
+            min_age=args.minimum_image_gc_age,
+        ),
+        image_gc_period=args.image_gc_period,
     )
 
     async def component(client: Client, stop: asyncio.Event) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from skiff.client import Client, EventRecorder, Informer, resources
 from skiff.client.tasks import cancel_and_wait, spawn
 from skiff.images.store import ImageStore
 from skiff.node.agent import node as node_mod
+from skiff.node.agent.imagegc import PERIOD, ImageGC, ImageGCPolicy, images_in_use
 from skiff.node.agent.networking import NetworkOptions, pod_dns, run_node_network
 from skiff.node.agent.podworkers import PodWorkers
 from skiff.node.agent.starting import Starter
@@ -43,6 +44,8 @@ class AgentConfig:
     cgroup_parent: str = "skiff"
     netns_prefix: str = "skiff-"
     network: NetworkOptions = NetworkOptions()  # noqa: RUF009 (frozen) the proxy, pod routes, the pods' DNS
+    image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
+    image_gc_period: float = PERIOD
 
 
 class Agent:
@@ -57,9 +60,16 @@ class Agent:
         self.images = ImageStore(state / "images", default_registry=config.registry,
                                  insecure_registries=config.insecure_registries)  # fmt: skip
         self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)
+        self.image_gc = ImageGC(self.images, in_use=lambda: images_in_use(self.runtime, state),
+                                event=self._node_event, policy=config.image_gc)  # fmt: skip
         self.pods = Informer(client, resources.PODS, field_selector=f"spec.nodeName={config.node_name}")
         self.syncer: PodSyncer | None = None
         self.workers: PodWorkers | None = None
+
+    async def _node_event(self, type_: str, reason: str, message: str) -> None:
+        node = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": self.config.node_name,
+                                                                 "uid": self.config.node_name}}  # the kubelet's nodeRef
+        await self.recorder.record(node, type=type_, reason=reason, message=message)
 
     def _changed(self, pod: Obj) -> None:
         assert self.workers is not None
@@ -105,6 +115,7 @@ class Agent:
                 name="agent node status",
                 logger=log,
             ),
+            spawn(self.image_gc.run(stop, cfg.image_gc_period), name="agent image gc", logger=log),
             self.pods.start(),
         ]
         networking = run_node_network(self.client, stop, cfg.network, node_name=cfg.node_name,
