@@ -80,7 +80,7 @@ def builtin_types() -> list[ResourceType]:
             "pods",
             short=("po",),
             categories=ALL,
-            sub=("status", "binding"),
+            sub=("status", "binding", "log", "exec", "attach", "portforward"),
             strategy=PodStrategy(),
         ),
         _rt(

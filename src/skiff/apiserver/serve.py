@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api import errors
+from skiff.apiserver import pod_proxy
 from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.app import create_app
 from skiff.apiserver.auth import (
@@ -157,6 +158,7 @@ async def serve(
                 ],
             )
             app.router.add_get("/cacerts", _ca_certs(await asyncio.to_thread(paths.ca_cert.read_bytes)))
+            app[pod_proxy.KUBELET_TLS] = await asyncio.to_thread(pod_proxy.kubelet_client_context, paths)
             app.on_shutdown.append(tracker.on_shutdown)
             access_log = logging.getLogger("aiohttp.access")
             runner = web.AppRunner(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from skiff.api import errors, patch
-from skiff.apiserver import content, objects, patching, tokenrequest
+from skiff.apiserver import content, objects, patching, pod_proxy, tokenrequest
 from skiff.apiserver.options import MODIFIED, PATCH_RETRIES, conflict
 from skiff.apiserver.paths import Target, not_found_path
 from skiff.storage.interface import RevisionConflictError
@@ -95,6 +95,8 @@ async def handle(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
         raise not_found_path()
     if t.subresource == "scale":
         return await _scale(rest, request, t)
+    if t.rt.group == "" and t.rt.plural == "pods" and t.subresource in pod_proxy.SUBRESOURCES:
+        return await pod_proxy.handle(rest, request, t)
     if t.subresource == "binding" and request.method == "POST":
         return await _binding(rest, request, t)
     if t.subresource == "finalize" and request.method == "PUT":

@@ -32,6 +32,8 @@ def add_agent_parser(commands: Any) -> None:
                        help="a registry reached over plain HTTP or unverified TLS (repeatable)")  # fmt: skip
     agent.add_argument("--cgroup-parent", default="skiff", metavar="NAME", help="default: skiff")
     agent.add_argument("--netns-prefix", default="skiff-", metavar="PREFIX", help="default: skiff-")
+    agent.add_argument("--kubelet-port", type=int, default=10250, metavar="PORT",
+                       help="port of the kubelet API (logs, exec, port-forward; default: 10250)")  # fmt: skip
     agent.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
                        help="disk usage of the image filesystem at which image GC always runs (default: 85)")
     agent.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
@@ -66,6 +68,7 @@ def run_agent(args: argparse.Namespace) -> int:
         insecure_registries=tuple(args.insecure_registry),
         cgroup_parent=args.cgroup_parent,
         netns_prefix=args.netns_prefix,
+        kubelet_port=args.kubelet_port,
         network=network_options(args),
         image_gc=ImageGCPolicy(
             high_threshold_percent=args.image_gc_high_threshold,

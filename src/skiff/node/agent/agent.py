@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skiff.api.kubelet_api import DEFAULT_KUBELET_PORT
 from skiff.client import Client, EventRecorder, Informer, resources
 from skiff.client.tasks import cancel_and_wait, spawn
 from skiff.images.store import ImageStore
+from skiff.node.agent import container_logs
 from skiff.node.agent import node as node_mod
 from skiff.node.agent.imagegc import PERIOD, ImageGC, ImageGCPolicy, images_in_use
+from skiff.node.agent.kubelet_server import KubeletServer
 from skiff.node.agent.networking import NetworkOptions, pod_dns, run_node_network
 from skiff.node.agent.podworkers import PodWorkers
 from skiff.node.agent.starting import Starter
@@ -43,6 +46,7 @@ class AgentConfig:
     insecure_registries: tuple[str, ...] = ()
     cgroup_parent: str = "skiff"
     netns_prefix: str = "skiff-"
+    kubelet_port: int = DEFAULT_KUBELET_PORT  # the kubelet API (logs, exec, port-forward); 0: not served
     network: NetworkOptions = NetworkOptions()  # noqa: RUF009 (frozen) the proxy, pod routes, the pods' DNS
     image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
     image_gc_period: float = PERIOD
@@ -98,6 +102,7 @@ class Agent:
         host_ip = cfg.node_ip or node_mod.reaching_address(self.client.config.server)
         body = node_mod.build_node(cfg.node_name, ip=host_ip, pod_cidr=cfg.pod_cidr, capacity=capacity,
                                    now=now_rfc3339())  # fmt: skip
+        body["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": cfg.kubelet_port}}
         registered = await node_mod.register(self.client, body)
         log.info("registered node %s (InternalIP %s, pod CIDR %s)", cfg.node_name, host_ip, cfg.pod_cidr)
         lease = NodeLease(self.client, cfg.node_name, node_uid=registered["metadata"].get("uid"))
@@ -117,16 +122,22 @@ class Agent:
             ),
             spawn(self.image_gc.run(stop, cfg.image_gc_period), name="agent image gc", logger=log),
             self.pods.start(),
+            spawn(container_logs.rotation_loop(self.runtime, stop), name="agent log rotation", logger=log),
         ]
+        kubelet = KubeletServer(client=self.client, pods=self.pods, runtime=self.runtime, state_dir=cfg.state_dir,
+                                node_name=cfg.node_name, node_ip=host_ip, port=cfg.kubelet_port)  # fmt: skip
         networking = run_node_network(self.client, stop, cfg.network, node_name=cfg.node_name,
                                       pod_cidr=cfg.pod_cidr, bridge=cfg.bridge)  # fmt: skip
         network = spawn(networking, name="agent network", logger=log)
         try:
             await self.pods.wait_synced()
+            if cfg.kubelet_port:
+                await kubelet.start()
             await self._adopt()
             await stop.wait()
         finally:
             stop.set()
+            await kubelet.stop()
             await asyncio.wait([network], timeout=30.0)  # the proxy and the pod network remove their rules
             await self.workers.stop()
             await self.pods.stop()

@@ -1,0 +1,172 @@
+"""Exec and attach over WebSocket with Kubernetes' remotecommand channel protocol (v4 and v5).
+
+Each binary message starts with a channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (a Status
+once the command has ended: Success, or NonZeroExitCode with the exit code as cause), 4 resize
+(`{"Width":..,"Height":..}`), and in v5 255 close (payload: the channel closed, 0 = stdin). This
+is what kubectl 1.30+ speaks to the apiserver, which relays the messages to the node unchanged.
+
+Without a tty the process's stdin, stdout and stderr are pipes; with one it is a pty master, whose
+output goes to stdout and whose size follows the resize channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+from collections.abc import AsyncGenerator
+
+from aiohttp import WSMsgType, web
+
+from skiff.api.kubelet_api import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, exec_status
+from skiff.node.runtime.runc import ExecHandle, resize_tty
+
+log = logging.getLogger(__name__)
+
+CHUNK = 32 * 1024
+PTY_DRAIN_IDLE = 0.3  # after the process ended: how long a pty may stay silent before it counts as drained
+
+
+async def send(ws: web.WebSocketResponse, channel: int, data: bytes) -> None:
+    if not ws.closed:
+        await ws.send_bytes(bytes([channel]) + data)
+
+
+async def send_status(ws: web.WebSocketResponse, status: dict[str, object]) -> None:
+    await send(ws, ERROR, json.dumps(status).encode())
+
+
+async def _pump(reader: asyncio.StreamReader | None, ws: web.WebSocketResponse, channel: int, forward: bool) -> None:
+    if reader is None:
+        return
+    while data := await reader.read(CHUNK):
+        if forward:
+            await send(ws, channel, data)
+
+
+async def _pty_output(master: int) -> AsyncGenerator[bytes, None]:
+    """What the pty master gives, until EIO (every slave closed) or, once the process ended, silence."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(master, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(master)
+        queue.put_nowait(data)
+
+    loop.add_reader(master, readable)
+    try:
+        while data := await queue.get():
+            yield data
+    finally:
+        loop.remove_reader(master)
+
+
+async def _write_pty(master: int, data: bytes) -> None:
+    while data:
+        try:
+            n = os.write(master, data)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return
+            raise
+        data = data[n:]
+
+
+async def run_exec(
+    ws: web.WebSocketResponse, handle: ExecHandle, argv: list[str], *, stdin: bool, stdout: bool, stderr: bool
+) -> int:
+    """Relay between the WebSocket and a started `runc exec` until it ends; its exit code."""
+    proc, master = handle.process, handle.pty_master
+    if master is not None:
+        os.set_blocking(master, False)
+    elif proc.stdin is not None and not stdin:
+        proc.stdin.close()
+
+    async def input_loop() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            channel, payload = msg.data[0], msg.data[1:]
+            if channel == STDIN and stdin:
+                if master is not None:
+                    await _write_pty(master, payload)
+                elif proc.stdin is not None and not proc.stdin.is_closing():
+                    proc.stdin.write(payload)
+                    with contextlib.suppress(ConnectionError):
+                        await proc.stdin.drain()
+            elif channel == CLOSE and payload[:1] == bytes([STDIN]):
+                if master is not None:
+                    await _write_pty(master, b"\x04")  # end of input at a terminal: ^D
+                elif proc.stdin is not None:
+                    proc.stdin.close()
+            elif channel == RESIZE and master is not None:
+                try:
+                    size = json.loads(payload)
+                    resize_tty(master, int(size.get("Height", 0)), int(size.get("Width", 0)))
+                except (ValueError, TypeError, AttributeError, OSError):
+                    log.debug("ignoring a bad resize message %r", payload[:100])
+        # the client went away: nobody reads the output any more
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+    async def output() -> None:
+        if master is None:
+            await asyncio.gather(_pump(proc.stdout, ws, STDOUT, stdout), _pump(proc.stderr, ws, STDERR, stderr))
+            return
+        chunks = _pty_output(master)
+        exited = asyncio.ensure_future(proc.wait())
+        nxt: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(chunks))
+                if not exited.done():
+                    await asyncio.wait({nxt, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    # the process has ended: what is left comes soon, or a grandchild holds the pty
+                    await asyncio.wait({nxt}, timeout=PTY_DRAIN_IDLE)
+                    if not nxt.done():
+                        return
+                try:
+                    data = nxt.result()
+                except StopAsyncIteration:
+                    return
+                if stdout:
+                    await send(ws, STDOUT, data)
+        finally:
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+            await chunks.aclose()
+            exited.cancel()
+
+    reader = asyncio.create_task(input_loop(), name="exec input")
+    try:
+        await output()
+        code = await proc.wait()
+        await send_status(ws, exec_status(argv, code))
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        if master is not None:
+            os.close(master)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    return code

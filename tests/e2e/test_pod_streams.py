@@ -1,0 +1,299 @@
+"""`kubectl logs`, `kubectl exec` and `kubectl port-forward` against pods on a real agent and runc.
+
+The apiserver proxies pods/log, pods/exec and pods/portforward to the agent's kubelet API (on a
+free port here) with its kubelet-client certificate; the tests drive real kubectl and check what
+its user sees: output, exit codes, Kubernetes' error messages, a terminal, a forwarded port.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import ssl
+import struct
+import subprocess
+import termios
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.cluster import Server, kubectl_binary
+from tests.e2e.test_agent import container_state, get_pod, pod
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
+NODE = "e2e-streams"  # a pod network of its own: test_agent.py's node may run (and be cleaned up) meanwhile
+
+
+def apply(cluster: Server, ns: str, *docs: dict[str, Any]) -> None:
+    for doc in docs:
+        doc["spec"]["nodeName"] = NODE
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = Registry.start(tmp_path_factory.mktemp("streams-registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("streams-server"), extra_args=["--disable-scheduler"]).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
+    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("streams-agent") / "state", registry=registry,
+                     node=NODE, pod_cidr="10.199.43.0/24", bridge="skstream0", netns_prefix="skstream-",
+                     cgroup_parent="skiffstreamtest")  # fmt: skip
+    try:
+        yield node.start()
+    finally:
+        node.cleanup()
+
+
+def running(cluster: Server, ns: str, name: str, restarts: int = 0) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        p = get_pod(cluster, ns, name)
+        statuses = p.get("status", {}).get("containerStatuses") or []
+        ok = statuses and all("running" in s.get("state", {}) for s in statuses)
+        return p if ok and all(s.get("restartCount", 0) >= restarts for s in statuses) else None
+
+    result: dict[str, Any] = wait_for(check, what=f"{name} running")
+    return result
+
+
+def kubectl_env(cluster: Server) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HOME": str(cluster.data_dir / "home")}
+
+
+@pytest.fixture(scope="module")
+def pods(cluster: Server, agent: AgentNode, registry: Registry) -> Iterator[str]:
+    """One namespace of long-running pods the tests share (made once: starting pods is the slow part)."""
+    name = "pod-streams"
+    cluster.kubectl("create", "namespace", name)
+    counter = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
+    restarting = (
+        "n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo attempt $n;"
+        ' if [ $n = 1 ]; then exit 1; fi; exec sleep 3600'
+    )
+    two = pod("two", registry.busybox, ["sh", "-c", "echo from a; exec sleep 3600"])
+    two["spec"]["containers"][0]["name"] = "a"
+    two["spec"]["containers"].append({"name": "b", "image": registry.busybox,
+                                      "command": ["sh", "-c", "echo from b; exec sleep 3601"]})  # fmt: skip
+    apply(
+        cluster, name,
+        pod("counter", registry.busybox, ["sh", "-c", counter]),
+        pod("early-late", registry.busybox,
+            ["sh", "-c", "echo early; sleep 2; echo late; echo err >&2; exec sleep 3600"]),
+        pod("restarting", registry.busybox, ["sh", "-c", restarting],
+            container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+            volumes=[{"name": "data", "emptyDir": {}}]),
+        two,
+        pod("web", registry.busybox,
+            ["sh", "-c", "mkdir -p /www && echo hello through port-forward > /www/index.html && "
+                         "exec httpd -f -p 127.0.0.1:8080 -h /www"]),
+    )  # fmt: skip
+    for p in ("counter", "early-late", "two", "web"):
+        running(cluster, name, p)
+    running(cluster, name, "restarting", restarts=1)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=60s", check=False, timeout=90)
+
+
+def test_logs_plain_tail_timestamps_and_since(cluster: Server, pods: str) -> None:
+    first = cluster.kubectl("logs", "-n", pods, "counter").stdout.splitlines()
+    assert first[:3] == ["line 1", "line 2", "line 3"]
+    tail = cluster.kubectl("logs", "-n", pods, "counter", "--tail=2").stdout.splitlines()
+    assert len(tail) == 2 and all(re.fullmatch(r"line \d+", line) for line in tail)
+    assert int(tail[0].split()[1]) >= len(first) - 1 and int(tail[1].split()[1]) == int(tail[0].split()[1]) + 1
+    assert cluster.kubectl("logs", "-n", pods, "counter", "--tail=0").stdout == ""
+
+    stamped = cluster.kubectl("logs", "-n", pods, "early-late", "--timestamps").stdout.splitlines()
+    stamps = [line.split(" ", 1) for line in stamped]
+    assert [text for _, text in stamps] == ["early", "late", "err"]
+    for ts, _ in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", ts), ts
+    # --since-time at (the second of) "late": "early" was written two seconds before it
+    late = stamps[1][0].split(".")[0] + "Z"
+    assert cluster.kubectl("logs", "-n", pods, "early-late", f"--since-time={late}").stdout.splitlines() == [
+        "late", "err"]  # fmt: skip
+    assert cluster.kubectl("logs", "-n", pods, "early-late", "--since=1h").stdout.splitlines() == [
+        "early", "late", "err"]  # fmt: skip
+    limited = cluster.kubectl("logs", "-n", pods, "early-late", "--limit-bytes=3").stdout
+    assert limited == "ear"
+
+
+def test_logs_follow_streams_what_the_container_writes(cluster: Server, pods: str) -> None:
+    before = cluster.kubectl("logs", "-n", pods, "counter").stdout.splitlines()
+    last = int(before[-1].split()[1])
+    proc = subprocess.Popen([kubectl_binary(), "logs", "-f", "-n", pods, "counter", "--tail=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=kubectl_env(cluster))  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"kubectl logs -f ended: {proc.stderr.read() if proc.stderr else ''}"
+            seen.append(int(line.split()[1]))
+            if seen[-1] > last + 3:
+                break
+        assert seen[-1] > last + 3, seen
+        assert seen == list(range(seen[0], seen[0] + len(seen)))  # nothing lost, nothing repeated
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_logs_previous_and_containers(cluster: Server, pods: str) -> None:
+    assert cluster.kubectl("logs", "-n", pods, "restarting").stdout == "attempt 2\n"
+    assert cluster.kubectl("logs", "-n", pods, "restarting", "--previous").stdout == "attempt 1\n"
+    out = cluster.kubectl("logs", "-n", pods, "counter", "--previous", check=False)
+    assert out.returncode != 0
+    assert 'Error from server (BadRequest): previous terminated container "c" in pod "counter" not found' in out.stderr
+
+    assert cluster.kubectl("logs", "-n", pods, "two", "-c", "b").stdout == "from b\n"
+    assert cluster.kubectl("logs", "-n", pods, "two", "-c", "a").stdout == "from a\n"
+    defaulted = cluster.kubectl("logs", "-n", pods, "two")  # kubectl picks the first container and says so
+    assert defaulted.stdout == "from a\n" and 'Defaulted container "a" out of: a, b' in defaulted.stderr
+    raw = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{pods}/pods/two/log", check=False)
+    assert raw.returncode != 0
+    assert "a container name must be specified for pod two, choose one of: [a b]" in raw.stderr
+    bad = cluster.kubectl("logs", "-n", pods, "two", "-c", "nope", check=False)
+    assert "container nope is not valid for pod two" in bad.stderr
+
+
+def test_logs_of_a_pod_that_is_not_running_yet(cluster: Server, pods: str) -> None:
+    apply(cluster, pods, pod("pending", "127.0.0.1:1/nothing/here:1", ["true"]))
+    def reason() -> str:
+        return str(container_state(get_pod(cluster, pods, "pending")).get("state", {}).get("waiting", {}).get("reason"))
+
+    wait_for(lambda: reason() in ("ErrImagePull", "ImagePullBackOff"), what="pull failure")
+    out = cluster.kubectl("logs", "-n", pods, "pending", check=False)
+    assert out.returncode != 0
+    assert re.search(r'Error from server \(BadRequest\): container "c" in pod "pending" is waiting to start: '
+                     r"(image can't be pulled|trying and failing to pull image)", out.stderr), out.stderr  # fmt: skip
+
+
+def test_exec_output_exit_code_and_stdin(cluster: Server, pods: str) -> None:
+    out = cluster.kubectl("exec", "-n", pods, "counter", "--", "sh", "-c", "echo out; echo err >&2; exit 3",
+                          check=False)  # fmt: skip
+    assert out.returncode == 3
+    assert out.stdout == "out\n" and "err\n" in out.stderr
+    assert cluster.kubectl("exec", "-n", pods, "counter", "--", "cat", "/proc/1/cmdline").stdout.startswith("sh")
+    piped = cluster.kubectl("exec", "-i", "-n", pods, "counter", "--", "tr", "a-z", "A-Z", input="hello stdin\n")
+    assert piped.stdout == "HELLO STDIN\n"
+    two = cluster.kubectl("exec", "-n", pods, "two", "-c", "b", "--", "sh", "-c", "cat /proc/1/cmdline")
+    assert two.stdout == "sleep\x003601\x00"  # container b's own process
+    missing = cluster.kubectl("exec", "-n", pods, "counter", "--", "/no/such/binary", check=False)
+    assert missing.returncode != 0
+
+
+def _read_until(fd: int, pattern: bytes, timeout: float = 20.0) -> bytes:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while pattern not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_exec_with_a_terminal(cluster: Server, pods: str) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen([kubectl_binary(), "exec", "-it", "-n", pods, "counter", "--", "sh"], stdin=slave,
+                            stdout=slave, stderr=slave, env=kubectl_env(cluster), start_new_session=True)  # fmt: skip
+    os.close(slave)
+    try:
+        os.write(master, b"tty; stty size; echo $((6*7))\n")
+        out = _read_until(master, b"42\r\n")
+        assert b"/dev/pts/" in out and b"33 101" in out and b"42\r\n" in out, out
+        os.write(master, b"exit 5\n")
+        assert proc.wait(20) == 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_port_forward_to_httpd(cluster: Server, pods: str) -> None:
+    proc = subprocess.Popen([kubectl_binary(), "port-forward", "-n", pods, "pod/web", ":8080"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=kubectl_env(cluster))  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> 8080", line)
+        assert match, f"{line!r} {proc.stderr.read() if proc.poll() is not None and proc.stderr else ''}"
+        url = f"http://127.0.0.1:{match.group(1)}/"
+        for _ in range(3):  # each fetch is a connection of its own, a stream pair in the same session
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.read() == b"hello through port-forward\n"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_port_forward_to_a_closed_port_says_why(cluster: Server, pods: str) -> None:
+    proc = subprocess.Popen([kubectl_binary(), "port-forward", "-n", pods, "pod/web", ":9"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=kubectl_env(cluster))  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        match = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> 9", proc.stdout.readline())
+        assert match
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/", timeout=10).read()
+        proc.wait(20)  # kubectl 1.37 ends port-forward when the pod refuses the port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        err = proc.stderr.read() if proc.stderr else ""
+    assert "connection refused" in err.lower(), err
+
+
+def test_kubelet_api_lets_only_the_apiserver_in(cluster: Server, agent: AgentNode, pods: str) -> None:
+    node = json.loads(cluster.kubectl("get", "node", NODE, "-o", "json").stdout)
+    assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.kubelet_port
+    url = f"https://127.0.0.1:{agent.kubelet_port}/containerLogs/{pods}/two/a"
+    tls = cluster.data_dir / "tls"
+
+    def fetch(cert: str | None) -> tuple[int, str]:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        if cert:
+            ctx.load_cert_chain(tls / f"{cert}.crt", tls / f"{cert}.key")
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    assert fetch("kubelet-client") == (200, "from a\n")
+    code, text = fetch("admin")
+    assert code == 403 and "user=system:admin" in text
+    assert fetch(None)[0] == 401
