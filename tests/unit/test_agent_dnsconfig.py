@@ -1,4 +1,4 @@
-"""A pod's resolv.conf from dnsPolicy and dnsConfig, as the kubelet forms it; and the pod network's route plan."""
+"""A pod's resolv.conf from dnsPolicy and dnsConfig; the pod network's route plan; named Service ports pods lack."""
 
 from __future__ import annotations
 
@@ -92,3 +92,19 @@ def test_routes_to_other_nodes() -> None:
 def test_parse_ip_route_output() -> None:
     out = "10.42.1.0/24 via 10.0.0.2 dev eth0 \n10.42.7.9 via 10.0.0.3 dev eth0 \nblackhole 10.9.0.0/16 \n"
     assert parse_routes(out) == {Route("10.42.1.0/24", "10.0.0.2"), Route("10.42.7.9/32", "10.0.0.3")}
+
+
+def test_missing_named_port_message() -> None:
+    from skiff.controllers.endpointslice import missing_ports_message
+
+    def backend(name: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"nodeName": "n", "containers": [{"name": "c", "ports": ports}]},
+                "status": {"phase": "Running", "podIP": "10.42.0.9"}}  # fmt: skip
+
+    svc = {"spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                              {"name": "metrics", "port": 9100, "targetPort": "metrics"}]}}  # fmt: skip
+    pods = [backend("a", [{"name": "metrics", "containerPort": 9100}]), backend("b", []), backend("c", [])]
+    assert missing_ports_message(svc, pods) == (
+        "port 'metrics': pod b and 1 more has no TCP container port named 'metrics'; left out of those ports' endpoints"
+    )
+    assert missing_ports_message(svc, pods[:1]) == ""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skiff.api import errors
-from skiff.client import Client, Controller, Informer, RequeueAfter, resources, split_key
+from skiff.client import Client, Controller, EventRecorder, Informer, RequeueAfter, resources, split_key
 from skiff.client.cache import index_by_namespace
 from skiff.controllers import endpointutil as eu
 from skiff.controllers.context import ControllerContext
@@ -229,9 +229,12 @@ class EndpointSliceController(Controller):
         nodes: Informer,
         *,
         max_per_slice: int = MAX_ENDPOINTS_PER_SLICE,
+        recorder: EventRecorder | None = None,
     ) -> None:
         super().__init__()
         self.client = client
+        self.recorder = recorder
+        self.missing_ports: dict[str, str] = {}  # service key -> the last FailedToFindPort message recorded
         self.max_per_slice = max_per_slice
         self.services = self.watch(services)
         self.pods = self.wait_for(pods)
@@ -288,6 +291,7 @@ class EndpointSliceController(Controller):
         if service is None:
             # the garbage collector removes them through their ownerReference; so does this
             await self._write(key, ns, Plan(delete=existing))
+            self.missing_ports.pop(key, None)
             return
         selector = eu.selector_of(service)
         if selector is None:
@@ -323,8 +327,18 @@ class EndpointSliceController(Controller):
         if service["metadata"].get("deletionTimestamp"):
             plan.create = []  # do not race the garbage collector
         await self._write(key, ns, plan)
+        await self._report_missing_ports(key, service, pods)
         if missing_nodes:
             raise RequeueAfter(5.0)  # a pod on a Node not (yet) known: look again
+
+    async def _report_missing_ports(self, key: str, service: Obj, pods: list[Obj]) -> None:
+        """A Warning on the Service when selected pods lack a named targetPort (they are left out for that port)."""
+        message = missing_ports_message(service, pods)
+        if message == self.missing_ports.get(key, ""):
+            return
+        self.missing_ports[key] = message
+        if message and self.recorder is not None:
+            await self.recorder.record(service, type="Warning", reason="FailedToFindPort", message=message)
 
     def _plan_address_type(
         self, service: Obj, pods: list[Obj], existing: list[Obj], address_type: str
@@ -403,6 +417,23 @@ class EndpointSliceController(Controller):
             self.deleted.setdefault(key, {})[name] = now
 
 
+def missing_ports_message(service: Obj, pods: list[Obj]) -> str:
+    """Which Service ports name a targetPort that some selected pods do not have; "" when none."""
+    parts = []
+    candidates = [p for p in pods if eu.should_pod_be_in_endpoints(p, include_terminating=True)]
+    for sp in (service.get("spec") or {}).get("ports") or []:
+        target = sp.get("targetPort")
+        if not isinstance(target, str) or target.isdigit():
+            continue
+        without = sorted(p["metadata"]["name"] for p in candidates if eu.find_port(p, sp) is None)
+        if without:
+            port = sp.get("name") or str(sp.get("port"))
+            more = f" and {len(without) - 1} more" if len(without) > 1 else ""
+            parts.append(f"port {port!r}: pod {without[0]}{more} has no {sp.get('protocol') or 'TCP'} container "
+                         f"port named {target!r}")  # fmt: skip
+    return ("; ".join(parts) + "; left out of those ports' endpoints") if parts else ""
+
+
 def _rv(obj: Obj) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -420,4 +451,5 @@ def new(ctx: ControllerContext) -> Controller:
         f.informer(resources.ENDPOINTSLICES),
         f.informer(resources.NODES),
         max_per_slice=max_per_slice,
+        recorder=ctx.recorder("endpointslice-controller"),
     )
