@@ -1,9 +1,9 @@
-"""A simplified server-side apply (`PATCH application/apply-patch+yaml`, `kubectl apply --server-side`).
+"""Server-side apply's merge (`PATCH application/apply-patch+yaml`, `kubectl apply --server-side`).
 
-Real server-side apply merges the applied configuration into the live object with
-structured-merge-diff and records, per field manager, which fields each manager owns
-(`metadata.managedFields`), so that fields a manager stops applying are removed and
-conflicting managers are detected. This module does the merge only:
+Server-side apply merges the applied configuration into the live object and records, per
+field manager, which fields each owns (`metadata.managedFields`). This module does the
+merge; `skiff.api.managed_fields` does the ownership on top of it (conflicts, `force`,
+removal of the fields a manager stops applying):
 
 * maps merge key by key (unless `x-kubernetes-map-type: atomic`, which replaces);
 * lists with `x-kubernetes-list-type: map` merge element by element on
@@ -13,10 +13,7 @@ conflicting managers are detected. This module does the merge only:
 * lists with `x-kubernetes-list-type: set` take the union; other lists are atomic and replaced;
 * `null` in the applied configuration means "not specified" and changes nothing.
 
-Not done (no ownership tracking): fields or list items removed from the applied
-configuration stay in the live object, `managedFields` is not maintained, and there
-are no apply conflicts (`force` is irrelevant). Kinds without a schema merge maps and
-replace lists.
+Kinds without a schema merge maps and replace lists.
 """
 
 from __future__ import annotations

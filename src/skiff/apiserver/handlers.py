@@ -39,6 +39,7 @@ def write_options(request: web.Request) -> WriteOptions:
         field_validation=q.get("fieldValidation", "Warn") or "Warn",
         field_manager=q.get("fieldManager", ""),
         user=request.get(USER),
+        user_agent=request.headers.get("User-Agent", ""),
     )
 
 

@@ -24,6 +24,9 @@ class WriteOptions:
     field_validation: str = "Warn"  # Strict | Warn | Ignore (Kubernetes' default when unset is Warn)
     field_manager: str = ""
     user: Any = None
+    user_agent: str = ""  # the default field manager (its product name) when fieldManager is not given
+    apply: Any = None  # a server-side apply's configuration: its ownership is recorded by the apply itself
+    force: bool = False  # force=true on an apply: take conflicting fields over
     warnings: list[str] = field(default_factory=list)
 
 

@@ -16,10 +16,11 @@ storage's current revision, then answer from memory. Paginated lists
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
 from skiff.api import errors, fieldselectors, selectors, validation
-from skiff.apiserver import admission, deletion, objects
+from skiff.apiserver import admission, deletion, objects, ownership
 from skiff.apiserver.admission_plugins.chain import Attributes, Chain
 from skiff.apiserver.objects import Obj
 from skiff.apiserver.options import (
@@ -211,6 +212,10 @@ class Store:
         meta["uid"] = objects.new_uid()
         meta["creationTimestamp"] = objects.now_rfc3339()
         admission.omit_empty_metadata(obj)
+        if opts.apply is not None:
+            ownership.apply(rt, None, obj, opts)
+        else:
+            ownership.track(rt, None, obj, opts)
         strategy.prepare_for_create(obj)
         admission.validate(rt, obj, strategy.validate(obj))
         if chain is not None:
@@ -341,6 +346,7 @@ class Store:
         else:
             admission.default_and_validate_schema(rt, obj, opts, patched=patched)
             admission.omit_empty_metadata(obj)
+        ownership.track(rt, old, obj, opts, subresource)
         meta, old_meta = obj["metadata"], old["metadata"]
         for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
             if key in old_meta:
@@ -414,12 +420,16 @@ class Store:
                 if patch_type == patching.APPLY and not subresource:
                     body = patching.apply_to(rt, None, patch)
                     body.setdefault("metadata", {})["name"] = name
-                    return await self.create(rt, namespace, body, opts), True
+                    return await self.create(rt, namespace, body, replace(opts, apply=patch, force=force)), True
                 raise not_found(rt, name)
             current = objects.decode(rt, kv)
             patched = patching.apply(rt, current, patch_type, patch)
             if not isinstance(patched, dict):
                 raise errors.BadRequest("the patch did not produce an object")
+            write_opts = opts
+            if patch_type == patching.APPLY:
+                write_opts = replace(opts, apply=patch, force=force)
+                patched = ownership.apply(rt, current, patched, write_opts, subresource)
             pmeta = patched.setdefault("metadata", {})
             if not isinstance(pmeta, dict):
                 raise errors.BadRequest("metadata must be an object")
@@ -438,7 +448,7 @@ class Store:
                 )
             pmeta["name"] = name
             try:
-                return await self._write(rt, kv, patched, opts, subresource=subresource, patched=True), False
+                return await self._write(rt, kv, patched, write_opts, subresource=subresource, patched=True), False
             except RevisionConflictError:
                 if wanted:
                     raise conflict(rt, name, MODIFIED) from None

@@ -1,0 +1,165 @@
+"""Field sets in the structured-merge-diff format and managedFields ownership: updates, apply, conflicts."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from skiff.api import fieldsets as F
+from skiff.api import managed_fields as M
+from skiff.api.errors import Conflict
+from skiff.api.server_side_apply import apply_patch
+from skiff.api.strategic import root_schema
+
+DEPLOY = root_schema("io.k8s.api.apps.v1.Deployment")
+CM = root_schema("io.k8s.api.core.v1.ConfigMap")
+NOW = "2026-01-01T00:00:00Z"
+
+
+def deployment(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                     {"name": "main", "image": "busybox", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}},
+    }  # fmt: skip
+    base["spec"].update(spec)
+    return base
+
+
+def req(manager: str, api_version: str = "apps/v1", **kw: Any) -> M.Request:
+    return M.Request(manager=manager, api_version=api_version, now=NOW, **kw)
+
+
+def test_set_of_an_object_uses_keys_values_and_atomic_leaves() -> None:
+    obj = deployment()
+    obj["metadata"]["finalizers"] = ["a/b"]
+    tree = F.of(obj, DEPLOY, frozenset({"apiVersion", "kind"}))
+    container = tree["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"main"}']
+    assert container["."] == {} and container["f:image"] == {}
+    assert container["f:ports"]['k:{"containerPort":80,"protocol":"TCP"}'] == {
+        ".": {}, "f:containerPort": {}, "f:protocol": {}}  # fmt: skip
+    assert tree["f:spec"]["f:selector"] == {}  # atomic (x-kubernetes-map-type: atomic)
+    assert tree["f:metadata"]["f:finalizers"] == {'v:"a/b"': {}}  # a set list
+    assert tree["f:metadata"]["f:labels"] == {"f:app": {}}
+
+
+def test_paths_render_as_kubernetes_prints_them() -> None:
+    assert F.render(("f:spec", "f:containers", 'k:{"name":"c"}', "f:image")) == '.spec.containers[name="c"].image'
+    assert F.render(("f:ports", 'k:{"containerPort":80,"protocol":"TCP"}')) == '.ports[containerPort=80,protocol="TCP"]'
+    assert F.render(("f:finalizers", 'v:"x"')) == '.finalizers[="x"]'
+    assert F.render(("f:args", "i:0")) == ".args[0]"
+
+
+def test_insert_discard_contains_keep_the_tree_canonical() -> None:
+    tree: F.Tree = {}
+    F.insert(tree, ("f:a", "f:b"))
+    F.insert(tree, ("f:a",))
+    assert tree == {"f:a": {".": {}, "f:b": {}}}
+    assert F.contains(tree, ("f:a",)) and F.contains(tree, ("f:a", "f:b")) and not F.contains(tree, ("f:c",))
+    assert F.discard(tree, ("f:a", "f:b"))
+    assert tree == {"f:a": {}}
+    assert F.discard(tree, ("f:a",)) and tree == {}
+    F.insert(tree, ("f:x", "f:y", "f:z"))
+    assert not F.contains(tree, ("f:x",)) and F.has_under(tree, ("f:x",))
+    F.discard(tree, ("f:x", "f:y", "f:z"))
+    assert tree == {}
+
+
+def test_compare_walks_only_what_changed() -> None:
+    old, new = deployment(), deployment(replicas=3)
+    new["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "x"})
+    del new["metadata"]["labels"]
+    ch = F.compare(old, new, DEPLOY)
+    assert ch.modified == [("f:spec", "f:replicas")]
+    side = ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"side"}')
+    assert set(ch.added) == {side, (*side, "f:name"), (*side, "f:image")}
+    assert set(ch.removed) == {("f:metadata", "f:labels"), ("f:metadata", "f:labels", "f:app")}
+    assert not F.compare(old, copy.deepcopy(old), DEPLOY)
+
+
+def test_updates_move_ownership_to_the_writer() -> None:
+    cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                          "data": {"a": "1", "b": "2"}}  # fmt: skip
+    M.track_update(None, cm, req("creator", "v1"), CM)
+    [entry] = cm["metadata"]["managedFields"]
+    assert entry == {"manager": "creator", "operation": "Update", "apiVersion": "v1", "time": NOW,
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}, "f:b": {}}}}  # fmt: skip
+    new = copy.deepcopy(cm)
+    new["data"]["a"] = "9"
+    M.track_update(cm, new, req("editor", "v1"), CM)
+    owners = {e["manager"]: e["fieldsV1"] for e in new["metadata"]["managedFields"]}
+    assert owners == {"creator": {"f:data": {".": {}, "f:b": {}}}, "editor": {"f:data": {"f:a": {}}}}
+    same = copy.deepcopy(new)
+    M.track_update(new, same, req("idle", "v1"), CM)  # nothing changed: nothing recorded
+    assert [e["manager"] for e in same["metadata"]["managedFields"]] == ["creator", "editor"]
+
+
+def test_default_manager_comes_from_the_user_agent() -> None:
+    assert M.default_manager("", "kubectl/v1.37.0 (linux/amd64) kubernetes/abc") == "kubectl"
+    assert M.default_manager("mine", "kubectl/v1.37.0") == "mine"
+    assert M.default_manager("", "OpenAPI-Generator/31.0.0/python") == "OpenAPI-Generator"
+
+
+def ssa(live: dict[str, Any] | None, config: dict[str, Any], manager: str, *, force: bool = False) -> dict[str, Any]:
+    merged = apply_patch(live, config, "io.k8s.api.apps.v1.Deployment")
+    return M.apply(live, merged, config, req(manager), DEPLOY, force=force)
+
+
+def test_apply_conflicts_force_and_removal() -> None:
+    live = ssa(None, deployment(), "alice")
+    [entry] = live["metadata"]["managedFields"]
+    assert entry["operation"] == "Apply" and entry["manager"] == "alice"
+
+    with pytest.raises(Conflict) as e:
+        ssa(live, deployment(replicas=5), "bob")
+    assert str(e.value) == 'Apply failed with 1 conflict: conflict with "alice": .spec.replicas'
+    assert e.value.causes == [{"type": "FieldManagerConflict", "message": 'conflict with "alice"',
+                               "field": ".spec.replicas"}]  # fmt: skip
+    both = ssa(live, deployment(), "bob")  # the same values: shared, no conflict
+    assert {e["manager"] for e in both["metadata"]["managedFields"]} == {"alice", "bob"}
+
+    forced = ssa(both, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                        "spec": {"replicas": 5}}, "bob", force=True)  # fmt: skip
+    owners = {e["manager"]: e["fieldsV1"] for e in forced["metadata"]["managedFields"]}
+    assert owners["bob"] == {"f:spec": {"f:replicas": {}}}
+    assert "f:replicas" not in owners["alice"]["f:spec"]
+    assert forced["spec"]["replicas"] == 5
+
+    # alice applies again without replicas (now bob's) and without her label: hers alone, so it goes
+    config = deployment()
+    del config["metadata"]["labels"], config["spec"]["replicas"]
+    dropped = ssa(forced, config, "alice")
+    assert not dropped["metadata"].get("labels") and dropped["spec"]["replicas"] == 5
+    assert dropped["spec"]["template"]["spec"]["containers"][0]["name"] == "main"
+
+
+def test_several_conflicts_are_listed_by_manager() -> None:
+    live = ssa(None, deployment(), "alice")
+    changed = deployment(replicas=2)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "other"
+    with pytest.raises(Conflict) as e:
+        ssa(live, changed, "bob")
+    assert str(e.value) == (
+        'Apply failed with 2 conflicts: conflicts with "alice":\n- .spec.replicas\n'
+        '- .spec.template.spec.containers[name="main"].image'
+    )
+
+
+def test_apply_keys_items_by_their_defaulted_keys() -> None:
+    live = deployment()
+    config = deployment()
+    del config["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"]  # the server's default
+    out = ssa(live, config, "alice")
+    ports = out["metadata"]["managedFields"][-1]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"][
+        'k:{"name":"main"}']["f:ports"]  # fmt: skip
+    assert list(ports) == ['k:{"containerPort":80,"protocol":"TCP"}']
+
+
+def test_first_apply_to_an_unmanaged_object_keeps_its_fields_owned() -> None:
+    out = ssa(deployment(), {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                             "spec": {"paused": True}}, "alice")  # fmt: skip
+    managers = {e["manager"]: e["operation"] for e in out["metadata"]["managedFields"]}
+    assert managers == {"alice": "Apply", "before-first-apply": "Update"}
