@@ -1,0 +1,210 @@
+"""examples/etcd-operator end to end: the kopf operator runs etcd clusters on a real node agent.
+
+One skiff server with its scheduler, one real `skiff agent` (runc, CNI bridge) on a pod network of
+this module's own, a registry holding the built-in etcd image, and the operator run as a user
+would try it first: `kopf run etcd_operator.py` with the admin kubeconfig. The test drives it with
+kubectl and talks to etcd with the host's etcdctl at the addresses of the cluster's client Service.
+Snapshots go to a hostPath directory under the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.cluster import Server
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etcd-operator"
+NS = "etcd-e2e"
+
+_missing = missing_requirements() or (None if shutil.which("etcdctl") else "needs etcdctl (etcd-client)")
+pytestmark = [pytest.mark.skipif(_missing is not None, reason=_missing or ""), pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    import asyncio
+
+    from skiff.images.recipes import ensure_builtin_image
+
+    reg = Registry.start(tmp_path_factory.mktemp("etcd-registry"))
+    try:
+        asyncio.run(ensure_builtin_image("etcd:3.4.23", reg.host))
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("etcd-server")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def node(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
+    agent = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("etcd-agent") / "state", registry=registry,
+                      node="e2e-etcd", pod_cidr="10.199.47.0/24", bridge="sketcd0", netns_prefix="sketcd-",
+                      cgroup_parent="skiffetcdtest")  # fmt: skip
+    try:
+        yield agent.start()
+    finally:
+        agent.cleanup()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Server, node: AgentNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The CRD, a namespace, and `kopf run` of the example (its log file is yielded)."""
+    cluster.kubectl("apply", "-f", str(EXAMPLE / "crd.yaml"))
+    wait_for(lambda: cluster.kubectl("get", "etcdclusters", "-A", check=False).returncode == 0, 30, what="the CRD")
+    cluster.kubectl("create", "namespace", NS)
+    log = tmp_path_factory.mktemp("etcd-operator") / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "ETCD_OPERATOR_INTERVAL": "1"}
+    kopf = Path(sys.executable).parent / "kopf"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([str(kopf), "run", "--standalone", "--namespace", NS, "etcd_operator.py"],
+                                cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        yield log
+    finally:
+        # the operator removes its finalizer; the garbage collector takes the pods and Services
+        cluster.kubectl("delete", "etcdclusters", "--all", "-n", NS, "--timeout=60s", check=False, timeout=90)
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        cluster.kubectl("delete", "pods", "--all", "-n", NS, "--wait=true", "--timeout=60s", check=False, timeout=90)
+
+
+def etcd_cluster(name: str, size: int, backups: Path) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "etcd.skiff.dev/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": name},
+        "spec": {"size": size, "backup": {"schedule": "@every 4s",
+                                          "storage": {"type": "HostPath", "hostPath": str(backups)}}},
+    })  # fmt: skip
+
+
+def get(cluster: Server, *what: str) -> Any:
+    return json.loads(cluster.kubectl("get", *what, "-n", NS, "-o", "json").stdout)
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def client_endpoints(cluster: Server, service: str) -> str:
+    """The addresses behind the client Service, as etcdctl's --endpoints."""
+    ep = get(cluster, "endpoints", service)
+    ips = [a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or []]
+    return ",".join(f"http://{ip}:2379" for ip in ips)
+
+
+def etcdctl(endpoints: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = ["etcdctl", f"--endpoints={endpoints}", "--dial-timeout=3s", "--command-timeout=5s", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=30)
+    if check and out.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)}: {out.stderr}")
+    return out
+
+
+def member_names(cluster: Server, service: str) -> list[str]:
+    endpoints = client_endpoints(cluster, service)
+    if not endpoints:
+        return []
+    out = etcdctl(endpoints, "member", "list", "-w", "json", check=False)
+    if out.returncode != 0:
+        return []
+    return sorted(m.get("name", "") for m in json.loads(out.stdout).get("members") or [])
+
+
+def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(
+    cluster: Server, operator: Path, tmp_path: Path
+) -> None:
+    def explain() -> str:
+        return operator.read_text(errors="replace")[-6000:]
+
+    backups = tmp_path / "backups"
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=etcd_cluster("demo", 3, backups))
+
+    # three members, Available, and a key written through the client Service reads back
+    def available() -> dict[str, Any] | None:
+        obj = get(cluster, "etcdcluster", "demo")
+        return obj if condition(obj, "Available").get("status") == "True" else None
+
+    try:
+        obj = wait_for(available, 120, what="EtcdCluster demo Available")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\noperator log:\n{explain()}") from None
+    assert obj["status"]["readyMembers"] == 3
+    assert member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"]
+    svc = get(cluster, "service", "demo")
+    assert svc["spec"]["ports"][0]["port"] == 2379 and svc["spec"]["clusterIP"] not in ("", "None")
+    assert get(cluster, "service", "demo-peers")["spec"]["clusterIP"] == "None"
+    wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 30, what="3 client endpoints")
+    etcdctl(client_endpoints(cluster, "demo"), "put", "greeting", "hello from before the snapshot")
+    assert etcdctl(client_endpoints(cluster, "demo"), "get", "greeting", "--print-value-only").stdout.strip() == (
+        "hello from before the snapshot"
+    )
+
+    # a snapshot taken after the write appears on the schedule, in the volume and in status
+    first = int((get(cluster, "etcdcluster", "demo")["status"].get("backup") or {}).get("succeeded", 0))
+
+    def backed_up() -> dict[str, Any] | None:
+        obj = get(cluster, "etcdcluster", "demo")
+        return obj if int((obj["status"].get("backup") or {}).get("succeeded", 0)) >= first + 2 else None
+
+    obj = wait_for(backed_up, 60, what="two more snapshots")
+    snapshot = obj["status"]["backup"]["lastSnapshot"]
+    assert (backups / NS / "demo" / snapshot).is_file()
+    assert condition(obj, "BackupSucceeded")["status"] == "True" and obj["status"]["backup"]["lastBackupTime"]
+    assert "Last-Backup".upper() in cluster.kubectl("get", "etcdcluster", "demo", "-n", NS).stdout
+
+    # scale to 1 and back to 3 (the scale subresource): etcd's member list follows
+    cluster.kubectl("scale", "etcdcluster", "demo", "-n", NS, "--replicas=1")
+    wait_for(lambda: member_names(cluster, "demo") == ["demo-0"], 60, what="one member left")
+    wait_for(lambda: [p["metadata"]["name"] for p in get(cluster, "pods", "-l", "etcd.skiff.dev/role=member")["items"]]
+             == ["demo-0"], 60, what="one member pod")  # fmt: skip
+    cluster.kubectl("scale", "etcdcluster", "demo", "-n", NS, "--replicas=3")
+    wait_for(lambda: member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"], 90, what="three members again")
+    wait_for(available, 60, what="Available after scaling up")
+
+    # lose two of three members: the operator restores the latest snapshot and grows back
+    restores_before = int((get(cluster, "etcdcluster", "demo")["status"].get("restore") or {}).get("count", 0))
+    cluster.kubectl("delete", "pod", "demo-0", "demo-1", "-n", NS, "--wait=false")
+
+    def recovered() -> dict[str, Any] | None:
+        obj = get(cluster, "etcdcluster", "demo")
+        restore = obj["status"].get("restore") or {}
+        done = condition(obj, "Restoring").get("reason") == "Recovered" and restore.get("count", 0) > restores_before
+        return obj if done and condition(obj, "Available").get("status") == "True" else None
+
+    try:
+        obj = wait_for(recovered, 120, what="the cluster restored from its snapshot")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\noperator log:\n{explain()}") from None
+    restore = obj["status"]["restore"]
+    assert restore["lostMembers"] == ["demo-0", "demo-1"] and restore["snapshot"].endswith(".db")
+    restoring = condition(obj, "Restoring")
+    assert restoring["status"] == "False" and restore["snapshot"] in restoring["message"]
+    wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 30, what="3 client endpoints")
+    assert member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"]
+    assert etcdctl(client_endpoints(cluster, "demo"), "get", "greeting", "--print-value-only").stdout.strip() == (
+        "hello from before the snapshot"
+    )
+    events = get(cluster, "events", "--field-selector", "involvedObject.kind=EtcdCluster,involvedObject.name=demo")
+    reasons = {e["reason"]: e for e in events["items"]}
+    assert reasons["QuorumLost"]["type"] == "Warning" and "demo-0, demo-1" in reasons["QuorumLost"]["message"]
+    assert {"Restored", "Recovered", "MemberAdded", "MemberRemoved", "BackupSucceeded"} <= set(reasons)
