@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from skiff.cli.children import ChildSpec
 
@@ -74,6 +74,13 @@ def machine_address(bind_address: str) -> str:
             return addr
     except OSError:
         return "127.0.0.1"
+
+
+def with_cluster_dns(spec: ChildSpec, opts: ClusterDnsOptions) -> ChildSpec:
+    """The local `skiff agent` child told the DNS Service's address and domain; other children as they are."""
+    if spec.name != "agent":
+        return spec
+    return replace(spec, argv=(*spec.argv, "--cluster-dns", opts.cluster_ip, "--cluster-domain", opts.cluster_domain))
 
 
 def cluster_dns_spec(opts: ClusterDnsOptions, kubeconfig: str) -> ChildSpec:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.cli.children import ChildFailed, ChildSpec, supervise
-from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_spec
+from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_spec, with_cluster_dns
 from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec
 from skiff.client import Client
 
@@ -177,8 +177,8 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
         url = local_server_url(config.bind_address, config.port)
         agent = await local_agent_spec(opts.agent, data_dir=Path(config.data_dir), server_url=url)
         specs += [agent] if agent is not None else []
-    if opts.dns is not None:  # the cluster DNS server: always a child
-        specs.append(cluster_dns_spec(opts.dns, str(kubeconfig)))
+    if opts.dns is not None:  # the cluster DNS server: always a child; the local agent's pods ask it
+        specs = [*(with_cluster_dns(s, opts.dns) for s in specs), cluster_dns_spec(opts.dns, str(kubeconfig))]
     runners: list[Coroutine[Any, Any, None]] = []
     if opts.single_process and components:
         runners.append(_in_process(kubeconfig, stop, components))
