@@ -59,13 +59,16 @@ class EventRecorder:
         self.cache_size = cache_size
         self._seen: OrderedDict[_CacheKey, tuple[str, str, int]] = OrderedDict()  # -> (namespace, name, count)
 
-    async def record(self, involved: Obj, *, type: str, reason: str, message: str) -> Obj | None:
-        """Record one occurrence; the Event as stored, or None if it could not be written."""
+    async def record(self, involved: Obj, *, type: str, reason: str, message: str, field_path: str = "") -> Obj | None:
+        """Record one occurrence; the Event as stored, or None if it could not be written. `field_path` names
+        a part of the object (the kubelet's `spec.containers{name}`)."""
         ref = object_reference(involved)
+        if field_path:
+            ref["fieldPath"] = field_path
         namespace = ref.get("namespace") or "default"
         key: _CacheKey = (
             self.component, self.host or "", ref.get("kind", ""), namespace, ref.get("name", ""),
-            ref.get("uid", ""), type, reason + "\0" + message,
+            ref.get("uid", ""), type, reason + "\0" + message + "\0" + field_path,
         )  # fmt: skip
         try:
             seen = self._seen.get(key)

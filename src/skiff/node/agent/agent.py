@@ -112,6 +112,7 @@ class Agent:
                           dns=await pod_dns(cfg.network))  # fmt: skip
         self.syncer = PodSyncer(self.client, self.runtime, Starter(self.runtime, self.images, self.recorder), facts)
         self.workers = PodWorkers(self.syncer.sync)
+        self.syncer.prober.on_change = self.workers.wake
         self.pods.add_handlers(on_add=self._changed, on_update=lambda _o, n: self._changed(n), on_delete=self._gone)
         tasks = [
             spawn(lease.run(stop, first_delay=lease.interval), name="agent lease", logger=log),
@@ -140,5 +141,6 @@ class Agent:
             await kubelet.stop()
             await asyncio.wait([network], timeout=30.0)  # the proxy and the pod network remove their rules
             await self.workers.stop()
+            await self.syncer.prober.stop()
             await self.pods.stop()
             await cancel_and_wait(tasks, grace=5.0)

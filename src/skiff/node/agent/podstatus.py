@@ -5,8 +5,8 @@ container), what the last sync could not do per container (a waiting reason and 
 as `ErrImagePull` or `CrashLoopBackOff`), the sandbox's IP and the node's. Output is the
 `status` dict the agent patches: phase (`getPhase`), conditions (PodReadyToStartContainers,
 Initialized, ContainersReady, Ready — held back by readinessGates —, PodScheduled), IPs,
-startTime, and the container statuses with state, lastState, restartCount, ready, started,
-image, imageID and containerID `runc://<id>`.
+startTime, and the container statuses with state, lastState, restartCount, ready, started (as
+the probes say, see `prober.py`), image, imageID and containerID `runc://<id>`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Observation:
     terminal: str = ""  # a phase already reached and final: Succeeded or Failed
     reason: str = ""  # the pod's, e.g. DeadlineExceeded
     message: str = ""
+    probes: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)  # container ID -> (started, ready)
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -79,8 +80,10 @@ def terminated(a: Attempt) -> Obj:
     return out
 
 
-def container_status(spec: Obj, attempts: Sequence[Attempt], waiting: tuple[str, str] | None, default_wait: str) -> Obj:
-    """One entry of containerStatuses; `attempts` newest first; `default_wait` when nothing ran yet."""
+def container_status(spec: Obj, attempts: Sequence[Attempt], waiting: tuple[str, str] | None, default_wait: str,
+                     probes: Mapping[str, tuple[bool, bool]] | None = None) -> Obj:  # fmt: skip
+    """One entry of containerStatuses; `attempts` newest first; `default_wait` when nothing ran yet; `probes`
+    the (started, ready) of containers that have startup or readiness probes, by container ID."""
     name = spec.get("name", "")
     status: Obj = {"name": name, "image": spec.get("image", ""), "imageID": "", "ready": False,
                    "started": False, "restartCount": 0, "state": {}, "lastState": {}}  # fmt: skip
@@ -93,7 +96,7 @@ def container_status(spec: Obj, attempts: Sequence[Attempt], waiting: tuple[str,
     previous = attempts[1] if len(attempts) > 1 else None
     if last is not None and last.state == RUNNING:
         status["state"] = {"running": {"startedAt": rfc3339(last.started_at)}}
-        status["ready"] = status["started"] = True
+        status["started"], status["ready"] = (probes or {}).get(last.id, (True, True))
         if previous is not None and previous.state == EXITED:
             status["lastState"] = {"terminated": terminated(previous)}
     elif last is not None and last.state == EXITED and waiting is None:
@@ -236,7 +239,7 @@ def compute_status(pod: Obj, obs: Observation, *, now: str) -> Obj:
         st["ready"] = "terminated" in st["state"] and st["state"]["terminated"].get("exitCode") == 0
     default_wait = "ContainerCreating" if initialized else "PodInitializing"
     statuses = [
-        container_status(c, latest(obs.attempts, c["name"]), obs.waiting.get(c["name"]), default_wait)
+        container_status(c, latest(obs.attempts, c["name"]), obs.waiting.get(c["name"]), default_wait, obs.probes)
         for c in spec.get("containers") or []
     ]
     pod_phase = phase(spec, statuses, obs)

@@ -55,6 +55,12 @@ class PodWorkers:
             worker.pod = pod
         worker.wake.set()
 
+    def wake(self, uid: str) -> None:
+        """Sync the pod again now (a probe's result changed), if it has a worker."""
+        worker = self._workers.get(uid)
+        if worker is not None:
+            worker.wake.set()
+
     async def _run(self, uid: str, worker: _Worker) -> None:
         delay: float | None = 0.0
         try:

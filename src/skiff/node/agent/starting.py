@@ -4,8 +4,9 @@ Every way this can fail ends as a waiting reason Kubernetes users know, with its
 `ErrImagePull` (the registry's words), then `ImagePullBackOff` while the pull back-off lasts,
 `ErrImageNeverPull`, `InvalidImageName`, `CreateContainerConfigError` (a missing ConfigMap,
 Secret or key), `RunContainerError` (runc could not create or start it: a command that does not
-exist, say). Events are recorded as the kubelet's (Pulling, Pulled, Failed, Created, Started,
-BackOff). The image each container was made from is recorded beside the pod's logs so that
+exist, say), `PostStartHookError` (its postStart hook failed and it was killed, see `hooks.py`).
+Events are recorded as the kubelet's (Pulling, Pulled, Failed, Created, Started, BackOff). The
+image each container was made from is recorded beside the pod's logs so that
 statuses keep their imageID across agent restarts.
 """
 
@@ -26,6 +27,7 @@ from skiff.images.model import Image
 from skiff.images.reference import parse_reference
 from skiff.images.store import ImageStore, PullPolicy
 from skiff.node.agent.backoff import Backoff, go_duration
+from skiff.node.agent.hooks import post_start
 from skiff.node.agent.podspec import ContainerConfigError, PodContext, build_config, pull_policy
 from skiff.node.agent.volumes import VolumeError, container_mounts
 from skiff.node.runtime.crilog import parse_line
@@ -211,7 +213,8 @@ class Starter:
             await self.runtime.remove(cid)
             return "RunContainerError", str(e)
         await self._event(pod, "Normal", "Started", f"Started container {name}")
-        return None
+        failure = await post_start(self.runtime, self.recorder, pod, container, cid, env.sandbox.ip)
+        return ("PostStartHookError", failure) if failure is not None else None
 
     def forget(self, prefix: str) -> None:
         self.pull_backoff.forget_prefix(prefix)

@@ -26,6 +26,7 @@ from skiff.api import errors
 from skiff.client import Client, EventRecorder, resources
 from skiff.node.agent.backoff import Backoff, crash_loop_message
 from skiff.node.agent.dnsconfig import PodDNS
+from skiff.node.agent.hooks import container_spec, stop_container
 from skiff.node.agent.observing import Observer
 from skiff.node.agent.podspec import PodContext, referenced_objects, sandbox_config
 from skiff.node.agent.podstatus import (
@@ -38,6 +39,7 @@ from skiff.node.agent.podstatus import (
     latest,
 )
 from skiff.node.agent.podworkers import DONE
+from skiff.node.agent.prober import ProbeManager
 from skiff.node.agent.starting import PodEnv, Starter, backoff_event
 from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
 from skiff.node.runtime.runtime import Runtime
@@ -77,6 +79,7 @@ class PodSyncer:
         self.recorder: EventRecorder = starter.recorder
         self.backoff = Backoff()
         self.observer = Observer(runtime, node.state_dir)
+        self.prober = ProbeManager(runtime, self.recorder)
         self._last_status: dict[str, Obj] = {}
         self._terminal: dict[str, str] = {}
 
@@ -157,8 +160,10 @@ class PodSyncer:
         await self._gc_attempts(attempts)
         if any(a.state in (RUNNING, "created") for a in attempts):
             wake.append(RELIST)
+        self.prober.sync(pod, sandbox.ip, attempts)
         obs = Observation(attempts=attempts, waiting=waiting, sandbox_ready=True, pod_ip=sandbox.ip,
-                          host_ip=self.node.host_ip, terminal=terminal)  # fmt: skip
+                          host_ip=self.node.host_ip, terminal=terminal,
+                          probes=self.prober.states(attempts))  # fmt: skip
         status = await self._report(pod, obs)
         if status.get("phase") in ("Succeeded", "Failed"):
             self._terminal[uid] = status["phase"]
@@ -184,7 +189,8 @@ class PodSyncer:
         await self.recorder.record(pod, type="Normal", reason="DeadlineExceeded", message=message)
         grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
         running = [a for a in await self.observer.attempts(uid) if a.state == RUNNING]
-        await asyncio.gather(*(self.runtime.stop(a.id, grace) for a in running), return_exceptions=True)
+        await self.prober.forget(uid)
+        await asyncio.gather(*(self._stop(pod, a.name, a.id, grace) for a in running), return_exceptions=True)
         self.observer.invalidate()
         attempts = await self.observer.attempts(uid, _fallback(pod.get("spec") or {}))
         sandbox_ip = (self._last_status.get(uid) or pod.get("status") or {}).get("podIP", "")
@@ -202,11 +208,18 @@ class PodSyncer:
         meta = env.pod["metadata"]
         key = f"{meta['uid']}/{name}"
         if last is not None and last.state == RUNNING:
+            grace = (env.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+            message = ""
             if last.image and last.image != c.get("image"):  # the image was changed: restart with the new one
                 message = f"Container {name} definition changed, will be restarted"
-                await self.recorder.record(env.pod, type="Normal", reason="Killing", message=message)
-                grace = (env.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-                await self.runtime.stop(last.id, grace)
+            elif (probe := self.prober.failed(last.id)) is not None:  # liveness or startup failure: kill it
+                restart = (env.pod.get("spec") or {}).get("restartPolicy", "Always") != "Never"
+                message = f"Container {name} failed {probe.kind} probe" + (", will be restarted" if restart else "")
+                grace = probe.termination_grace if probe.termination_grace is not None else grace
+            if message:
+                await self.recorder.record(env.pod, type="Normal", reason="Killing", message=message,
+                                           field_path=f"spec.containers{{{name}}}")  # fmt: skip
+                await stop_container(self.runtime, self.recorder, env.pod, c, last.id, grace)
                 self.observer.invalidate()
                 wake.append(0.0)
             return
@@ -329,8 +342,14 @@ class PodSyncer:
                 pass
         return status
 
+    async def _stop(self, pod: Obj | None, name: str, container_id: str, grace: float) -> None:
+        """Stop one container: its preStop hook, then SIGTERM, then SIGKILL after the grace period."""
+        spec = container_spec(pod, name) if pod is not None else None
+        await stop_container(self.runtime, self.recorder, pod, spec, container_id, grace)
+
     async def _release(self, uid: str) -> None:
         """A finished pod: its containers are stopped and its sandbox (and IP) returned; the status stays."""
+        await self.prober.forget(uid)
         if uid in self.runtime.list_sandboxes():
             for info in await self.runtime.list():
                 if info.pod_uid == uid and info.state == ContainerState.RUNNING:
@@ -340,12 +359,13 @@ class PodSyncer:
 
     async def teardown(self, uid: str, grace: float, pod: Obj | None = None) -> None:
         """Stop every container of the pod (SIGTERM, SIGKILL after `grace`), remove sandbox and volumes."""
+        await self.prober.forget(uid)
         running = [i for i in await self.runtime.list() if i.pod_uid == uid and i.state == ContainerState.RUNNING]
         if pod is not None:
             for info in running:
                 message = f"Stopping container {info.name}"
                 await self.recorder.record(pod, type="Normal", reason="Killing", message=message)
-        await asyncio.gather(*(self.runtime.stop(i.id, grace) for i in running), return_exceptions=True)
+        await asyncio.gather(*(self._stop(pod, i.name, i.id, grace) for i in running), return_exceptions=True)
         await self.runtime.remove_sandbox(uid)
         self.observer.invalidate()
         self.observer.forget(uid)

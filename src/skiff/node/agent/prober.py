@@ -1,0 +1,216 @@
+"""The prober manager: one asyncio worker per running container and probe, as the kubelet's.
+
+`ProbeManager.sync(pod, pod_ip, attempts)` is called by the pod's sync: a worker starts for each
+probe of each running container (keyed by container ID and probe kind) and stops once that
+container no longer runs; a restarted container is a new ID, so a new worker with fresh results.
+A worker probes every `periodSeconds` (the first probe as soon as `initialDelaySeconds` since the
+container started have passed), keeps its result in a `Tracker` (thresholds, hold after a liveness
+failure) and records `Unhealthy` events for failures, as the kubelet does. Liveness and readiness
+wait until the startup probe has succeeded; the startup worker stops then.
+
+When a result changes the pod's worker is woken (`on_change`); the sync then reads
+`states()` (containers' `started` and `ready`, hence the pod's ContainersReady and Ready) and
+`failed()` (a liveness or startup failure: the container is killed and restarted per restartPolicy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from skiff.client import EventRecorder
+from skiff.client.tasks import cancel_and_wait, spawn
+from skiff.node.agent import actions
+from skiff.node.agent.podstatus import RUNNING, Attempt
+from skiff.node.agent.probes import (
+    LIVENESS,
+    READINESS,
+    STARTUP,
+    ActionError,
+    ProbeSpec,
+    Result,
+    Tracker,
+    container_probe_state,
+    http_target,
+    probe_specs,
+    tcp_target,
+)
+from skiff.node.runtime.runtime import Runtime
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+RETRIES = 3  # an action that errors (not fails) is tried again at once, as the kubelet's maxProbeRetries
+
+
+class _Worker:
+    def __init__(self, manager: ProbeManager, uid: str, attempt: Attempt, container: Obj, spec: ProbeSpec,
+                 initial: Result | None) -> None:  # fmt: skip
+        self.manager = manager
+        self.uid = uid
+        self.cid = attempt.id
+        self.container = container
+        self.started_at = attempt.started_at or time.time()
+        self.spec = spec
+        self.tracker = Tracker(spec, initial)
+        self.poke = asyncio.Event()
+        name = container.get("name", "")
+        self.task = spawn(self._run(), name=f"prober {spec.kind} {uid}/{name}", logger=log)
+
+    async def _run(self) -> None:
+        while True:
+            wait = self.spec.period
+            if not self.tracker.on_hold:
+                delay = self.started_at + self.spec.initial_delay - time.time()
+                if delay > 0:
+                    wait = delay
+                elif self.spec.kind == STARTUP and self.tracker.result == Result.SUCCESS:
+                    return  # started: the result stays cached while the container runs
+                elif self.spec.kind == STARTUP or self.manager.started(self.cid):
+                    await self._probe()
+            self.poke.clear()
+            try:
+                await asyncio.wait_for(self.poke.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _probe(self) -> None:
+        outcome = await self.manager.run(self)
+        for _ in range(RETRIES - 1):
+            if outcome.result != Result.UNKNOWN:
+                break
+            outcome = await self.manager.run(self)
+        label = self.spec.label
+        if outcome.result == Result.UNKNOWN:
+            await self.manager.event(self, "Warning", "Unhealthy", f"{label} probe errored: {outcome.error}")
+        elif outcome.result == Result.FAILURE:
+            await self.manager.event(self, "Warning", "Unhealthy", f"{label} probe failed: {outcome.output}")
+        elif outcome.warning:
+            await self.manager.event(self, "Warning", "ProbeWarning", f"{label} probe warning: {outcome.output}")
+        if self.tracker.observe(outcome.result):
+            log.info("%s probe of container %s (pod %s): %s", self.spec.kind, self.container.get("name"), self.uid,
+                     self.tracker.result)  # fmt: skip
+            self.manager.changed(self)
+
+
+class ProbeManager:
+    """Prober workers by (container ID, probe kind); results live as long as their container runs."""
+
+    def __init__(self, runtime: Runtime, recorder: EventRecorder,
+                 on_change: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.runtime = runtime
+        self.recorder = recorder
+        self.on_change = on_change
+        self._workers: dict[tuple[str, str], _Worker] = {}
+        self._pods: dict[str, Obj] = {}  # uid -> the pod as last synced (events name it)
+        self._ips: dict[str, str] = {}
+        self._specs: dict[str, dict[str, tuple[Obj, list[ProbeSpec]]]] = {}  # uid -> name -> (container, probes)
+
+    # --- called by the pod's sync ---------------------------------------------------------------
+    def sync(self, pod: Obj, pod_ip: str, attempts: Iterable[Attempt]) -> None:
+        """Workers for the probes of the pod's running containers; stop those of containers gone."""
+        uid = pod["metadata"]["uid"]
+        self._pods[uid], self._ips[uid] = pod, pod_ip
+        specs = self._specs.get(uid)
+        if specs is None:
+            containers = (pod.get("spec") or {}).get("containers") or []
+            specs = self._specs[uid] = {c.get("name", ""): (c, probe_specs(c)) for c in containers}
+        running = {a.id: a for a in attempts if a.state == RUNNING and a.id and specs.get(a.name, (None, []))[1]}
+        for (cid, kind), worker in list(self._workers.items()):
+            if worker.uid == uid and cid not in running:
+                self._drop((cid, kind))
+        for cid, attempt in running.items():
+            container, probes = specs[attempt.name]
+            for spec in probes:
+                if (cid, spec.kind) not in self._workers:
+                    initial = _initial(pod, attempt, spec.kind)
+                    self._workers[(cid, spec.kind)] = _Worker(self, uid, attempt, container, spec, initial)
+
+    def states(self, attempts: Iterable[Attempt]) -> dict[str, tuple[bool, bool]]:
+        """Container ID -> (started, ready) for the running containers that have probes."""
+        out = {}
+        for a in attempts:
+            kinds = {kind: w.tracker.result for (cid, kind), w in self._workers.items() if cid == a.id}
+            if kinds:
+                out[a.id] = container_probe_state(a.state == RUNNING, kinds)
+        return out
+
+    def failed(self, container_id: str) -> ProbeSpec | None:
+        """The liveness or startup probe the container failed (it is to be killed), if any."""
+        for kind in (LIVENESS, STARTUP):
+            worker = self._workers.get((container_id, kind))
+            if worker is not None and worker.tracker.result == Result.FAILURE:
+                return worker.spec
+        return None
+
+    def started(self, container_id: str) -> bool:
+        worker = self._workers.get((container_id, STARTUP))
+        return worker is None or worker.tracker.result == Result.SUCCESS
+
+    async def forget(self, uid: str) -> None:
+        """The pod is going (or gone): stop its workers, drop its results."""
+        keys = [key for key, w in self._workers.items() if w.uid == uid]
+        tasks = [self._workers[key].task for key in keys]
+        for key in keys:
+            del self._workers[key]
+        self._pods.pop(uid, None)
+        self._ips.pop(uid, None)
+        self._specs.pop(uid, None)
+        await cancel_and_wait(tasks)
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in self._workers.values()]
+        self._workers.clear()
+        await cancel_and_wait(tasks)
+
+    # --- called by the workers --------------------------------------------------------------------
+    def _drop(self, key: tuple[str, str]) -> None:
+        worker = self._workers.pop(key)
+        worker.task.cancel()
+
+    def changed(self, worker: _Worker) -> None:
+        if worker.spec.kind == STARTUP and worker.tracker.result == Result.SUCCESS:
+            for kind in (LIVENESS, READINESS):  # started: let the others probe now, not a period later
+                other = self._workers.get((worker.cid, kind))
+                if other is not None:
+                    other.poke.set()
+        if self.on_change is not None:
+            self.on_change(worker.uid)
+
+    async def event(self, worker: _Worker, type_: str, reason: str, message: str) -> None:
+        pod = self._pods.get(worker.uid)
+        if pod is not None:
+            path = f"spec.containers{{{worker.container.get('name', '')}}}"
+            await self.recorder.record(pod, type=type_, reason=reason, message=message, field_path=path)
+
+    async def run(self, worker: _Worker) -> actions.Outcome:
+        """One try of the worker's probe action, bounded by timeoutSeconds."""
+        spec, container = worker.spec, worker.container
+        ip = self._ips.get(worker.uid, "")
+        try:
+            if "exec" in spec.action:
+                command = (spec.action["exec"] or {}).get("command") or []
+                return await actions.run_exec(self.runtime, worker.cid, command, spec.timeout)
+            if "httpGet" in spec.action:
+                return await actions.http_get(http_target(spec.action["httpGet"], container, ip), spec.timeout)
+            if "tcpSocket" in spec.action:
+                host, port = tcp_target(spec.action["tcpSocket"], container, ip)
+                return await actions.tcp_connect(host, port, spec.timeout)
+            if "grpc" in spec.action:
+                return actions.Outcome(Result.UNKNOWN, error="grpc probes are not supported by this node")
+        except ActionError as exc:
+            return actions.Outcome(Result.UNKNOWN, error=str(exc))
+        return actions.Outcome(Result.UNKNOWN, error=f"missing probe handler for {container.get('name', '')}")
+
+
+def _initial(pod: Obj, attempt: Attempt, kind: str) -> Result | None:
+    """After an agent restart, a container the pod's status already shows started (ready) stays so."""
+    if kind == LIVENESS:
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == attempt.name and status.get("containerID") == f"runc://{attempt.id}":
+            flag = status.get("started") if kind == STARTUP else status.get("ready")
+            return Result.SUCCESS if flag else None
+    return None
