@@ -157,6 +157,10 @@ def test_service_name_reaches_every_backend_on_both_nodes(lab: TwoNodes) -> None
 
 
 def test_pods_reach_each_other_across_nodes_by_pod_ip(lab: TwoNodes) -> None:
+    a, b = lab.nodes
+    for here, there in ((a, b), (b, a)):  # host-gw: each node routes the other's pod CIDR via its address
+        routes = here.in_node("ip", "route", "show", "proto", "199").stdout.split()
+        assert routes[:3] == [there.pod_cidr, "via", there.ip], routes
     ip = get_pod(lab.server, "web-b1")["status"]["podIP"]  # type: ignore[arg-type]
     assert answers(lab, 1, f"http://{ip}/") == ["web-b1"]
 
@@ -222,8 +226,14 @@ def test_deleted_backend_stops_receiving_traffic(lab: TwoNodes) -> None:
 
 
 def test_agents_remove_their_rules_and_routes_at_stop(lab: TwoNodes) -> None:
+    assert lab.server is not None
+    a, b = lab.nodes
+    b.cleanup()  # its pods deleted through the agent, then SIGTERM
+    lab.server.kubectl("delete", "node", b.node)
+    wait_for(lambda: a.in_node("ip", "route", "show", "proto", "199").stdout == "", timeout=30,
+             what="node A's route to the deleted node B's pods gone")  # fmt: skip
+    a.cleanup()
     for node in lab.nodes:
-        node.cleanup()  # the pods deleted through the agent, then SIGTERM
         rules = node.in_node("iptables-save").stdout
         assert not [line for line in rules.splitlines() if "KUBE-" in line or "SKIFF-" in line], node.node
         assert node.in_node("ip", "route", "show", "proto", "199").stdout == "", node.node
