@@ -88,7 +88,7 @@ def test_rewrites_are_atomic_swaps_and_idempotent(tmp_path: Path) -> None:
         ({"name": "v", "hostPath": {"path": "/nonexistent/skiff", "type": "Directory"}},
          "hostPath type check failed: /nonexistent/skiff is not a directory"),
         ({"name": "v", "persistentVolumeClaim": {"claimName": "c"}},
-         "volume type persistentVolumeClaim is not supported by this node yet"),
+         'error processing PVC ns/c: persistentvolumeclaim "c" not found'),
     ],
     ids=["configmap", "secret", "key", "hostpath", "pvc"],
 )  # fmt: skip
@@ -130,7 +130,34 @@ def test_projected_merges_its_sources(tmp_path: Path) -> None:
     assert (root / "ns").read_text() == "ns" and (root / "token").stat().st_mode & 0o777 == 0o440
 
 
-def test_projected_service_account_tokens_are_not_supported_yet(tmp_path: Path) -> None:
-    volume = {"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}
-    with pytest.raises(VolumeError, match="projected source serviceAccountToken is not supported"):
-        setup(pod([volume]), tmp_path / "pod")
+def test_claims_mount_their_bound_volume_and_wait_while_unbound(tmp_path: Path) -> None:
+    data = tmp_path / "storage" / "ns_c_pvc-1"
+    pv = {"metadata": {"name": "pvc-1"}, "spec": {"hostPath": {"path": str(data), "type": "DirectoryOrCreate"}}}
+    bound = ({"status": {"phase": "Bound"}, "spec": {"volumeName": "pvc-1"}}, pv)
+    volume = {"name": "v", "persistentVolumeClaim": {"claimName": "c", "readOnly": True}}
+    p = pod([volume], [{"name": "v", "mountPath": "/data"}])
+    paths = asyncio.run(setup_volumes(p, tmp_path / "pod", PodContext(claims={"c": bound}), tmpfs=False))
+    assert paths["v"] == data and data.is_dir() and data.stat().st_mode & 0o777 == 0o777
+    [mount] = container_mounts(p, p["spec"]["containers"][0], paths)
+    assert mount.source == str(data) and mount.readonly
+    pending = PodContext(claims={"c": ({"status": {"phase": "Pending"}, "spec": {}}, None)})
+    with pytest.raises(VolumeError, match="error processing PVC ns/c: PVC is not bound"):
+        asyncio.run(setup_volumes(p, tmp_path / "pod", pending, tmpfs=False))
+
+
+def test_projected_service_account_token(tmp_path: Path) -> None:
+    volume = {"name": "api", "projected": {"defaultMode": 0o644, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "cm", "items": [{"key": "a.conf", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}  # fmt: skip
+    ctx = PodContext(configmaps=CTX.configmaps, tokens={"api/0": "jwt-1"})
+    paths = asyncio.run(setup_volumes(pod([volume]), tmp_path / "pod", ctx, tmpfs=False))
+    files = {name: (paths["api"] / name).read_text() for name in ("token", "ca.crt", "namespace")}
+    assert files == {"token": "jwt-1", "ca.crt": "A", "namespace": "ns"}
+    refreshed = PodContext(configmaps=CTX.configmaps, tokens={"api/0": "jwt-2"})
+    asyncio.run(setup_volumes(pod([volume]), tmp_path / "pod", refreshed, tmpfs=False))
+    assert (paths["api"] / "token").read_text() == "jwt-2"
+    with pytest.raises(VolumeError, match="failed to fetch token"):
+        asyncio.run(setup_volumes(pod([volume]), tmp_path / "pod2", PodContext(configmaps=CTX.configmaps),
+                                  tmpfs=False))  # fmt: skip

@@ -31,8 +31,8 @@ def test_defaults() -> None:
     assert cfg.percentage_of_nodes_to_score == 0
     assert (cfg.pod_initial_backoff_seconds, cfg.pod_max_backoff_seconds) == (1.0, 10.0)
     refs = resolve_plugins(cfg.profiles[0], in_tree())
-    assert names(refs["preFilter"]) == ["NodeAffinity", "NodePorts", "NodeResourcesFit", "PodTopologySpread",
-                                        "InterPodAffinity"]  # fmt: skip
+    assert names(refs["preFilter"]) == ["NodeAffinity", "NodePorts", "NodeResourcesFit", "VolumeBinding",
+                                        "PodTopologySpread", "InterPodAffinity"]  # fmt: skip
     assert names(refs["queueSort"]) == ["PrioritySort"]
 
 
@@ -137,6 +137,7 @@ def test_invalid_profiles(profile: dict[str, Any], message: str) -> None:
 
 
 def test_volume_plugins_are_accepted_and_ignored() -> None:
-    cfg = parse(profiles=[{"plugins": {"filter": {"enabled": [{"name": "VolumeBinding"}]}}}])
+    cfg = parse(profiles=[{"plugins": {"filter": {"enabled": [{"name": "VolumeBinding"}, {"name": "VolumeZone"}]}}}])
     fwk, _ = framework(cfg.profiles[0])
-    assert "VolumeBinding" not in fwk.plugins
+    assert "VolumeZone" not in fwk.plugins
+    assert "VolumeBinding" in fwk.plugins  # a real plugin

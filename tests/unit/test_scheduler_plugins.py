@@ -739,7 +739,7 @@ def test_default_profile_plugins() -> None:
     fwk, _ = framework(Profile())
     assert [p.name for p in fwk.filter] == [
         "NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity", "NodePorts", "NodeResourcesFit",
-        "PodTopologySpread", "InterPodAffinity",
+        "VolumeBinding", "PodTopologySpread", "InterPodAffinity",
     ]  # fmt: skip
     assert [(p.name, w) for p, w in fwk.score] == [
         ("TaintToleration", 3), ("NodeAffinity", 2), ("NodeResourcesFit", 1), ("PodTopologySpread", 2),

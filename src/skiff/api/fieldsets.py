@@ -23,7 +23,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from skiff.api.strategic import Schema, field_schema, list_items, resolved
+from skiff.api import strategic
+from skiff.api.strategic import Schema, field_schema
 
 Tree = dict[str, Any]
 Path = tuple[str, ...]
@@ -32,9 +33,37 @@ MEMBER = "."
 
 # -- schema shapes ----------------------------------------------------------------------------
 
+_memo: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def _cached(kind: str, field: Schema, compute: Any) -> Any:
+    """`compute(field)`, remembered per schema object (held, so that its id stays its own)."""
+    if field is None:
+        return compute(None)
+    hit = _memo.get((id(field), kind))
+    if hit is not None and hit[0] is field:
+        return hit[1]
+    value = compute(field)
+    if len(_memo) > 8192:
+        _memo.clear()
+    _memo[(id(field), kind)] = (field, value)
+    return value
+
+
+def resolved(field: Schema) -> Schema:
+    return _cached("resolved", field, strategic.resolved)  # type: ignore[no-any-return]
+
+
+def list_items(field: Schema) -> Schema:
+    return _cached("items", field, strategic.list_items)  # type: ignore[no-any-return]
+
 
 def list_kind(field: Schema) -> tuple[str, list[str]]:
     """("map", keys) | ("set", []) | ("atomic", []) for a list field's (unresolved) schema."""
+    return _cached("list", field, _list_kind)  # type: ignore[no-any-return]
+
+
+def _list_kind(field: Schema) -> tuple[str, list[str]]:
     schema = resolved(field)
     if not schema:
         return "atomic", []

@@ -21,15 +21,14 @@ client-side apply to server-side apply); an empty list keeps them.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from skiff.api import fieldsets
 from skiff.api.errors import Conflict
-from skiff.api.fieldsets import Path, Tree
-from skiff.api.strategic import Schema, field_schema, list_items, resolved
+from skiff.api.fieldsets import Path, Tree, list_items, resolved
+from skiff.api.strategic import Schema, field_schema
 
 Obj = dict[str, Any]
 APPLY, UPDATE = "Apply", "Update"
@@ -124,44 +123,53 @@ def _set(entries: list[Obj], obj: Obj) -> None:
         meta.pop("managedFields", None)
 
 
-def incoming(new: Obj, old: Obj | None) -> list[Obj]:
-    """The entries to start from: the client's own if it sent some (a managedFields edit), else the stored ones."""
-    sent = _entries(new)
-    return copy.deepcopy(sent) if sent else copy.deepcopy(_entries(old))
-
-
 # -- Update --------------------------------------------------------------------------------------
 
 
+def _copy_tree(tree: Tree) -> Tree:
+    return {k: _copy_tree(v) for k, v in tree.items()}
+
+
+def _copy_entry(entry: Obj) -> Obj:
+    return {**entry, "fieldsV1": _copy_tree(entry.get("fieldsV1") or {})}
+
+
 def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> None:
-    """Record, in `new`'s metadata.managedFields, what this create/update/patch changed and who owns it now."""
-    entries = incoming(new, old)
+    """Record, in `new`'s metadata.managedFields, what this create/update/patch changed and who owns it now.
+
+    Cheap when little changed: only what differs is walked, and only the entries that change are copied."""
+    entries = _entries(new) or _entries(old)
     changes = fieldsets.compare(_scope(old, req) if old is not None else {}, _scope(new, req), schema)
     if not changes:
         _set(entries, new)
         return
+    touched = (*changes.added, *changes.modified, *changes.removed)
     me = (req.manager, UPDATE, req.api_version, req.subresource)
+    out: list[Obj] = []
     mine: Obj | None = None
     for entry in entries:
         if _key(entry) == me:
-            mine = entry
-            continue
-        if not _same_scope(entry, req):
+            mine = _copy_entry(entry)
+            out.append(mine)
             continue
         fields = entry.get("fieldsV1") or {}
-        for path in (*changes.added, *changes.modified, *changes.removed):
-            fieldsets.discard(fields, path)
+        hit = [p for p in touched if fieldsets.contains(fields, p)] if _same_scope(entry, req) else []
+        if hit:
+            entry = _copy_entry(entry)
+            for path in hit:
+                fieldsets.discard(entry["fieldsV1"], path)
+        out.append(entry)
     if mine is None:
         mine = _entry(req.manager, UPDATE, req, {})
-        entries.append(mine)
-    fields = mine.setdefault("fieldsV1", {})
+        out.append(mine)
+    fields = mine["fieldsV1"]
     for path in changes.removed:
         fieldsets.discard(fields, path)
     for path in (*changes.added, *changes.modified):
         fieldsets.insert(fields, path)
     mine["time"] = req.now
     mine["apiVersion"] = req.api_version
-    _set(entries, new)
+    _set(out, new)
 
 
 # -- Apply ---------------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ def _owns(fields: Tree, path: Path) -> bool:
 
 def apply(live: Obj | None, merged: Obj, config: Obj, req: Request, schema: Schema, *, force: bool) -> Obj:
     """Ownership for server-side apply: `merged` is live with `config` merged in (changed in place and returned)."""
-    entries = copy.deepcopy(_entries(live))
+    entries = [_copy_entry(e) for e in _entries(live)]
     if live is not None and not entries:  # an object no one managed yet: its fields were there before
         owned = fieldsets.of(_scope(live, req), schema)
         if owned:

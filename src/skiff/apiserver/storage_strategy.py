@@ -97,8 +97,8 @@ def validate_claim(pvc: Obj) -> FieldErrors:
 def validate_claim_update(new: Obj, old: Obj) -> FieldErrors:
     errs = validate_claim(new)
     new_spec, old_spec = copy.deepcopy(new.get("spec") or {}), copy.deepcopy(old.get("spec") or {})
-    if not old_spec.get("volumeName"):  # the binder fills volumeName in once
-        old_spec["volumeName"] = new_spec.get("volumeName")
+    if not old_spec.get("volumeName") and new_spec.get("volumeName"):  # the binder fills volumeName in once
+        old_spec["volumeName"] = new_spec["volumeName"]
     bound = (old.get("status") or {}).get("phase") == "Bound"
     new_requests = (new_spec.get("resources") or {}).get("requests") or {}
     old_requests = (old_spec.get("resources") or {}).get("requests") or {}

@@ -44,6 +44,7 @@ class ClientConfig:
     token: str | None = None
     namespace: str = "default"
     tls_server_name: str | None = None  # the name to verify the serving certificate against, if not the URL's host
+    ca_pem: bytes | None = None  # the cluster's CA certificate(s), as the kubeconfig gives them
 
 
 def default_paths(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -111,6 +112,7 @@ def config_from_dicts(docs: list[tuple[Path, Obj]], *, context: str | None = Non
         token=token,
         namespace=ctx.get("namespace") or "default",
         tls_server_name=cluster.get("tls-server-name") or None,
+        ca_pem=_pem(cluster_dir, cluster, "certificate-authority") if server.startswith("https:") else None,
     )
 
 

@@ -40,6 +40,9 @@ CONTROLLERS: dict[str, str] = {
     "nodelifecycle": "skiff.controllers.nodelifecycle",
     "podgc": "skiff.controllers.podgc",
     "horizontalpodautoscaling": "skiff.controllers.hpa",
+    "root-ca-cert-publisher": "skiff.controllers.rootcacert",
+    "persistentvolume-binder": "skiff.controllers.persistentvolume",
+    "local-path-provisioner": "skiff.controllers.localpath",
 }
 
 

@@ -146,6 +146,7 @@ class ActionType(enum.IntFlag):
 
 
 NODE, ASSIGNED_POD, NAMESPACE, WILDCARD = "Node", "AssignedPod", "Namespace", "*"
+PVC, PV, STORAGE_CLASS = "PersistentVolumeClaim", "PersistentVolume", "StorageClass"
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +299,18 @@ def default_normalize(scores: list[int], *, reverse: bool = False) -> None:
 # --- what plugins get ----------------------------------------------------------------------------
 
 
+class VolumeLister(Protocol):
+    """Claims, volumes and storage classes as the scheduler's informers have them (VolumeBinding reads them)."""
+
+    def claim(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def volume(self, name: str) -> dict[str, Any] | None: ...
+
+    def volumes(self) -> list[dict[str, Any]]: ...
+
+    def storage_class(self, name: str) -> dict[str, Any] | None: ...
+
+
 class Services(Protocol):
     """What the scheduler offers every profile: the cache and the API calls plugins may make."""
 
@@ -314,6 +327,10 @@ class Services(Protocol):
     async def delete_pod(self, pod: PodInfo, *, reason: str) -> None: ...
 
     async def set_nominated_node(self, pod: PodInfo, node_name: str | None) -> None: ...
+
+    def volume_lister(self) -> VolumeLister: ...
+
+    async def annotate_claim(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None: ...
 
 
 class Handle(Services, Protocol):

@@ -41,6 +41,7 @@ from skiff.scheduler.framework import (
     ScorePlugin,
     Services,
     Status,
+    VolumeLister,
     error,
 )
 from skiff.scheduler.nodeinfo import NodeInfo
@@ -109,6 +110,12 @@ class Framework:
 
     async def set_nominated_node(self, pod: PodInfo, node_name: str | None) -> None:
         await self.services.set_nominated_node(pod, node_name)
+
+    def volume_lister(self) -> VolumeLister:
+        return self.services.volume_lister()
+
+    async def annotate_claim(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        await self.services.annotate_claim(namespace, name, annotations)
 
     def run_add_pod(self, state: CycleState, pod: PodInfo, added: PodInfo, node: NodeInfo) -> None:
         for ext in self.extensions:

@@ -49,6 +49,7 @@ from skiff.scheduler.framework import (
     FitError,
     Plugin,
     Status,
+    VolumeLister,
     error,
 )
 from skiff.scheduler.plugins import in_tree
@@ -56,6 +57,7 @@ from skiff.scheduler.podinfo import PodInfo, pod_key
 from skiff.scheduler.queue import QueuedPodInfo, SchedulingQueue
 from skiff.scheduler.reporting import COMPONENT, ConditionWriter, EventSink
 from skiff.scheduler.runtime import Framework
+from skiff.scheduler.volumes import InformerVolumeLister
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -96,6 +98,7 @@ class Scheduler:
         self.pod_informer = self.informers.informer(resources.PODS, field_selector=ACTIVE_PODS)
         self.node_informer = self.informers.informer(resources.NODES)
         self.namespace_informer = self.informers.informer(resources.NAMESPACES)
+        self._volumes = InformerVolumeLister(self.informers, self.queue.move_all_to_active_or_backoff)
         self.events = EventSink(client)
         self.conditions = ConditionWriter(client, current=self.pod_informer.get)
         # bindings in flight at once: enough to keep the API server busy, few enough to reuse a small
@@ -148,6 +151,13 @@ class Scheduler:
                                     namespace=pod.namespace, patch_type="merge", subresource="status")  # fmt: skip
         except errors.NotFound:
             pass
+
+    def volume_lister(self) -> VolumeLister:
+        return self._volumes
+
+    async def annotate_claim(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        await self.client.patch(resources.PVCS, name, {"metadata": {"annotations": dict(annotations)}},
+                                namespace=namespace, patch_type="merge")  # fmt: skip
 
     # --- informer handlers (they only update the cache and the queue) -------------------------
     def _responsible(self, pod: PodInfo) -> bool:

@@ -18,7 +18,7 @@ from skiff.apiserver.admission_plugins.chain import Attributes, Chain, Plugin, f
 from skiff.apiserver.admission_plugins.default_storage_class import DefaultStorageClass
 from skiff.apiserver.admission_plugins.default_toleration_seconds import DEFAULT_SECONDS, DefaultTolerationSeconds
 from skiff.apiserver.admission_plugins.priority import Priority
-from skiff.apiserver.admission_plugins.service_account import ServiceAccount  # noqa: F401  (enabled with agent support)
+from skiff.apiserver.admission_plugins.service_account import ServiceAccount
 from skiff.apiserver.options import ListOptions
 from skiff.apiserver.priorityclass import GROUP, PLURAL, VERSION
 
@@ -98,7 +98,7 @@ def build_chain(config: AdmissionConfig, store: Store, registry: Registry) -> Ch
     """The plugins skiff enables, in kube-apiserver's order."""
     return Chain(
         [
-            # SA-PENDING ServiceAccount(StoredObjects(store, registry, "", "v1", "serviceaccounts")),
+            ServiceAccount(StoredObjects(store, registry, "", "v1", "serviceaccounts")),
             Priority(StoredPriorityClasses(store, registry)),
             DefaultTolerationSeconds(
                 not_ready_seconds=config.default_not_ready_toleration_seconds,

@@ -39,6 +39,12 @@ class PodContext:
     host_ip: str = ""
     pod_ip: str = ""
     node_allocatable: Mapping[str, str] = field(default_factory=dict)
+    # serviceAccountToken projections: "<volume>/<source index>" -> the token (fetched by the caller)
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    # persistentVolumeClaim volumes: claim name -> (the claim, its bound volume), None when missing
+    claims: Mapping[str, tuple[Obj | None, Obj | None]] = field(default_factory=dict)
+    # the variables every container gets before its own (KUBERNETES_SERVICE_HOST...)
+    service_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def referenced_objects(pod: Obj) -> tuple[set[str], set[str]]:
@@ -278,7 +284,7 @@ def build_config(
 ) -> ContainerConfig:
     """The whole `ContainerConfig` of one container of `pod`, run from an image with settings `image`."""
     own = container_env(pod, container, ctx)
-    env = image.env_dict() | own
+    env = image.env_dict() | dict(ctx.service_env) | own
     args = command_line(container, image, own)
     if not args:
         raise ContainerConfigError(f"no command specified for container {container.get('name', '')!r}")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.api import errors
-from skiff.client import Client, EventRecorder, resources
+from skiff.client import Client, EventRecorder, ServerUnreachable, resources
 from skiff.node.agent.backoff import Backoff, crash_loop_message
 from skiff.node.agent.dnsconfig import PodDNS
 from skiff.node.agent.hooks import container_spec, stop_container
@@ -41,6 +41,7 @@ from skiff.node.agent.podstatus import (
 from skiff.node.agent.podworkers import DONE
 from skiff.node.agent.prober import ProbeManager
 from skiff.node.agent.starting import PodEnv, Starter, backoff_event
+from skiff.node.agent.tokens import TokenManager
 from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.sandbox import SandboxNotFound
@@ -82,6 +83,8 @@ class PodSyncer:
         self.prober = ProbeManager(runtime, self.recorder)
         self._last_status: dict[str, Obj] = {}
         self._terminal: dict[str, str] = {}
+        self.tokens = TokenManager(client)
+        self._master_env: tuple[float, dict[str, str]] | None = None
 
     # --- the sync -----------------------------------------------------------------------------
     async def sync(self, uid: str, pod: Obj | None) -> float | None:
@@ -119,8 +122,8 @@ class PodSyncer:
             await self._report(pod, Observation(waiting=waiting, host_ip=self.node.host_ip))
             return RETRY
         root = pod_dir(self.node.state_dir, uid)
-        ctx = await self._context(pod, sandbox.ip)
         try:
+            ctx = await self._context(pod, sandbox.ip)
             paths = await setup_volumes(pod, root, ctx, tmpfs=self.node.tmpfs)
         except VolumeError as e:
             await self.recorder.record(pod, type="Warning", reason="FailedMount", message=e.event_message())
@@ -297,8 +300,44 @@ class PodSyncer:
             configmaps={n: await self._get(resources.CONFIGMAPS, n, ns) for n in sorted(cms)},
             secrets={n: await self._get(resources.SECRETS, n, ns) for n in sorted(secrets)},
             node_name=self.node.name, host_ip=self.node.host_ip, pod_ip=pod_ip,
-            node_allocatable=self.node.allocatable,
+            node_allocatable=self.node.allocatable, tokens=await self._tokens(pod), claims=await self._claims(pod),
+            service_env=await self._service_env(),
         )  # fmt: skip
+
+    async def _tokens(self, pod: Obj) -> dict[str, str]:
+        """The tokens of the pod's serviceAccountToken projections, by "<volume>/<source index>"."""
+        out: dict[str, str] = {}
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            for index, source in enumerate((volume.get("projected") or {}).get("sources") or []):
+                sat = source.get("serviceAccountToken")
+                if sat is None:
+                    continue
+                try:
+                    out[f"{volume['name']}/{index}"] = await self.tokens.token(
+                        pod, audience=sat.get("audience") or "",
+                        expiration_seconds=int(sat.get("expirationSeconds") or 3600))  # fmt: skip
+                except (errors.StatusError, ServerUnreachable) as e:
+                    raise VolumeError(volume["name"], f"failed to fetch token: {e}") from e
+        return out
+
+    async def _claims(self, pod: Obj) -> dict[str, tuple[Obj | None, Obj | None]]:
+        """Each persistentVolumeClaim volume's claim and, once it is bound, its PersistentVolume."""
+        out: dict[str, tuple[Obj | None, Obj | None]] = {}
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if name:
+                pvc = await self._get(resources.PVCS, name, pod["metadata"]["namespace"])
+                bound = ((pvc or {}).get("spec") or {}).get("volumeName")
+                out[name] = (pvc, await self._get(resources.PVS, bound, "") if bound else None)
+        return out
+
+    async def _service_env(self) -> dict[str, str]:
+        """KUBERNETES_SERVICE_HOST/PORT... of the `kubernetes` Service, as the kubelet gives every container."""
+        now = time.monotonic()
+        if self._master_env is None or now - self._master_env[0] > 60:
+            svc = await self._get(resources.SERVICES, "kubernetes", "default")
+            self._master_env = (now, master_service_env(svc))
+        return self._master_env[1]
 
     async def _get(self, resource: resources.Resource, name: str, ns: str) -> Obj | None:
         try:
@@ -374,6 +413,27 @@ class PodSyncer:
         self.starter.forget(f"{uid}/")
         self._last_status.pop(uid, None)
         self._terminal.pop(uid, None)
+        self.tokens.forget(uid)
+
+
+def master_service_env(svc: Obj | None) -> dict[str, str]:
+    """The `kubernetes` Service's variables (kubelet's getServiceEnvVarMap for the master service)."""
+    spec = (svc or {}).get("spec") or {}
+    host, ports = spec.get("clusterIP"), spec.get("ports") or []
+    if not host or host == "None" or not ports:
+        return {}
+    port = ports[0]
+    number, proto = str(port.get("port")), str(port.get("protocol") or "TCP").lower()
+    url = f"{proto}://{host}:{number}"
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": number, "KUBERNETES_PORT": url}
+    for p in ports:
+        n, pr = str(p.get("port")), str(p.get("protocol") or "TCP")
+        if p.get("name"):
+            env[f"KUBERNETES_SERVICE_PORT_{str(p['name']).upper().replace('-', '_')}"] = n
+        prefix = f"KUBERNETES_PORT_{n}_{pr.upper()}"
+        env |= {prefix: f"{pr.lower()}://{host}:{n}", f"{prefix}_PROTO": pr.lower(), f"{prefix}_PORT": n,
+                f"{prefix}_ADDR": host}  # fmt: skip
+    return env
 
 
 def _fallback(spec: Obj) -> set[str]:

@@ -10,10 +10,14 @@ ConfigMap, Secret and downward API files are written as the kubelet's AtomicWrit
 data goes to a fresh `..<digest>` directory, `..data` is a symbolic link switched to it by a
 rename, and each visible name is a link into `..data`, so a reader sees either all the old files
 or all the new ones. Writing the same data again does nothing. projected volumes merge their
-configMap, secret and downwardAPI sources the same way, on a tmpfs as secrets (serviceAccountToken
-sources are not supported yet). hostPath volumes are the host's paths (checked or created per
-`type`). persistentVolumeClaim and other volume types are not supported yet: a pod with one gets
-a FailedMount. Mounting tmpfs needs root (`tmpfs=False` in unit tests writes plain directories).
+configMap, secret, downwardAPI and serviceAccountToken sources the same way, on a tmpfs as secrets
+(tokens are fetched by the caller, `tokens.py`, and handed in by "<volume>/<source index>").
+hostPath volumes are the host's paths (checked or created per `type`). persistentVolumeClaim
+volumes are the path of the claim's bound PersistentVolume (hostPath or local; a local-path
+volume's directory is made, mode 0777, on first use, as k3s's provisioner makes it); a claim that
+is missing or not bound yet is a FailedMount and the pod waits. Other volume types are not
+supported: a FailedMount. Mounting tmpfs needs root (`tmpfs=False` in unit tests writes plain
+directories).
 """
 
 from __future__ import annotations
@@ -71,7 +75,14 @@ def projected_files(volume: Obj, pod: Obj, ctx: PodContext) -> dict[str, tuple[b
     spec = volume["projected"] or {}
     mode = int(spec.get("defaultMode", DEFAULT_MODE))
     out: dict[str, tuple[bytes, int]] = {}
-    for source in spec.get("sources") or []:
+    for index, source in enumerate(spec.get("sources") or []):
+        if "serviceAccountToken" in source:
+            token = ctx.tokens.get(f"{name}/{index}")
+            if token is None:
+                raise VolumeError(name, "failed to fetch token: no token for this projection")
+            sat = source["serviceAccountToken"] or {}
+            out[sat.get("path") or "token"] = (token.encode(), mode)
+            continue
         kind = _kind({**source, "name": name})
         if kind not in ("configMap", "secret", "downwardAPI"):
             raise VolumeError(name, f"projected source {kind} is not supported by this node yet")
@@ -221,6 +232,36 @@ async def mount_tmpfs(path: Path, size: int | None = None) -> None:
     await _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path))
 
 
+def claim_path(volume: Obj, pod: Obj, ctx: PodContext) -> Path:
+    """The host directory of a persistentVolumeClaim volume: its bound volume's hostPath or local path."""
+    name = volume.get("name", "")
+    claim = str((volume["persistentVolumeClaim"] or {}).get("claimName", ""))
+    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    pvc, pv = ctx.claims.get(claim, (None, None))
+    if pvc is None:
+        raise VolumeError(name, f'error processing PVC {ns}/{claim}: persistentvolumeclaim "{claim}" not found')
+    if (pvc.get("status") or {}).get("phase") != "Bound" or pv is None:
+        raise VolumeError(name, f"error processing PVC {ns}/{claim}: PVC is not bound")
+    spec = pv.get("spec") or {}
+    if "hostPath" in spec:
+        path = Path((spec["hostPath"] or {}).get("path", ""))
+        if not path.exists() and (spec["hostPath"] or {}).get("type") in (None, "", "DirectoryOrCreate"):
+            path.mkdir(mode=0o777, parents=True, exist_ok=True)
+            os.chmod(path, 0o777)
+        if not path.is_dir():
+            raise VolumeError(name, f"volume {pv['metadata']['name']}: {path} is not a directory")
+        return path
+    if "local" in spec:
+        path = Path((spec["local"] or {}).get("path", ""))
+        if not path.exists():
+            raise VolumeError(name, f"path {path} does not exist")
+        return path
+    common = ("capacity", "accessModes", "claimRef", "persistentVolumeReclaimPolicy", "storageClassName",
+              "volumeMode", "nodeAffinity", "mountOptions")  # fmt: skip
+    kinds = [k for k in spec if k not in common]
+    raise VolumeError(name, f"persistent volume type {', '.join(kinds) or 'unknown'} is not supported by this node")
+
+
 async def setup_volumes(pod: Obj, root: Path, ctx: PodContext, *, tmpfs: bool = True) -> dict[str, Path]:
     """Make every volume of `pod` under its directory `root`; the host path of each, by name."""
     paths: dict[str, Path] = {}
@@ -229,6 +270,9 @@ async def setup_volumes(pod: Obj, root: Path, ctx: PodContext, *, tmpfs: bool = 
         kind = _kind(volume)
         if kind == "hostPath":
             paths[name] = await asyncio.to_thread(host_path, volume)
+            continue
+        if kind == "persistentVolumeClaim":
+            paths[name] = await asyncio.to_thread(claim_path, volume, pod, ctx)
             continue
         if kind not in PLUGIN_DIRS:
             raise VolumeError(name, f"volume type {kind} is not supported by this node yet")
@@ -252,7 +296,9 @@ async def setup_volumes(pod: Obj, root: Path, ctx: PodContext, *, tmpfs: bool = 
 
 def container_mounts(pod: Obj, container: Obj, paths: Mapping[str, Path]) -> list[Mount]:
     """The bind mounts of a container's volumeMounts (configMap, secret and downwardAPI read-only)."""
-    kinds = {v.get("name"): _kind(v) for v in (pod.get("spec") or {}).get("volumes") or []}
+    volumes = (pod.get("spec") or {}).get("volumes") or []
+    kinds = {v.get("name"): _kind(v) for v in volumes}
+    readonly_claims = {v.get("name") for v in volumes if (v.get("persistentVolumeClaim") or {}).get("readOnly")}
     mounts = []
     for vm in container.get("volumeMounts") or []:
         name = vm.get("name", "")
@@ -263,7 +309,8 @@ def container_mounts(pod: Obj, container: Obj, paths: Mapping[str, Path]) -> lis
             source = source / vm["subPath"]
             if kinds.get(name) == "emptyDir" and not source.exists():
                 source.mkdir(mode=0o777, parents=True)  # as the kubelet: a missing subPath is made
-        readonly = bool(vm.get("readOnly")) or kinds.get(name) in ("configMap", "secret", "downwardAPI", "projected")
+        readonly = (bool(vm.get("readOnly")) or name in readonly_claims
+                    or kinds.get(name) in ("configMap", "secret", "downwardAPI", "projected"))  # fmt: skip
         mounts.append(Mount(destination=vm.get("mountPath", ""), source=str(source), readonly=readonly))
     return mounts
 

@@ -21,6 +21,7 @@ from skiff.scheduler.plugins.nodeunschedulable import NodeUnschedulable
 from skiff.scheduler.plugins.podtopologyspread import PodTopologySpread
 from skiff.scheduler.plugins.queuesort import PrioritySort
 from skiff.scheduler.plugins.tainttoleration import TaintToleration
+from skiff.scheduler.plugins.volumebinding import VolumeBinding
 
 _PLUGINS: tuple[type[Plugin], ...] = (
     PrioritySort,
@@ -30,6 +31,7 @@ _PLUGINS: tuple[type[Plugin], ...] = (
     NodeAffinity,
     NodePorts,
     NodeResourcesFit,
+    VolumeBinding,
     PodTopologySpread,
     InterPodAffinity,
     DefaultPreemption,
@@ -58,5 +60,6 @@ __all__ = [
     "PodTopologySpread",
     "PrioritySort",
     "TaintToleration",
+    "VolumeBinding",
     "in_tree",
 ]
