@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from skiff.api import validation
+from skiff.api import crd_selectable, validation
 from skiff.api.structural_schema import check_structural
 from skiff.api.validation import invalid, not_supported, required
 
@@ -155,6 +155,7 @@ def _validate_versions(versions: Any) -> FieldErrors:
         errs.extend(_validate_scale(subresources.get("scale"), f"{path}.subresources.scale"))
         for j, column in enumerate(version.get("additionalPrinterColumns") or []):
             errs.extend(_validate_column(column, f"{path}.additionalPrinterColumns[{j}]"))
+        errs.extend(crd_selectable.validate(version.get("selectableFields"), schema, f"{path}.selectableFields"))
     if not unique:
         errs.append(_invalid_versions(versions, "must contain unique version names"))
     if storage != 1:

@@ -10,7 +10,8 @@ controller has deleted every object of the kind.
 status subresource, status is dropped on create and kept on update (written
 only through `/status`, checked there against the schema), and generation
 bumps on any change but metadata and status; without it, status is part of
-the object. Pruning, defaulting and schema validation of the main resource
+the object; field selectors may use metadata.name, metadata.namespace and the
+version's `selectableFields`. Pruning, defaulting and schema validation of the main resource
 happen in `admission` from the schema the ResourceType carries.
 """
 
@@ -101,8 +102,17 @@ class CRDStrategy(Strategy):
 class CustomResourceStrategy(Strategy):
     """Objects of one CRD version, checked against that version's structural schema."""
 
-    def __init__(self, *, kind: str, group: str, schema: Obj, status: bool, terminating: bool = False) -> None:
-        super().__init__(has_status=status)
+    def __init__(
+        self,
+        *,
+        kind: str,
+        group: str,
+        schema: Obj,
+        status: bool,
+        terminating: bool = False,
+        selectable_fields: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(has_status=status, selectable_fields=selectable_fields)
         self.kind, self.group, self.schema = kind, group, schema
         self.terminating = terminating
         status_schema = (schema.get("properties") or {}).get("status")

@@ -6,7 +6,8 @@ only `apiVersion` is rewritten on the way in and out, as Kubernetes' nop
 converter does). Each carries what the generic machinery needs in `extra`:
 the structural schema (admission prunes, defaults and validates with it;
 OpenAPI publishes it), the printer columns (Table output), the scale
-subresource's paths, and `custom` (no strategic merge patch).
+subresource's paths, the selectable fields (field selectors on custom fields),
+and `custom` (no strategic merge patch).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from skiff.api import crd_selectable
 from skiff.api.structural import compile_schema
 from skiff.apiserver.crd_strategy import CustomResourceStrategy
 from skiff.apiserver.registry import ALL_VERBS, ResourceType
@@ -53,6 +55,7 @@ def resource_types(crd: Obj, *, terminating: bool = False) -> list[ResourceType]
         schema = (version.get("schema") or {}).get("openAPIV3Schema") or _ANY_OBJECT
         subresources = version.get("subresources") or {}
         subs = tuple(s for s in ("status", "scale") if s in subresources)
+        selectable = crd_selectable.field_names(version.get("selectableFields"))
         extra: Obj = {
             "custom": True,
             "crd": (crd.get("metadata") or {}).get("name"),
@@ -60,6 +63,7 @@ def resource_types(crd: Obj, *, terminating: bool = False) -> list[ResourceType]
             "openapi_schema": schema,
             "printer_columns": list(version.get("additionalPrinterColumns") or []),
             "list_kind": names.get("listKind") or kind + "List",
+            "selectable_fields": list(selectable),
         }
         if "scale" in subresources:
             extra["scale"] = {k: v for k, v in (subresources.get("scale") or {}).items() if v}
@@ -80,7 +84,12 @@ def resource_types(crd: Obj, *, terminating: bool = False) -> list[ResourceType]
                 to_storage=_rewrite(storage_api_version),
                 from_storage=_rewrite(f"{group}/{name}"),
                 strategy=CustomResourceStrategy(
-                    kind=kind, group=group, schema=schema, status="status" in subs, terminating=terminating
+                    kind=kind,
+                    group=group,
+                    schema=schema,
+                    status="status" in subs,
+                    terminating=terminating,
+                    selectable_fields=selectable,
                 ),
                 extra=extra,
             )

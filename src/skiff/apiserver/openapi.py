@@ -174,6 +174,9 @@ def _custom_components(rt: ResourceType, schema: Obj) -> dict[str, Obj]:
         "kind": {"type": "string", "description": "Kind of this object."},
     }
     item: Obj = {**schema, "type": "object", "x-kubernetes-group-version-kind": gvk(rt.kind)}
+    selectable = rt.extra.get("selectable_fields")
+    if selectable:  # what field selectors may use besides metadata.name and metadata.namespace
+        item["x-kubernetes-selectable-fields"] = [{"fieldPath": path} for path in selectable]
     meta = {"allOf": [{"$ref": REF + META + "ObjectMeta"}], "description": "Standard object's metadata."}
     item["properties"] = {**schema.get("properties", {}), **typed, "metadata": meta}
     listing: Obj = {
@@ -351,7 +354,10 @@ def gv_path(group: str, version: str) -> str:
 def _signature(rts: list[ResourceType]) -> str:
     """What a group-version's document depends on: unchanged signature, unchanged document."""
     keys = ("plural", "kind", "namespaced", "verbs", "subresources", "schema_ref")
-    parts = [[*(getattr(rt, k) for k in keys), rt.extra.get("openapi_schema")] for rt in rts]
+    parts = [
+        [*(getattr(rt, k) for k in keys), rt.extra.get("openapi_schema"), rt.extra.get("selectable_fields")]
+        for rt in rts
+    ]
     return json.dumps(parts, sort_keys=True, default=str)
 
 
