@@ -97,6 +97,27 @@ def node(name: str = "n", *, pods_on: Sequence[PodInfo] = (), **kw: Any) -> Node
     return info
 
 
+class FakeVolumes:
+    """Claims, volumes and classes by name, as the scheduler's informers would have them."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, Obj] = {}
+        self.pvs: dict[str, Obj] = {}
+        self.classes: dict[str, Obj] = {}
+
+    def claim(self, namespace: str, name: str) -> Obj | None:
+        return self.claims.get(f"{namespace}/{name}")
+
+    def volume(self, name: str) -> Obj | None:
+        return self.pvs.get(name)
+
+    def volumes(self) -> list[Obj]:
+        return list(self.pvs.values())
+
+    def storage_class(self, name: str) -> Obj | None:
+        return self.classes.get(name)
+
+
 class FakeServices:
     """The scheduler's services without a server: a cache, namespace labels, recorded API calls."""
 
@@ -107,6 +128,14 @@ class FakeServices:
         self.deleted: list[str] = []
         self.nominated: list[tuple[str, str | None]] = []
         self.spawned: list[Coroutine[Any, Any, None]] = []
+        self.storage = FakeVolumes()
+        self.annotated: list[tuple[str, str, dict[str, str]]] = []
+
+    def volume_lister(self) -> FakeVolumes:
+        return self.storage
+
+    async def annotate_claim(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        self.annotated.append((namespace, name, dict(annotations)))
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         return self.ns_labels
