@@ -178,7 +178,7 @@ def test_logs_previous_and_containers(cluster: Server, pods: str) -> None:
     assert "container nope is not valid for pod two" in bad.stderr
 
 
-def test_logs_of_a_pod_that_is_not_running_yet(cluster: Server, pods: str) -> None:
+def test_logs_and_exec_of_a_pod_that_is_not_running_yet(cluster: Server, pods: str) -> None:
     apply(cluster, pods, pod("pending", "127.0.0.1:1/nothing/here:1", ["true"]))
     def reason() -> str:
         return str(container_state(get_pod(cluster, pods, "pending")).get("state", {}).get("waiting", {}).get("reason"))
@@ -188,6 +188,8 @@ def test_logs_of_a_pod_that_is_not_running_yet(cluster: Server, pods: str) -> No
     assert out.returncode != 0
     assert re.search(r'Error from server \(BadRequest\): container "c" in pod "pending" is waiting to start: '
                      r"(image can't be pulled|trying and failing to pull image)", out.stderr), out.stderr  # fmt: skip
+    execed = cluster.kubectl("exec", "-n", pods, "pending", "--", "true", check=False)
+    assert execed.returncode != 0 and 'container not found ("c")' in execed.stderr, execed.stderr
 
 
 def test_exec_output_exit_code_and_stdin(cluster: Server, pods: str) -> None:

@@ -141,8 +141,6 @@ async def handle(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
         return await _logs(rest, request, pod)
     if request.method not in ("GET", "POST"):
         raise errors.MethodNotAllowed(f"{request.method} is not supported on pods/{sub}")
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise errors.BadRequest("Upgrade request required")
     ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
     phase = (pod.get("status") or {}).get("phase")
     if sub == "portforward":
@@ -157,7 +155,23 @@ async def handle(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
     node = (pod.get("spec") or {}).get("nodeName")
     if not node:
         raise errors.BadRequest(f"pod {name} does not have a host assigned")
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        # kubectl's SPDY fallback after a refused WebSocket: what the kubelet says (container not found...),
+        # else that only WebSocket is served
+        raise await _kubelet_refusal(rest, request, node, path)
     return await _relay_websocket(rest, request, node, path)
+
+
+async def _kubelet_refusal(rest: Rest, request: web.Request, node: str, path: str) -> errors.StatusError:
+    host, port = await _node_address(rest, node)
+    url = URL(f"https://{host}:{port}{path}").with_query(request.query)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        try:
+            async with session.get(url, ssl=request.app[KUBELET_TLS]) as plain:
+                text = (await plain.content.read(4096)).decode(errors="replace")
+                return _kubelet_error(plain.status if plain.status >= 400 else 400, text)
+        except aiohttp.ClientError as e:
+            return errors.InternalError(f"error dialing the kubelet of node {node}: {e}")
 
 
 async def _logs(rest: Rest, request: web.Request, pod: Obj) -> web.StreamResponse:
@@ -197,11 +211,9 @@ async def _relay_websocket(rest: Rest, request: web.Request, node: str, path: st
         try:
             upstream = await session.ws_connect(url, protocols=offered, ssl=tls, max_msg_size=0, autoping=True,
                                                 method=request.method)  # fmt: skip
-        except aiohttp.WSServerHandshakeError as e:
+        except aiohttp.WSServerHandshakeError:
             # the kubelet refused before upgrading: fetch its words (a plain request fails the same way)
-            async with session.get(url, ssl=tls) as plain:
-                text = (await plain.content.read(4096)).decode(errors="replace")
-            raise _kubelet_error(e.status if e.status != 101 else 500, text) from None
+            raise await _kubelet_refusal(rest, request, node, path) from None
         except aiohttp.ClientError as e:
             raise errors.InternalError(f"error dialing the kubelet of node {node}: {e}") from e
         async with upstream:

@@ -38,6 +38,7 @@ from skiff.client import Client, Informer
 from skiff.node.agent import container_logs, portforward, streams
 from skiff.node.agent.container_logs import LogOptionError, LogOptions
 from skiff.node.runtime.runtime import Runtime
+from skiff.node.runtime.sandbox import SandboxNotFound
 from skiff.node.runtime.types import ContainerState
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,12 @@ class KubeletServer:
             raise KubeletError(404, f"container not found ({container!r})".replace("'", '"'))
         return max(found, key=lambda c: c.attempt).id
 
+    @staticmethod
+    def _require_websocket(request: web.Request) -> None:
+        """The streaming endpoints speak WebSocket only (a plain SPDY upgrade is not served)."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise KubeletError(400, "Upgrade request required")
+
     def _container_exited(self, cid: str) -> bool:
         d = self.runtime.containers_dir / cid
         return (d / "exit.json").exists() or not d.exists()
@@ -255,6 +262,7 @@ class KubeletServer:
             raise KubeletError(400, "you must specify at least 1 command")
         flags = {k: q.get(k, "").lower() in ("true", "1") for k in ("stdin", "stdout", "stderr", "tty")}
         cid = await self._running_container(pod, container)
+        self._require_websocket(request)
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
         try:
@@ -276,6 +284,7 @@ class KubeletServer:
         container = request.match_info["container"]
         cid = await self._running_container(pod, container)
         path, _ = self._log_target(pod, container, False)
+        self._require_websocket(request)
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
         opts = LogOptions(follow=True, tail_lines=0)
@@ -295,7 +304,11 @@ class KubeletServer:
     # --- port-forward ---------------------------------------------------------------------------
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
         pod = self._pod(request)
-        sandbox = self.runtime.sandbox(pod["metadata"]["uid"])
+        try:
+            sandbox = self.runtime.sandbox(pod["metadata"]["uid"])
+        except SandboxNotFound:
+            raise KubeletError(404, f'pod "{pod["metadata"]["name"]}" has no sandbox on this node') from None
+        self._require_websocket(request)
         ws = web.WebSocketResponse(protocols=(PORT_FORWARD_TUNNEL_PROTOCOL,), max_msg_size=0)
         await ws.prepare(request)
 
