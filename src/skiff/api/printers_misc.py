@@ -9,9 +9,11 @@ printer in Kubernetes either: they get the default NAME / CREATED AT table.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from skiff.api.csr import condition_summary
+from skiff.api.humanize import human_duration
 from skiff.api.printers import (
     AGE,
     NAME,
@@ -185,7 +187,32 @@ def _subjects(kind: str) -> tuple[dict[str, Any], ...]:
     )
 
 
+def csr_row(csr: Obj, now: datetime) -> list[Cell]:
+    """kubectl's CertificateSigningRequest row: requested duration and the Pending/Approved,Issued summary."""
+    seconds = dig(csr, "spec", "expirationSeconds")
+    duration = human_duration(timedelta(seconds=seconds)) if isinstance(seconds, int) else "<none>"
+    return [
+        name_of(csr),
+        age(csr, now),
+        as_str(dig(csr, "spec", "signerName")),
+        as_str(dig(csr, "spec", "username")),
+        duration,
+        condition_summary(csr),
+    ]
+
+
 MISC: dict[tuple[str, str], Printer] = {
+    ("certificates.k8s.io", "CertificateSigningRequest"): Printer(
+        (
+            NAME,
+            AGE,
+            column("SignerName", desc="Signer of the certificate request"),
+            column("Requestor", desc="Requestor of the certificate request"),
+            column("RequestedDuration", desc="Requested duration of the issued certificate"),
+            column("Condition", desc="Condition of the certificate request"),
+        ),
+        csr_row,
+    ),
     ("coordination.k8s.io", "Lease"): Printer(
         (
             NAME,

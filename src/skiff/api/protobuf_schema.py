@@ -260,6 +260,19 @@ _OTHER_GROUPS: dict[str, dict[int, str]] = {
     "ClusterRoleBinding": {1: "metadata:ObjectMeta", 2: "subjects:[Subject]", 3: "roleRef:RoleRef!"},
     "Subject": {1: "kind:string!", 2: "apiGroup:string", 3: "name:string!", 4: "namespace:string"},
     "RoleRef": {1: "apiGroup:string!", 2: "kind:string!", 3: "name:string!"},
+    # certificates.k8s.io/v1 (`kubectl certificate approve|deny` PUTs the whole object to /approval)
+    "CertificateSigningRequest": {
+        1: "metadata:ObjectMeta", 2: "spec:CertificateSigningRequestSpec", 3: "status:CertificateSigningRequestStatus",
+    },
+    "CertificateSigningRequestSpec": {
+        1: "request:bytes!", 7: "signerName:string!", 8: "expirationSeconds:int32*", 5: "usages:[string]",
+        2: "username:string", 3: "uid:string", 4: "groups:[string]", 6: "extra:{StringList}",
+    },
+    "CertificateSigningRequestStatus": {1: "conditions:[CertificateSigningRequestCondition]", 2: "certificate:bytes"},
+    "CertificateSigningRequestCondition": {
+        1: "type:string!", 6: "status:string!", 2: "reason:string", 3: "message:string", 4: "lastUpdateTime:Time",
+        5: "lastTransitionTime:Time",
+    },
     # scheduling.k8s.io/v1
     "PriorityClass": {
         1: "metadata:ObjectMeta", 2: "value:int32!", 3: "globalDefault:bool", 4: "description:string",
@@ -434,6 +447,7 @@ TOP_LEVEL: Final[dict[tuple[str, str], str]] = {
     ("batch/v1", "CronJob"): "CronJob",
     **{("rbac.authorization.k8s.io/v1", kind): kind for kind in _RBAC_KINDS},
     ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): "CertificateSigningRequest",
     ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
     ("networking.k8s.io/v1", "Ingress"): "Ingress",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "HorizontalPodAutoscalerV2",

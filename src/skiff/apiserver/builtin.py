@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from skiff.apiserver import conversion
 from skiff.apiserver.crd_strategy import CRDStrategy
+from skiff.apiserver.csr_strategy import CSRStrategy
 from skiff.apiserver.priorityclass import PriorityClassStrategy
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.service_strategy import ServiceStrategy
@@ -358,6 +359,17 @@ def builtin_types() -> list[ResourceType]:
             namespaced=False,
             package="io.k8s.api.rbac.v1",
             strategy=Strategy(tracks_generation=False, immutable_fields=("roleRef",)),
+        ),
+        _rt(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            namespaced=False,
+            short=("csr",),
+            sub=("status", "approval"),
+            package="io.k8s.api.certificates.v1",
+            strategy=CSRStrategy(),
         ),
         _rt(
             "apiextensions.k8s.io",

@@ -24,6 +24,7 @@ SUB_VERBS = {
     "binding": ["create"],
     "token": ["create"],
     "finalize": ["update"],
+    "approval": ["get", "patch", "update"],
     "log": ["get"],
     "exec": ["create", "get"],
     "portforward": ["create", "get"],

@@ -16,7 +16,7 @@ from skiff.api import errors, tables
 from skiff.apiserver import content, paths, subresources
 from skiff.apiserver.auth import USER
 from skiff.apiserver.objects import Obj, partial_metadata
-from skiff.apiserver.options import DeleteOptions, ListOptions, WriteOptions
+from skiff.apiserver.options import DeleteOptions, ListOptions, WriteOptions, strategy_of
 from skiff.apiserver.patching import TYPES as PATCH_TYPES
 from skiff.apiserver.registry import Registry, ResourceType
 from skiff.apiserver.store import Store
@@ -73,7 +73,7 @@ class Rest:
             if method != "GET":
                 raise errors.MethodNotAllowed(f"{method} is not supported on watch paths")
             return await serve_watch(request, self.store, self.cache, target)
-        if target.subresource and target.subresource != "status":
+        if target.subresource and target.subresource not in strategy_of(target.rt).object_subresources:
             return await subresources.handle(self, request, target)
         if target.name is None:
             return await self._collection(request, target, method)

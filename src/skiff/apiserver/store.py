@@ -217,6 +217,7 @@ class Store:
         else:
             ownership.track(rt, None, obj, opts)
         strategy.prepare_for_create(obj)
+        strategy.record_requester(obj, opts.user)
         admission.validate(rt, obj, strategy.validate(obj))
         if chain is not None:
             await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
@@ -341,8 +342,8 @@ class Store:
         """Check and write `obj` over the stored `kv`; raises RevisionConflictError if it moved."""
         strategy = strategy_of(rt)
         old = objects.decode(rt, kv)
-        if subresource == "status":
-            obj = strategy.prepare_for_status_update(obj, old)
+        if subresource:
+            obj = strategy.prepare_for_subresource_update(subresource, obj, old)
         else:
             admission.default_and_validate_schema(rt, obj, opts, patched=patched)
             admission.omit_empty_metadata(obj)
@@ -358,12 +359,14 @@ class Store:
         chain = self.admission_chain if not subresource else None
         if chain is not None:
             await chain.admit(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
-        if subresource != "status":
+        if not subresource:
             strategy.prepare_for_update(obj, old)
             admission.validate(rt, obj, strategy.validate_update(obj, old))
+        else:
+            admission.validate(rt, obj, strategy.validate_subresource_update(subresource, obj, old))
         if chain is not None:
             await chain.validate(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
-        finish = await strategy.begin_update(obj, old, dry_run=opts.dry_run) if subresource != "status" else None
+        finish = await strategy.begin_update(obj, old, dry_run=opts.dry_run) if not subresource else None
         return await self._finishing(finish, self._store_update(rt, kv, obj, old, opts))
 
     async def _store_update(self, rt: ResourceType, kv: KeyValue, obj: Obj, old: Obj, opts: WriteOptions) -> Obj:

@@ -44,6 +44,8 @@ class Strategy:
 
     # DELETE answers the deleted object (pods, namespaces) rather than a Success Status
     return_deleted_object = False
+    # subresources that are a slice of the object itself, read and written like it (CSRs add approval)
+    object_subresources: tuple[str, ...] = ("status",)
 
     def __init__(
         self,
@@ -94,8 +96,19 @@ class Strategy:
         meta["resourceVersion"] = new["metadata"].get("resourceVersion", meta.get("resourceVersion"))
         return merged
 
+    def prepare_for_subresource_update(self, subresource: str, new: Obj, old: Obj) -> Obj:
+        """The object an update of one of `object_subresources` stores (status: `prepare_for_status_update`)."""
+        return self.prepare_for_status_update(new, old)
+
+    def record_requester(self, obj: Obj, user: Any) -> None:
+        """Note who created `obj`, for kinds that keep it (a CSR's spec.username and groups)."""
+
     # --- validation ---------------------------------------------------------------------
     def validate(self, obj: Obj) -> FieldErrors:
+        return []
+
+    def validate_subresource_update(self, subresource: str, new: Obj, old: Obj) -> FieldErrors:
+        """Errors of an update through one of `object_subresources` (most kinds check nothing there)."""
         return []
 
     def validate_update(self, new: Obj, old: Obj) -> FieldErrors:

@@ -7,7 +7,9 @@ Needs root (runc, network namespaces, CNI, mounts).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ def add_agent_parser(commands: Any) -> None:
         description="Register this machine as a Node, heartbeat its Lease and run the pods bound to it.",
     )
     agent.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig of the server (default: $KUBECONFIG)")
+    agent.add_argument("--server", metavar="URL", help="join the server at URL (https://HOST:6443) with --token: "
+                       "the node's own credentials are requested and kept in the state dir")  # fmt: skip
+    agent.add_argument("--token", metavar="TOKEN", default=os.environ.get("SKIFF_TOKEN", ""),
+                       help="the server's join token, from its DATA_DIR/token (default: $SKIFF_TOKEN)")  # fmt: skip
     agent.add_argument("--node-name", metavar="NAME", help="the Node's name (default: the host name)")
     agent.add_argument("--node-ip", metavar="IP", help="InternalIP (default: the address that reaches the server)")
     agent.add_argument("--pod-cidr", default="10.42.0.0/24", metavar="CIDR", help="default: 10.42.0.0/24")
@@ -34,6 +40,12 @@ def add_agent_parser(commands: Any) -> None:
     agent.add_argument("--netns-prefix", default="skiff-", metavar="PREFIX", help="default: skiff-")
     agent.add_argument("--kubelet-port", type=int, default=10250, metavar="PORT",
                        help="port of the kubelet API (logs, exec, port-forward; default: 10250)")  # fmt: skip
+    agent.add_argument("--container-log-max-size", type=_byte_size, default="10Mi", metavar="QUANTITY",
+                       help="a container's log is rotated past this size (default: 10Mi)")  # fmt: skip
+    agent.add_argument("--container-log-max-files", type=int, default=5, metavar="N",
+                       help="log files kept per container, the live one included (default: 5)")  # fmt: skip
+    agent.add_argument("--container-log-monitor-interval", type=_duration, default="10s", metavar="DURATION",
+                       help="how often log sizes are checked (default: 10s)")  # fmt: skip
     agent.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
                        help="disk usage of the image filesystem at which image GC always runs (default: 85)")
     agent.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
@@ -48,12 +60,37 @@ def add_agent_parser(commands: Any) -> None:
     agent.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
+def _byte_size(value: str) -> int:
+    from skiff.api import quantity
+
+    try:
+        size = quantity.value(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a quantity such as 10Mi") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return size
+
+
+def _duration(value: str) -> float:
+    from skiff.api.durations import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 10s") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return seconds
+
+
 def run_agent(args: argparse.Namespace) -> int:
     import asyncio
 
     from skiff.cli.components import run_standalone, setup_logging
     from skiff.client import Client
     from skiff.node.agent.agent import Agent, AgentConfig
+    from skiff.node.agent.container_logs import LogRotation
     from skiff.node.agent.imagegc import ImageGCPolicy
     from skiff.node.agent.networking import network_options
 
@@ -69,6 +106,8 @@ def run_agent(args: argparse.Namespace) -> int:
         cgroup_parent=args.cgroup_parent,
         netns_prefix=args.netns_prefix,
         kubelet_port=args.kubelet_port,
+        log_rotation=LogRotation(max_size=args.container_log_max_size, max_files=max(2, args.container_log_max_files),
+                                 interval=args.container_log_monitor_interval),  # fmt: skip
         network=network_options(args),
         image_gc=ImageGCPolicy(
             high_threshold_percent=args.image_gc_high_threshold,
@@ -81,4 +120,14 @@ def run_agent(args: argparse.Namespace) -> int:
     async def component(client: Client, stop: asyncio.Event) -> None:
         await Agent(client, config).run(stop)
 
-    return run_standalone(args.kubeconfig, component)
+    kubeconfig = args.kubeconfig
+    if args.server and not kubeconfig:  # joining: the node's own kubeconfig, through TLS bootstrap the first time
+        from skiff.node.agent.bootstrap import BootstrapError, ensure_kubeconfig
+
+        try:
+            join = ensure_kubeconfig(args.server, args.token, config.node_name, config.state_dir)
+            kubeconfig = str(asyncio.run(join))
+        except BootstrapError as e:
+            print(f"skiff: error: {e}", file=sys.stderr)
+            return 1
+    return run_standalone(kubeconfig, component)

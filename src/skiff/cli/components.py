@@ -40,7 +40,7 @@ class ClusterOptions:
     disable_scheduler: bool = False
     scheduler_config: str | None = None
     leader_elect: bool = False
-    controller_flags: dict[str, float] = field(default_factory=dict)
+    controller_flags: dict[str, float | str] = field(default_factory=dict)
     single_process: bool = False  # controllers and scheduler inside the server process, not as children
     log_level: str = "info"
     registry_address: str | None = "127.0.0.1:5000"  # where the bundled image registry listens; None: none
@@ -220,7 +220,7 @@ def child_specs(opts: ClusterOptions, kubeconfig: str) -> list[ChildSpec]:
         common.append("--leader-elect")
     specs = []
     if not opts.disable_controllers:
-        flags = [f"--{name.replace('_', '-')}={value}" for name, value in opts.controller_flags.items()]
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in opts.controller_flags.items() if value != ""]
         argv = ("controller-manager", *common, f"--controllers={opts.controllers}", *flags)
         specs.append(ChildSpec("controller-manager", argv))
     if not opts.disable_scheduler:

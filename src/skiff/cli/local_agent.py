@@ -46,6 +46,7 @@ class LocalAgentOptions:
     cgroup_parent: str
     registry: str  # HOST:PORT of unqualified image names
     log_level: str = "info"
+    extra_args: tuple[str, ...] = ()  # --agent-arg
 
 
 def add_local_agent_flags(server: argparse.ArgumentParser) -> None:
@@ -64,6 +65,9 @@ def add_local_agent_flags(server: argparse.ArgumentParser) -> None:
                         help="prefix of the pods' network namespaces (default: skiff-)")  # fmt: skip
     server.add_argument("--cgroup-parent", default="skiff", metavar="NAME",
                         help="cgroup the pods run under (default: skiff)")  # fmt: skip
+    server.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument for `skiff agent` (repeatable, e.g. --agent-arg=--disable-proxy), "
+                        "as k3s's --kubelet-arg")  # fmt: skip
 
 
 def local_agent_options(args: argparse.Namespace) -> LocalAgentOptions | None:
@@ -82,6 +86,7 @@ def local_agent_options(args: argparse.Namespace) -> LocalAgentOptions | None:
         cgroup_parent=args.cgroup_parent,
         registry=registry,
         log_level=args.log_level,
+        extra_args=tuple(args.agent_arg),
     )
 
 
@@ -119,5 +124,6 @@ async def local_agent_spec(opts: LocalAgentOptions, *, data_dir: Path, server_ur
         *("agent", "--kubeconfig", str(kubeconfig), "--node-name", opts.node_name, "--state-dir", str(state_dir)),
         *("--pod-cidr", opts.pod_cidr, "--bridge", opts.bridge, "--netns-prefix", opts.netns_prefix),
         *("--cgroup-parent", opts.cgroup_parent, "--registry", opts.registry, "--log-level", opts.log_level),
+        *opts.extra_args,
     )
     return ChildSpec("agent", argv)

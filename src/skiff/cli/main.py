@@ -256,7 +256,22 @@ def _control_plane_flags(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how far back an HPA looks for higher recommendations before scaling down (default: 300)",
     )
-    if parser.prog.endswith("server"):
+    parser.add_argument(
+        "--default-local-storage-path",
+        default="/var/lib/skiff/storage",
+        metavar="DIR",
+        help="where the local-path provisioner puts volumes on each node (default: /var/lib/skiff/storage)",
+    )
+    server = parser.prog.endswith("server")
+    for what in ("cert", "key"):
+        parser.add_argument(
+            f"--cluster-signing-{what}-file",
+            metavar="FILE",
+            default="",
+            help=f"PEM {what} of the CA that signs approved certificate requests"
+            + (" (default: the cluster CA in the data dir)" if server else " (default: none, nothing is signed)"),
+        )
+    if server:
         parser.add_argument("--scheduler-config", metavar="FILE", help="a scheduler configuration file")
     parser.add_argument("--leader-elect", action="store_true", help="run only while holding a Lease")
 
@@ -282,6 +297,9 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
             "hpa_sync_period": getattr(args, "hpa_sync_period", 15.0),
             "hpa_downscale_stabilization": getattr(args, "hpa_downscale_stabilization", 300.0),
+            "cluster_signing_cert_file": getattr(args, "cluster_signing_cert_file", ""),
+            "cluster_signing_key_file": getattr(args, "cluster_signing_key_file", ""),
+            "default_local_storage_path": getattr(args, "default_local_storage_path", "/var/lib/skiff/storage"),
         },
     )
 
@@ -330,6 +348,9 @@ def run_server(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    tls_dir = data_dir.absolute() / "tls"  # as skiff.apiserver.pki.PKIPaths: the CA signs node certificates
+    args.cluster_signing_cert_file = args.cluster_signing_cert_file or str(tls_dir / "ca.crt")
+    args.cluster_signing_key_file = args.cluster_signing_key_file or str(tls_dir / "ca.key")
     sans = tuple(s.strip() for item in args.tls_san for s in item.split(",") if s.strip())
     config = ServerConfig(
         data_dir=str(data_dir.absolute()),

@@ -86,11 +86,12 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 PRIORITYCLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False)
 STORAGECLASSES = Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", False)
+CSRS = Resource("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
 
 BUILTINS: tuple[Resource, ...] = (
     PODS, NODES, NAMESPACES, SERVICES, ENDPOINTS, EVENTS, CONFIGMAPS, SECRETS, SERVICEACCOUNTS, PVCS, PVS,
     ENDPOINTSLICES, DEPLOYMENTS, REPLICASETS, DAEMONSETS, STATEFULSETS, CONTROLLERREVISIONS, JOBS, CRONJOBS,
-    HPAS, LEASES, CRDS, PRIORITYCLASSES, STORAGECLASSES,
+    HPAS, LEASES, CRDS, PRIORITYCLASSES, CSRS, STORAGECLASSES,
 )  # fmt: skip
 _BY_KIND = {(r.api_version, r.kind): r for r in BUILTINS}
 

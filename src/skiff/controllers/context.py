@@ -26,6 +26,11 @@ class ControllerOptions:
     hpa_downscale_stabilization: float = 300.0
     # how often CronJobs are checked
     cronjob_sync_period: float = 10.0
+    # the CA that signs approved certificate requests (kube-controller-manager's --cluster-signing-*-file)
+    cluster_signing_cert_file: str = ""
+    cluster_signing_key_file: str = ""
+    # where the local-path provisioner puts volumes on each node (k3s: --default-local-storage-path)
+    default_local_storage_path: str = "/var/lib/skiff/storage"
     extra: dict[str, str] = field(default_factory=dict)
 
 
