@@ -275,7 +275,12 @@ def test_patch_types(server: Server, group: str, ns: str) -> None:
     assert out.returncode != 0 and "application/strategic-merge-patch+json is not supported by" in out.stderr
     out = server.kubectl("patch", res, "p", "-n", ns, "--type=merge", "-p", '{"spec":{"size":-1}}', check=False)
     assert "spec.size in body should be greater than or equal to 1" in out.stderr
-    server.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=widget(group, "p", {"size": 5}))
+    # kubectl-patch owns .spec.size now: a server-side apply of another value conflicts until forced
+    out = server.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=widget(group, "p", {"size": 5}),
+                         check=False)  # fmt: skip
+    assert out.returncode != 0 and 'conflict with "kubectl-patch"' in out.stderr and ".spec.size" in out.stderr
+    server.kubectl("apply", "--server-side", "--force-conflicts", "-n", ns, "-f", "-",
+                   input=widget(group, "p", {"size": 5}))  # fmt: skip
     assert get_json(server, res, "p", "-n", ns)["spec"]["size"] == 5
     # client-side apply of a changed manifest is a merge patch
     server.kubectl("apply", "-n", ns, "-f", "-", input=widget(group, "p", {"size": 6, "color": "blue"}))
