@@ -43,6 +43,7 @@ from skiff.node.runtime.runtime import Runtime
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 RETRIES = 3  # an action that errors (not fails) is tried again at once, as the kubelet's maxProbeRetries
+EVENT_BURST, EVENT_REFILL = 25, 300.0  # client-go's event spam filter: 25 events, then one per 5 minutes
 
 
 class _Worker:
@@ -56,6 +57,7 @@ class _Worker:
         self.spec = spec
         self.tracker = Tracker(spec, initial)
         self.poke = asyncio.Event()
+        self.event_tokens, self.event_clock = float(EVENT_BURST), time.monotonic()
         name = container.get("name", "")
         self.task = spawn(self._run(), name=f"prober {spec.kind} {uid}/{name}", logger=log)
 
@@ -180,6 +182,14 @@ class ProbeManager:
             self.on_change(worker.uid)
 
     async def event(self, worker: _Worker, type_: str, reason: str, message: str) -> None:
+        """Record an event about the worker's container; a probe failing every second is not an Event write every
+        second (the token bucket of client-go's spam filter, per container and probe)."""
+        now = time.monotonic()
+        worker.event_tokens = min(EVENT_BURST, worker.event_tokens + (now - worker.event_clock) / EVENT_REFILL)
+        worker.event_clock = now
+        if worker.event_tokens < 1:
+            return
+        worker.event_tokens -= 1
         pod = self._pods.get(worker.uid)
         if pod is not None:
             path = f"spec.containers{{{worker.container.get('name', '')}}}"
