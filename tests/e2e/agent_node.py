@@ -110,6 +110,7 @@ class AgentNode:
     netns_prefix: str = NETNS_PREFIX
     cgroup_parent: str = CGROUP_PARENT
     kubelet_port: int = field(default_factory=free_port)  # the kubelet API (logs, exec, port-forward)
+    extra_args: tuple[str, ...] = ()  # more `skiff agent` flags
 
     def start(self, timeout: float = 30.0) -> AgentNode:
         # no proxy and no pod network: they would program the host's own iptables (tests/e2e/two_nodes.py does)
@@ -119,7 +120,8 @@ class AgentNode:
                "--pod-cidr", self.pod_cidr, "--bridge", self.bridge, "--netns-prefix", self.netns_prefix,
                "--cgroup-parent", self.cgroup_parent, "--state-dir", str(self.state_dir),
                "--registry", self.registry.host,
-               "--disable-proxy", "--disable-pod-network", "--kubelet-port", str(self.kubelet_port)]  # fmt: skip
+               "--disable-proxy", "--disable-pod-network", "--kubelet-port", str(self.kubelet_port),
+               *self.extra_args]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

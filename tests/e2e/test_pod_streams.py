@@ -37,6 +37,7 @@ NODE = "e2e-streams"  # a pod network of its own: test_agent.py's node may run (
 def apply(cluster: Server, ns: str, *docs: dict[str, Any]) -> None:
     for doc in docs:
         doc["spec"]["nodeName"] = NODE
+        doc["spec"]["terminationGracePeriodSeconds"] = 1  # shell loops as pid 1 ignore SIGTERM
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
 
 
@@ -58,7 +59,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
     node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("streams-agent") / "state", registry=registry,
                      node=NODE, pod_cidr="10.199.43.0/24", bridge="skstream0", netns_prefix="skstream-",
-                     cgroup_parent="skiffstreamtest")  # fmt: skip
+                     cgroup_parent="skiffstreamtest",
+                     extra_args=("--container-log-max-size=32Ki", "--container-log-max-files=3",
+                                 "--container-log-monitor-interval=300ms"))  # fmt: skip
     try:
         yield node.start()
     finally:
@@ -103,11 +106,13 @@ def pods(cluster: Server, agent: AgentNode, registry: Registry) -> Iterator[str]
             container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
             volumes=[{"name": "data", "emptyDir": {}}]),
         two,
+        pod("chatty", registry.busybox,  # ~20 KB/s of log: rotated every two seconds or so
+            ["sh", "-c", "i=0; pad=$(printf '%0990d' 0); while true; do i=$((i+1)); echo $i $pad; sleep 0.05; done"]),
         pod("web", registry.busybox,
             ["sh", "-c", "mkdir -p /www && echo hello through port-forward > /www/index.html && "
                          "exec httpd -f -p 127.0.0.1:8080 -h /www"]),
     )  # fmt: skip
-    for p in ("counter", "early-late", "two", "web"):
+    for p in ("counter", "early-late", "two", "web", "chatty"):
         running(cluster, name, p)
     running(cluster, name, "restarting", restarts=1)
     yield name
@@ -299,3 +304,22 @@ def test_kubelet_api_lets_only_the_apiserver_in(cluster: Server, agent: AgentNod
     code, text = fetch("admin")
     assert code == 403 and "user=system:admin" in text
     assert fetch(None)[0] == 401
+
+
+def test_logs_rotate_by_size_and_read_across_files(cluster: Server, agent: AgentNode, pods: str) -> None:
+    uid = get_pod(cluster, pods, "chatty")["metadata"]["uid"]
+    logs = agent.state_dir / "pods" / uid / "logs" / "c"
+
+    def rotated() -> list[str]:
+        return sorted(p.name for p in logs.iterdir() if p.name.startswith("0.log."))
+
+    first = wait_for(lambda: rotated()[:1], what="a rotated log")[0]
+    wait_for(lambda: rotated() and rotated()[0] != first, what="the oldest rotated log dropped")
+    assert len(rotated()) <= 2  # --container-log-max-files=3, the live one included
+    assert (logs / "0.log").stat().st_size < 64 * 1024
+    numbers = [int(line.split()[0]) for line in cluster.kubectl("logs", "-n", pods, "chatty").stdout.splitlines()]
+    assert numbers[0] > 1  # the oldest lines went with the dropped file
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # nothing lost between files
+    out = cluster.kubectl("logs", "-n", pods, "chatty", "--tail=3").stdout
+    tail = [int(line.split()[0]) for line in out.splitlines()]
+    assert len(tail) == 3 and tail == list(range(tail[0], tail[0] + 3)) and tail[0] >= numbers[-1] - 2

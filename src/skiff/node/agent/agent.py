@@ -47,6 +47,7 @@ class AgentConfig:
     cgroup_parent: str = "skiff"
     netns_prefix: str = "skiff-"
     kubelet_port: int = DEFAULT_KUBELET_PORT  # the kubelet API (logs, exec, port-forward); 0: not served
+    log_rotation: container_logs.LogRotation = field(default_factory=container_logs.LogRotation)
     network: NetworkOptions = NetworkOptions()  # noqa: RUF009 (frozen) the proxy, pod routes, the pods' DNS
     image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
     image_gc_period: float = PERIOD
@@ -123,7 +124,8 @@ class Agent:
             ),
             spawn(self.image_gc.run(stop, cfg.image_gc_period), name="agent image gc", logger=log),
             self.pods.start(),
-            spawn(container_logs.rotation_loop(self.runtime, stop), name="agent log rotation", logger=log),
+            spawn(container_logs.rotation_loop(self.runtime, stop, cfg.log_rotation), name="agent log rotation",
+                  logger=log),
         ]
         kubelet = KubeletServer(client=self.client, pods=self.pods, runtime=self.runtime, state_dir=cfg.state_dir,
                                 node_name=cfg.node_name, node_ip=host_ip, port=cfg.kubelet_port)  # fmt: skip

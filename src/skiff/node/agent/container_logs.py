@@ -244,17 +244,23 @@ async def rotate_logs(runtime: Runtime, *, max_size: int = MAX_SIZE, max_files: 
     return count
 
 
-async def rotation_loop(
-    runtime: Runtime, stop: asyncio.Event, *, interval: float = 10.0, max_size: int = MAX_SIZE,
-    max_files: int = MAX_FILES,
-) -> None:  # fmt: skip
-    """Check the logs every `interval` seconds until `stop` (the kubelet checks every 10 s)."""
+@dataclass(frozen=True)
+class LogRotation:
+    """The kubelet's containerLogMaxSize, containerLogMaxFiles and containerLogMonitorInterval."""
+
+    max_size: int = MAX_SIZE
+    max_files: int = MAX_FILES
+    interval: float = 10.0
+
+
+async def rotation_loop(runtime: Runtime, stop: asyncio.Event, policy: LogRotation = LogRotation()) -> None:
+    """Check the logs every `policy.interval` seconds until `stop`."""
     while not stop.is_set():
         try:
-            await rotate_logs(runtime, max_size=max_size, max_files=max_files)
+            await rotate_logs(runtime, max_size=policy.max_size, max_files=policy.max_files)
         except Exception:  # a failed round is retried next time
             log.exception("log rotation failed")
         try:
-            await asyncio.wait_for(stop.wait(), interval)
+            await asyncio.wait_for(stop.wait(), policy.interval)
         except TimeoutError:
             pass
