@@ -1,13 +1,14 @@
 """Probe results as the kubelet keeps them: defaults, thresholds, hold, started/ready, where httpGet goes.
 
-Also the HTTP and TCP actions against real local sockets (a tiny asyncio server), and the pod
-status computed with probe states.
+Also the HTTP and TCP actions against real local sockets (a tiny asyncio server), the gRPC health
+check against a real etcd, and the pod status computed with probe states.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ from skiff.node.agent.probes import (
     probe_specs,
     resolve_port,
 )
+from tests.storage.conftest import start_etcd
 
 S, F, U = Result.SUCCESS, Result.FAILURE, Result.UNKNOWN
 
@@ -208,3 +210,28 @@ async def test_tcp_connect_succeeds_on_a_listening_port() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_health_status_of_a_grpc_message() -> None:
+    serving, not_serving = b"\x00\x00\x00\x00\x02\x08\x01", b"\x00\x00\x00\x00\x02\x08\x02"
+    assert actions.health_status(serving) == 1 and actions.health_status(not_serving) == 2
+    assert actions.health_status(b"\x00\x00\x00\x00\x00") == 0  # UNKNOWN: the field's default
+    assert actions.health_status(b"\x01\x00\x00\x00\x02\x08\x01") is None  # compressed: not ours
+
+
+@pytest.mark.etcd
+async def test_grpc_health_against_etcd(tmp_path: Path) -> None:
+    """etcd serves grpc.health.v1 on its client port (Kubernetes' own example of a gRPC probe)."""
+    proc, url = await asyncio.to_thread(start_etcd, str(tmp_path / "etcd"))
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        ok = await actions.grpc_health("127.0.0.1", port, "", 5.0)
+        assert (ok.result, ok.output) == (S, "service healthy")
+        unknown = await actions.grpc_health("127.0.0.1", port, "no.such.Service", 5.0)
+        assert unknown.result == F and unknown.output.startswith("error: health rpc probe failed: ")
+    finally:
+        proc.kill()
+        proc.wait()
+    refused = await actions.grpc_health("127.0.0.1", port, "", 1.0)
+    assert refused.output == (f'timeout: failed to connect service "127.0.0.1:{port}" within 1s: '
+                              f"dial tcp 127.0.0.1:{port}: connect: connection refused")  # fmt: skip

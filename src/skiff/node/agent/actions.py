@@ -1,4 +1,4 @@
-"""Running the actions that probes and lifecycle hooks share: exec, httpGet, tcpSocket.
+"""Running the actions that probes and lifecycle hooks share: exec, httpGet, tcpSocket (and grpc for probes).
 
 exec runs the command in the container through the runtime (`runc exec`): exit code 0 is a
 success, any other a failure whose output is the command's (at most 10 KiB, as the kubelet).
@@ -7,6 +7,8 @@ on the pod bridge (the kubelet probes from the host network namespace the same w
 succeeds with a status from 200 to 399; redirects to the same host are followed, a redirect
 elsewhere is a success with a warning, as the kubelet's prober does. Failure texts read as Go's
 net/http errors do in the kubelet's events (`dial tcp 10.42.0.7:8080: connect: connection refused`).
+A grpc probe calls grpc.health.v1.Health/Check over cleartext HTTP/2, written here frame by frame
+(one stream, HPACK literals out; only the DATA frames are read back): SERVING is a success.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import ssl
 from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
-from skiff.node.agent.probes import HttpTarget, Result
+from skiff.node.agent.probes import PROBE_AGENT, HttpTarget, Result
 from skiff.node.runtime.runtime import Runtime
 
 MAX_OUTPUT = 10 * 1024
@@ -152,6 +154,140 @@ async def http_get(target: HttpTarget, limit: float | None) -> Outcome:
             return Outcome(Result.SUCCESS, f"Probe terminated redirects, Response body: {_text(body)}", warning=True)
         return Outcome(Result.SUCCESS, _text(body))
     return Outcome(Result.FAILURE, f"HTTP probe failed with statuscode: {status}")
+
+
+# --- gRPC health checking (grpc.health.v1.Health/Check over cleartext HTTP/2, as the kubelet's gRPC probe) --------
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0, 1, 3, 4, 6, 7
+END_STREAM, END_HEADERS, ACK, PADDED, PRIORITY = 0x1, 0x4, 0x1, 0x8, 0x20
+HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out, value = bytearray([first | limit]), value - limit
+    while value >= 128:
+        out.append(value % 128 + 128)
+        value //= 128
+    return bytes([*out, value])
+
+
+def _hpack_str(text: str) -> bytes:
+    raw = text.encode()
+    return _hpack_int(len(raw), 7, 0) + raw  # no Huffman coding
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 128:
+        out.append(value % 128 + 128)
+        value //= 128
+    return bytes([*out, value])
+
+
+def health_request(authority: str, service: str) -> bytes:
+    """The client's side of one Check call: preface, SETTINGS, HEADERS, DATA (HPACK literals, no index)."""
+    headers = (
+        b"\x83\x86"  # :method POST, :scheme http (static table)
+        + _hpack_int(4, 4, 0) + _hpack_str("/grpc.health.v1.Health/Check")  # :path
+        + _hpack_int(1, 4, 0) + _hpack_str(authority)  # :authority
+        + _hpack_int(31, 4, 0) + _hpack_str("application/grpc")  # content-type
+        + b"\x00" + _hpack_str("te") + _hpack_str("trailers")
+        + _hpack_int(58, 4, 0) + _hpack_str(PROBE_AGENT)  # user-agent
+    )  # fmt: skip
+    message = b"\x0a" + _varint(len(service.encode())) + service.encode() if service else b""
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    return (
+        H2_PREFACE
+        + _frame(SETTINGS, 0, 0)
+        + _frame(HEADERS, END_HEADERS, 1, headers)
+        + _frame(DATA, END_STREAM, 1, body)
+    )
+
+
+def health_status(message: bytes) -> int | None:
+    """`status` (field 1) of a HealthCheckResponse in a gRPC length-prefixed message."""
+    if len(message) < 5 or message[0] != 0:
+        return None
+    data, i, status = message[5 : 5 + int.from_bytes(message[1:5], "big")], 0, 0
+    while i < len(data):
+        key = data[i]
+        i += 1
+        if key & 7 != 0:  # only varints are expected in this message
+            return None
+        value = shift = 0
+        while i < len(data):
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 128:
+                break
+        if key >> 3 == 1:
+            status = value
+    return status
+
+
+async def _health_call(host: str, port: int, service: str) -> tuple[bytes, str]:
+    """(the response message, an error) of one Check call."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(health_request(f"{host}:{port}", service))
+        await writer.drain()
+        message = b""
+        while True:
+            head = await reader.readexactly(9)
+            length, kind, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            payload = await reader.readexactly(length)
+            if kind == SETTINGS and not flags & ACK:
+                writer.write(_frame(SETTINGS, ACK, 0))
+            elif kind == PING and not flags & ACK:
+                writer.write(_frame(PING, ACK, 0, payload))
+            elif kind == GOAWAY:
+                return message, "the server sent GOAWAY"
+            elif kind == RST_STREAM and stream == 1:
+                return message, f"the server reset the stream (code {int.from_bytes(payload[:4], 'big')})"
+            elif kind == DATA and stream == 1:
+                if flags & PADDED:
+                    payload = payload[1 : len(payload) - payload[0]]
+                message += payload
+            if kind in (DATA, HEADERS) and stream == 1 and flags & END_STREAM:
+                return message, ""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def grpc_health(host: str, port: int, service: str, limit: float) -> Outcome:
+    """As the kubelet's gRPC prober: Success when the server says SERVING for `service`."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        async with asyncio.timeout(limit):
+            message, error = await _health_call(host, port, service)
+    except TimeoutError:
+        return Outcome(Result.FAILURE, f"timeout: health rpc did not complete within {limit:g}s")
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        reason = _dial_error(host, port, exc) if isinstance(exc, OSError) else "the connection was closed"
+        return Outcome(
+            Result.FAILURE, f"timeout: failed to connect service {go_quote(address)} within {limit:g}s: {reason}"
+        )
+    status = health_status(message) if message else None
+    if status is None:
+        detail = error or "no health status in the answer (the service is unknown or not served)"
+        return Outcome(Result.FAILURE, f"error: health rpc probe failed: {detail}")
+    if status != 1:
+        return Outcome(
+            Result.FAILURE, f"service unhealthy (responded with {go_quote(HEALTH_STATUS.get(status, str(status)))})"
+        )
+    return Outcome(Result.SUCCESS, "service healthy")
 
 
 def go_quote(text: str) -> str:

@@ -36,6 +36,7 @@ from skiff.node.agent.probes import (
     container_probe_state,
     http_target,
     probe_specs,
+    resolve_port,
     tcp_target,
 )
 from skiff.node.runtime.runtime import Runtime
@@ -209,7 +210,9 @@ class ProbeManager:
                 host, port = tcp_target(spec.action["tcpSocket"], container, ip)
                 return await actions.tcp_connect(host, port, spec.timeout)
             if "grpc" in spec.action:
-                return actions.Outcome(Result.UNKNOWN, error="grpc probes are not supported by this node")
+                grpc = spec.action["grpc"] or {}
+                port = resolve_port(grpc.get("port"), container)
+                return await actions.grpc_health(ip, port, str(grpc.get("service") or ""), spec.timeout)
         except ActionError as exc:
             return actions.Outcome(Result.UNKNOWN, error=str(exc))
         return actions.Outcome(Result.UNKNOWN, error=f"missing probe handler for {container.get('name', '')}")
