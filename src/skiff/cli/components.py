@@ -25,7 +25,7 @@ from typing import Any
 
 from skiff.cli.children import ChildFailed, ChildSpec, supervise
 from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_spec, with_cluster_dns
-from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec
+from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec, seed_images
 from skiff.client import Client
 
 log = logging.getLogger("skiff")
@@ -146,11 +146,14 @@ async def run_cluster(config: object, opts: ClusterOptions) -> None:
 
     async with contextlib.AsyncExitStack() as stack:
         try:
-            await stack.enter_async_context(run_registry(config.data_dir, opts.registry_address))
+            registry = await stack.enter_async_context(run_registry(config.data_dir, opts.registry_address))
         except ImageError as e:
             raise ComponentFailed(
                 f"{e} (--registry-address HOST:PORT puts it elsewhere; --disable-registry runs none)"
             ) from None
+        if opts.agent is not None:
+            seeding = asyncio.create_task(seed_images(registry.host), name="seed images")
+            stack.callback(seeding.cancel)
         await _run_control_plane(config, opts)
 
 

@@ -8,7 +8,9 @@ gets a node client certificate (CN=system:node:<name>, O=system:nodes) signed by
 and a kubeconfig of its own, DATA_DIR/agent/kubeconfig.yaml, where a joining agent also keeps
 the one it bootstrapped.
 
-An agent needs root, runc, iptables and the CNI plugins. Without them the server says what
+With the bundled registry, the built-in busybox image is pushed to it once (`seed_images`), so a
+fresh cluster runs `kubectl run --image=busybox` without internet. An agent needs root, runc,
+iptables and the CNI plugins. Without them the server says what
 is missing and how to get it, and runs without a local node rather than failing.
 
 The agent is supervised like the controller manager and scheduler: if it dies, the server
@@ -100,6 +102,20 @@ def missing_requirements() -> str | None:
     if missing:
         return f"install the Debian packages {' '.join(missing)}"
     return None
+
+
+async def seed_images(registry: str) -> None:
+    """Put the built-in busybox image into the bundled registry if it lacks it (as k3s ships its airgap
+    images), so that `kubectl run --image=busybox` works on a machine without internet."""
+    from skiff.images.errors import ImageError
+    from skiff.images.recipes import ensure_builtin_image
+
+    try:
+        ref = await ensure_builtin_image("busybox", registry)
+    except (ImageError, OSError) as e:
+        log.warning("could not put the built-in busybox image into %s: %s", registry, e)
+    else:
+        log.info("image %s is in the bundled registry", ref)
 
 
 async def local_agent_spec(opts: LocalAgentOptions, *, data_dir: Path, server_url: str) -> ChildSpec | None:
