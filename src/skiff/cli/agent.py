@@ -106,8 +106,11 @@ def run_agent(args: argparse.Namespace) -> int:
         cgroup_parent=args.cgroup_parent,
         netns_prefix=args.netns_prefix,
         kubelet_port=args.kubelet_port,
-        log_rotation=LogRotation(max_size=args.container_log_max_size, max_files=max(2, args.container_log_max_files),
-                                 interval=args.container_log_monitor_interval),  # fmt: skip
+        log_rotation=LogRotation(
+            max_size=args.container_log_max_size,
+            max_files=max(2, args.container_log_max_files),
+            interval=args.container_log_monitor_interval,
+        ),
         network=network_options(args),
         image_gc=ImageGCPolicy(
             high_threshold_percent=args.image_gc_high_threshold,
