@@ -26,6 +26,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from cryptography import x509
@@ -156,14 +157,23 @@ class KubeletServer:
             app.router.add_route(verb, "/portForward/{namespace}/{pod}", self.port_forward)
         return app
 
-    async def start(self) -> None:
-        ca = await self._cluster_ca()
-        ctx = await asyncio.to_thread(ssl_context, self.state_dir / "kubelet-tls", self.node_name, self.node_ip, ca)
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address or None, self.port, ssl_context=ctx, reuse_address=True)
-        await site.start()
+    async def start(self) -> bool:
+        """Listen; on failure (the port taken, the CA unreadable) say why and go on without the kubelet API:
+        the pods run all the same, only logs, exec and port-forward cannot reach this node."""
+        try:
+            ca = await self._cluster_ca()
+            ctx = await asyncio.to_thread(ssl_context, self.state_dir / "kubelet-tls", self.node_name, self.node_ip, ca)
+            self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.address or None, self.port, ssl_context=ctx, reuse_address=True)
+            await site.start()
+        except (OSError, ssl.SSLError, aiohttp.ClientError, ValueError) as e:
+            log.error("kubelet API not served on port %d (kubectl logs, exec and port-forward will not reach "
+                      "this node): %s", self.port, e)  # fmt: skip
+            await self.stop()
+            return False
         log.info("kubelet API listening on port %d", self.port)
+        return True
 
     async def stop(self) -> None:
         if self._runner is not None:
