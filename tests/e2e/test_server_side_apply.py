@@ -112,6 +112,12 @@ def test_dropped_list_item_is_removed_unless_someone_else_owns_it(server: Server
     assert [c["name"] for c in got["spec"]["template"]["spec"]["containers"]] == ["main"]
     assert got["spec"]["replicas"] == 1
 
+    # kubectl scale writes through /scale: its entry names the subresource
+    server.kubectl("scale", "-n", ns, "deployment", "web", "--replicas", "2")
+    scaled = [e for e in managed(server, ns, "deployment", "web") if e.get("subresource") == "scale"]
+    assert [(e["manager"], e["operation"], e["fieldsV1"]) for e in scaled] == [
+        ("kubectl", "Update", {"f:spec": {"f:replicas": {}}})]  # fmt: skip
+
 
 def test_updates_record_their_manager_and_yaml_shows_them(server: Server, ns: str) -> None:
     server.kubectl("create", "-n", ns, "configmap", "plain", "--from-literal=k=v")

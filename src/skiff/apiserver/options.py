@@ -27,6 +27,7 @@ class WriteOptions:
     user_agent: str = ""  # the default field manager (its product name) when fieldManager is not given
     apply: Any = None  # a server-side apply's configuration: its ownership is recorded by the apply itself
     force: bool = False  # force=true on an apply: take conflicting fields over
+    via: str = ""  # the subresource a write of the parent came through (scale), for its managedFields entry
     warnings: list[str] = field(default_factory=list)
 
 

@@ -26,7 +26,7 @@ def _request(rt: ResourceType, opts: WriteOptions, subresource: str) -> managed_
     return managed_fields.Request(
         manager=managed_fields.default_manager(opts.field_manager, opts.user_agent),
         api_version=rt.api_version,
-        subresource=subresource if subresource == "status" else "",
+        subresource=subresource if subresource == "status" else opts.via,
         status_separate="status" in rt.subresources,
         now=now_rfc3339(),
     )

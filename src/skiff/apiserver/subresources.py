@@ -10,6 +10,7 @@ parent's resourceVersion as the guard.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -156,7 +157,7 @@ async def _scale(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
         updated = copy.deepcopy(parent)
         _set(updated, paths["specReplicasPath"], replicas)
         try:
-            written = await store._write(rt, kv, updated, opts)
+            written = await store._write(rt, kv, updated, replace(opts, via="scale"))
         except RevisionConflictError:
             if wanted:
                 raise conflict(rt, name, MODIFIED) from None
