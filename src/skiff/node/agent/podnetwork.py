@@ -139,7 +139,11 @@ class PodNetwork:
     async def run(self, stop: asyncio.Event) -> None:
         """Set up, keep the routes in step with the Nodes until `stop`, then clean up."""
         loop = SyncLoop(self.sync, min_interval=0.5, full_interval=30.0)
-        self.nodes.add_handlers(on_add=loop.request, on_update=lambda _o, _n: loop.request(), on_delete=loop.request)
+        def on_update(old: Obj, new: Obj) -> None:
+            if desired_routes([old], self.node_name) != desired_routes([new], self.node_name):
+                loop.request()  # not on every heartbeat: only when a route would change
+
+        self.nodes.add_handlers(on_add=loop.request, on_update=on_update, on_delete=loop.request)
         try:
             await self.setup()
             self.nodes.start()
