@@ -10,7 +10,7 @@ Each agent is a real `skiff agent` process entered into its node's network names
 CIDR, bridge, pod netns prefix, cgroup parent and state dir. The agents run their proxy and pod
 network there: routes between the nodes' pod CIDRs, masquerade, Service DNAT, all inside the node
 namespaces; the host's own rules are never touched. Node B joins with the server's token
-(`skiff agent --server --token`) when this skiff has it, else with a kubeconfig.
+(`skiff agent --server URL --token TOKEN`), node A uses a kubeconfig.
 
 `TwoNodes.close()` deletes the pods through the agents, stops them, then removes by force whatever
 is left (containers, pod network namespaces, mounts, cgroups), the node namespaces (and with them
@@ -155,13 +155,11 @@ class TwoNodes:
             sh("ip", "-n", ns, "route", "add", "default", "via", self.host_ip)
 
     def _credentials(self, name: str) -> list[str]:
-        """Node B joins with the token if `skiff agent --server` exists; otherwise a kubeconfig."""
+        """Node B joins with the server's token (TLS bootstrap); node A gets a kubeconfig for the bridge address."""
         assert self.server is not None
         url = f"https://{self.host_ip}:{self.server.port}"
-        help_text = sh(str(BIN / "skiff"), "agent", "--help").stdout
-        token = self.server.data_dir / "token"
-        if name == "b" and "--server" in help_text and token.exists():
-            return ["--server", url, "--token", token.read_text().strip()]
+        if name == "b":
+            return ["--server", url, "--token", (self.server.data_dir / "token").read_text().strip()]
         config: dict[str, Any] = yaml.safe_load(self.server.kubeconfig.read_text())
         for cluster in config["clusters"]:
             cluster["cluster"]["server"] = url
