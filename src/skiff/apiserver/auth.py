@@ -11,8 +11,11 @@ system:public-info-viewer). Every authenticated user also gets the
 
 Authorization is a chain of `Authorizer`s, as in Kubernetes' union
 authorizer: the first to allow or deny decides, "no opinion" passes on, and
-nobody allowing means 403. The default chain lets `system:masters` do
-anything and anyone read the public endpoints; RBAC joins the chain later.
+nobody allowing means 403. The default chain lets `system:masters` and
+nodes (`system:nodes`, for now) do anything, bootstrap identities (the join
+token's `system:bootstrap:<id>`, see `JoinTokenAuthenticator`) only ask for
+certificates, and anyone read the public endpoints; RBAC joins the chain
+later.
 The user is stored on the request under `USER`, the parsed request under
 `REQUEST_ATTRIBUTES`, for the handlers after these middlewares.
 
@@ -453,9 +456,9 @@ def default_authorizer() -> Authorizer:
     itself and read discovery; nothing else."""
     return UnionAuthorizer(
         PrivilegedGroupAuthorizer((MASTERS_GROUP, NODES_GROUP)),
-        BootstrapAuthorizer(),
         PublicInfoAuthorizer(),
         BasicUserAuthorizer(),
+        BootstrapAuthorizer(),  # last: what the others allow everyone, bootstrappers may do too
     )
 
 

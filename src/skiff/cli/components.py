@@ -178,7 +178,9 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
     specs = [] if opts.single_process else child_specs(opts, str(kubeconfig))
     if opts.agent is not None:  # this machine's node agent: always a child, with its own identity
         url = local_server_url(config.bind_address, config.port)
-        agent = await local_agent_spec(opts.agent, data_dir=Path(config.data_dir), server_url=url)
+        agent = await local_agent_spec(
+            opts.agent, data_dir=Path(config.data_dir), server_url=url, bind_address=config.bind_address
+        )
         specs += [agent] if agent is not None else []
     if opts.dns is not None:  # the cluster DNS server: always a child; the local agent's pods ask it
         specs = [*(with_cluster_dns(s, opts.dns) for s in specs), cluster_dns_spec(opts.dns, str(kubeconfig))]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skiff.cli.children import ChildSpec
+from skiff.cli.cluster_dns import machine_address
 
 log = logging.getLogger("skiff")
 
@@ -118,7 +119,9 @@ async def seed_images(registry: str) -> None:
         log.info("image %s is in the bundled registry", ref)
 
 
-async def local_agent_spec(opts: LocalAgentOptions, *, data_dir: Path, server_url: str) -> ChildSpec | None:
+async def local_agent_spec(
+    opts: LocalAgentOptions, *, data_dir: Path, server_url: str, bind_address: str = ""
+) -> ChildSpec | None:
     """The `skiff agent` child for this machine, its node credentials written; None (with a warning)
     when this machine cannot run containers."""
     from skiff.apiserver.pki import PKIPaths, node_credentials
@@ -136,8 +139,11 @@ async def local_agent_spec(opts: LocalAgentOptions, *, data_dir: Path, server_ur
     await asyncio.to_thread(
         node_credentials, PKIPaths(data_dir), opts.node_name, server_url=server_url, kubeconfig=kubeconfig
     )
+    # the node's InternalIP: this machine's address (as k3s: the default route's), not the loopback URL's
+    node_ip = await asyncio.to_thread(machine_address, bind_address)
     argv = (
         *("agent", "--kubeconfig", str(kubeconfig), "--node-name", opts.node_name, "--state-dir", str(state_dir)),
+        *("--node-ip", node_ip),
         *("--pod-cidr", opts.pod_cidr, "--bridge", opts.bridge, "--netns-prefix", opts.netns_prefix),
         *("--cgroup-parent", opts.cgroup_parent, "--registry", opts.registry, "--log-level", opts.log_level),
         *opts.extra_args,
