@@ -245,6 +245,7 @@ def _restart_keeps_allocations(srv: Server) -> None:
         code, status = create(again, "default", "one-too-many")
         assert code == 500 and "failed to allocate a serviceIP: range is full" in status["message"]
         assert everything["kubernetes"] == "10.96.0.1"
+        assert "cannot create Service default/kubernetes" not in again.logs()  # it exists: kept, not re-made
     finally:
         again.stop()
 

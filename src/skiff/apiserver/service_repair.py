@@ -161,8 +161,19 @@ async def ensure_kubernetes_service(store: Store, registry: Registry, allocators
         },
     }
     try:
-        await store.create(rt, "default", body, WriteOptions())
-        log.info("created Service default/kubernetes at %s", allocators.ip.range.kubernetes_ip)
+        # look first, as kube-apiserver's controller does: a create of an existing Service fails on
+        # its (taken) cluster IP before it fails on the name
+        await store.get(rt, "default", KUBERNETES)
+    except errors.NotFound:
+        exists = False
+    else:
+        exists = True
+    try:
+        if exists:
+            await _reconcile_ports(store, rt, body["spec"]["ports"])
+        else:
+            await store.create(rt, "default", body, WriteOptions())
+            log.info("created Service default/kubernetes at %s", allocators.ip.range.kubernetes_ip)
     except errors.AlreadyExists:
         await _reconcile_ports(store, rt, body["spec"]["ports"])
     except errors.StatusError as e:
