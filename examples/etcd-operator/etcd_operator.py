@@ -11,8 +11,9 @@ conditions (Available, Restoring, BackupSucceeded) and in events.
 How a member starts: its pod runs a small shell script (MEMBER_SCRIPT) that waits until the
 operator has written the cluster to join into the pod's annotations (a downward API volume shows
 them as files). The operator needs the pod's IP for the member's peer URL, so the order is:
-create the pod, read its IP, `member add` (or, for the first member, nothing), annotate the pod,
-and the script starts etcd (after `snapshot restore` when the annotation names a snapshot).
+create the pod, read its IP, `member add` (for a new cluster: nothing, all members start at
+once), annotate the pod, and the script starts etcd (after `snapshot restore` when the
+annotation names a snapshot).
 
 Run it with `kopf run --standalone --all-namespaces etcd_operator.py` (out of the cluster, with a
 kubeconfig) or as the Deployment of deploy.yaml. Settings come from the environment:
@@ -440,7 +441,7 @@ async def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     elif len(members) > c.size:
         victim = max(members, key=member_index)
         await remove_member(c, listing, victim, ips[next(m for m in alive if m != victim)], pods)
-        c.event("Normal", "MemberRemoved", f"scaled down: removed member {victim} ({len(members) - 1}/{c.size})")
+        c.event("Normal", "MemberRemoved", f"scaled down: removed member {victim} ({len(members) - 1} now)")
     else:
         await report(c, alive, members)
 
@@ -501,22 +502,25 @@ async def wait_deleted(c: Cluster, names: list[str], within: float = 60.0) -> No
 
 
 async def bootstrap(c: Cluster, pods: dict[str, Obj], snapshot: str) -> None:
-    """A one-member cluster <cluster>-0, empty or restored from `snapshot`; the next rounds grow it."""
-    name = f"{c.name}-0"
+    """A new cluster: all `size` members at once when empty; restored from `snapshot`, the one member
+    <cluster>-0 (the next rounds grow it through the member API)."""
     for old in pods:  # left-overs of an earlier attempt, or the survivors of a lost quorum
         await kube.delete(pods_path(c.ns, old), grace=0)
     await wait_deleted(c, list(pods))
     restores = int((c.status.get("restore") or {}).get("count", 0))
     token = f"{c.name}-{c.body['metadata']['uid'][:8]}-{restores}"
-    ip = await start_pod(c, name)
-    await join(c, name, f"{name}=http://{ip}:{PEER_PORT}", "new", token, snapshot)
-    if not await wait_healthy(ip):
-        await kube.delete(pods_path(c.ns, name), grace=0)
-        raise kopf.TemporaryError(f"first member {name} did not become healthy", delay=INTERVAL)
-    await c.update_status(members=[name], size=1, readyMembers=1, clusterToken=token)
+    names = [f"{c.name}-{i}" for i in range(1 if snapshot else c.size)]
+    ips = await asyncio.gather(*(start_pod(c, name) for name in names))
+    initial = ",".join(f"{name}=http://{ip}:{PEER_PORT}" for name, ip in zip(names, ips, strict=True))
+    for name in names:
+        await join(c, name, initial, "new", token, snapshot)
+    if not all(await asyncio.gather(*map(wait_healthy, ips))):
+        for name in names:
+            await kube.delete(pods_path(c.ns, name), grace=0)
+        raise kopf.TemporaryError(f"{', '.join(names)} did not become healthy", delay=INTERVAL)
+    await c.update_status(members=names, size=len(names), readyMembers=len(names), clusterToken=token)
     if not snapshot:
-        c.event("Normal", "Bootstrapped", f"first member {name} started at {ip}")
-        await c.set_condition("Available", c.size == 1, "Bootstrapping", f"1 of {c.size} members")
+        c.event("Normal", "Bootstrapped", f"members {', '.join(names)} started at {', '.join(ips)}")
 
 
 async def add_member(c: Cluster, pods: dict[str, Obj], listing: list[Obj], via: str) -> None:
@@ -546,7 +550,7 @@ async def add_member(c: Cluster, pods: dict[str, Obj], listing: list[Obj], via: 
         c.event("Warning", "MemberFailed", f"member {name} did not become healthy; removing it")
         await remove_member(c, (await etcd(via, "/v3/cluster/member/list", {}))["members"], name, via, pods)
         return
-    c.event("Normal", "MemberAdded", f"member {name} joined at {ip} ({len(members)}/{c.size})")
+    c.event("Normal", "MemberAdded", f"member {name} joined at {ip} ({len(members)} of {c.size})")
 
 
 async def remove_member(c: Cluster, listing: list[Obj], name: str, via: str, pods: dict[str, Obj]) -> None:

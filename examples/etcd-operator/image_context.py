@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TOP = "kopf"
-LIBC = re.compile(r"^(libc|libm|libpthread|libdl|librt|ld-linux[^ ]*|linux-vdso)\.so")
+LIBC = re.compile(r"^(libc\.so|ld-linux|linux-vdso)")
 
 
 def requirement_names(dist: importlib.metadata.Distribution) -> list[str]:
@@ -73,7 +73,7 @@ def copy_distribution(dist: importlib.metadata.Distribution, dest: Path) -> list
 
 
 def libraries(modules: list[Path]) -> set[Path]:
-    """What `ldd` says the compiled modules load, minus libc and friends (the python image has them)."""
+    """What `ldd` says the compiled modules load, minus libc and its loader (the python image has them)."""
     found: set[Path] = set()
     for module in modules:
         out = subprocess.run(["ldd", str(module)], capture_output=True, text=True).stdout
