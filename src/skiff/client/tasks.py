@@ -70,4 +70,8 @@ async def wait_or_stop(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
         return result
     task.cancel()
     await asyncio.wait([task])
+    if not task.cancelled():
+        # a cancelled gather() ends with CancelledError set as its exception: retrieve it, or asyncio
+        # logs "exception was never retrieved" with a traceback at every shutdown
+        task.exception()
     return None
