@@ -137,6 +137,22 @@ def answers(lab: TwoNodes, count: int, url: str = "http://web.default.svc.cluste
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def test_kube_dns_service_leads_to_the_servers_dns(lab: TwoNodes) -> None:
+    server = lab.server
+    assert server is not None
+
+    def get(kind: str) -> dict[str, Any]:
+        return json.loads(server.kubectl("get", kind, "kube-dns", "-n", "kube-system", "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    svc = get("service")
+    assert svc["spec"]["clusterIP"] == "10.43.0.10" and "selector" not in svc["spec"]
+    assert svc["metadata"]["labels"]["k8s-app"] == "kube-dns"
+    assert [(p["name"], p["port"], p["protocol"]) for p in svc["spec"]["ports"]] == [("dns", 53, "UDP"),
+                                                                                   ("dns-tcp", 53, "TCP")]  # fmt: skip
+    subset = get("endpoints")["subsets"][0]
+    assert [a["ip"] for a in subset["addresses"]] == [lab.host_ip]  # the server's DNS, on the nodes' link
+
+
 def test_pod_resolv_conf_and_hosts(lab: TwoNodes) -> None:
     resolv = in_client(lab, "cat /etc/resolv.conf").splitlines()
     assert resolv == ["search default.svc.cluster.local svc.cluster.local cluster.local",
