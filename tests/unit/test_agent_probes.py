@@ -14,6 +14,7 @@ import pytest
 
 from skiff.node.agent import actions
 from skiff.node.agent.podstatus import RUNNING, Attempt, Observation, compute_status
+from skiff.node.agent.prober import ProbeManager
 from skiff.node.agent.probes import (
     LIVENESS,
     READINESS,
@@ -235,3 +236,56 @@ async def test_grpc_health_against_etcd(tmp_path: Path) -> None:
     refused = await actions.grpc_health("127.0.0.1", port, "", 1.0)
     assert refused.output == (f'timeout: failed to connect service "127.0.0.1:{port}" within 1s: '
                               f"dial tcp 127.0.0.1:{port}: connect: connection refused")  # fmt: skip
+
+
+class _Events:
+    """Records what the prober would write as Events."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def record(self, involved: object, *, type: str, reason: str, message: str, field_path: str = "") -> None:
+        self.seen.append((reason, message, field_path))
+
+
+async def test_prober_workers_follow_running_containers_and_end_with_the_pod() -> None:
+    """A tcpSocket readiness probe on a listening port and a liveness probe on a closed one (no runtime needed)."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    open_port = server.sockets[0].getsockname()[1]
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    closed_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    liveness = {"tcpSocket": {"port": closed_port}, "periodSeconds": 1, "failureThreshold": 1}
+    container = {"name": "c", "readinessProbe": {"tcpSocket": {"port": open_port}, "periodSeconds": 1},
+                 "livenessProbe": liveness}  # fmt: skip
+    pod = {"metadata": {"uid": "u1", "name": "p", "namespace": "ns"}, "spec": {"containers": [container]}}
+    events = _Events()
+    changed: list[str] = []
+    manager = ProbeManager(None, events, on_change=changed.append)  # type: ignore[arg-type]
+    first = Attempt(id="c1", name="c", attempt=0, state=RUNNING, started_at=0.0)
+    try:
+        manager.sync(pod, "127.0.0.1", [first])
+        assert manager.states([first]) == {"c1": (True, False)}  # readiness starts as Failure
+        for _ in range(100):
+            if manager.failed("c1") and manager.states([first])["c1"] == (True, True):
+                break
+            await asyncio.sleep(0.05)
+        assert manager.failed("c1") is not None and manager.failed("c1").kind == LIVENESS  # type: ignore[union-attr]
+        assert manager.states([first]) == {"c1": (True, True)} and changed.count("u1") >= 2
+        reason, message, path = events.seen[0]
+        assert (reason, path) == ("Unhealthy", "spec.containers{c}")
+        assert message == f"Liveness probe failed: dial tcp 127.0.0.1:{closed_port}: connect: connection refused"
+
+        tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("prober ")]
+        second = Attempt(id="c2", name="c", attempt=1, state=RUNNING, started_at=0.0)
+        manager.sync(pod, "127.0.0.1", [Attempt(id="c1", name="c", attempt=0, state="exited"), second])
+        await asyncio.sleep(0)
+        assert all(t.done() for t in tasks) and manager.failed("c1") is None
+        assert manager.states([second]) == {"c2": (True, False)}  # a new container starts over
+        await manager.forget("u1")
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("prober ")]
+    finally:
+        await manager.stop()
+        server.close()
+        await server.wait_closed()

@@ -27,7 +27,6 @@ from skiff.node.agent import actions
 from skiff.node.agent.podstatus import RUNNING, Attempt
 from skiff.node.agent.probes import (
     LIVENESS,
-    READINESS,
     STARTUP,
     ActionError,
     ProbeSpec,
@@ -75,7 +74,8 @@ class _Worker:
                     await self._probe()
             self.poke.clear()
             try:
-                await asyncio.wait_for(self.poke.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # (3.11's wait_for may swallow a cancellation)
+                    await self.poke.wait()
             except TimeoutError:
                 pass
 
@@ -93,20 +93,21 @@ class _Worker:
         elif outcome.warning:
             await self.manager.event(self, "Warning", "ProbeWarning", f"{label} probe warning: {outcome.output}")
         if self.tracker.observe(outcome.result):
-            log.info("%s probe of container %s (pod %s): %s", self.spec.kind, self.container.get("name"), self.uid,
-                     self.tracker.result)  # fmt: skip
+            log.info("%s probe of container %s (pod %s): %s %s", self.spec.kind, self.container.get("name"), self.uid,
+                     self.tracker.result, (outcome.output or outcome.error)[:200])  # fmt: skip
             self.manager.changed(self)
 
 
 class ProbeManager:
-    """Prober workers by (container ID, probe kind); results live as long as their container runs."""
+    """Prober workers by container ID and probe kind; results live as long as their container runs."""
 
     def __init__(self, runtime: Runtime, recorder: EventRecorder,
                  on_change: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.runtime = runtime
         self.recorder = recorder
         self.on_change = on_change
-        self._workers: dict[tuple[str, str], _Worker] = {}
+        self._workers: dict[str, dict[str, _Worker]] = {}  # container ID -> kind -> worker
+        self._containers: dict[str, set[str]] = {}  # pod uid -> IDs of its containers with workers
         self._pods: dict[str, Obj] = {}  # uid -> the pod as last synced (events name it)
         self._ips: dict[str, str] = {}
         self._specs: dict[str, dict[str, tuple[Obj, list[ProbeSpec]]]] = {}  # uid -> name -> (container, probes)
@@ -121,64 +122,64 @@ class ProbeManager:
             containers = (pod.get("spec") or {}).get("containers") or []
             specs = self._specs[uid] = {c.get("name", ""): (c, probe_specs(c)) for c in containers}
         running = {a.id: a for a in attempts if a.state == RUNNING and a.id and specs.get(a.name, (None, []))[1]}
-        for (cid, kind), worker in list(self._workers.items()):
-            if worker.uid == uid and cid not in running:
-                self._drop((cid, kind))
+        mine = self._containers.setdefault(uid, set())
+        for cid in [cid for cid in mine if cid not in running]:
+            mine.discard(cid)
+            for worker in self._workers.pop(cid, {}).values():
+                worker.task.cancel()
         for cid, attempt in running.items():
+            if cid in self._workers:
+                continue
             container, probes = specs[attempt.name]
-            for spec in probes:
-                if (cid, spec.kind) not in self._workers:
-                    initial = _initial(pod, attempt, spec.kind)
-                    self._workers[(cid, spec.kind)] = _Worker(self, uid, attempt, container, spec, initial)
+            self._workers[cid] = {spec.kind: _Worker(self, uid, attempt, container, spec,
+                                                     _initial(pod, attempt, spec.kind)) for spec in probes}  # fmt: skip
+            mine.add(cid)
 
     def states(self, attempts: Iterable[Attempt]) -> dict[str, tuple[bool, bool]]:
         """Container ID -> (started, ready) for the running containers that have probes."""
         out = {}
         for a in attempts:
-            kinds = {kind: w.tracker.result for (cid, kind), w in self._workers.items() if cid == a.id}
-            if kinds:
-                out[a.id] = container_probe_state(a.state == RUNNING, kinds)
+            workers = self._workers.get(a.id)
+            if workers:
+                results = {kind: w.tracker.result for kind, w in workers.items()}
+                out[a.id] = container_probe_state(a.state == RUNNING, results)
         return out
 
     def failed(self, container_id: str) -> ProbeSpec | None:
         """The liveness or startup probe the container failed (it is to be killed), if any."""
+        workers = self._workers.get(container_id) or {}
         for kind in (LIVENESS, STARTUP):
-            worker = self._workers.get((container_id, kind))
+            worker = workers.get(kind)
             if worker is not None and worker.tracker.result == Result.FAILURE:
                 return worker.spec
         return None
 
     def started(self, container_id: str) -> bool:
-        worker = self._workers.get((container_id, STARTUP))
+        worker = (self._workers.get(container_id) or {}).get(STARTUP)
         return worker is None or worker.tracker.result == Result.SUCCESS
+
+    def others(self, worker: _Worker) -> list[_Worker]:
+        return [w for w in (self._workers.get(worker.cid) or {}).values() if w is not worker]
 
     async def forget(self, uid: str) -> None:
         """The pod is going (or gone): stop its workers, drop its results."""
-        keys = [key for key, w in self._workers.items() if w.uid == uid]
-        tasks = [self._workers[key].task for key in keys]
-        for key in keys:
-            del self._workers[key]
+        tasks = [w.task for cid in self._containers.pop(uid, set()) for w in self._workers.pop(cid, {}).values()]
         self._pods.pop(uid, None)
         self._ips.pop(uid, None)
         self._specs.pop(uid, None)
         await cancel_and_wait(tasks)
 
     async def stop(self) -> None:
-        tasks = [w.task for w in self._workers.values()]
+        tasks = [w.task for workers in self._workers.values() for w in workers.values()]
         self._workers.clear()
+        self._containers.clear()
         await cancel_and_wait(tasks)
 
     # --- called by the workers --------------------------------------------------------------------
-    def _drop(self, key: tuple[str, str]) -> None:
-        worker = self._workers.pop(key)
-        worker.task.cancel()
-
     def changed(self, worker: _Worker) -> None:
         if worker.spec.kind == STARTUP and worker.tracker.result == Result.SUCCESS:
-            for kind in (LIVENESS, READINESS):  # started: let the others probe now, not a period later
-                other = self._workers.get((worker.cid, kind))
-                if other is not None:
-                    other.poke.set()
+            for other in self.others(worker):  # started: let the others probe now, not a period later
+                other.poke.set()
         if self.on_change is not None:
             self.on_change(worker.uid)
 
