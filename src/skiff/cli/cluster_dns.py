@@ -77,10 +77,14 @@ def machine_address(bind_address: str) -> str:
 
 
 def with_cluster_dns(spec: ChildSpec, opts: ClusterDnsOptions) -> ChildSpec:
-    """The local `skiff agent` child told the DNS Service's address and domain; other children as they are."""
+    """The local `skiff agent` child told the DNS Service's address and domain, unless its own arguments
+    (`--agent-arg`) say otherwise; other children as they are."""
     if spec.name != "agent":
         return spec
-    return replace(spec, argv=(*spec.argv, "--cluster-dns", opts.cluster_ip, "--cluster-domain", opts.cluster_domain))
+    given = {arg.split("=", 1)[0] for arg in spec.argv}
+    wanted = (("--cluster-dns", opts.cluster_ip), ("--cluster-domain", opts.cluster_domain))
+    extra = [x for flag, value in wanted if flag not in given for x in (flag, value)]
+    return replace(spec, argv=(*spec.argv, *extra))
 
 
 def cluster_dns_spec(opts: ClusterDnsOptions, kubeconfig: str) -> ChildSpec:
