@@ -157,6 +157,17 @@ def test_malformed_yaml(server: Server, ns: str) -> None:
     assert server.kubectl("get", "-n", ns, "cm", "malformed", check=False).returncode == 1
 
 
+def test_kind_of_no_installed_crd(server: Server, ns: str) -> None:
+    """kubectl looks a kind missing from OpenAPI v3 up in v2, then reports the missing CRD."""
+    manifest = "apiVersion: example.com/v1\nkind: Gizmo\nmetadata:\n  name: g\n"
+    proc = server.kubectl("apply", "-n", ns, "-f", "-", input=manifest, check=False)
+    assert proc.returncode == 1
+    assert 'no matches for kind "Gizmo" in version "example.com/v1"' in proc.stderr
+    assert "ensure CRDs are installed first" in proc.stderr
+    doc = server.raw("GET", "/openapi/v2")[1]
+    assert doc["swagger"] == "2.0" and doc["info"]["title"] == "Kubernetes"
+
+
 def test_missing_namespace_is_not_found(server: Server) -> None:
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: orphan\ndata:\n  a: '1'\n"
     proc = server.kubectl("apply", "-n", "no-such-ns", "-f", "-", input=manifest, check=False)

@@ -4,8 +4,8 @@ kubectl reads them for `explain`, for building strategic merge patches in
 `apply`, and above all to decide that the server validates fields: it looks
 for the kind's PATCH operation (tagged `x-kubernetes-group-version-kind`)
 with a `fieldValidation` query parameter and then sends
-`fieldValidation=Strict`; without OpenAPI v3 it falls back to protobuf
-OpenAPI v2, which skiff does not serve, and fails.
+`fieldValidation=Strict`; for a kind in no v3 document it falls back to
+OpenAPI v2 (`openapi_v2.py`).
 
 Documents are derived from the registry (custom resources appear and go at
 run time) and from the Kubernetes JSON-schema definitions, converted to
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from skiff.api import errors
 from skiff.api.definitions import load_definitions
+from skiff.apiserver.openapi_v2 import handle_v2
 from skiff.apiserver.registry import Registry, ResourceType
 
 Obj = dict[str, Any]
@@ -432,8 +433,9 @@ OPENAPI_KEY = web.AppKey("skiff.openapi", OpenAPIService)
 
 
 def setup_openapi(app: web.Application, registry: Registry) -> None:
-    """Add `GET /openapi/v3` and `GET /openapi/v3/{group-version path}` to `app`."""
+    """Add `GET /openapi/v2`, `GET /openapi/v3` and `GET /openapi/v3/{group-version path}` to `app`."""
     service = OpenAPIService(registry)
     app[OPENAPI_KEY] = service
+    app.router.add_get("/openapi/v2", handle_v2)
     app.router.add_get("/openapi/v3", service.handle_root)
     app.router.add_get("/openapi/v3/{path:.*}", service.handle_document)
