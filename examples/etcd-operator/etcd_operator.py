@@ -338,7 +338,9 @@ class Cluster:
             if await kube.get(f"{path}/{obj['metadata']['name']}") is None:
                 await kube.create(path, obj)
 
-    def member_pod(self, name: str) -> Obj:
+    def member_pod(self, name: str, *, restoring: bool = False) -> Obj:
+        """A member's pod; the one restoring a snapshot also mounts the backups (a ReadWriteOnce claim
+        would otherwise pin every member to the node of its volume)."""
         keys = ("initial-cluster", "initial-cluster-state", "initial-cluster-token", "restore-snapshot")
         pod = {
             "apiVersion": "v1", "kind": "Pod",
@@ -353,18 +355,19 @@ class Cluster:
                               {"name": "peer", "containerPort": PEER_PORT}],
                     "readinessProbe": {"httpGet": {"path": "/health", "port": CLIENT_PORT}, "periodSeconds": 2},
                     "volumeMounts": [{"name": "data", "mountPath": "/var/lib/etcd"},
-                                     {"name": "member", "mountPath": "/etc/etcd-member"},
-                                     {"name": "backups", "mountPath": "/backups"}],
+                                     {"name": "member", "mountPath": "/etc/etcd-member"}],
                 }],
                 "volumes": [
                     {"name": "data", "emptyDir": {}},
                     {"name": "member", "downwardAPI": {"items": [
                         {"path": key, "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION}{key}']"}}
                         for key in keys]}},
-                    self.backup_volume(),
                 ],
             },
         }  # fmt: skip
+        if restoring:
+            pod["spec"]["volumes"].append(self.backup_volume())
+            pod["spec"]["containers"][0]["volumeMounts"].append({"name": "backups", "mountPath": "/backups"})
         kopf.adopt(pod, owner=self.body)
         return pod
 
@@ -463,9 +466,9 @@ async def report(c: Cluster, alive: list[str], members: list[str]) -> None:
         await c.set_condition("Available", False, "MembersUnhealthy", f"{len(alive)} of {c.size} members healthy")
 
 
-async def start_pod(c: Cluster, name: str) -> str:
+async def start_pod(c: Cluster, name: str, *, restoring: bool = False) -> str:
     """Create the member's pod (without a cluster to join yet) and wait for its IP."""
-    await kube.create(pods_path(c.ns), c.member_pod(name))
+    await kube.create(pods_path(c.ns), c.member_pod(name, restoring=restoring))
     deadline = asyncio.get_running_loop().time() + POD_START_TIMEOUT
     while asyncio.get_running_loop().time() < deadline:
         pod = await kube.get(pods_path(c.ns, name))
@@ -510,7 +513,7 @@ async def bootstrap(c: Cluster, pods: dict[str, Obj], snapshot: str) -> None:
     restores = int((c.status.get("restore") or {}).get("count", 0))
     token = f"{c.name}-{c.body['metadata']['uid'][:8]}-{restores}"
     names = [f"{c.name}-{i}" for i in range(1 if snapshot else c.size)]
-    ips = await asyncio.gather(*(start_pod(c, name) for name in names))
+    ips = await asyncio.gather(*(start_pod(c, name, restoring=bool(snapshot)) for name in names))
     initial = ",".join(f"{name}=http://{ip}:{PEER_PORT}" for name, ip in zip(names, ips, strict=True))
     for name in names:
         await join(c, name, initial, "new", token, snapshot)

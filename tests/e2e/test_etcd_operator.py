@@ -4,7 +4,7 @@ One skiff server with its scheduler, one real `skiff agent` (runc, CNI bridge) o
 this module's own, a registry holding the built-in etcd image, and the operator run as a user
 would try it first: `kopf run etcd_operator.py` with the admin kubeconfig. The test drives it with
 kubectl and talks to etcd with the host's etcdctl at the addresses of the cluster's client Service.
-Snapshots go to a hostPath directory under the test's tmp dir.
+Snapshots go to a PersistentVolumeClaim of the local-path class (its volumes under the test's tmp dir).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("etcd-server")).start()
+    storage = tmp_path_factory.mktemp("etcd-volumes")  # the local-path provisioner's volumes
+    srv = Server(tmp_path_factory.mktemp("etcd-server"), extra_args=["--default-local-storage-path", str(storage)])
+    srv.start()
     yield srv
     srv.stop()
 
@@ -88,11 +90,11 @@ def operator(cluster: Server, node: AgentNode, tmp_path_factory: pytest.TempPath
             proc.wait()  # the node's cleanup deletes what is left
 
 
-def etcd_cluster(name: str, size: int, backups: Path) -> str:
+def etcd_cluster(name: str, size: int) -> str:
+    """An EtcdCluster whose snapshots go to a claim of the default (local-path) class."""
     return yaml.safe_dump({
         "apiVersion": "etcd.skiff.dev/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": name},
-        "spec": {"size": size, "backup": {"schedule": "@every 4s",
-                                          "storage": {"type": "HostPath", "hostPath": str(backups)}}},
+        "spec": {"size": size, "backup": {"schedule": "@every 4s", "storage": {"size": "64Mi"}}},
     })  # fmt: skip
 
 
@@ -129,14 +131,11 @@ def member_names(cluster: Server, service: str) -> list[str]:
     return sorted(m.get("name", "") for m in json.loads(out.stdout).get("members") or [])
 
 
-def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(
-    cluster: Server, operator: Path, tmp_path: Path
-) -> None:
+def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: Server, operator: Path) -> None:
     def explain() -> str:
         return operator.read_text(errors="replace")[-6000:]
 
-    backups = tmp_path / "backups"
-    cluster.kubectl("apply", "-n", NS, "-f", "-", input=etcd_cluster("demo", 3, backups))
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=etcd_cluster("demo", 3))
 
     # three members, Available, and a key written through the client Service reads back
     def available() -> dict[str, Any] | None:
@@ -167,7 +166,10 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(
 
     obj = wait_for(backed_up, 60, what="two more snapshots")
     snapshot = obj["status"]["backup"]["lastSnapshot"]
-    assert (backups / NS / "demo" / snapshot).is_file()
+    claim = get(cluster, "pvc", "demo-backups")
+    assert claim["status"]["phase"] == "Bound"
+    volume = json.loads(cluster.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
+    assert (Path((volume["spec"].get("hostPath") or volume["spec"].get("local"))["path"]) / snapshot).is_file()
     assert condition(obj, "BackupSucceeded")["status"] == "True" and obj["status"]["backup"]["lastBackupTime"]
     assert "Last-Backup".upper() in cluster.kubectl("get", "etcdcluster", "demo", "-n", NS).stdout
 
