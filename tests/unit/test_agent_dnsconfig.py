@@ -108,3 +108,17 @@ def test_missing_named_port_message() -> None:
         "port 'metrics': pod b and 1 more has no TCP container port named 'metrics'; left out of those ports' endpoints"
     )
     assert missing_ports_message(svc, pods[:1]) == ""
+
+
+async def test_loopback_only_host_resolvers_give_way_to_systemd_resolved(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skiff.node.agent import networking
+
+    stub, upstreams = tmp_path / "resolv.conf", tmp_path / "systemd.conf"
+    stub.write_text("nameserver 127.0.0.53\nsearch lan\n")
+    upstreams.write_text("nameserver 192.0.2.53\nsearch lan\n")
+    monkeypatch.setattr(networking, "DEFAULT_RESOLV_CONF", str(stub))
+    monkeypatch.setattr(networking, "SYSTEMD_RESOLV_CONF", str(upstreams))
+    dns = await networking.pod_dns(networking.NetworkOptions(resolv_conf=str(stub)))
+    assert dns.host == ResolverConfig(("192.0.2.53",), ("lan",))

@@ -28,6 +28,7 @@ DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"
 DEFAULT_CLUSTER_DNS = "10.43.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
+SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,14 +82,32 @@ def _ip(value: str) -> str:
 
 
 async def pod_dns(opts: NetworkOptions) -> PodDNS:
-    """The pods' DNS settings: the cluster's, and the host's from its resolv.conf (read once)."""
+    """The pods' DNS settings: the cluster's, and the host's from its resolv.conf (read once).
+
+    As k3s does, a default /etc/resolv.conf naming only loopback resolvers (systemd-resolved's stub,
+    which no pod can reach) gives way to systemd-resolved's own list of upstreams.
+    """
     host = ResolverConfig()
     if opts.resolv_conf:
         try:
             host = parse_resolv_conf(await asyncio.to_thread(Path(opts.resolv_conf).read_text))
         except OSError as e:
             log.warning("cannot read %s (%s): pods with dnsPolicy Default get no nameserver", opts.resolv_conf, e)
+        only_loopback = bool(host.nameservers) and all(_loopback(ns) for ns in host.nameservers)
+        if opts.resolv_conf == DEFAULT_RESOLV_CONF and only_loopback:
+            try:
+                host = parse_resolv_conf(await asyncio.to_thread(Path(SYSTEMD_RESOLV_CONF).read_text))
+            except OSError:
+                log.warning("%s names only loopback resolvers, unreachable from pods with dnsPolicy Default",
+                            opts.resolv_conf)  # fmt: skip
     return PodDNS(cluster_dns=opts.cluster_dns, cluster_domain=opts.cluster_domain, host=host)
+
+
+def _loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 async def run_node_network(
