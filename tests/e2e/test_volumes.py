@@ -36,8 +36,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("volumes-server")).start()
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local-path")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, storage: Path) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("volumes-server"),
+                 extra_args=["--default-local-storage-path", str(storage)]).start()  # fmt: skip
     yield srv
     srv.stop()
 
@@ -107,7 +113,9 @@ def claim(name: str, size: str = "64Mi") -> dict[str, Any]:
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}  # fmt: skip
 
 
-def test_claim_data_outlives_pods_and_goes_with_the_claim(cluster: Server, registry: Registry, ns: str) -> None:
+def test_claim_data_outlives_pods_and_goes_with_the_claim(
+    cluster: Server, registry: Registry, storage: Path, ns: str
+) -> None:
     apply(cluster, ns, claim("data"))
     pvc = get(cluster, ns, "pvc", "data")
     assert pvc["spec"]["storageClassName"] == "local-path"  # the default class
@@ -125,7 +133,7 @@ def test_claim_data_outlives_pods_and_goes_with_the_claim(cluster: Server, regis
     assert pv["status"]["phase"] == "Bound" and pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
     directory = Path(pv["spec"]["hostPath"]["path"])
-    assert directory == Path("/var/lib/skiff/storage") / f"{ns}_data_{pv['metadata']['name']}"
+    assert directory == storage / f"{ns}_data_{pv['metadata']['name']}"
     assert (directory / "f").read_text() == "kept\n"
     cluster.kubectl("delete", "pod", "writer", "-n", ns)
 

@@ -4,7 +4,8 @@ As k3s's local-path-provisioner (rancher.io/local-path), as a controller of the
 controller manager. A claim handed to it (the binder's
 `volume.kubernetes.io/storage-provisioner` annotation) and placed by the
 scheduler (`volume.kubernetes.io/selected-node`) gets a PersistentVolume
-`pvc-<claim uid>`: a hostPath `/var/lib/skiff/storage/<ns>_<claim>_<volume>`
+`pvc-<claim uid>`: a hostPath `/var/lib/skiff/storage/<ns>_<claim>_<volume>` (the directory is
+`--default-local-storage-path`)
 (type DirectoryOrCreate) with node affinity to that node, the claim's size
 and access modes, the class's reclaim policy, and a claimRef to the claim, so
 the binder binds the two.
@@ -113,7 +114,7 @@ class LocalPathProvisioner(Controller):
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__()
         self.client = ctx.client
-        self.base = ctx.options.extra.get("default-local-storage-path", DEFAULT_DIR)
+        self.base = ctx.options.default_local_storage_path or DEFAULT_DIR
         self.recorder = ctx.recorder(PROVISIONER)
         self.claims = self.wait_for(ctx.informers.informer(PVCS))
         self.volumes = self.wait_for(ctx.informers.informer(PVS))
