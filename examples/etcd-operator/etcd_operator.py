@@ -386,10 +386,22 @@ def pod_ip(pod: Obj) -> str:
     return str((pod.get("status") or {}).get("podIP") or "")
 
 
+FAILING = ("CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError")
+
+
 def gone(pod: Obj | None) -> bool:
     """A pod that will not come back: missing, being deleted, or finished."""
     return (pod is None or bool(pod["metadata"].get("deletionTimestamp"))
             or (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"))  # fmt: skip
+
+
+def failing(pod: Obj | None) -> bool:
+    """Gone, or its etcd container keeps failing (the kubelet backs off restarting it)."""
+    if gone(pod):
+        return True
+    assert pod is not None
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any(((s.get("state") or {}).get("waiting") or {}).get("reason") in FAILING for s in statuses)
 
 
 # --- reconciliation ----------------------------------------------------------------------------
@@ -423,7 +435,7 @@ async def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     if not members:
         await bootstrap(c, pods, snapshot="")
         return
-    lost = [m for m in members if gone(pods.get(m))]
+    lost = [m for m in members if failing(pods.get(m))]
     if lost and len(members) - len(lost) < len(members) // 2 + 1:  # no quorum left
         await restore(c, pods, lost)
         return
