@@ -160,8 +160,19 @@ def test_post_start_and_pre_stop_hooks(cluster: Server, agent: AgentNode, regist
     lifecycle = {"postStart": {"exec": {"command": ["sh", "-c", "mkdir -p /tmp/www; echo from postStart >"
                                                     " /tmp/www/index.html"]}},
                  "preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /host/log"]}}}  # fmt: skip
+    hanging = {"postStart": {"exec": {"command": ["sleep", "3600"]}}}
     apply(cluster, ns, pod("hooks", registry.busybox, ["sh", "-c", script],
-                           container={"lifecycle": lifecycle, **MOUNT_HOST}, volumes=[host_dir(tmp_path)]))  # fmt: skip
+                           container={"lifecycle": lifecycle, **MOUNT_HOST}, volumes=[host_dir(tmp_path)]),
+          pod("stuck", registry.busybox, ["sh", "-c", TERM_EXITS + "while true; do sleep 1; done"],
+              container={"lifecycle": hanging}))  # fmt: skip
+
+    def started(name: str) -> bool:
+        return any(e["involvedObject"]["name"] == name for e in events(cluster, ns, "Started"))
+
+    # deleting a pod whose postStart hangs abandons the hook (well before its 120 s limit)
+    wait_for(lambda: started("stuck"), what="the stuck pod's container started, its postStart running")
+    assert "running" not in container_state(get_pod(cluster, ns, "stuck")).get("state", {})
+    cluster.kubectl("delete", "pod", "stuck", "-n", ns, "--wait=true", "--timeout=40s")
     p = wait_for(lambda: (q := get_pod(cluster, ns, "hooks")) and condition(q, "Ready") == "True" and q,
                  what="hooks Ready")  # fmt: skip
     with urllib.request.urlopen(f"http://{p['status']['podIP']}:8080/index.html", timeout=10) as resp:

@@ -77,11 +77,14 @@ class Agent:
         await self.recorder.record(node, type=type_, reason=reason, message=message)
 
     def _changed(self, pod: Obj) -> None:
-        assert self.workers is not None
+        assert self.workers is not None and self.syncer is not None
+        if pod["metadata"].get("deletionTimestamp"):
+            self.syncer.starter.interrupt(pod["metadata"]["uid"])
         self.workers.update(pod["metadata"]["uid"], pod)
 
     def _gone(self, pod: Obj) -> None:
-        assert self.workers is not None
+        assert self.workers is not None and self.syncer is not None
+        self.syncer.starter.interrupt(pod["metadata"]["uid"], only_running=True)
         self.workers.update(pod["metadata"]["uid"], None)
 
     async def _adopt(self) -> None:

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from skiff.client import EventRecorder
+from skiff.client.tasks import cancel_and_wait
 from skiff.node.agent import actions
 from skiff.node.agent.probes import LIFECYCLE_AGENT, ActionError, Result, http_target, pod_ref
 from skiff.node.runtime.runtime import Runtime
@@ -84,15 +85,23 @@ def _pod_ip(runtime: Runtime, pod: Obj) -> str:
 
 
 async def post_start(runtime: Runtime, recorder: EventRecorder, pod: Obj, container: Obj, container_id: str,
-                     pod_ip: str) -> str | None:  # fmt: skip
-    """Run the container's postStart hook; on failure kill the container and return the message."""
+                     pod_ip: str, interrupted: asyncio.Event | None = None) -> str | None:  # fmt: skip
+    """Run the container's postStart hook; on failure kill the container and return the message. Once
+    `interrupted` is set (the pod is being deleted) the hook is abandoned: the pod's teardown stops it all."""
     handler = _hook(container, "postStart")
     if handler is None:
         return None
+    call = asyncio.ensure_future(run_handler(runtime, pod, container, container_id, handler, pod_ip))
+    stop = asyncio.ensure_future((interrupted or asyncio.Event()).wait())
     try:
-        failure = await asyncio.wait_for(run_handler(runtime, pod, container, container_id, handler, pod_ip),
-                                         POST_START_LIMIT)  # fmt: skip
-    except TimeoutError:
+        await asyncio.wait([call, stop], timeout=POST_START_LIMIT, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait([t for t in (call, stop) if not t.done()])
+    if call.done() and not call.cancelled():
+        failure = call.result()
+    elif stop.done() and not stop.cancelled():
+        return "the pod is being deleted"
+    else:
         failure = (
             f"PostStart lifecycle hook for Container {actions.go_quote(container.get('name', ''))} in Pod "
             f"{actions.go_quote(pod_ref(pod))} did not complete in {POST_START_LIMIT:.0f}s"

@@ -134,6 +134,7 @@ class Starter:
         self.recorder = recorder
         self.pull_backoff = Backoff()
         self._pull_errors: dict[str, str] = {}
+        self._deleting: dict[str, asyncio.Event] = {}  # pod uid -> set once the pod is being deleted
 
     async def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
         await self.recorder.record(pod, type=type_, reason=reason, message=message)
@@ -213,10 +214,19 @@ class Starter:
             await self.runtime.remove(cid)
             return "RunContainerError", str(e)
         await self._event(pod, "Normal", "Started", f"Started container {name}")
-        failure = await post_start(self.runtime, self.recorder, pod, container, cid, env.sandbox.ip)
+        deleting = self._deleting.setdefault(pod["metadata"]["uid"], asyncio.Event())
+        failure = await post_start(self.runtime, self.recorder, pod, container, cid, env.sandbox.ip, deleting)
         return ("PostStartHookError", failure) if failure is not None else None
 
+    def interrupt(self, uid: str, *, only_running: bool = False) -> None:
+        """The pod is being deleted: a postStart hook it is running is abandoned (kubelet cancels the sync).
+        `only_running`: do not remember it for a hook that has not begun (the pod is gone already)."""
+        event = self._deleting.get(uid) if only_running else self._deleting.setdefault(uid, asyncio.Event())
+        if event is not None:
+            event.set()
+
     def forget(self, prefix: str) -> None:
+        self._deleting.pop(prefix.rstrip("/"), None)
         self.pull_backoff.forget_prefix(prefix)
         for key in [k for k in self._pull_errors if k.startswith(prefix)]:
             del self._pull_errors[key]
