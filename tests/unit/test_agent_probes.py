@@ -7,11 +7,13 @@ check against a real etcd, and the pod status computed with probe states.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from skiff.apiserver.pki import ensure_pki
 from skiff.node.agent import actions
 from skiff.node.agent.podstatus import RUNNING, Attempt, Observation, compute_status
 from skiff.node.agent.prober import ProbeManager
@@ -287,5 +289,29 @@ async def test_prober_workers_follow_running_containers_and_end_with_the_pod() -
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("prober ")]
     finally:
         await manager.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_https_probe_does_not_verify_the_certificate(tmp_path: Path) -> None:
+    """As the kubelet's: a scheme HTTPS probe accepts a certificate from a CA the node does not know."""
+    paths = await asyncio.to_thread(ensure_pki, tmp_path / "pki", server_url="https://127.0.0.1:6443")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(paths.serving_cert, paths.serving_key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        out = await actions.http_get(http_target({"port": port, "scheme": "HTTPS"}, {}, "127.0.0.1"), 5.0)
+        assert out.result == S
+        plain = await actions.http_get(http_target({"port": port}, {}, "127.0.0.1"), 5.0)
+        assert plain.result == F
+    finally:
         server.close()
         await server.wait_closed()
