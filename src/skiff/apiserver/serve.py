@@ -176,7 +176,12 @@ async def serve(
                     config.port,
                     paths.kubeconfig,
                 )
-                log.info("join token for agents of other machines: %s", paths.join_token)
+                log.info(
+                    "join token for other machines: %s (there: skiff agent --server https://THIS-HOST:%d "
+                    '--token "TOKEN")',
+                    paths.join_token,
+                    config.port,
+                )
                 _tune_gc()
                 if ready is not None:
                     ready.set()
