@@ -62,7 +62,7 @@ def test_probe_specs_have_kubernetes_defaults_and_minimums() -> None:
         (READINESS, (1, 3), [S, F, F, F, S], [S, S, S, F, S]),  # starts as Failure, one success makes it ready
         (READINESS, (2, 1), [S, S, F, S, S], [F, S, F, F, S]),  # successThreshold 2
         (STARTUP, (1, 2), [F, S], [U, S]),  # Unknown until decided
-        (STARTUP, (1, 2), [F, U], [U, F]),  # an error counts as a failure
+        (STARTUP, (1, 2), [F, U, F], [U, U, F]),  # an error is thrown away (does not break the run)
     ],
     ids=["liveness-3-failures", "liveness-run-broken", "readiness", "readiness-success-2", "startup", "startup-error"],
 )

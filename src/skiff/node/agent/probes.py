@@ -4,9 +4,10 @@ A container's `livenessProbe`, `readinessProbe` and `startupProbe` become `Probe
 API's defaults (period 10 s, timeout 1 s, success threshold 1, failure threshold 3). A `Tracker`
 is one prober worker's result: it starts at the kubelet's initial value (liveness Success,
 readiness Failure, startup Unknown) and changes only after `successThreshold` successes or
-`failureThreshold` failures in a row; a liveness or startup failure puts the worker on hold until
-its container is replaced. `container_probe_state` says, as the kubelet's `UpdatePodStatus`,
-whether a container counts as started and ready. `http_target` and `resolve_port` turn an
+`failureThreshold` failures in a row (a probe that could not run at all counts for neither); a
+liveness or startup failure puts the worker on hold until its container is replaced.
+`container_probe_state` says, as the kubelet's `UpdatePodStatus`, whether a container counts as
+started and ready. `http_target` and `resolve_port` turn an
 httpGet or tcpSocket action into where to connect (port by number or by the container's port
 name, host defaulting to the pod IP, httpHeaders with the kubelet's User-Agent and Accept).
 """
@@ -103,10 +104,8 @@ class Tracker:
 
     def observe(self, result: Result) -> bool:
         """Count one probe's outcome; True when the worker's result changed."""
-        if self.on_hold:
+        if self.on_hold or result == Result.UNKNOWN:  # the kubelet's worker throws away a probe that errored
             return False
-        if result == Result.UNKNOWN:  # an error counts as a failure, as the kubelet's prober says
-            result = Result.FAILURE
         if result == self.last:
             self.run += 1
         else:
