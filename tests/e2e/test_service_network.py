@@ -11,6 +11,7 @@ forwarder (there is no internet).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.request
@@ -23,6 +24,7 @@ import yaml
 from dnslib import QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
+from skiff.node.agent.networking import NetworkOptions, pod_dns
 from tests.e2e.agent_node import wait_for
 from tests.e2e.cluster import Server, free_port
 from tests.e2e.two_nodes import NetnsNode, TwoNodes, missing
@@ -89,6 +91,10 @@ def _deploy(lab: TwoNodes) -> None:
             for name, i in BACKENDS.items()]
     docs += [
         pod("client", reg.busybox, "exec sleep 3600", lab.nodes[0].node),
+        pod("own-dns", reg.busybox, "exec sleep 3600", lab.nodes[1].node, dnsPolicy="None",
+            dnsConfig={"nameservers": ["192.0.2.53"], "searches": ["corp.example"],
+                       "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}),
+        pod("host-dns", reg.busybox, "exec sleep 3600", lab.nodes[1].node, dnsPolicy="Default"),
         service("web", {"app": "web"}, type="NodePort"),
         service("web-headless", {"app": "web"}, clusterIP="None"),
         service("empty", {"app": "nothing"}),
@@ -159,6 +165,22 @@ def test_pod_resolv_conf_and_hosts(lab: TwoNodes) -> None:
                       "nameserver 10.43.0.10", "options ndots:5"]  # fmt: skip
     ip = get_pod(lab.server, "client")["status"]["podIP"]  # type: ignore[arg-type]
     assert f"{ip}\tclient" in in_client(lab, "cat /etc/hosts")
+
+
+def test_dns_policy_none_and_default(lab: TwoNodes) -> None:
+    server, b = lab.server, lab.nodes[1]
+    assert server is not None
+
+    def resolv_conf(name: str) -> list[str]:
+        p = wait_for(lambda: (q := get_pod(server, name)) and condition(q, "Ready") == "True" and q, what=name)
+        return b.exec(p["status"]["containerStatuses"][0]["containerID"].removeprefix("runc://"),
+                      "cat", "/etc/resolv.conf").stdout.splitlines()  # fmt: skip
+
+    assert resolv_conf("own-dns") == ["search corp.example", "nameserver 192.0.2.53", "options ndots:2 edns0"]
+    host = asyncio.run(pod_dns(NetworkOptions())).host  # the host's resolvers, as the agents read them
+    assert [line for line in resolv_conf("host-dns") if line.startswith("nameserver")] == [
+        f"nameserver {ns}" for ns in host.nameservers
+    ]
 
 
 def test_service_name_reaches_every_backend_on_both_nodes(lab: TwoNodes) -> None:
