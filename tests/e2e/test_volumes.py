@@ -153,6 +153,7 @@ def test_claim_data_outlives_pods_and_goes_with_the_claim(
 def test_a_pod_whose_claim_is_missing_waits(cluster: Server, registry: Registry, ns: str) -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan"},
            "spec": {"containers": [{"name": "c", "image": registry.busybox, "command": ["sleep", "60"]}],
+                    "terminationGracePeriodSeconds": 1,
                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "nowhere"}}]}}  # fmt: skip
     apply(cluster, ns, pod)
 
