@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from skiff.apiserver.pki import ensure_pki
-from skiff.node.agent import actions
+from skiff.node.agent import actions, hooks
 from skiff.node.agent.podstatus import RUNNING, Attempt, Observation, compute_status
 from skiff.node.agent.prober import ProbeManager
 from skiff.node.agent.probes import (
@@ -315,3 +315,16 @@ async def test_https_probe_does_not_verify_the_certificate(tmp_path: Path) -> No
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_lifecycle_handlers_sleep_and_refuse_what_they_do_not_know() -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
+    container = {"name": "c"}
+    sleep = await hooks.run_handler(None, pod, container, "cid", {"sleep": {"seconds": 0}}, "")  # type: ignore[arg-type]
+    assert sleep is None
+    unknown = await hooks.run_handler(None, pod, container, "cid", {"tcpSocket": {"port": 1}}, "")  # type: ignore[arg-type]
+    assert unknown is not None and unknown.startswith("Cannot run handler: Invalid handler")
+    handler = {"httpGet": {"port": "web", "path": "/x"}}
+    refused = await hooks.run_handler(None, pod, container, "cid", handler, "10.0.0.1")  # type: ignore[arg-type]
+    assert refused == ('HTTP lifecycle hook (/x) for Container "c" in Pod "p_ns(u)" failed - error: '
+                       "couldn't find port: web in container c")  # fmt: skip
