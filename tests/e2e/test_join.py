@@ -220,22 +220,22 @@ def test_server_runs_a_local_node_with_its_own_identity(cluster: Server) -> None
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text().startswith("K10")
     assert str(token) in cluster.logs()  # the server says where the join token is
 
-    pod = run_pod(cluster, "local", LOCAL.name, "3601")
+    pod = run_pod(cluster, "local", LOCAL.name, "987651")
     ip = pod["status"]["podIP"]
     assert ip.startswith("10.199.70.")
     wide = cluster.kubectl("get", "pods", "-o", "wide").stdout
     line = next(row for row in wide.splitlines() if row.startswith("local "))
     assert "Running" in line and LOCAL.name in line and ip in line
-    assert pids_of("3601"), "the container's process runs on this host"
+    assert pids_of("987651"), "the container's process runs on this host"
 
 
 def test_restarting_the_server_keeps_the_pod_running(cluster: Server) -> None:
-    if not pids_of("3601"):
-        run_pod(cluster, "local", LOCAL.name, "3601")
-    before = pids_of("3601")
+    if not pids_of("987651"):
+        run_pod(cluster, "local", LOCAL.name, "987651")
+    before = pids_of("987651")
     uid = get_pod(cluster, "local")["metadata"]["uid"]
     assert cluster.stop() == 0, cluster.logs()
-    assert pids_of("3601") == before, "stopping the server (and its agent) left the container running"
+    assert pids_of("987651") == before, "stopping the server (and its agent) left the container running"
     cluster.start(timeout=60)
     wait_for(lambda: node_ready(json.loads(cluster.kubectl("get", "node", LOCAL.name, "-o", "json").stdout))
              == "True", timeout=60, what="the local node Ready again")  # fmt: skip
@@ -244,7 +244,7 @@ def test_restarting_the_server_keeps_the_pod_running(cluster: Server) -> None:
     assert p["metadata"]["uid"] == uid and p["status"]["phase"] == "Running"
     cs = p["status"]["containerStatuses"][0]
     assert cs["restartCount"] == 0 and "running" in cs["state"]
-    assert pids_of("3601") == before
+    assert pids_of("987651") == before
 
 
 def test_second_machine_joins_with_the_token_and_runs_pods(cluster: Server, joiner: Joiner) -> None:
@@ -255,7 +255,7 @@ def test_second_machine_joins_with_the_token_and_runs_pods(cluster: Server, join
     line = next(row for row in csrs.splitlines() if "system:bootstrap:node" in row)
     assert "kubernetes.io/kube-apiserver-client-kubelet" in line and line.split()[-1] == "Approved,Issued"
 
-    pod = run_pod(cluster, "joined", JOINER.name, "3602")
+    pod = run_pod(cluster, "joined", JOINER.name, "987652")
     assert pod["status"]["podIP"].startswith("10.199.71.") and pod["spec"]["nodeName"] == JOINER.name
     nodes = cluster.kubectl("get", "nodes").stdout
     assert LOCAL.name in nodes and JOINER.name in nodes
