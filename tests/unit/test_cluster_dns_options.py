@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from skiff.cli import cluster_dns
 from skiff.cli.children import ChildSpec
 from skiff.cli.main import build_parser
@@ -41,3 +43,13 @@ def test_local_agent_learns_the_dns_unless_told_otherwise() -> None:
                                                             "cluster.local")  # fmt: skip
     scheduler = ChildSpec("scheduler", ("scheduler",))
     assert cluster_dns.with_cluster_dns(scheduler, opts) is scheduler
+
+
+def test_port_53_needs_root(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    opts = cluster_dns.ClusterDnsOptions(cluster_ip="10.43.0.10", address="192.0.2.9", port=53)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setattr(cluster_dns, "_unprivileged_port_start", lambda: 1024)
+    assert cluster_dns.cluster_dns_child(opts, "/k") is None
+    assert "needs root" in caplog.text
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert cluster_dns.cluster_dns_child(opts, "/k") is not None

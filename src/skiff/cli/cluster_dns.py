@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
+import os
 import socket
 from dataclasses import dataclass, replace
 
 from skiff.cli.children import ChildSpec
+
+log = logging.getLogger("skiff")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,27 @@ def with_cluster_dns(spec: ChildSpec, opts: ClusterDnsOptions) -> ChildSpec:
     wanted = (("--cluster-dns", opts.cluster_ip), ("--cluster-domain", opts.cluster_domain))
     extra = [x for flag, value in wanted if flag not in given for x in (flag, value)]
     return replace(spec, argv=(*spec.argv, *extra))
+
+
+def cluster_dns_child(opts: ClusterDnsOptions, kubeconfig: str) -> ChildSpec | None:
+    """The DNS child, or None (with a warning) when this process may not listen where it should."""
+    if opts.port < _unprivileged_port_start() and os.geteuid() != 0:
+        log.warning("no cluster DNS: listening on port %d needs root; run `skiff server` as root, or pass "
+                    "--dns-port with a port above 1023 (pods then need a proxy in front of it), or --disable-dns "
+                    "to silence this", opts.port)  # fmt: skip
+        return None
+    if ipaddress.ip_address(opts.address).is_loopback:
+        log.warning("cluster DNS on %s: pods on other machines (and behind the proxy) cannot reach a loopback "
+                    "address; pass --dns-address with an address of this machine", opts.address)  # fmt: skip
+    return cluster_dns_spec(opts, kubeconfig)
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 1024
 
 
 def cluster_dns_spec(opts: ClusterDnsOptions, kubeconfig: str) -> ChildSpec:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.cli.children import ChildFailed, ChildSpec, supervise
-from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_spec, with_cluster_dns
+from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_child, with_cluster_dns
 from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec, seed_images
 from skiff.client import Client
 
@@ -182,8 +182,8 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
             opts.agent, data_dir=Path(config.data_dir), server_url=url, bind_address=config.bind_address
         )
         specs += [agent] if agent is not None else []
-    if opts.dns is not None:  # the cluster DNS server: always a child; the local agent's pods ask it
-        specs = [*(with_cluster_dns(s, opts.dns) for s in specs), cluster_dns_spec(opts.dns, str(kubeconfig))]
+    if opts.dns is not None and (dns := cluster_dns_child(opts.dns, str(kubeconfig))) is not None:
+        specs = [*(with_cluster_dns(s, opts.dns) for s in specs), dns]  # a child; the local agent's pods ask it
     runners: list[Coroutine[Any, Any, None]] = []
     if opts.single_process and components:
         runners.append(_in_process(kubeconfig, stop, components))
