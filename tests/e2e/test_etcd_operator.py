@@ -205,7 +205,11 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
     assert etcdctl(client_endpoints(cluster, "demo"), "get", "greeting", "--print-value-only").stdout.strip() == (
         "hello from before the snapshot"
     )
-    events = get(cluster, "events", "--field-selector", "involvedObject.kind=EtcdCluster,involvedObject.name=demo")
-    reasons = {e["reason"]: e for e in events["items"]}
+    def events() -> dict[str, Any]:  # kopf posts events in the background: the last may trail the status
+        found = get(cluster, "events", "--field-selector", "involvedObject.kind=EtcdCluster,involvedObject.name=demo")
+        return {e["reason"]: e for e in found["items"]}
+
+    wanted = {"QuorumLost", "Restored", "Recovered", "MemberAdded", "MemberRemoved", "BackupSucceeded"}
+    reasons = wait_for(lambda: (lambda r: r if wanted <= set(r) else None)(events()), 30, what=f"events {wanted}")
     assert reasons["QuorumLost"]["type"] == "Warning" and "demo-0, demo-1" in reasons["QuorumLost"]["message"]
-    assert {"Restored", "Recovered", "MemberAdded", "MemberRemoved", "BackupSucceeded"} <= set(reasons)
+    assert reasons["Recovered"]["type"] == "Normal" and restore["snapshot"] in reasons["Recovered"]["message"]
