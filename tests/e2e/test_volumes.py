@@ -59,7 +59,7 @@ def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture
 def ns(cluster: Server, agent: AgentNode, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = "vol-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    name = ("vol-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]).rstrip("-")
     cluster.kubectl("create", "namespace", name)
     wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
              what="the default service account")  # fmt: skip
@@ -211,3 +211,29 @@ def test_root_ca_configmap_in_every_namespace(cluster: Server, ns: str) -> None:
     while cluster.kubectl("get", "cm", "kube-root-ca.crt", "-n", ns, check=False).returncode != 0:
         assert time.monotonic() < deadline, "kube-root-ca.crt was not put back"
         time.sleep(0.3)
+
+
+def test_static_volume_binds_to_the_smallest_fit_and_is_retained(cluster: Server, storage: Path, ns: str) -> None:
+    def pv(name: str, size: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-{name}"},
+                "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                         "hostPath": {"path": str(storage / name)}}}  # fmt: skip
+
+    apply(cluster, ns, pv("big", "10Gi"), pv("small", "1Gi"))
+    manual = claim("manual", "512Mi")
+    manual["spec"]["storageClassName"] = "manual"  # an Immediate class-less match: bound without any pod
+    apply(cluster, ns, manual)
+    wait_for(lambda: get(cluster, ns, "pvc", "manual")["status"].get("phase") == "Bound", what="the claim bound")
+    pvc = get(cluster, ns, "pvc", "manual")
+    assert pvc["spec"]["volumeName"] == f"{ns}-small"
+    assert pvc["status"]["capacity"] == {"storage": "1Gi"}
+    cluster.kubectl("delete", "pvc", "manual", "-n", ns)
+
+    def phase() -> str:
+        out = cluster.kubectl("get", "pv", f"{ns}-small", "-o", "jsonpath={.status.phase}").stdout
+        return out if out == "Released" else ""
+
+    wait_for(phase, what="the volume released")  # Retain (a static volume's default): kept with its data
+    cluster.kubectl("delete", "pv", f"{ns}-small", f"{ns}-big")
+    short = cluster.kubectl("create", "token", "default", "-n", ns, "--duration=1m", check=False)
+    assert "may not specify a duration less than 10 minutes" in short.stderr
