@@ -111,24 +111,24 @@ async def run_components(client: Client, stop: asyncio.Event, components: dict[s
         asyncio.create_task(fn(client, stop), name=name): name for name, fn in components.items()
     }
     stopper = asyncio.create_task(stop.wait(), name="stop")
-    failed: list[str] = []
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is stopper:
-                continue
-            if task.cancelled():
-                log.error("%s was cancelled; stopping", tasks[task])
-                failed.append(f"{tasks[task]} was cancelled")
-            elif (exc := task.exception()) is not None:
-                log.error("%s failed; stopping", tasks[task], exc_info=exc)
-                failed.append(f"{tasks[task]} failed: {exc}")
-            elif not stop.is_set():
+            if task is not stopper and not task.cancelled() and task.exception() is None and not stop.is_set():
                 log.info("%s ended; stopping", tasks[task])
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
+    # every component's outcome, also of one that set `stop` itself before it raised
+    failed: list[str] = []
+    for task, name in tasks.items():
+        if task.cancelled():
+            log.error("%s was cancelled; stopping", name)
+            failed.append(f"{name} was cancelled")
+        elif (exc := task.exception()) is not None:
+            log.error("%s failed; stopping", name, exc_info=exc)
+            failed.append(f"{name} failed: {exc}")
     if failed:
         raise ComponentFailed("; ".join(failed))
 
