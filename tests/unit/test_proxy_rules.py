@@ -241,15 +241,23 @@ async def test_sync_loop_coalesces_bursts() -> None:
     async def sync(full: bool) -> None:
         calls.append(full)
 
-    loop = SyncLoop(sync, min_interval=0.2, batch_delay=0.05, full_interval=60)
+    # min_interval is far longer than the burst takes, even on a loaded machine
+    loop = SyncLoop(sync, min_interval=2.0, batch_delay=0.05, full_interval=60)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
-    await asyncio.sleep(0.05)
+    for _ in range(100):
+        if calls:
+            break
+        await asyncio.sleep(0.01)
     assert calls == [True]  # the first sync is full and immediate
     for _ in range(20):
         loop.request()
         await asyncio.sleep(0.005)
-    await asyncio.sleep(0.4)
+    for _ in range(500):
+        if len(calls) > 1:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
     assert calls == [True, False]  # twenty requests, one sync
     stop.set()
     await asyncio.wait_for(task, 1)
