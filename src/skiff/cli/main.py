@@ -56,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from skiff.cli.dns import run_dns_command
 
         return run_dns_command(parsed)
+    if parsed.command in ("fn", "gateway"):
+        from skiff.cli.fn import run_fn, run_gateway
+
+        return run_fn(parsed) if parsed.command == "fn" else run_gateway(parsed)
     build_parser().print_help(sys.stderr)
     return 2
 
@@ -208,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from skiff.cli.dns import add_dns_parser
 
     add_dns_parser(commands)
+    from skiff.cli.fn import add_fn_parsers
+
+    add_fn_parsers(commands)
     commands.add_parser(
         "kubectl",
         help="run kubectl against this cluster (all further arguments go to kubectl)",

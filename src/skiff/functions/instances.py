@@ -1,0 +1,133 @@
+"""Function instances: the pod that runs a function, and how it is started, checked and stopped.
+
+An instance is a pod of the generic python runtime image (or the function's own image) running
+`skiff.functions.runtime`, its code mounted from the function's ConfigMap. The gateway creates the
+pods itself (owned by the Function, so deleting the Function deletes them) and counts one ready
+as soon as its runtime answers `/healthz` on the pod IP — it does not wait for the kubelet's next
+status report, which keeps the cold start short. `restartPolicy: Never`: an instance that dies is
+gone, and the gateway starts another when calls need one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import aiohttp
+
+from skiff.functions.crd import FUNCTIONS, LABEL
+from skiff.functions.spec import DEFAULT_MEMORY, FunctionSpec
+
+PORT = 8080
+CODE_DIR = "/var/skiff/function"
+
+
+def runtime_source() -> str:
+    return resources.files("skiff.functions").joinpath("runtime.py").read_text()
+
+
+@dataclass
+class Instance:
+    pod: str
+    ip: str
+    in_flight: int = 0
+    dead: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{PORT}"
+
+
+class InstanceFailed(Exception):
+    """An instance did not become ready (its pod failed, or it did not answer in time)."""
+
+
+def pod_manifest(fn: FunctionSpec, *, image: str, source: str, node_name: str = "") -> dict[str, Any]:
+    env: list[dict[str, Any]] = [
+        {"name": "SKIFF_FN_NAME", "value": fn.name},
+        {"name": "SKIFF_FN_NAMESPACE", "value": fn.namespace},
+        {"name": "SKIFF_FN_HANDLER", "value": fn.handler},
+        {"name": "SKIFF_FN_TIMEOUT", "value": f"{fn.timeout_seconds:g}"},
+        {"name": "SKIFF_FN_CONCURRENCY", "value": str(fn.concurrency)},
+        {"name": "SKIFF_FN_PORT", "value": str(PORT)},
+        *fn.env,
+    ]
+    container: dict[str, Any] = {
+        "name": "function",
+        "image": fn.image or image,
+        "command": ["python3", "-c", source],
+        "env": env,
+        "ports": [{"containerPort": PORT, "name": "http"}],
+        "resources": {"limits": {"memory": DEFAULT_MEMORY}, **fn.resources},
+    }
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 2,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if fn.inline:
+        env.append({"name": "SKIFF_FN_SOURCE", "value": fn.inline})
+    elif fn.config_map:
+        env.append({"name": "SKIFF_FN_CODE_DIR", "value": CODE_DIR})
+        container["volumeMounts"] = [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}]
+        spec["volumes"] = [{"name": "code", "configMap": {"name": fn.config_map}}]
+    if node_name:
+        spec["nodeName"] = node_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{fn.name}-",
+            "namespace": fn.namespace,
+            "labels": {LABEL: fn.name},
+            "ownerReferences": [
+                {
+                    "apiVersion": FUNCTIONS.api_version,
+                    "kind": FUNCTIONS.kind,
+                    "name": fn.name,
+                    "uid": fn.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def pod_failure(pod: dict[str, Any]) -> str:
+    """Why a pod cannot become a working instance, or "" while it still may."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return f"pod {status.get('phase')}: {status.get('reason') or status.get('message') or ''}".strip()
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            t = state["terminated"]
+            return f"container exited with code {t.get('exitCode')} ({t.get('reason') or 'Error'})"
+        waiting = (state.get("waiting") or {}).get("reason", "")
+        if waiting in ("ErrImagePull", "ImagePullBackOff", "CreateContainerError", "InvalidImageName",
+                       "CreateContainerConfigError", "CrashLoopBackOff"):  # fmt: skip
+            return f"container waiting: {waiting}: {(state.get('waiting') or {}).get('message', '')}"
+    return ""
+
+
+async def wait_healthy(session: aiohttp.ClientSession, ip: str, *, deadline: float, interval: float = 0.02) -> None:
+    """Poll the runtime's /healthz on `ip` until it answers 200 (raises TimeoutError at `deadline`)."""
+    url = f"http://{ip}:{PORT}/healthz"
+    while True:
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
+                if resp.status == 200:
+                    return
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer from {url}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,70 @@
+"""A Function object read into a typed value: the settings the gateway and the instances use.
+
+Defaults are the CRD schema's (the API server applies them); they are repeated here so that an
+object written before a default existed still reads sensibly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from skiff.api import quantity
+
+DEFAULT_MEMORY = "128Mi"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    namespace: str
+    name: str
+    uid: str
+    handler: str
+    runtime: str = "python3.11"
+    inline: str = ""
+    config_map: str = ""
+    image: str = ""
+    env: tuple[dict[str, Any], ...] = ()
+    resources: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 10
+    min_scale: int = 0
+    max_scale: int = 5
+    idle_timeout: float = 30.0
+    timeout_seconds: float = 30.0
+    queue_depth: int = 100
+    triggers: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory limit an instance runs under (what invocations are billed by)."""
+        limits = self.resources.get("limits") or {}
+        return int(quantity.parse(str(limits.get("memory", DEFAULT_MEMORY))))
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> FunctionSpec:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        code = spec.get("code") or {}
+        return cls(
+            namespace=str(meta.get("namespace") or "default"),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            handler=str(spec.get("handler") or "handler.handle"),
+            runtime=str(spec.get("runtime") or "python3.11"),
+            inline=str(code.get("inline") or ""),
+            config_map=str((code.get("configMap") or {}).get("name") or ""),
+            image=str(code.get("image") or ""),
+            env=tuple(spec.get("env") or ()),
+            resources=dict(spec.get("resources") or {}),
+            concurrency=int(spec.get("concurrency") or 10),
+            min_scale=int(spec.get("minScale") or 0),
+            max_scale=max(1, int(spec.get("maxScale") or 5)),
+            idle_timeout=float(spec.get("idleTimeout") or 30),
+            timeout_seconds=float(spec.get("timeoutSeconds") or 30),
+            queue_depth=int(spec["queueDepth"]) if spec.get("queueDepth") is not None else 100,
+            triggers=tuple(spec.get("triggers") or ()),
+        )

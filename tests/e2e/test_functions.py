@@ -1,0 +1,238 @@
+"""Serverless functions end to end: `skiff fn` deploys a handler file, `skiff gateway` runs it on a real
+agent and runc, scales it from and to zero, and bills every call.
+
+The gateway runs as its own process (as `skiff gateway` alone) on a free port, binding instances to
+the test node; the python runtime image is built into the test registry once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skiff.images.recipes import ensure_builtin_image
+from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.cluster import BIN, Server, free_port
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
+NODE = "e2e-functions"
+
+HELLO = """
+def handle(event, context):
+    return {"hello": (event or {}).get("name", "world"), "function": context.function_name}
+"""
+BOOM = """
+def handle(event, context):
+    raise ValueError("kaboom " + str(event))
+"""
+BAD = """
+def handle(event, context)
+    return 1
+"""
+
+
+@dataclass
+class Gateway:
+    server: Server
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Gateway:
+        log = (self.data_dir.parent / "gateway.log").open("ab")
+        cmd = [str(BIN / "skiff"), "gateway", "--kubeconfig", str(self.server.kubeconfig), "--port", str(self.port),
+               "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._up, timeout=30, what="the gateway answering /healthz")
+        return self
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"skiff gateway exited:\n{self.logs()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def logs(self) -> str:
+        return (self.data_dir.parent / "gateway.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+def skiff(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [str(BIN / "skiff"), "fn", *args]
+    env = {"KUBECONFIG": str(gw.server.kubeconfig), "SKIFF_GATEWAY": gw.url, "PATH": str(Path(sys.executable).parent)}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=90) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = Registry.start(tmp_path_factory.mktemp("fn-registry"))
+    try:
+        asyncio.run(ensure_builtin_image("python", reg.host))
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("fn-server"), extra_args=["--disable-scheduler"]).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
+    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("fn-agent") / "state", registry=registry,
+                     node=NODE, pod_cidr="10.199.48.0/24", bridge="skfn0", netns_prefix="skfn-",
+                     cgroup_parent="skifffntest")  # fmt: skip
+    try:
+        yield node.start()
+    finally:
+        node.cleanup()
+
+
+@pytest.fixture(scope="module")
+def gateway(agent: AgentNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = Gateway(agent.server, tmp_path_factory.mktemp("fn-gateway") / "data", free_port()).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def fn_pods(cluster: Server, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "pods", "-l", f"functions.skiff.dev/function={name}", "-o", "json")
+    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    return items
+
+
+def function(cluster: Server, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads(cluster.kubectl("get", "function", name, "-o", "json").stdout)
+    return obj
+
+
+def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) -> None:
+    cluster = gateway.server
+    src = tmp_path / "hello.py"
+    src.write_text(HELLO)
+    out = skiff(gateway, "deploy", str(src), "--name", "hello", "--idle-timeout", "2")
+    assert "function.functions.skiff.dev/hello created" in out.stdout
+    assert fn_pods(cluster, "hello") == []  # nothing runs until called
+
+    # the first call is held while an instance starts, then answered: no error, no retry
+    out = skiff(gateway, "invoke", "hello", "--data", '{"name": "skiff"}')
+    assert json.loads(out.stdout) == {"hello": "skiff", "function": "hello"}
+    status, body = post(f"{gateway.url}/fn/default/hello", b'{"name": "http"}')
+    assert (status, json.loads(body)["hello"]) == (200, "http")
+    req = urllib.request.Request(
+        f"{gateway.url}/anything", data=b"{}", headers={"Host": "hello.default.fn.skiff.local"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.loads(resp.read())["hello"] == "world"
+
+    printed = cluster.kubectl("get", "functions").stdout
+    assert printed.split("\n")[0].split() == ["NAME", "READY", "REPLICAS", "INVOCATIONS", "AGE"]
+
+    # idle for longer than the idle timeout: the instance is stopped
+    wait_for(lambda: fn_pods(cluster, "hello") == [], timeout=30, what="scale to zero")
+    wait_for(lambda: function(cluster, "hello").get("status", {}).get("replicas") == 0, timeout=10,
+             what="status replicas 0")  # fmt: skip
+    # and the next call still succeeds: a cold start
+    status, body = post(f"{gateway.url}/fn/default/hello", b'{"name": "again"}')
+    assert (status, json.loads(body)["hello"]) == (200, "again")
+
+    ls = skiff(gateway, "ls").stdout
+    row = next(line.split() for line in ls.splitlines() if line.startswith("hello"))
+    assert row[1] == "True"
+    wait_for(lambda: function(cluster, "hello").get("status", {}).get("invocations") == 4, timeout=10,
+             what="4 invocations in the status")  # fmt: skip
+
+    metrics = urllib.request.urlopen(f"{gateway.url}/metrics", timeout=10).read().decode()
+    assert 'skiff_function_invocations_total{namespace="default",function="hello",code="200"} 4' in metrics
+    assert 'skiff_function_cold_starts_total{namespace="default",function="hello"} 2' in metrics
+
+    usage = json.loads(skiff(gateway, "usage", "-o", "json").stdout)
+    line = next(u for u in usage if u["function"] == "hello")
+    assert (line["invocations"], line["errors"]) == (4, 0)
+    assert line["gbSeconds"] > 0
+
+    # records survive a restart of the gateway
+    gateway.stop()
+    gateway.start()
+    usage = json.loads(skiff(gateway, "usage", "-o", "json", "--since", "1h").stdout)
+    assert next(u for u in usage if u["function"] == "hello")["invocations"] == 4
+
+    skiff(gateway, "delete", "hello")
+    wait_for(lambda: cluster.kubectl("get", "configmap", "hello-code", check=False).returncode != 0, timeout=30,
+             what="the code ConfigMap deleted with its Function")  # fmt: skip
+
+
+def test_syntax_error_deploys_nothing(gateway: Gateway, tmp_path: Path) -> None:
+    src = tmp_path / "bad.py"
+    src.write_text(BAD)
+    out = skiff(gateway, "deploy", str(src), "--name", "bad", check=False)
+    assert out.returncode == 1
+    assert "SyntaxError" in out.stderr and "bad.py" in out.stderr
+    assert gateway.server.kubectl("get", "function", "bad", check=False).returncode != 0
+    assert gateway.server.kubectl("get", "configmap", "bad-code", check=False).returncode != 0
+
+    missing = tmp_path / "nohandler.py"
+    missing.write_text("def other(event, context):\n    return 1\n")
+    out = skiff(gateway, "deploy", str(missing), "--name", "nohandler", check=False)
+    assert out.returncode == 1 and "no handler function 'handle'" in out.stderr
+    assert gateway.server.kubectl("get", "function", "nohandler", check=False).returncode != 0
+
+
+def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tmp_path: Path) -> None:
+    src = tmp_path / "boom.py"
+    src.write_text(BOOM)
+    skiff(gateway, "deploy", str(src), "--name", "boom")
+    out = skiff(gateway, "invoke", "boom", "--data", '"secret-input"', check=False)
+    assert out.returncode == 1
+    assert "500" in out.stderr and "Traceback" not in out.stderr and "kaboom" not in out.stderr
+    logs = wait_for(lambda: (r := skiff(gateway, "logs", "boom", check=False)).returncode == 0
+                    and "kaboom" in r.stdout and r.stdout, timeout=30, what="the traceback in the logs")  # fmt: skip
+    assert "Traceback" in logs and "ValueError: kaboom secret-input" in logs
+
+    big = b'"' + b"x" * (7 * 1024 * 1024) + b'"'
+    assert post(f"{gateway.url}/fn/default/boom", big)[0] == 413
+    assert post(f"{gateway.url}/fn/default/missing", b"{}")[0] == 404
+
+    usage = json.loads(skiff(gateway, "usage", "-o", "json").stdout)
+    line = next(u for u in usage if u["function"] == "boom")
+    assert (line["invocations"], line["errors"]) == (1, 1)
+    skiff(gateway, "delete", "boom")
