@@ -43,6 +43,8 @@ CONTROLLERS: dict[str, str] = {
     "root-ca-cert-publisher": "skiff.controllers.rootcacert",
     "persistentvolume-binder": "skiff.controllers.persistentvolume",
     "local-path-provisioner": "skiff.controllers.localpath",
+    "pvc-protection": "skiff.controllers.pvcprotection",
+    "pv-protection": "skiff.controllers.pvprotection",
     "csrapproving": "skiff.controllers.csrapproving",
     "csrsigning": "skiff.controllers.csrsigning",
 }

@@ -79,7 +79,7 @@ class PersistentVolumeBinder(Controller):
                 await self.sync_claim(copy.deepcopy(pvc))
         elif kind == "volume":
             pv = self.volumes.get(rest)
-            if pv is not None and not pv["metadata"].get("deletionTimestamp"):
+            if pv is not None:  # one being deleted too: it waits (pv-protection) until it is released
                 await self.sync_volume(copy.deepcopy(pv))
 
     # --- claims ---------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 `chain` holds the machinery (attributes, plugin base, the chain); one
 module per plugin, named as Kubernetes names it. `AdmissionConfig` carries
 the server flags plugins read, and `build_chain` assembles the plugins in
-Kubernetes' order (ServiceAccount, Priority, DefaultTolerationSeconds, DefaultStorageClass). The namespace
+Kubernetes' order (ServiceAccount, Priority, DefaultTolerationSeconds, DefaultStorageClass,
+StorageObjectInUseProtection). The namespace
 lifecycle check stays in the generic store, which needs it before anything
 else.
 """
@@ -19,6 +20,7 @@ from skiff.apiserver.admission_plugins.default_storage_class import DefaultStora
 from skiff.apiserver.admission_plugins.default_toleration_seconds import DEFAULT_SECONDS, DefaultTolerationSeconds
 from skiff.apiserver.admission_plugins.priority import Priority
 from skiff.apiserver.admission_plugins.service_account import ServiceAccount
+from skiff.apiserver.admission_plugins.storage_protection import StorageObjectInUseProtection
 from skiff.apiserver.options import ListOptions
 from skiff.apiserver.priorityclass import GROUP, PLURAL, VERSION
 
@@ -105,5 +107,6 @@ def build_chain(config: AdmissionConfig, store: Store, registry: Registry) -> Ch
                 unreachable_seconds=config.default_unreachable_toleration_seconds,
             ),
             DefaultStorageClass(StoredObjects(store, registry, "storage.k8s.io", "v1", "storageclasses")),
+            StorageObjectInUseProtection(),
         ]
     )
