@@ -27,6 +27,7 @@ from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
 from skiff.apiserver.crd_controller import CRDController
 from skiff.apiserver.discovery import setup_discovery
+from skiff.apiserver.function_crd import ensure_function_crd
 from skiff.apiserver.handlers import Rest
 from skiff.apiserver.metrics import setup_metrics
 from skiff.apiserver.openapi import setup_openapi
@@ -120,6 +121,7 @@ def create_app(
         await ensure_namespaces(store, registry)
         await ensure_system_priority_classes(store, registry)
         await ensure_local_path_class(store, registry)
+        await ensure_function_crd(store, registry)
         await repair(allocators, backend)  # free what a crash leaked before anything is allocated
         await ensure_kubernetes_service(store, registry, allocators)
         state["repair"] = asyncio.create_task(repair_loop(allocators, backend), name="service allocation repair")
