@@ -191,3 +191,31 @@ def test_sandbox_config_host_ports_and_aliases() -> None:
         (5353, 53, "udp"),
     ]
     assert config.host_aliases == [("10.1.2.3", ["foo", "bar"])]
+
+
+@pytest.mark.parametrize(
+    ("pod_sc", "container_sc", "image_user", "message"),
+    [
+        ({"runAsNonRoot": True}, {}, "", "container has runAsNonRoot and image will run as root"),
+        ({"runAsNonRoot": True}, {}, "0:0", "container has runAsNonRoot and image will run as root"),
+        ({}, {"runAsNonRoot": True}, "nobody",
+         "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root"),
+        ({"runAsNonRoot": True, "runAsUser": 1000}, {"runAsUser": 0}, "1000",
+         "container's runAsUser breaks non-root policy"),
+        ({"runAsNonRoot": True}, {}, "1000", None),
+        ({"runAsNonRoot": True}, {"runAsUser": 10}, "", None),
+        ({"runAsNonRoot": True}, {"runAsNonRoot": False}, "", None),  # the container's setting wins
+    ],
+)  # fmt: skip
+def test_run_as_non_root_as_the_kubelet_verifies_it(
+    pod_sc: dict[str, Any], container_sc: dict[str, Any], image_user: str, message: str | None
+) -> None:
+    container = {"name": "c", "command": ["run"], "securityContext": container_sc}
+    p = pod(containers=[container], securityContext=pod_sc)
+    image = ImageConfig(cmd=("sh",), user=image_user)
+    if message is None:
+        build_config(p, container, image, PodContext(), mounts=[], passwd="nobody:x:65534:65534::/:/bin/sh\n")
+        return
+    with pytest.raises(ContainerConfigError) as err:
+        build_config(p, container, image, PodContext(), mounts=[], passwd="nobody:x:65534:65534::/:/bin/sh\n")
+    assert str(err.value) == f'{message} (pod: "p_ns(u1)", container: c)'

@@ -26,6 +26,7 @@ from skiff.node.agent.kubelet_server import KubeletServer
 from skiff.node.agent.networking import NetworkOptions, pod_dns, run_node_network
 from skiff.node.agent.podworkers import PodWorkers
 from skiff.node.agent.starting import Starter
+from skiff.node.agent.stats import StatsReporter
 from skiff.node.agent.sync import NodeFacts, PodSyncer, now_rfc3339
 from skiff.node.lease import NodeLease
 from skiff.node.runtime.cni import NetworkConfig
@@ -129,6 +130,9 @@ class Agent:
             self.pods.start(),
             spawn(container_logs.rotation_loop(self.runtime, stop, cfg.log_rotation), name="agent log rotation",
                   logger=log),
+            # usage for the metrics API (kubectl top, the HPA), from the containers' cgroups
+            spawn(StatsReporter(self.client, cfg.node_name, self.runtime, self.pods.list).run(stop),
+                  name="agent stats", logger=log),
         ]
         kubelet = KubeletServer(client=self.client, pods=self.pods, runtime=self.runtime, state_dir=cfg.state_dir,
                                 node_name=cfg.node_name, node_ip=host_ip, port=cfg.kubelet_port)  # fmt: skip

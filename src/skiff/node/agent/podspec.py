@@ -262,6 +262,36 @@ def _rows(text: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
+def format_pod(pod: Obj) -> str:
+    """A pod as the kubelet's messages name it: `name_namespace(uid)`."""
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('name', '')}_{meta.get('namespace', '')}({meta.get('uid', '')})"
+
+
+def verify_run_as_non_root(pod: Obj, container: Obj, image_user: str) -> None:
+    """runAsNonRoot (the container's, else the pod's) as the kubelet's `verifyRunAsNonRoot` checks it:
+    an explicit runAsUser must not be 0; otherwise the image's USER must be a number other than 0
+    (an image without USER runs as root; a user name cannot be verified)."""
+    pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+        return
+    where = f'(pod: "{format_pod(pod)}", container: {container.get("name", "")})'
+    run_as_user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    if run_as_user is not None:
+        if int(run_as_user) == 0:
+            raise ContainerConfigError(f"container's runAsUser breaks non-root policy {where}")
+        return
+    user = image_user.partition(":")[0]
+    if not user or user == "0":
+        raise ContainerConfigError(f"container has runAsNonRoot and image will run as root {where}")
+    if not user.isdigit():
+        raise ContainerConfigError(
+            f"container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root "
+            f"{where}"
+        )
+
+
 def resources(container: Obj) -> Resources:
     res = container.get("resources") or {}
     limits, requests = res.get("limits") or {}, res.get("requests") or {}
@@ -290,6 +320,7 @@ def build_config(
         raise ContainerConfigError(f"no command specified for container {container.get('name', '')!r}")
     pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
     sc = container.get("securityContext") or {}
+    verify_run_as_non_root(pod, container, image.user)
     uid, gid = resolve_user(image.user, passwd, group) if image.user else (0, 0)
     run_as_user = sc.get("runAsUser", pod_sc.get("runAsUser"))
     run_as_group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))

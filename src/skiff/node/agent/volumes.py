@@ -143,9 +143,14 @@ def volume_files(volume: Obj, pod: Obj, ctx: PodContext) -> dict[str, tuple[byte
     return out
 
 
-def write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
-    """Write `files` under `target` as the kubelet's AtomicWriter; False when they were there already."""
+def write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]], group: int | None = None) -> bool:
+    """Write `files` under `target` as the kubelet's AtomicWriter; False when they were there already.
+
+    With `group` (the pod's fsGroup) the files belong to that group and it may read them, as the
+    kubelet's SetVolumeOwnership does for read-only volumes."""
     digest = hashlib.sha256()
+    if group is not None:
+        digest.update(f"group={group}\0".encode())
     for path in sorted(files):
         content, mode = files[path]
         digest.update(f"{path}\0{mode}\0{len(content)}\0".encode() + content)
@@ -161,6 +166,9 @@ def write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
         dest = staging / path
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(content)
+        if group is not None:
+            os.chown(dest, -1, group)
+            mode |= 0o440
         os.chmod(dest, mode)
     tmp_link = target / "..data_tmp"
     tmp_link.unlink(missing_ok=True)
@@ -265,6 +273,8 @@ def claim_path(volume: Obj, pod: Obj, ctx: PodContext) -> Path:
 async def setup_volumes(pod: Obj, root: Path, ctx: PodContext, *, tmpfs: bool = True) -> dict[str, Path]:
     """Make every volume of `pod` under its directory `root`; the host path of each, by name."""
     paths: dict[str, Path] = {}
+    fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+    fs_group = int(fs_group) if fs_group is not None else None
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = volume.get("name", "")
         kind = _kind(volume)
@@ -286,11 +296,14 @@ async def setup_volumes(pod: Obj, root: Path, ctx: PodContext, *, tmpfs: bool = 
             else:
                 await asyncio.to_thread(path.mkdir, mode=0o777, parents=True, exist_ok=True)
                 await asyncio.to_thread(os.chmod, path, 0o777)
+            if fs_group is not None:  # the kubelet's SetVolumeOwnership: the group's, setgid, group rw
+                await asyncio.to_thread(os.chown, path, -1, fs_group)
+                await asyncio.to_thread(os.chmod, path, 0o2777)
             continue
         files = volume_files(volume, pod, ctx)
         if kind in ("secret", "projected") and tmpfs:
             await mount_tmpfs(path)
-        await asyncio.to_thread(write_atomic, path, files or {})
+        await asyncio.to_thread(write_atomic, path, files or {}, fs_group)
     return paths
 
 
