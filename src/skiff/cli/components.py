@@ -46,6 +46,7 @@ class ClusterOptions:
     registry_address: str | None = "127.0.0.1:5000"  # where the bundled image registry listens; None: none
     agent: LocalAgentOptions | None = None  # this machine's node agent (a child process); None: none
     dns: ClusterDnsOptions | None = None  # the cluster DNS server (a child process); None: none
+    gateway_port: int | None = None  # the function gateway (a child process) on this port; None: none
 
 
 def controller_manager(opts: ClusterOptions) -> Component:
@@ -184,6 +185,10 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
         specs += [agent] if agent is not None else []
     if opts.dns is not None and (dns := cluster_dns_child(opts.dns, str(kubeconfig))) is not None:
         specs = [*(with_cluster_dns(s, opts.dns) for s in specs), dns]  # a child; the local agent's pods ask it
+    if opts.gateway_port is not None:  # the function gateway: a child
+        from skiff.cli.fn import gateway_spec
+
+        specs.append(gateway_spec(opts.gateway_port, str(kubeconfig), Path(config.data_dir), opts))
     runners: list[Coroutine[Any, Any, None]] = []
     if opts.single_process and components:
         runners.append(_in_process(kubeconfig, stop, components))

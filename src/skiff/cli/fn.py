@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from skiff.cli.children import ChildSpec
+    from skiff.cli.components import ClusterOptions
     from skiff.client.rest import Client
 
 DEFAULT_GATEWAY_PORT = 8070
@@ -91,6 +93,23 @@ def add_fn_parsers(commands: Any) -> None:
     gw.add_argument("--domain", default="fn.skiff.local", help="Host: <name>.<namespace>.<domain> calls")
     gw.add_argument("--max-body", type=int, default=6 * 1024 * 1024, metavar="BYTES", help="larger bodies get 413")
     gw.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def add_gateway_server_flags(server: argparse.ArgumentParser) -> None:
+    server.add_argument("--gateway-port", type=int, metavar="PORT",
+                        help="run the function gateway as a child on this port (default: no gateway)")  # fmt: skip
+
+
+def gateway_spec(port: int, kubeconfig: str, data_dir: Path, opts: ClusterOptions) -> ChildSpec:
+    """`skiff gateway` as a child of `skiff server`: records in <data dir>/gateway, the python runtime
+    image built into the bundled registry when that registry runs."""
+    from skiff.cli.children import ChildSpec
+
+    argv = ["gateway", "--kubeconfig", kubeconfig, "--port", str(port), "--data-dir", str(data_dir / "gateway"),
+            "--log-level", opts.log_level]  # fmt: skip
+    if opts.registry_address:
+        argv += ["--registry", opts.registry_address]
+    return ChildSpec("gateway", tuple(argv))
 
 
 def _kubeconfig(args: argparse.Namespace) -> str:

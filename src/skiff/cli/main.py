@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from skiff.cli.cluster_dns import add_cluster_dns_flags
 
     add_cluster_dns_flags(server)
+    from skiff.cli.fn import add_gateway_server_flags
+
+    add_gateway_server_flags(server)
 
     manager = commands.add_parser(
         "controller-manager",
@@ -299,6 +302,7 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         registry_address=None if getattr(args, "disable_registry", True) else args.registry_address,
         agent=local_agent_options(args),
         dns=cluster_dns_options(args),
+        gateway_port=getattr(args, "gateway_port", None),
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
