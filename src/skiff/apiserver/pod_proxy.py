@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 KUBELET_TLS: web.AppKey[ssl.SSLContext] = web.AppKey("kubelet_tls", ssl.SSLContext)
+CLOSE_TIMEOUT = 1.0  # how long a closing WebSocket waits for the peer's close frame (some clients never send it)
+CLIENT_CHECK = 1.0  # seconds between checks that a log follower is still connected
 SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward"})
 _STATUS_ERRORS: dict[int, type[errors.StatusError]] = {
     400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
@@ -196,9 +198,21 @@ async def _logs(rest: Rest, request: web.Request, pod: Obj) -> web.StreamRespons
             if upstream.status != 200:
                 raise _kubelet_error(upstream.status, (await upstream.content.read(4096)).decode(errors="replace"))
             await resp.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await resp.write(chunk)
-    await resp.write_eof()
+            while True:
+                try:  # a follow of a silent container: notice a client that went away
+                    chunk = await asyncio.wait_for(upstream.content.readany(), CLIENT_CHECK)
+                except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    continue
+                if not chunk:
+                    break
+                try:
+                    await resp.write(chunk)
+                except ConnectionResetError:  # the client went away
+                    return resp
+    with contextlib.suppress(ConnectionResetError):
+        await resp.write_eof()
     return resp
 
 
@@ -218,7 +232,7 @@ async def _relay_websocket(rest: Rest, request: web.Request, node: str, path: st
             raise errors.InternalError(f"error dialing the kubelet of node {node}: {e}") from e
         async with upstream:
             client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
-                                           max_msg_size=0)  # fmt: skip
+                                           max_msg_size=0, timeout=CLOSE_TIMEOUT)  # fmt: skip
             await client.prepare(request)
             await _pipe(client, upstream)
     return client

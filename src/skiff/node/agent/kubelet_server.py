@@ -7,7 +7,8 @@ Node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`, 10250 by de
                                                         previous, timestamps, limitBytes
     GET|POST /exec/{namespace}/{pod}/{container}        WebSocket, v5/v4.channel.k8s.io
     GET|POST /attach/{namespace}/{pod}/{container}      WebSocket, the container's output
-    GET|POST /portForward/{namespace}/{pod}             WebSocket, SPDY/3.1+portforward.k8s.io
+    GET|POST /portForward/{namespace}/{pod}             WebSocket, SPDY/3.1+portforward.k8s.io or
+                                                        v4.channel.k8s.io (ports=...)
 
 Callers authenticate with a client certificate signed by the cluster CA (fetched from the server
 at start, the agent's kubeconfig vouching for it) and only the apiserver's kubelet-client
@@ -19,6 +20,7 @@ not verify it, as kube-apiserver without --kubelet-certificate-authority).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -44,6 +46,9 @@ from skiff.node.runtime.types import ContainerState
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+
+
+CLOSE_TIMEOUT = 1.0  # how long a closing WebSocket waits for the peer's close frame
 
 
 class KubeletError(Exception):
@@ -217,14 +222,17 @@ class KubeletServer:
         path, live_id = self._log_target(pod, container, opts.previous)
 
         async def running() -> bool:
+            if request.transport is None or request.transport.is_closing():
+                return False  # the caller went away: stop following
             return live_id is not None and not await asyncio.to_thread(self._container_exited, live_id)
 
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await resp.prepare(request)
-        if path is not None:
-            async for chunk in container_logs.stream(path, opts, running):
-                await resp.write(chunk)
-        await resp.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the caller went away
+            if path is not None:
+                async for chunk in container_logs.stream(path, opts, running):
+                    await resp.write(chunk)
+            await resp.write_eof()
         return resp
 
     def _log_target(self, pod: Obj, container: str, previous: bool) -> tuple[Path | None, str | None]:
@@ -273,7 +281,7 @@ class KubeletServer:
         flags = {k: q.get(k, "").lower() in ("true", "1") for k in ("stdin", "stdout", "stderr", "tty")}
         cid = await self._running_container(pod, container)
         self._require_websocket(request)
-        ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
+        ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         try:
             handle = await self.runtime.exec_process(cid, argv, tty=flags["tty"])
@@ -295,7 +303,7 @@ class KubeletServer:
         cid = await self._running_container(pod, container)
         path, _ = self._log_target(pod, container, False)
         self._require_websocket(request)
-        ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
+        ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         opts = LogOptions(follow=True, tail_lines=0)
 
@@ -319,7 +327,14 @@ class KubeletServer:
         except SandboxNotFound:
             raise KubeletError(404, f'pod "{pod["metadata"]["name"]}" has no sandbox on this node') from None
         self._require_websocket(request)
-        ws = web.WebSocketResponse(protocols=(PORT_FORWARD_TUNNEL_PROTOCOL,), max_msg_size=0)
+        try:
+            ports = [int(p) for raw in request.query.getall("ports", []) for p in raw.split(",") if p.strip()]
+        except ValueError:
+            raise KubeletError(400, "invalid port in the ports query parameter") from None
+        if any(not 0 < p < 65536 for p in ports):
+            raise KubeletError(400, "port must be greater than 0 and less than 65536")
+        protocols = (PORT_FORWARD_TUNNEL_PROTOCOL, *EXEC_PROTOCOLS[1:])
+        ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
 
         async def dial(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -327,7 +342,10 @@ class KubeletServer:
             return await asyncio.open_connection(sock=sock)
 
         try:
-            await portforward.serve_websocket(ws, dial, pod=pod["metadata"]["name"])
+            if ws.ws_protocol == PORT_FORWARD_TUNNEL_PROTOCOL:
+                await portforward.serve_websocket(ws, dial, pod=pod["metadata"]["name"])
+            else:  # channels: one connection per port of the query
+                await portforward.serve_channels(ws, dial, ports, pod=pod["metadata"]["name"])
         finally:
             await ws.close()
         return ws

@@ -213,7 +213,8 @@ async def serve_websocket(ws: web.WebSocketResponse, dial: Dial, pod: str = "") 
 
     async def send(data: bytes) -> None:
         if not ws.closed:
-            await ws.send_bytes(data)
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(data)
 
     session = Session(send, dial, pod)
     try:
@@ -226,3 +227,70 @@ async def serve_websocket(ws: web.WebSocketResponse, dial: Dial, pod: str = "") 
                     break
     finally:
         await session.close()
+
+
+async def serve_channels(ws: web.WebSocketResponse, dial: Dial, ports: list[int], pod: str = "") -> None:
+    """Port-forward without SPDY (`v4.channel.k8s.io` over WebSocket, as the Python client speaks it).
+
+    Each port of the `ports` query parameter has two channels, 2i for data and 2i+1 for errors; one
+    connection per port, made when the WebSocket opens. The first message on every channel starts
+    with the port, two bytes little-endian.
+    """
+    writers: dict[int, asyncio.StreamWriter] = {}
+    pending: dict[int, list[bytes]] = {i: [] for i in range(len(ports))}  # data before the connection is up
+
+    async def send(channel: int, data: bytes) -> None:
+        if not ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(bytes([channel]) + data)
+
+    async def forward(i: int, port: int) -> None:
+        prefix = port.to_bytes(2, "little")
+        await send(2 * i, prefix)
+        await send(2 * i + 1, prefix)
+        try:
+            reader, writer = await dial(port)
+        except OSError as e:
+            message = (f"error forwarding port {port} to pod {pod}: failed to connect to localhost:{port} inside "
+                       f"the pod's network namespace: {e.strerror or e}")  # fmt: skip
+            await send(2 * i + 1, message.encode())
+            return
+        writers[i] = writer
+        for chunk in pending.pop(i, []):
+            writer.write(chunk)
+        try:
+            while data := await reader.read(CHUNK):
+                await send(2 * i, data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(forward(i, port), name=f"portforward {pod}:{port}") for i, port in enumerate(ports)]
+
+    async def close_when_done(forwards: list[asyncio.Task[None]]) -> None:
+        """Every connection ended: so does the WebSocket, as the kubelet's."""
+        await asyncio.gather(*forwards, return_exceptions=True)
+        await ws.close()
+
+    closer = asyncio.create_task(close_when_done(list(tasks)), name=f"portforward {pod} close")
+    tasks.append(closer)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            channel, payload = msg.data[0], msg.data[1:]
+            if channel % 2 or not payload:
+                continue
+            writer = writers.get(channel // 2)
+            if writer is None:
+                if channel // 2 in pending:
+                    pending[channel // 2].append(payload)
+                continue
+            writer.write(payload)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -32,7 +32,8 @@ PTY_DRAIN_IDLE = 0.3  # after the process ended: how long a pty may stay silent 
 
 async def send(ws: web.WebSocketResponse, channel: int, data: bytes) -> None:
     if not ws.closed:
-        await ws.send_bytes(bytes([channel]) + data)
+        with contextlib.suppress(ConnectionResetError):  # the client went away meanwhile
+            await ws.send_bytes(bytes([channel]) + data)
 
 
 async def send_status(ws: web.WebSocketResponse, status: dict[str, object]) -> None:
