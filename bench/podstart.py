@@ -18,7 +18,10 @@ The first pod (the image pull) is a warm-up and not counted. Figures are printed
 Uses bridge `skbench0`, pod CIDR 10.199.43.0/24, netns prefix `skbench-` and cgroup parent
 `skiffbenchpods`, and removes them all at the end.
 
-    sudo .venv/bin/python -m bench.podstart [--pods 100] [--idle 20] [--bare 20] [--keep]
+`--profile DIR` records py-spy profiles of the agent while the pods start and while it idles
+(`DIR/agent-start.txt`, `DIR/agent-idle.txt`) and prints its hottest functions.
+
+    sudo .venv/bin/python -m bench.podstart [--pods 100] [--idle 20] [--bare 20] [--profile DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/podstart.py` as well as `python -m bench.podstart`
     sys.path.insert(0, str(REPO))
 
+from bench.api import Profiler, summarize_profile  # noqa: E402
 from bench.proc import cpu_seconds, free_port, log, process_tree, rss_kb  # noqa: E402
 from bench.runtime import pct  # noqa: E402
 
@@ -289,7 +293,7 @@ async def delete_pods(client: Client, names: list[str], limit: float = 120.0) ->
         await asyncio.sleep(0.5)
 
 
-async def run(pods: int, idle: float, bare: int, keep: bool) -> int:
+async def run(pods: int, idle: float, bare: int, keep: bool, profile: Path | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-podstart-", dir="/var/tmp"))
     node = Node(work)
     try:
@@ -306,11 +310,14 @@ async def run(pods: int, idle: float, bare: int, keep: bool) -> int:
             warm = await watcher.create_and_wait(pod("warmup", image))
             log(f"warm-up pod (image pull) Running after {warm * 1000:.0f} ms")
             latencies = []
-            for i in range(pods):
-                latencies.append(await watcher.create_and_wait(pod(f"p{i:03d}", image)))
+            profiler = Profiler(profile, node.agent.pid, "agent")
+            with profiler.phase("start"):
+                for i in range(pods):
+                    latencies.append(await watcher.create_and_wait(pod(f"p{i:03d}", image)))
             log(f"{pods} pods Running")
             await asyncio.sleep(3)  # let the last status writes settle
-            rss, cpu = await idle_cost(node.agent.pid, idle)
+            with profiler.phase("idle"):
+                rss, cpu = await idle_cost(node.agent.pid, idle)
             helpers = shims_rss_mb(node.agent.pid)
             bare_times = await bare_runs(node, work, bare)
             await watcher.stop()
@@ -330,6 +337,8 @@ async def run(pods: int, idle: float, bare: int, keep: bool) -> int:
         print(f"  ratio (p50)             {pct(ms, 0.5) / pct(bare_ms, 0.5):7.1f} x   (target <= 5x)")
         print(f"  agent idle, {pods + 1} pods   RSS {rss:6.0f} MB   CPU {cpu:5.1f} % of one core over {idle:.0f} s"
               f"   (+ {helpers:.0f} MB RSS of its per-container helpers)")  # fmt: skip
+        for path, seconds in profiler.files.values():
+            print("\n".join(summarize_profile(path, seconds)))
         return 0
     finally:
         await node.stop()
@@ -346,8 +355,9 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=20.0, help="seconds the idle agent is sampled")
     parser.add_argument("--bare", type=int, default=20, help="bare runc runs")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and logs")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of the agent here")
     args = parser.parse_args()
-    return asyncio.run(run(args.pods, args.idle, args.bare, args.keep))
+    return asyncio.run(run(args.pods, args.idle, args.bare, args.keep, args.profile))
 
 
 if __name__ == "__main__":
