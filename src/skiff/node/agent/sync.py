@@ -3,8 +3,10 @@
 Level-triggered: each call re-reads the runtime's containers of the pod and does the next step —
 sandbox, volumes, then the first unfinished init container (one at a time, each to completion),
 then every container that should run and does not (restartPolicy and the crash back-off decide),
-then the status. A pod with a deletionTimestamp is stopped with its grace period (SIGTERM, then
-SIGKILL), its sandbox and volumes removed, and the object deleted with grace 0, as the kubelet
+then the status. A running container whose liveness or startup probe failed is killed and, per
+restartPolicy, started again; the probers (`prober.py`) say which containers are started and
+ready. A pod with a deletionTimestamp is stopped with its grace period (preStop hooks, SIGTERM,
+then SIGKILL), its sandbox and volumes removed, and the object deleted with grace 0, as the kubelet
 does. A pod that is gone from the API is torn down the same way with a 2 s grace. A pod in a
 terminal phase keeps its status and gives its sandbox (and IP) back.
 """
