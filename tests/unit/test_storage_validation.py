@@ -15,6 +15,8 @@ from skiff.apiserver.storage_strategy import (
     validate_volume,
     validate_volume_update,
 )
+from skiff.controllers.localpath import helper_pod, volume_for, volume_node
+from skiff.node.agent.sync import master_service_env
 
 Obj = dict[str, Any]
 
@@ -113,3 +115,31 @@ def test_node_affinity_of_local_volumes() -> None:
     assert not pb.node_affinity_allows(pv, pb.node_labels_for("n2"))
     assert pb.find_volume([pv], claim(), node_labels=pb.node_labels_for("n2")) is None
     assert pb.node_affinity_allows(volume("anywhere", "1Gi"), {})
+
+
+def test_local_path_volume_and_its_teardown_helper() -> None:
+    pvc = claim("2Gi")
+    pvc["metadata"]["resourceVersion"] = "7"
+    pv = volume_for(pvc, local_path_class(), "node-a", "/srv/local")
+    assert pv["metadata"]["name"] == "pvc-u1"
+    assert pv["spec"]["hostPath"] == {"path": "/srv/local/ns_c_pvc-u1", "type": "DirectoryOrCreate"}
+    assert pv["spec"]["capacity"] == {"storage": "2Gi"} and pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+    assert pv["spec"]["claimRef"]["uid"] == "u1"
+    assert pb.node_affinity_allows(pv, pb.node_labels_for("node-a"))
+    assert not pb.node_affinity_allows(pv, pb.node_labels_for("node-b"))
+    assert validate_volume(pv) == []
+    assert volume_node(pv) == "node-a"
+    helper = helper_pod(pv, "node-a")
+    assert helper["spec"]["nodeName"] == "node-a" and helper["spec"]["automountServiceAccountToken"] is False
+    assert helper["spec"]["volumes"][0]["hostPath"]["path"] == "/srv/local"
+    assert {"name": "VOL_DIR", "value": "/srv/local/ns_c_pvc-u1"} in helper["spec"]["containers"][0]["env"]
+
+
+def test_kubernetes_service_variables() -> None:
+    svc = {"spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}
+    env = master_service_env(svc)
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.43.0.1" and env["KUBERNETES_SERVICE_PORT"] == "443"
+    assert env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert env["KUBERNETES_PORT"] == env["KUBERNETES_PORT_443_TCP"] == "tcp://10.43.0.1:443"
+    assert env["KUBERNETES_PORT_443_TCP_ADDR"] == "10.43.0.1"
+    assert master_service_env(None) == {}
