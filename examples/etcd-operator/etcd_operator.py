@@ -49,7 +49,9 @@ set -eu
 unset ETCD_DATA_DIR  # etcd refuses a flag that an environment variable also sets
 conf=/etc/etcd-member
 echo "member $POD_NAME at $POD_IP: waiting for the operator to say which cluster to join"
+trap 'exit 0' TERM  # the shell is the container's first process: without a trap it would ignore SIGTERM
 until [ -s $conf/initial-cluster ]; do sleep 0.2; done
+trap - TERM
 data=/var/lib/etcd/data
 if [ ! -d $data/member ]; then
   snapshot=$(cat $conf/restore-snapshot)
@@ -448,6 +450,8 @@ async def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
         for name in lost:
             await remove_member(c, listing, name, ips[alive[0]], pods)
         return
+    for learner in (m for m in listing if m.get("isLearner")):  # left by an operator stopped half-way
+        await promote(ips[alive[0]], learner["ID"], 0)
     strays = [n for n, p in pods.items() if n not in members and not gone(p)]
     for name in strays:  # a pod that never became a member (the operator stopped half-way): start over
         await kube.delete(pods_path(c.ns, name), grace=0)
@@ -539,33 +543,45 @@ async def bootstrap(c: Cluster, pods: dict[str, Obj], snapshot: str) -> None:
 
 
 async def add_member(c: Cluster, pods: dict[str, Obj], listing: list[Obj], via: str) -> None:
-    """Scale up by one: the pod, then `member add` with its peer URL, then the pod is told to join."""
+    """Scale up by one: the pod, `member add` of a learner with its peer URL, the pod is told to join,
+    and the learner is promoted once it has caught up. A learner does not vote, so the cluster keeps
+    its quorum however long the new member takes to start."""
     used = set(c.status.get("members") or []) | {n for n, p in pods.items() if not gone(p)}
     index = next(i for i in range(len(used) + 1) if f"{c.name}-{i}" not in used)
     name = f"{c.name}-{index}"
     await wait_deleted(c, [name] if name in pods else [])  # the member's old pod, still terminating
     ip = await start_pod(c, name)
     peer = f"http://{ip}:{PEER_PORT}"
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:  # etcd adds a voting member only when every member has been connected for 5 s
-        try:
-            added = await etcd(via, "/v3/cluster/member/add", {"peerURLs": [peer]}, wait=10)
-            break
-        except RuntimeError as e:
-            if "unhealthy cluster" not in str(e) or asyncio.get_running_loop().time() > deadline:
-                await kube.delete(pods_path(c.ns, name), grace=0)
-                raise
-            await asyncio.sleep(0.5)
+    try:
+        added = await etcd(via, "/v3/cluster/member/add", {"peerURLs": [peer], "isLearner": True}, wait=10)
+    except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError):
+        await kube.delete(pods_path(c.ns, name), grace=0)
+        raise
     member_names = {m["peerURLs"][0]: m.get("name") for m in listing if m.get("peerURLs")}
     cluster = [f"{member_names.get(m['peerURLs'][0]) or name}={m['peerURLs'][0]}" for m in added["members"]]
     await join(c, name, ",".join(cluster), "existing", str(c.status.get("clusterToken") or ""))
     members = [*(c.status.get("members") or []), name]
     await c.update_status(members=members, size=len(members))
-    if not await wait_healthy(ip):
-        c.event("Warning", "MemberFailed", f"member {name} did not become healthy; removing it")
+    if not await promote(via, added["member"]["ID"], POD_START_TIMEOUT) or not await wait_healthy(ip):
+        c.event("Warning", "MemberFailed", f"member {name} did not catch up in {POD_START_TIMEOUT:.0f}s; removing it")
         await remove_member(c, (await etcd(via, "/v3/cluster/member/list", {}))["members"], name, via, pods)
         return
     c.event("Normal", "MemberAdded", f"member {name} joined at {ip} ({len(members)} of {c.size})")
+
+
+async def promote(via: str, member_id: str, within: float) -> bool:
+    """`member promote` of a learner, retried until it is in sync with the leader (or `within` passes)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await etcd(via, "/v3/cluster/member/promote", {"ID": member_id}, wait=10)
+            return True
+        except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError) as e:
+            if "not a learner" in str(e):
+                return True  # promoted by an earlier attempt
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+        await asyncio.sleep(0.5)
 
 
 async def remove_member(c: Cluster, listing: list[Obj], name: str, via: str, pods: dict[str, Obj]) -> None:
