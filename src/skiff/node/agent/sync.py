@@ -373,7 +373,10 @@ class PodSyncer:
             base["status"] = {**current, "conditions": merged, "startTime": previous.get("startTime")}
         status = compute_status(base, obs, now=now_rfc3339())
         if status != previous or _differs(status, current):
-            owned = {**status, "conditions": [c for c in status["conditions"] if c["type"] in KUBELET_CONDITIONS]}
+            # a condition without a reason or message clears the ones it had (null deletes in a merge patch), as
+            # the kubelet's two-way patch does: else a Ready condition keeps its old ContainersNotReady reason
+            owned = {**status, "conditions": [{"reason": None, "message": None, **c} for c in status["conditions"]
+                                              if c["type"] in KUBELET_CONDITIONS]}  # fmt: skip
             try:
                 await self.client.patch(resources.PODS, pod["metadata"]["name"], {"status": owned},
                                         namespace=pod["metadata"]["namespace"], subresource="status",
@@ -444,4 +447,14 @@ def _fallback(spec: Obj) -> set[str]:
 
 
 def _differs(status: Obj, current: Obj) -> bool:
-    return any(current.get(k) != v for k, v in status.items())
+    """Whether the API's status lacks what the agent computed; nulls and empty objects do not count (the API
+    drops them, so `lastProbeTime: null` would otherwise send a no-op patch for every pod at every relist)."""
+    return any(_without_nulls(current.get(k)) != _without_nulls(v) for k, v in status.items())
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != {}}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
