@@ -55,6 +55,7 @@ Obj = dict[str, Any]
 RELIST = 1.0  # how often a pod with live containers is looked at again (the kubelet's PLEG period)
 RETRY = 3.0  # after a failure that is not backed off (a missing ConfigMap, a sandbox error)
 MIN_GRACE = 2  # the kubelet's minimum grace period for pods that are gone from the API
+OBJECT_TTL = 5.0  # how long a ConfigMap, Secret, claim or volume read for a pod's sync is reused
 
 
 def now_rfc3339() -> str:
@@ -87,6 +88,7 @@ class PodSyncer:
         self._terminal: dict[str, str] = {}
         self.tokens = TokenManager(client)
         self._master_env: tuple[float, dict[str, str]] | None = None
+        self._objects: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
 
     # --- the sync -----------------------------------------------------------------------------
     async def sync(self, uid: str, pod: Obj | None) -> float | None:
@@ -342,10 +344,21 @@ class PodSyncer:
         return self._master_env[1]
 
     async def _get(self, resource: resources.Resource, name: str, ns: str) -> Obj | None:
+        """The object, or None when it does not exist; answers are kept OBJECT_TTL seconds (the kubelet's
+        TTL cache strategy), so the pods' syncs every second do not each ask the API server again."""
+        key = (resource.plural, ns, name)
+        now = time.monotonic()
+        cached = self._objects.get(key)
+        if cached is not None and now - cached[0] < OBJECT_TTL:
+            return cached[1]
         try:
-            return await self.client.get(resource, name, namespace=ns)
+            obj: Obj | None = await self.client.get(resource, name, namespace=ns)
         except errors.NotFound:
-            return None
+            obj = None
+        if len(self._objects) > 4096:
+            self._objects = {k: v for k, v in self._objects.items() if now - v[0] < OBJECT_TTL}
+        self._objects[key] = (now, obj)
+        return obj
 
     async def _credentials(self, pod: Obj) -> Obj | None:
         """The auths of the pod's imagePullSecrets, merged (a dockerconfigjson dict)."""
