@@ -13,8 +13,10 @@ from skiff.node.runtime.oci_spec import (
     MASKED_PATHS,
     build_spec,
     capabilities,
+    capabilities_of_mask,
     cpu_quota,
     cpu_shares,
+    current_capabilities,
 )
 from skiff.node.runtime.types import ContainerConfig, Mount, Resources, Sandbox
 
@@ -53,7 +55,7 @@ def test_process_user_env_cwd_tty() -> None:
         ([], ["chown", "CAP_KILL"], [c for c in DEFAULT_CAPABILITIES if c not in ("CAP_CHOWN", "CAP_KILL")]),
         (["NET_ADMIN"], [], [*DEFAULT_CAPABILITIES, "CAP_NET_ADMIN"]),
         (["NET_BIND_SERVICE"], ["ALL"], ["CAP_NET_BIND_SERVICE"]),
-        (["ALL"], [], list(DEFAULT_CAPABILITIES) + [c for c in ALL_CAPABILITIES if c not in DEFAULT_CAPABILITIES]),
+        (["ALL"], [], [*DEFAULT_CAPABILITIES, *(c for c in current_capabilities() if c not in DEFAULT_CAPABILITIES)]),
     ],
     ids=["default", "drop", "add", "drop-all-add-one", "add-all"],
 )
@@ -65,11 +67,17 @@ def test_capabilities(add: list[str], drop: list[str], expected: list[str]) -> N
 
 def test_privileged() -> None:
     s = spec(privileged=True, no_new_privs=True, cap_drop=["ALL"])
-    assert s["process"]["capabilities"]["bounding"] == list(ALL_CAPABILITIES)
+    assert s["process"]["capabilities"]["bounding"] == list(current_capabilities())  # the agent's own
     assert s["process"]["noNewPrivileges"] is False
     assert "maskedPaths" not in s["linux"] and s["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
     sysfs = next(m for m in s["mounts"] if m["destination"] == "/sys")
     assert "rw" in sysfs["options"]
+
+
+def test_capability_masks_name_bits_in_order() -> None:
+    assert set(capabilities_of_mask(0xA80425FB)) == set(DEFAULT_CAPABILITIES)  # containerd's default set
+    assert capabilities_of_mask((1 << 41) - 1) == list(ALL_CAPABILITIES)
+    assert "CAP_SYS_RESOURCE" not in capabilities_of_mask(0x1FFFEFFFFFF)
 
 
 def test_unprivileged_defaults() -> None:

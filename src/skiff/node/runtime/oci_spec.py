@@ -10,6 +10,7 @@ so the spec carries none. /dev/shm is the pod's shared tmpfs, /etc/hosts, /etc/h
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ DEFAULT_CAPABILITIES = (
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 )  # fmt: skip
 
-# Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9), for privileged containers.
+# Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9), in bit order.
 ALL_CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
@@ -53,14 +54,32 @@ def normalize_capability(name: str) -> str:
     return upper if upper.startswith("CAP_") else f"CAP_{upper}"
 
 
+def capabilities_of_mask(mask: int) -> list[str]:
+    """The names of the capability bits set in `mask` (as /proc/<pid>/status prints it, in hex)."""
+    return [name for bit, name in enumerate(ALL_CAPABILITIES) if mask >> bit & 1]
+
+
+@functools.cache
+def current_capabilities() -> tuple[str, ...]:
+    """The agent's own effective capabilities: what `privileged` and `add: [ALL]` give, as containerd's
+    (cap.Current()); a host or a container that lacks some (e.g. CAP_SYS_RESOURCE) cannot grant them.
+    Read once from /proc/self/status; every capability when it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next((x for x in f if x.startswith("CapEff:")), "")
+        return tuple(capabilities_of_mask(int(line.split()[1], 16)))
+    except (OSError, ValueError, IndexError):
+        return ALL_CAPABILITIES
+
+
 def capabilities(config: ContainerConfig) -> list[str]:
     """The default set, minus drops, plus adds; `ALL` in either works as in Kubernetes."""
     if config.privileged:
-        return list(ALL_CAPABILITIES)
+        return list(current_capabilities())
     drops = {normalize_capability(c) for c in config.cap_drop}
     adds = {normalize_capability(c) for c in config.cap_add}
     caps = [] if "CAP_ALL" in drops else [c for c in DEFAULT_CAPABILITIES if c not in drops]
-    extra = ALL_CAPABILITIES if "CAP_ALL" in adds else sorted(adds - {"CAP_ALL"})
+    extra = current_capabilities() if "CAP_ALL" in adds else sorted(adds - {"CAP_ALL"})
     caps += [c for c in extra if c not in caps]
     return caps
 
