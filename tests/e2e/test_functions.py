@@ -53,6 +53,7 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Gateway:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir.parent / "gateway.log").open("ab")
         cmd = [str(BIN / "skiff"), "gateway", "--kubeconfig", str(self.server.kubeconfig), "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug"]  # fmt: skip

@@ -199,7 +199,11 @@ async def _deploy(client: Any, args: argparse.Namespace) -> int:
     print(f"checked {path.name}: handler {dep.handler}", file=sys.stderr)
     await ensure_crd(client)
     fn = dep.function()
-    await client.create(FUNCTIONS, fn, dry_run=True)  # the API server's validation, before the code is stored
+    try:  # the API server's validation, before the code is stored
+        await client.create(FUNCTIONS, fn, dry_run=True)
+    except errors.AlreadyExists:
+        current = await client.get(FUNCTIONS, args.name, namespace=args.namespace)
+        await client.update(FUNCTIONS, {**current, "spec": fn["spec"]}, dry_run=True)
     cm = dep.config_map()
     try:
         await client.create(CONFIGMAPS, cm)

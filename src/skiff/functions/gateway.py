@@ -152,6 +152,7 @@ class Gateway:
     async def _start_instance(self, state: FunctionState, *, cold: bool) -> None:
         s = state.spec
         pod_name = ""
+        began = time.monotonic()
         try:
             created = await self.client.create(PODS, pod_manifest(s, image=self.config.image, source=self.source,
                                                                   node_name=self.config.node_name))  # fmt: skip
@@ -169,6 +170,7 @@ class Gateway:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         await ev.wait()
             assert self.session is not None
+            addressed = time.monotonic()
             health = asyncio.create_task(wait_healthy(self.session, ip, deadline=deadline))
             while not health.done():  # a container that exits before it answers is a failure at once
                 ev.clear()
@@ -182,7 +184,9 @@ class Gateway:
             state.failure = ""
             if cold:
                 self.metrics.cold_starts[(s.namespace, s.name)] += 1
-            log.info("function %s: instance %s ready at %s", s.key, pod_name, ip)
+            now = time.monotonic()
+            log.info("function %s: instance %s ready at %s in %.0f ms (pod IP after %.0f ms)", s.key, pod_name, ip,
+                     (now - began) * 1000, (addressed - began) * 1000)  # fmt: skip
         except (InstanceFailed, TimeoutError, errors.StatusError, ServerUnreachable) as e:
             state.failure = f"instance {pod_name or '(not created)'} failed to start: {e}"
             state.failures += 1

@@ -59,6 +59,7 @@ def pod_manifest(fn: FunctionSpec, *, image: str, source: str, node_name: str = 
     container: dict[str, Any] = {
         "name": "function",
         "image": fn.image or image,
+        "imagePullPolicy": "IfNotPresent",  # a cold start must not ask the registry each time
         "command": ["python3", "-c", source],
         "env": env,
         "ports": [{"containerPort": PORT, "name": "http"}],
