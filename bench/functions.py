@@ -60,7 +60,8 @@ def call(url: str) -> float:
 
 
 async def warm(gateway: str, direct: str, n: int) -> tuple[list[float], list[float]]:
-    via, straight = [], []
+    via: list[float] = []
+    straight: list[float] = []
     async with aiohttp.ClientSession() as s:
         for url in (gateway, direct):  # warm the connections
             async with s.post(url, data=b"{}") as r:
@@ -102,8 +103,9 @@ def main() -> None:
     reg = Registry.start(tmp / "registry")
     asyncio.run(ensure_builtin_image("python", reg.host))
     srv = Server(tmp / "server", extra_args=["--disable-scheduler"]).start()
-    net = {"pod_cidr": "10.199.48.0/24", "bridge": "skfn0", "netns_prefix": "skfn-", "cgroup_parent": "skifffntest"}
-    agent = AgentNode(server=srv, state_dir=tmp / "agent" / "state", registry=reg, node=NODE, **net)
+    agent = AgentNode(server=srv, state_dir=tmp / "agent" / "state", registry=reg, node=NODE,
+                      pod_cidr="10.199.48.0/24", bridge="skfn0", netns_prefix="skfn-",
+                      cgroup_parent="skifffntest")  # fmt: skip
     gw: Gateway | None = None
     try:
         agent.start()
