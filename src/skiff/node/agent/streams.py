@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncGenerator
 
 from aiohttp import WSMsgType, web
@@ -27,6 +28,9 @@ from skiff.node.runtime.runc import ExecHandle, resize_tty
 log = logging.getLogger(__name__)
 
 CHUNK = 32 * 1024
+RUNC_FAILED = 255  # runc exec's exit code when it could not start the process
+CANNOT_EXECUTE = 126  # what containerd reports then (the shell's "found but cannot execute")
+_RUNC_ERROR = re.compile(rb'^time="[^"]*" level=error msg="(.*)"\s*$', re.S)
 PTY_DRAIN_IDLE = 0.3  # after the process ended: how long a pty may stay silent before it counts as drained
 
 
@@ -40,12 +44,46 @@ async def send_status(ws: web.WebSocketResponse, status: dict[str, object]) -> N
     await send(ws, ERROR, json.dumps(status).encode())
 
 
-async def _pump(reader: asyncio.StreamReader | None, ws: web.WebSocketResponse, channel: int, forward: bool) -> None:
+def runc_failure(first_output: bytes) -> str | None:
+    """runc's own error, if the process's first output is runc saying it could not start it."""
+    match = _RUNC_ERROR.match(first_output)
+    return match.group(1).decode(errors="replace").replace('\\"', '"') if match else None
+
+
+class _Output:
+    """Copies a process's output to a channel, holding back a first chunk that is runc's start failure:
+    it is shown as containerd words it (`OCI runtime exec failed: ...`), or as it was if the process ran."""
+
+    def __init__(self, ws: web.WebSocketResponse, channel: int, forward: bool) -> None:
+        self.ws, self.channel, self.forward = ws, channel, forward
+        self.first = True
+        self.held = b""
+
+    async def write(self, data: bytes) -> None:
+        if self.first:
+            self.first = False
+            if runc_failure(data) is not None:
+                self.held = data
+                return
+        if self.forward:
+            await send(self.ws, self.channel, data)
+
+    async def finish(self, code: int) -> int:
+        """The exit code to report: a runc start failure becomes 126 (cannot execute), as with containerd."""
+        failure = runc_failure(self.held) if self.held else None
+        if failure is not None and code == RUNC_FAILED:
+            await send(self.ws, self.channel, f"OCI runtime exec failed: {failure}: unknown\r\n".encode())
+            return CANNOT_EXECUTE
+        if self.held and self.forward:
+            await send(self.ws, self.channel, self.held)
+        return code
+
+
+async def _pump(reader: asyncio.StreamReader | None, out: _Output) -> None:
     if reader is None:
         return
     while data := await reader.read(CHUNK):
-        if forward:
-            await send(ws, channel, data)
+        await out.write(data)
 
 
 async def _pty_output(master: int) -> AsyncGenerator[bytes, None]:
@@ -124,9 +162,15 @@ async def run_exec(
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
 
+    # runc's own errors come on stderr (on the terminal with a tty)
+    out, err = _Output(ws, STDOUT, stdout), _Output(ws, STDERR, stderr)
+    runc_says = out if master is not None else err
+    if master is None:
+        out.first = False
+
     async def output() -> None:
         if master is None:
-            await asyncio.gather(_pump(proc.stdout, ws, STDOUT, stdout), _pump(proc.stderr, ws, STDERR, stderr))
+            await asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
             return
         chunks = _pty_output(master)
         exited = asyncio.ensure_future(proc.wait())
@@ -145,8 +189,7 @@ async def run_exec(
                     data = nxt.result()
                 except StopAsyncIteration:
                     return
-                if stdout:
-                    await send(ws, STDOUT, data)
+                await out.write(data)
         finally:
             if nxt is not None and not nxt.done():
                 nxt.cancel()
@@ -158,7 +201,7 @@ async def run_exec(
     reader = asyncio.create_task(input_loop(), name="exec input")
     try:
         await output()
-        code = await proc.wait()
+        code = await runc_says.finish(await proc.wait())
         await send_status(ws, exec_status(argv, code))
     finally:
         reader.cancel()
