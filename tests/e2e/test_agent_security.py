@@ -97,10 +97,12 @@ def test_security_context_and_env_reach_the_process(
         "name": "restricted", "image": registry.busybox,
         "command": ["sh", "-c", f"{STATUS}; touch /written 2>/dev/null && echo ROOTFS=rw || echo ROOTFS=ro;"
                                 " echo hi > /data/f && echo DATA=`stat -c %g:%a /data`:`stat -c %g /data/f`;"
+                                " echo MEM=`df -k /mem | tail -1 | awk '{print $2}'`:`stat -f -c %T /mem`;"
+                                " dd if=/dev/zero of=/mem/f bs=1M count=5 2>/dev/null && echo FULL=no || echo FULL=yes;"
                                 " exec sleep 3600"],
         "securityContext": {"runAsUser": 2000, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}},
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "mem", "mountPath": "/mem"}],
     }  # fmt: skip
     root = {
         "name": "root", "image": registry.busybox,
@@ -123,7 +125,8 @@ def test_security_context_and_env_reach_the_process(
            "spec": {"terminationGracePeriodSeconds": 1, "containers": [restricted, root, privileged],
                     "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
                                         "supplementalGroups": [4000]},
-                    "volumes": [{"name": "data", "emptyDir": {}}]}}  # fmt: skip
+                    "volumes": [{"name": "data", "emptyDir": {}},
+                                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}}]}}  # fmt: skip
     # refused before they start: a root image under runAsNonRoot, a key the ConfigMap lacks
     nonroot = pod("nonroot", registry.busybox, ["true"], securityContext={"runAsNonRoot": True})
     nokey = pod("nokey", registry.busybox, ["true"], container={
@@ -156,6 +159,7 @@ def test_security_context_and_env_reach_the_process(
     assert fields["NoNewPrivs"] == "1"
     assert fields["ROOTFS"] == "ro"
     assert fields["DATA"] == "2000:2777:2000"  # fsGroup owns the emptyDir, setgid: new files get its group
+    assert fields["MEM"] == "4096:tmpfs" and fields["FULL"] == "yes"  # medium Memory: a tmpfs of sizeLimit
     out = wait_for(lambda: "CPU_M=" in (text := logs(cluster, ns, "sec", "root")) and text, what="root's output")
     fields = status_fields(out)
     assert fields["Uid"].split()[0] == "0" and fields["CapEff"] == DEFAULT_CAPS and fields["NoNewPrivs"] == "0"
@@ -184,13 +188,18 @@ def test_termination_grace_sigterm_then_sigkill(
             "spec": {"terminationGracePeriodSeconds": 3, "containers": [trapper, ignorer],
                      "volumes": [host]}}  # fmt: skip
     apply(cluster, ns, body)
-    wait_for(lambda: condition(get_pod(cluster, ns, "graceful"), "Ready") == "True", what="graceful Ready")
+    p = wait_for(lambda: (q := get_pod(cluster, ns, "graceful")) and condition(q, "Ready") == "True" and q,
+                 what="graceful Ready")  # fmt: skip
     assert agent.processes(marker)
+    leased = {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
+    assert p["status"]["podIP"] in leased  # host-local IPAM's lease on the pod's IP
     cluster.kubectl("delete", "pod", "graceful", "-n", ns, "--wait=true", "--timeout=60s")
     assert (tmp_path / "trapped").read_text() == "TERM\n"  # got SIGTERM and exited on it
     ignored = (tmp_path / "ignored").read_text().split()
     assert ignored[0] == "TERM" and "alive" in ignored[1:]  # got SIGTERM, ran on through it...
     wait_for(lambda: not agent.processes(marker), timeout=10, what="the ignorer killed")  # ...until SIGKILL
+    leased = {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
+    assert p["status"]["podIP"] not in leased  # the IP is free again
 
 
 def deployment(name: str, image: str, command: list[str], replicas: int, **container: Any) -> dict[str, Any]:
