@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from skiff.node.agent.imagegc import Candidate, GCFailed, ImageGCPolicy, plan
+from skiff.node.agent.imagegc import Candidate, GCFailed, ImageGCPolicy, images_in_use, plan
 
 MB = 1_000_000
 NOW = 10_000.0
@@ -73,3 +76,24 @@ def test_zero_capacity_is_invalid_disk_capacity() -> None:
 def test_bad_thresholds_are_refused(high: int, low: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ImageGCPolicy(high_threshold_percent=high, low_threshold_percent=low)
+
+
+async def test_images_in_use_are_those_of_every_container_the_runtime_has(tmp_path: Path) -> None:
+    from skiff.node.agent.starting import image_record
+    from skiff.node.agent.volumes import pod_dir
+    from skiff.node.runtime.types import ContainerId, ContainerInfo, ContainerState
+
+    infos = [ContainerInfo(id=ContainerId(cid), pod_uid=uid, name="c", attempt=0, log_path=tmp_path / "log", state=state)
+             for cid, uid, state in (("c1", "u1", ContainerState.RUNNING), ("c2", "u2", ContainerState.EXITED),
+                                     ("c3", "u3", ContainerState.RUNNING))]  # fmt: skip
+    for cid, uid, image_id in (("c1", "u1", "reg/a@sha256:aaa"), ("c2", "u2", "reg/b@sha256:bbb")):
+        record = image_record(pod_dir(tmp_path, uid), cid)
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"image": "x", "imageID": image_id, "attempt": 0}))
+
+    class Listing:
+        async def list(self) -> list[ContainerInfo]:
+            return infos
+
+    # c3 has no record (being created): it names no image; exited containers still hold theirs
+    assert await images_in_use(Listing(), tmp_path) == {"sha256:aaa", "sha256:bbb"}  # type: ignore[arg-type]
