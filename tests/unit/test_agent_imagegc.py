@@ -83,7 +83,8 @@ async def test_images_in_use_are_those_of_every_container_the_runtime_has(tmp_pa
     from skiff.node.agent.volumes import pod_dir
     from skiff.node.runtime.types import ContainerId, ContainerInfo, ContainerState
 
-    infos = [ContainerInfo(id=ContainerId(cid), pod_uid=uid, name="c", attempt=0, log_path=tmp_path / "log", state=state)
+    log = tmp_path / "log"
+    infos = [ContainerInfo(id=ContainerId(cid), pod_uid=uid, name="c", attempt=0, log_path=log, state=state)
              for cid, uid, state in (("c1", "u1", ContainerState.RUNNING), ("c2", "u2", ContainerState.EXITED),
                                      ("c3", "u3", ContainerState.RUNNING))]  # fmt: skip
     for cid, uid, image_id in (("c1", "u1", "reg/a@sha256:aaa"), ("c2", "u2", "reg/b@sha256:bbb")):
