@@ -92,6 +92,8 @@ def add_fn_parsers(commands: Any) -> None:
     gw.add_argument("--node-name", default="", help="run instances on this node (skips the scheduler)")
     gw.add_argument("--domain", default="fn.skiff.local", help="Host: <name>.<namespace>.<domain> calls")
     gw.add_argument("--max-body", type=int, default=6 * 1024 * 1024, metavar="BYTES", help="larger bodies get 413")
+    pool_help = "generic runtimes kept started per namespace with functions, for fast cold starts (default: 1)"
+    gw.add_argument("--warm-pool", type=int, default=1, metavar="N", help=pool_help)
     gw.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -311,7 +313,8 @@ def run_gateway(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir() / "gateway"
     config = GatewayConfig(image=args.image, data_dir=data_dir, host=args.bind_address, port=args.port,
-                           domain=args.domain, node_name=args.node_name, max_body=args.max_body)  # fmt: skip
+                           domain=args.domain, node_name=args.node_name, max_body=args.max_body,
+                           warm_pool=args.warm_pool)  # fmt: skip
     registry = args.registry
 
     async def gateway(client: Client, stop: asyncio.Event) -> None:

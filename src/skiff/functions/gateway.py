@@ -10,6 +10,12 @@ that function. The gateway keeps, per function, the ready instances and their ca
 - an instance left idle for `idleTimeout` seconds is stopped, down to `minScale` (0 by default);
 - a body larger than `--max-body` is 413; a call that outlives `timeoutSeconds` is 504 (runtime).
 
+Cold starts are fast because the slow part (a pod, a container, an interpreter importing asyncio)
+happens ahead of time: the gateway keeps `--warm-pool` generic runtimes started in every namespace
+that has functions, and a function scaling from zero takes one and hands it its code (one HTTP
+request), then the pool is refilled. Functions the pool cannot serve (their own image, other
+resources) start a pod of their own.
+
 The gateway manages the pods itself (see `skiff.functions.instances`), writes each Function's
 status (replicas, invocations, the Ready condition) and serves `/metrics` (Prometheus) and
 `/usage` (the bill from `skiff.functions.metering`, kept in SQLite in its data dir).
@@ -34,11 +40,22 @@ from skiff.api import errors
 from skiff.client.cache import Obj
 from skiff.client.errors import ServerUnreachable
 from skiff.client.informer import Informer
-from skiff.client.resources import PODS
+from skiff.client.resources import CONFIGMAPS, PODS
 from skiff.client.rest import Client
 from skiff.functions.autoscale import Load, desired_instances, gb_seconds, pick_least_loaded, scale_to
 from skiff.functions.crd import FUNCTIONS, LABEL, ensure_crd
-from skiff.functions.instances import Instance, InstanceFailed, pod_failure, pod_manifest, runtime_source, wait_healthy
+from skiff.functions.instances import (
+    POOL_LABEL,
+    Instance,
+    InstanceFailed,
+    load_request,
+    pod_failure,
+    pod_manifest,
+    pool_manifest,
+    poolable,
+    runtime_source,
+    wait_healthy,
+)
 from skiff.functions.metering import Invocation, Meter
 from skiff.functions.promtext import GatewayMetrics
 from skiff.functions.spec import FunctionSpec
@@ -57,6 +74,7 @@ class GatewayConfig:
     domain: str = "fn.skiff.local"
     node_name: str = ""  # bind instances to this node directly (skips the scheduler)
     max_body: int = 6 * 1024 * 1024
+    warm_pool: int = 1  # ready generic runtimes kept per namespace with functions (0: none)
 
 
 @dataclass
@@ -92,6 +110,8 @@ class Gateway:
         self.fn_informer = Informer(client, FUNCTIONS)
         self.pod_informer = Informer(client, PODS, label_selector=LABEL)
         self.pod_changed: dict[str, asyncio.Event] = {}
+        self.pool: dict[str, list[Instance]] = {}  # namespace → warm runtimes with no function yet
+        self.pool_starting: dict[str, int] = {}
         self.meter = Meter(config.data_dir / "invocations.sqlite")
         self.metrics = GatewayMetrics()
         self.session: aiohttp.ClientSession | None = None
@@ -125,6 +145,9 @@ class Gateway:
             self._instance_gone(pod)
 
     def _instance_gone(self, pod: Obj) -> None:
+        for inst in self.pool.get(pod["metadata"].get("namespace", ""), []):
+            if inst.pod == pod["metadata"]["name"]:
+                inst.dead = True
         key = f"{pod['metadata'].get('namespace')}/{pod['metadata'].get('labels', {}).get(LABEL, '')}"
         state = self.functions.get(key)
         if state is not None:
@@ -147,56 +170,126 @@ class Gateway:
         for _ in range(want - len(live) - state.starting):
             state.starting += 1
             cold = not live
-            self._spawn(self._start_instance(state, cold=cold), f"start {s.key}")
+            warm = self.pool.get(s.namespace) if poolable(s) else None
+            if warm:
+                self._spawn(self._claim(state, warm.pop(), cold=cold), f"claim {s.key}")
+            else:
+                self._spawn(self._start_instance(state, cold=cold), f"start {s.key}")
 
-    async def _start_instance(self, state: FunctionState, *, cold: bool) -> None:
-        s = state.spec
-        pod_name = ""
-        began = time.monotonic()
+    async def _launch(self, manifest: dict[str, Any]) -> Instance:
+        """Create a pod and wait until its runtime answers; its pod is deleted when it does not."""
+        namespace = manifest["metadata"]["namespace"]
+        created = await self.client.create(PODS, manifest)
+        pod_name = created["metadata"]["name"]
+        ev = self.pod_changed.setdefault(pod_name, asyncio.Event())
         try:
-            created = await self.client.create(PODS, pod_manifest(s, image=self.config.image, source=self.source,
-                                                                  node_name=self.config.node_name))  # fmt: skip
-            pod_name = created["metadata"]["name"]
-            ev = self.pod_changed.setdefault(pod_name, asyncio.Event())
             deadline = time.monotonic() + COLD_START_TIMEOUT
             ip = ""
             while not ip:
-                pod = self.pod_informer.get(f"{s.namespace}/{pod_name}") or created
+                pod = self.pod_informer.get(f"{namespace}/{pod_name}") or created
                 if failure := pod_failure(pod):
-                    raise InstanceFailed(failure)
+                    raise InstanceFailed(f"instance {pod_name}: {failure}")
                 ip = (pod.get("status") or {}).get("podIP", "")
                 if not ip:
                     ev.clear()
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         await ev.wait()
             assert self.session is not None
-            addressed = time.monotonic()
             health = asyncio.create_task(wait_healthy(self.session, ip, deadline=deadline))
             while not health.done():  # a container that exits before it answers is a failure at once
                 ev.clear()
-                await asyncio.wait([health, asyncio.create_task(ev.wait())], return_when=asyncio.FIRST_COMPLETED)
-                pod = self.pod_informer.get(f"{s.namespace}/{pod_name}") or {}
+                changed = asyncio.create_task(ev.wait())
+                await asyncio.wait([health, changed], return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                pod = self.pod_informer.get(f"{namespace}/{pod_name}") or {}
                 if failure := pod_failure(pod):
                     health.cancel()
-                    raise InstanceFailed(failure)
+                    raise InstanceFailed(f"instance {pod_name}: {failure}")
             health.result()
-            state.instances.append(Instance(pod_name, ip))
-            state.failure = ""
-            if cold:
-                self.metrics.cold_starts[(s.namespace, s.name)] += 1
-            now = time.monotonic()
-            log.info("function %s: instance %s ready at %s in %.0f ms (pod IP after %.0f ms)", s.key, pod_name, ip,
-                     (now - began) * 1000, (addressed - began) * 1000)  # fmt: skip
+            return Instance(pod_name, ip)
+        except BaseException:
+            self._spawn(self._delete_pod(namespace, pod_name), f"delete {pod_name}")
+            raise
+        finally:
+            self.pod_changed.pop(pod_name, None)
+
+    async def _start_instance(self, state: FunctionState, *, cold: bool) -> None:
+        s = state.spec
+        began = time.monotonic()
+        try:
+            manifest = pod_manifest(s, image=self.config.image, source=self.source, node_name=self.config.node_name)
+            inst = await self._launch(manifest)
+            self._ready(state, inst, cold=cold, how=f"started in {(time.monotonic() - began) * 1000:.0f} ms")
         except (InstanceFailed, TimeoutError, errors.StatusError, ServerUnreachable) as e:
-            state.failure = f"instance {pod_name or '(not created)'} failed to start: {e}"
-            state.failures += 1
-            log.warning("function %s: %s", s.key, state.failure)
-            if pod_name:
-                self._spawn(self._delete_pod(s.namespace, pod_name), f"delete {pod_name}")
+            self._failed(state, f"an instance failed to start: {e}")
         finally:
             state.starting -= 1
-            self.pod_changed.pop(pod_name, None)
             await state.notify()
+
+    async def _claim(self, state: FunctionState, inst: Instance, *, cold: bool) -> None:
+        """Make a warm-pool runtime an instance of the function: hand it the code, then label the pod."""
+        s = state.spec
+        began = time.monotonic()
+        try:
+            files: dict[str, str] = {}
+            if s.config_map:
+                files = (await self.client.get(CONFIGMAPS, s.config_map, namespace=s.namespace)).get("data") or {}
+            assert self.session is not None
+            async with self.session.post(f"{inst.url}/_skiff/load", json=load_request(s, files),
+                                         timeout=aiohttp.ClientTimeout(total=30)) as resp:  # fmt: skip
+                text = (await resp.text()).strip()
+                if resp.status != 200:
+                    raise InstanceFailed(f"loading the code into {inst.pod} failed: {text.splitlines()[-1:]}")
+            self._ready(
+                state, inst, cold=cold, how=f"loaded into a warm runtime in {(time.monotonic() - began) * 1000:.0f} ms"
+            )
+            owner = {"apiVersion": FUNCTIONS.api_version, "kind": FUNCTIONS.kind, "name": s.name, "uid": s.uid,
+                     "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+            patch = {"metadata": {"labels": {LABEL: s.name, POOL_LABEL: None}, "ownerReferences": [owner]}}
+            self._spawn(self.client.patch(PODS, inst.pod, patch, namespace=s.namespace), f"label {inst.pod}")
+        except (InstanceFailed, errors.StatusError, ServerUnreachable, aiohttp.ClientError, OSError, TimeoutError) as e:
+            self._failed(state, str(e))
+            self._spawn(self._delete_pod(s.namespace, inst.pod), f"delete {inst.pod}")
+        finally:
+            state.starting -= 1
+            await state.notify()
+
+    def _ready(self, state: FunctionState, inst: Instance, *, cold: bool, how: str) -> None:
+        s = state.spec
+        state.instances.append(inst)
+        state.failure = ""
+        if cold:
+            self.metrics.cold_starts[(s.namespace, s.name)] += 1
+        log.info("function %s: instance %s at %s %s", s.key, inst.pod, inst.ip, how)
+
+    def _failed(self, state: FunctionState, why: str) -> None:
+        state.failure = why
+        state.failures += 1
+        log.warning("function %s: %s", state.spec.key, why)
+
+    async def _fill_pool(self, namespace: str) -> None:
+        self.pool_starting[namespace] = self.pool_starting.get(namespace, 0) + 1
+        try:
+            manifest = pool_manifest(namespace, image=self.config.image, source=self.source,
+                                     node_name=self.config.node_name)  # fmt: skip
+            inst = await self._launch(manifest)
+            self.pool.setdefault(namespace, []).append(inst)
+        except (InstanceFailed, TimeoutError, errors.StatusError, ServerUnreachable) as e:
+            log.warning("warm pool of %s: %s", namespace, e)
+            await asyncio.sleep(2.0)  # a failing pool (no image, no node) does not spin
+        finally:
+            self.pool_starting[namespace] -= 1
+
+    async def _tend_pool(self) -> None:
+        """Keep `warm_pool` ready runtimes in every namespace that has functions; none elsewhere."""
+        wanted = {s.spec.namespace for s in self.functions.values() if s.spec.uid}
+        for ns in wanted:
+            self.pool[ns] = [i for i in self.pool.get(ns, []) if not i.dead]
+            for _ in range(self.config.warm_pool - len(self.pool[ns]) - self.pool_starting.get(ns, 0)):
+                self._spawn(self._fill_pool(ns), f"warm pool {ns}")
+        for ns in [ns for ns in self.pool if ns not in wanted]:
+            for inst in self.pool.pop(ns):
+                await self._delete_pod(ns, inst.pod)
 
     async def _delete_pod(self, namespace: str, name: str) -> None:
         with contextlib.suppress(errors.NotFound):
@@ -230,6 +323,10 @@ class Gateway:
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            try:
+                await self._tend_pool()
+            except (errors.StatusError, ServerUnreachable) as e:
+                log.warning("warm pool: %s", e)
             for state in list(self.functions.values()):
                 try:
                     await self._reap(state)
@@ -414,10 +511,11 @@ class Gateway:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
-            for state in self.functions.values():  # stopped with the gateway: nothing would route to them
-                for inst in state.instances:
-                    with contextlib.suppress(errors.StatusError, ServerUnreachable):
-                        await self._delete_pod(state.spec.namespace, inst.pod)
+            leftovers = [(s.spec.namespace, i) for s in self.functions.values() for i in s.instances]
+            leftovers += [(ns, i) for ns, insts in self.pool.items() for i in insts]
+            for ns, inst in leftovers:  # stopped with the gateway: nothing would route to them
+                with contextlib.suppress(errors.StatusError, ServerUnreachable):
+                    await self._delete_pod(ns, inst.pod)
             await self.meter.close()
             await self.session.close()
             await self.fn_informer.stop()

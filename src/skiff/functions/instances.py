@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from skiff.api import quantity
 from skiff.functions.crd import FUNCTIONS, LABEL
 from skiff.functions.spec import DEFAULT_MEMORY, FunctionSpec
 
@@ -100,6 +101,58 @@ def pod_manifest(fn: FunctionSpec, *, image: str, source: str, node_name: str = 
         },
         "spec": spec,
     }
+
+
+POOL_LABEL = "functions.skiff.dev/pool"  # on warm-pool pods (their function label is empty until claimed)
+
+
+def poolable(fn: FunctionSpec) -> bool:
+    """Whether a warm-pool runtime can become an instance of `fn`: the generic image, the pool's
+    resources, code and env that can be handed over in the load request."""
+    res = fn.resources
+    plain_env = all("value" in e or "valueFrom" not in e for e in fn.env)
+    only_memory = not res.get("requests") and set(res.get("limits") or {}) <= {"memory"}
+    return not fn.image and plain_env and only_memory and fn.memory_bytes == int(quantity.parse(DEFAULT_MEMORY))
+
+
+def pool_manifest(namespace: str, *, image: str, source: str, node_name: str = "") -> dict[str, Any]:
+    """A warm-pool pod: the generic runtime up and listening, no handler loaded yet."""
+    env = [{"name": "SKIFF_FN_POOL", "value": "1"}, {"name": "SKIFF_FN_PORT", "value": str(PORT)}]
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "function",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python3", "-c", source],
+                "env": env,
+                "ports": [{"containerPort": PORT, "name": "http"}],
+                "resources": {"limits": {"memory": DEFAULT_MEMORY}},
+            }
+        ],
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 2,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if node_name:
+        spec["nodeName"] = node_name
+    labels = {LABEL: "", POOL_LABEL: "warm"}
+    meta = {"generateName": "fn-warm-", "namespace": namespace, "labels": labels}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def load_request(fn: FunctionSpec, files: dict[str, str]) -> dict[str, Any]:
+    """What a warm-pool runtime needs to become an instance of `fn` (see `skiff.functions.runtime`)."""
+    env = {e["name"]: e.get("value", "") for e in fn.env}
+    env.update(SKIFF_FN_NAME=fn.name, SKIFF_FN_NAMESPACE=fn.namespace)
+    body: dict[str, Any] = {"handler": fn.handler, "env": env, "timeout": fn.timeout_seconds,
+                            "concurrency": fn.concurrency}  # fmt: skip
+    if fn.inline:
+        body["source"] = fn.inline
+    else:
+        body["files"] = files
+    return body
 
 
 def pod_failure(pod: dict[str, Any]) -> str:

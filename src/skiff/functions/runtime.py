@@ -14,6 +14,11 @@ call that outlives `SKIFF_FN_TIMEOUT` seconds is answered 504 (its thread cannot
 on). The handler runs in a thread pool sized by `SKIFF_FN_CONCURRENCY`, so a blocking handler does
 not stop other calls. `GET /healthz` answers 200 once the handler is loaded: the gateway's
 readiness check. The handler is loaded before the port is opened; a load error ends the process.
+
+Warm pool: with `SKIFF_FN_POOL=1` the runtime starts with no handler (the interpreter and the
+server already up: the slow part of a cold start) and waits for one `POST /_skiff/load` from the
+gateway carrying the handler, its code (`source`, or `files` written to a directory on sys.path),
+env, timeout and concurrency; from then on it is that function's instance.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 MAX_HEADER = 64 * 1024
-REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 413: "Payload Too Large",
-           500: "Internal Server Error", 504: "Gateway Timeout"}  # fmt: skip
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
+           413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+           504: "Gateway Timeout"}  # fmt: skip
 
 
 class Context:
@@ -85,20 +91,54 @@ def encode(result: Any) -> tuple[int, str, bytes]:
 
 
 class Runtime:
-    def __init__(self, handler: Callable[[Any, Context], Any], timeout: float, workers: int) -> None:
+    def __init__(self, handler: Callable[[Any, Context], Any] | None, timeout: float, workers: int) -> None:
         self.handler = handler
         self.timeout = timeout
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
 
+    def load(self, body: bytes) -> tuple[int, str, bytes]:
+        """A warm-pool runtime becomes one function's instance."""
+        if self.handler is not None:
+            return 409, "text/plain", b"a handler is loaded already"
+        try:
+            spec = json.loads(body)
+            os.environ.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+            os.environ["SKIFF_FN_HANDLER"] = spec["handler"]
+            if spec.get("source") is not None:
+                os.environ["SKIFF_FN_SOURCE"] = spec["source"]
+            else:
+                code_dir = os.path.join("/tmp", "skiff-function")
+                os.makedirs(code_dir, exist_ok=True)
+                for name, text in (spec.get("files") or {}).items():
+                    with open(os.path.join(code_dir, os.path.basename(name)), "w") as f:
+                        f.write(text)
+                os.environ["SKIFF_FN_CODE_DIR"] = code_dir
+            handler = load_handler(spec["handler"])
+        except Exception:
+            text = traceback.format_exc()
+            print(f"loading the handler failed\n{text}", file=sys.stderr, flush=True)
+            return 500, "text/plain", text.encode()
+        self.timeout = float(spec.get("timeout") or self.timeout)
+        workers = int(spec.get("concurrency") or 10)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
+        self.handler = handler
+        print(f"skiff function runtime: loaded {spec['handler']}", file=sys.stderr, flush=True)
+        return 200, "text/plain", b"loaded"
+
     async def call(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         if path.split("?")[0] == "/healthz":
             return 200, "text/plain", b"ok"
+        if path == "/_skiff/load" and method == "POST":
+            return self.load(body)
+        if self.handler is None:
+            return 503, "text/plain", b"no handler loaded (a warm-pool runtime)"
         rid = headers.get("x-request-id") or uuid.uuid4().hex
         try:
             event: Any = json.loads(body) if body else None
         except ValueError:
             event = body.decode(errors="replace")
         ctx = Context(rid, method, path, headers, time.monotonic() + self.timeout)
+        assert self.handler is not None
         loop = asyncio.get_running_loop()
         run = contextvars.copy_context().run
         future = loop.run_in_executor(self.pool, run, self.handler, event, ctx)
@@ -146,7 +186,8 @@ class Runtime:
 
 async def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # pid 1 ignores SIGTERM unless it handles it
-    handler = load_handler(os.environ.get("SKIFF_FN_HANDLER", "handler.handle"))
+    pooled = os.environ.get("SKIFF_FN_POOL") == "1"
+    handler = None if pooled else load_handler(os.environ.get("SKIFF_FN_HANDLER", "handler.handle"))
     runtime = Runtime(
         handler,
         float(os.environ.get("SKIFF_FN_TIMEOUT", "30")),
