@@ -435,7 +435,11 @@ async def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     health = dict(zip(ips, await asyncio.gather(*(healthy(ip) for ip in ips.values())), strict=True))
     members: list[str] = list(c.status.get("members") or [])
     if not members:
-        await bootstrap(c, pods, snapshot="")
+        pending = c.status.get("restore") or {}
+        if pending.get("startTime") and not pending.get("completionTime"):  # a restore that did not finish
+            await restore_from(c, pods, pending)
+        else:
+            await bootstrap(c, pods, snapshot="")
         return
     lost = [m for m in members if failing(pods.get(m))]
     if lost and len(members) - len(lost) < len(members) // 2 + 1:  # no quorum left
@@ -609,10 +613,20 @@ async def restore(c: Cluster, pods: dict[str, Obj], lost: list[str]) -> None:
     c.event("Warning", "QuorumLost", f"{what}; restoring from snapshot {snapshot}")
     await c.set_condition("Available", False, "QuorumLost", what)
     count = int((c.status.get("restore") or {}).get("count", 0)) + 1
-    restore_status = {"snapshot": snapshot, "lostMembers": lost, "startTime": rfc3339(now()), "count": count}
+    restore_status = {"snapshot": snapshot, "lostMembers": lost, "startTime": rfc3339(now()), "completionTime": None,
+                      "count": count}  # fmt: skip
     await c.set_condition("Restoring", True, "RestoringFromSnapshot", f"{what}; restoring from snapshot {snapshot}",
                           restore=restore_status)  # fmt: skip
-    await c.update_status(members=[])  # bootstrap stops the survivors: newer data than the snapshot, but no quorum
+    # from here on, status.restore says a restore is under way: should this round fail, the next
+    # rounds (or a restarted operator) resume it instead of starting an empty cluster
+    await c.update_status(members=[])
+    await restore_from(c, pods, restore_status)
+
+
+async def restore_from(c: Cluster, pods: dict[str, Obj], restore_status: Obj) -> None:
+    """Stop the survivors (newer data than the snapshot, but no quorum), start the first member from the
+    snapshot; the next rounds grow the cluster back."""
+    snapshot = restore_status["snapshot"]
     await bootstrap(c, pods, snapshot)
     await c.update_status(restore={**restore_status, "completionTime": rfc3339(now())})
     c.event("Normal", "Restored", f"restored member {c.name}-0 from snapshot {snapshot}; growing back to {c.size}")
