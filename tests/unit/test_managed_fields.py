@@ -163,3 +163,13 @@ def test_first_apply_to_an_unmanaged_object_keeps_its_fields_owned() -> None:
                              "spec": {"paused": True}}, "alice")  # fmt: skip
     managers = {e["manager"]: e["operation"] for e in out["metadata"]["managedFields"]}
     assert managers == {"alice": "Apply", "before-first-apply": "Update"}
+
+
+def test_malformed_entries_sent_by_a_client_are_dropped_not_a_crash() -> None:
+    old: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
+    M.track_update(None, old, req("creator", "v1"), CM)
+    new = copy.deepcopy(old)
+    new["metadata"]["managedFields"] = ["junk", {"manager": "x", "fieldsV1": "not an object"}]
+    new["data"]["a"] = "2"
+    M.track_update(old, new, req("editor", "v1"), CM)
+    assert [e["manager"] for e in new["metadata"]["managedFields"]] == ["creator", "editor"]

@@ -104,7 +104,10 @@ def _entry(manager: str, operation: str, req: Request, fields: Tree) -> Obj:
 def _entries(obj: Obj | None) -> list[Obj]:
     meta = (obj or {}).get("metadata") or {}
     found = meta.get("managedFields") if isinstance(meta, dict) else None
-    return [e for e in found if isinstance(e, dict) and e] if isinstance(found, list) else []
+    if not isinstance(found, list):
+        return []
+    # entries that are not objects, or whose fields are not a FieldsV1 object, cannot be kept up to date: dropped
+    return [e for e in found if isinstance(e, dict) and e and isinstance(e.get("fieldsV1", {}), dict)]
 
 
 def _same_scope(entry: Obj, req: Request) -> bool:
