@@ -184,7 +184,8 @@ def test_termination_grace_sigterm_then_sigkill(
                                        f" && echo alive >> /host/ignored; sleep 0.2; done # {marker}"],
                "volumeMounts": [{"name": "host", "mountPath": "/host"}]}  # fmt: skip
     host = {"name": "host", "hostPath": {"path": str(tmp_path), "type": "Directory"}}
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "graceful"},
+    hold = "example.com/hold"  # keeps the object after the kubelet is done, to read its last status
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "graceful", "finalizers": [hold]},
             "spec": {"terminationGracePeriodSeconds": 3, "containers": [trapper, ignorer],
                      "volumes": [host]}}  # fmt: skip
     apply(cluster, ns, body)
@@ -193,13 +194,21 @@ def test_termination_grace_sigterm_then_sigkill(
     assert agent.processes(marker)
     leased = {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
     assert p["status"]["podIP"] in leased  # host-local IPAM's lease on the pod's IP
-    cluster.kubectl("delete", "pod", "graceful", "-n", ns, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "pod", "graceful", "-n", ns, "--wait=false")
+    q = wait_for(lambda: (r := get_pod(cluster, ns, "graceful"))["status"].get("phase") == "Failed" and r,
+                 what="graceful Failed once deleted")  # fmt: skip
     assert (tmp_path / "trapped").read_text() == "TERM\n"  # got SIGTERM and exited on it
     ignored = (tmp_path / "ignored").read_text().split()
     assert ignored[0] == "TERM" and "alive" in ignored[1:]  # got SIGTERM, ran on through it...
     wait_for(lambda: not agent.processes(marker), timeout=10, what="the ignorer killed")  # ...until SIGKILL
     leased = {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
     assert p["status"]["podIP"] not in leased  # the IP is free again
+    exits = {c["name"]: c["state"]["terminated"] for c in q["status"]["containerStatuses"]}
+    assert (exits["trapper"]["exitCode"], exits["trapper"]["reason"]) == (0, "Completed")
+    assert (exits["ignorer"]["exitCode"], exits["ignorer"]["reason"]) == (137, "Error")
+    release = '[{"op": "remove", "path": "/metadata/finalizers"}]'
+    cluster.kubectl("patch", "pod", "graceful", "-n", ns, "--type=json", "-p", release)
+    cluster.kubectl("wait", "--for=delete", "pod/graceful", "-n", ns, "--timeout=30s")
 
 
 def deployment(name: str, image: str, command: list[str], replicas: int, **container: Any) -> dict[str, Any]:

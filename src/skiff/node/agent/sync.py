@@ -6,8 +6,9 @@ then every container that should run and does not (restartPolicy and the crash b
 then the status. A running container whose liveness or startup probe failed is killed and, per
 restartPolicy, started again; the probers (`prober.py`) say which containers are started and
 ready. A pod with a deletionTimestamp is stopped with its grace period (preStop hooks, SIGTERM,
-then SIGKILL), its sandbox and volumes removed, and the object deleted with grace 0, as the kubelet
-does. A pod that is gone from the API is torn down the same way with a 2 s grace. A pod in a
+then SIGKILL), its last status reported (how each container exited; phase Succeeded when all
+exited 0, else Failed), its sandbox and volumes removed, and the object deleted with grace 0, as the
+kubelet does. A pod that is gone from the API is torn down the same way with a 2 s grace. A pod in a
 terminal phase keeps its status and gives its sandbox (and IP) back.
 """
 
@@ -414,6 +415,24 @@ class PodSyncer:
             await self.runtime.remove_sandbox(uid)
             self.observer.invalidate()
 
+    async def _report_stopped(self, pod: Obj) -> None:
+        """A deleted pod's last status once its containers stopped: how each exited, and a terminal phase
+        (Succeeded when all exited 0, else Failed), as the kubelet reports before the pod goes."""
+        uid = pod["metadata"]["uid"]
+        self.observer.invalidate()
+        attempts = await self.observer.attempts(uid, _fallback(pod.get("spec") or {}))
+        names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        last = [mine[0] for n in names if (mine := latest(attempts, n))]
+        if not last or any(a.state != EXITED for a in last):
+            return
+        terminal = "Succeeded" if all(a.exit_code == 0 for a in last) else "Failed"
+        obs = Observation(attempts=attempts, pod_ip=(pod.get("status") or {}).get("podIP", ""),
+                          host_ip=self.node.host_ip, terminal=terminal)  # fmt: skip
+        try:
+            await self._report(pod, obs)
+        except (errors.StatusError, ServerUnreachable) as e:
+            log.debug("pod %s: the last status was not reported: %s", uid, e)
+
     async def teardown(self, uid: str, grace: float, pod: Obj | None = None) -> None:
         """Stop every container of the pod (SIGTERM, SIGKILL after `grace`), remove sandbox and volumes."""
         await self.prober.forget(uid)
@@ -423,6 +442,8 @@ class PodSyncer:
                 message = f"Stopping container {info.name}"
                 await self.recorder.record(pod, type="Normal", reason="Killing", message=message)
         await asyncio.gather(*(self._stop(pod, i.name, i.id, grace) for i in running), return_exceptions=True)
+        if pod is not None and running:
+            await self._report_stopped(pod)
         await self.runtime.remove_sandbox(uid)
         self.observer.invalidate()
         self.observer.forget(uid)
