@@ -459,14 +459,25 @@ async def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     strays = [n for n, p in pods.items() if n not in members and not gone(p)]
     for name in strays:  # a pod that never became a member (the operator stopped half-way): start over
         await kube.delete(pods_path(c.ns, name), grace=0)
-    if len(members) < c.size:
+    # a new spec.version replaces the members one at a time: one more member of the new image joins,
+    # then an old one leaves (never fewer members than asked for, so even a 1-member cluster keeps its data)
+    outdated = [m for m in members if m in pods and member_image(pods[m]) != c.image]
+    if len(members) < c.size or (outdated and len(members) == c.size and len(alive) == len(members)):
+        if outdated and len(members) == c.size:
+            c.event("Normal", "Upgrading", f"replacing {outdated[0]} ({member_image(pods[outdated[0]])}) "
+                                           f"with a member of {c.image}")  # fmt: skip
         await add_member(c, pods, listing, ips[alive[0]])
     elif len(members) > c.size:
-        victim = max(members, key=member_index)
+        victim = max(outdated or members, key=member_index)
         await remove_member(c, listing, victim, ips[next(m for m in alive if m != victim)], pods)
-        c.event("Normal", "MemberRemoved", f"scaled down: removed member {victim} ({len(members) - 1} now)")
+        why = "replaced by a member of " + c.image if outdated else "scaled down"
+        c.event("Normal", "MemberRemoved", f"{why}: removed member {victim} ({len(members) - 1} now)")
     else:
         await report(c, alive, members)
+
+
+def member_image(pod: Obj) -> str:
+    return str(pod["spec"]["containers"][0].get("image", ""))
 
 
 async def report(c: Cluster, alive: list[str], members: list[str]) -> None:
@@ -556,11 +567,16 @@ async def add_member(c: Cluster, pods: dict[str, Obj], listing: list[Obj], via: 
     await wait_deleted(c, [name] if name in pods else [])  # the member's old pod, still terminating
     ip = await start_pod(c, name)
     peer = f"http://{ip}:{PEER_PORT}"
-    try:
-        added = await etcd(via, "/v3/cluster/member/add", {"peerURLs": [peer], "isLearner": True}, wait=10)
-    except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError):
-        await kube.delete(pods_path(c.ns, name), grace=0)
-        raise
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # etcd refuses a change of members until every member has been connected for 5 s
+        try:
+            added = await etcd(via, "/v3/cluster/member/add", {"peerURLs": [peer], "isLearner": True}, wait=10)
+            break
+        except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError) as e:
+            if "unhealthy cluster" not in str(e) or asyncio.get_running_loop().time() > deadline:
+                await kube.delete(pods_path(c.ns, name), grace=0)
+                raise
+        await asyncio.sleep(0.5)
     member_names = {m["peerURLs"][0]: m.get("name") for m in listing if m.get("peerURLs")}
     cluster = [f"{member_names.get(m['peerURLs'][0]) or name}={m['peerURLs'][0]}" for m in added["members"]]
     await join(c, name, ",".join(cluster), "existing", str(c.status.get("clusterToken") or ""))
@@ -570,7 +586,7 @@ async def add_member(c: Cluster, pods: dict[str, Obj], listing: list[Obj], via: 
         c.event("Warning", "MemberFailed", f"member {name} did not catch up in {POD_START_TIMEOUT:.0f}s; removing it")
         await remove_member(c, (await etcd(via, "/v3/cluster/member/list", {}))["members"], name, via, pods)
         return
-    c.event("Normal", "MemberAdded", f"member {name} joined at {ip} ({len(members)} of {c.size})")
+    c.event("Normal", "MemberAdded", f"member {name} joined at {ip} ({len(members)} members, {c.size} wanted)")
 
 
 async def promote(via: str, member_id: str, within: float) -> bool:
@@ -593,7 +609,15 @@ async def remove_member(c: Cluster, listing: list[Obj], name: str, via: str, pod
     ip = pod_ip(pods[name]) if name in pods else ""
     for m in listing:
         if m.get("name") == name or (ip and f"http://{ip}:{PEER_PORT}" in (m.get("peerURLs") or [])):
-            await etcd(via, "/v3/cluster/member/remove", {"ID": m["ID"]}, wait=10)
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:  # etcd refuses a change of voters until every member has been connected for 5 s
+                try:
+                    await etcd(via, "/v3/cluster/member/remove", {"ID": m["ID"]}, wait=10)
+                    break
+                except RuntimeError as e:
+                    if "unhealthy cluster" not in str(e) or asyncio.get_running_loop().time() > deadline:
+                        raise
+                await asyncio.sleep(0.5)
     await kube.delete(pods_path(c.ns, name), grace=0)
     members = [m for m in c.status.get("members") or [] if m != name]
     await c.update_status(members=members, size=len(members))
