@@ -33,6 +33,7 @@ from skiff.apiserver.metrics import setup_metrics
 from skiff.apiserver.openapi import setup_openapi
 from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.priorityclass import ensure_system_priority_classes
+from skiff.apiserver.rbac_bootstrap import ensure_bootstrap_policy
 from skiff.apiserver.registry import Registry
 from skiff.apiserver.sa_token import ServiceAccountTokens
 from skiff.apiserver.service_alloc import ServiceAllocators, ServiceNetworkConfig
@@ -122,6 +123,7 @@ def create_app(
         await ensure_system_priority_classes(store, registry)
         await ensure_local_path_class(store, registry)
         await ensure_function_crd(store, registry)
+        await ensure_bootstrap_policy(store, registry)  # kube-apiserver's rbac/bootstrap-roles
         await repair(allocators, backend)  # free what a crash leaked before anything is allocated
         await ensure_kubernetes_service(store, registry, allocators)
         state["repair"] = asyncio.create_task(repair_loop(allocators, backend), name="service allocation repair")

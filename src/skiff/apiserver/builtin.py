@@ -12,6 +12,7 @@ from skiff.apiserver import conversion
 from skiff.apiserver.crd_strategy import CRDStrategy
 from skiff.apiserver.csr_strategy import CSRStrategy
 from skiff.apiserver.priorityclass import PriorityClassStrategy
+from skiff.apiserver.rbac_strategy import RoleBindingStrategy, RoleStrategy
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.service_strategy import ServiceStrategy
 from skiff.apiserver.storage_strategy import ClaimStrategy, StorageClassStrategy, VolumeStrategy
@@ -332,7 +333,7 @@ def builtin_types() -> list[ResourceType]:
             "Role",
             "roles",
             package="io.k8s.api.rbac.v1",
-            strategy=Strategy(tracks_generation=False),
+            strategy=RoleStrategy(namespaced=True),
         ),
         _rt(
             "rbac.authorization.k8s.io",
@@ -341,7 +342,7 @@ def builtin_types() -> list[ResourceType]:
             "clusterroles",
             namespaced=False,
             package="io.k8s.api.rbac.v1",
-            strategy=Strategy(tracks_generation=False),
+            strategy=RoleStrategy(namespaced=False),
         ),
         _rt(
             "rbac.authorization.k8s.io",
@@ -349,7 +350,7 @@ def builtin_types() -> list[ResourceType]:
             "RoleBinding",
             "rolebindings",
             package="io.k8s.api.rbac.v1",
-            strategy=Strategy(tracks_generation=False, immutable_fields=("roleRef",)),
+            strategy=RoleBindingStrategy(namespaced=True),
         ),
         _rt(
             "rbac.authorization.k8s.io",
@@ -358,7 +359,7 @@ def builtin_types() -> list[ResourceType]:
             "clusterrolebindings",
             namespaced=False,
             package="io.k8s.api.rbac.v1",
-            strategy=Strategy(tracks_generation=False, immutable_fields=("roleRef",)),
+            strategy=RoleBindingStrategy(namespaced=False),
         ),
         _rt(
             "certificates.k8s.io",
@@ -388,6 +389,16 @@ def builtin_types() -> list[ResourceType]:
             "v1",
             "SelfSubjectAccessReview",
             "selfsubjectaccessreviews",
+            namespaced=False,
+            package="io.k8s.api.authorization.v1",
+            verbs=CREATE_ONLY,
+            strategy=Strategy(create_only=True),
+        ),
+        _rt(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
             namespaced=False,
             package="io.k8s.api.authorization.v1",
             verbs=CREATE_ONLY,

@@ -29,8 +29,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api import errors
 from skiff.apiserver import pod_proxy
+from skiff.apiserver.access_review import AccessReviews
 from skiff.apiserver.admission_plugins import AdmissionConfig
-from skiff.apiserver.app import create_app
+from skiff.apiserver.app import CACHE, STORE, create_app
 from skiff.apiserver.auth import (
     REQUEST_ATTRIBUTES,
     Authenticator,
@@ -38,9 +39,11 @@ from skiff.apiserver.auth import (
     JoinTokenAuthenticator,
     TokenFile,
     auth_middleware,
+    default_authorizer,
 )
 from skiff.apiserver.ipalloc import ServiceIPRange
 from skiff.apiserver.pki import PKIPaths, ensure_pki
+from skiff.apiserver.rbac import RBACAuthorizer
 from skiff.apiserver.sa_token import ServiceAccountTokens
 from skiff.apiserver.service_alloc import ServiceNetworkConfig
 from skiff.storage.factory import open_backend
@@ -134,6 +137,8 @@ async def serve(
         try:
             tracker = LongRunningRequests()
             sa_tokens = await asyncio.to_thread(ServiceAccountTokens.from_data_dir, data_dir)
+            rbac = RBACAuthorizer()  # reads the app's watch cache, attached below
+            chain = authorizer if authorizer is not None else default_authorizer(rbac)
             app = create_app(
                 backend=backend,
                 compact_interval=config.compact_interval,
@@ -152,11 +157,14 @@ async def serve(
                                 sa_tokens,
                             ]
                         ),
-                        authorizer,
+                        chain,
                         tracker=tracker,
                     ),
                 ],
             )
+            rbac.attach(app[CACHE])
+            app[STORE].access_reviews = AccessReviews(chain, rbac)
+            app.on_cleanup.append(lambda _app: rbac.close())
             app.router.add_get("/cacerts", _ca_certs(await asyncio.to_thread(paths.ca_cert.read_bytes)))
             app[pod_proxy.KUBELET_TLS] = await asyncio.to_thread(pod_proxy.kubelet_client_context, paths)
             app.on_shutdown.append(tracker.on_shutdown)

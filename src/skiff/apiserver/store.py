@@ -15,7 +15,7 @@ storage's current revision, then answer from memory. Paginated lists
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -57,6 +57,8 @@ class Store:
         self._terminating: dict[str, tuple[int, bool]] = {}  # namespace key -> (mod_revision, being deleted)
         # admission plugins (Priority, DefaultTolerationSeconds…); set once the app has built them
         self.admission_chain: Chain | None = None
+        # answers the authorization.k8s.io reviews (access_review.AccessReviews); set by the server
+        self.access_reviews: Callable[[ResourceType, Obj, Any], Awaitable[Obj]] | None = None
 
     # ------------------------------------------------------------------ reads
     async def read(self, key: str) -> KeyValue | None:
@@ -196,6 +198,8 @@ class Store:
         else:
             meta.pop("namespace", None)
         if strategy.create_only:
+            if self.access_reviews is not None:
+                return await self.access_reviews(rt, obj, opts.user)
             return admission.answer_virtual(rt, obj, opts.user)
         admission.default_and_validate_schema(rt, obj, opts)
         if rt.namespaced and meta.get("namespace"):

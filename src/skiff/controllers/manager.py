@@ -47,6 +47,7 @@ CONTROLLERS: dict[str, str] = {
     "pv-protection": "skiff.controllers.pvprotection",
     "csrapproving": "skiff.controllers.csrapproving",
     "csrsigning": "skiff.controllers.csrsigning",
+    "clusterrole-aggregation": "skiff.controllers.clusterroleaggregation",
 }
 
 
