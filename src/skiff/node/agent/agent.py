@@ -131,8 +131,8 @@ class Agent:
             spawn(container_logs.rotation_loop(self.runtime, stop, cfg.log_rotation), name="agent log rotation",
                   logger=log),
             # usage for the metrics API (kubectl top, the HPA), from the containers' cgroups
-            spawn(StatsReporter(self.client, cfg.node_name, self.runtime, self.pods.list).run(stop),
-                  name="agent stats", logger=log),
+            spawn(StatsReporter(self.client, cfg.node_name, self.runtime, self.pods.list,
+                                listing=self.syncer.observer.listing).run(stop), name="agent stats", logger=log),
         ]
         kubelet = KubeletServer(client=self.client, pods=self.pods, runtime=self.runtime, state_dir=cfg.state_dir,
                                 node_name=cfg.node_name, node_ip=host_ip, port=cfg.kubelet_port)  # fmt: skip

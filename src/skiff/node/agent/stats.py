@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from skiff.client import Client, ServerUnreachable
 from skiff.node.metrics import REPORT_INTERVAL, PodUsage, report_usage, running
 from skiff.node.runtime.cgroups import Usage
 from skiff.node.runtime.runtime import Runtime
-from skiff.node.runtime.types import ContainerState
+from skiff.node.runtime.types import ContainerInfo, ContainerState
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -135,22 +135,26 @@ class StatsReporter:
         runtime: Runtime,
         pods: Callable[[], Iterable[Obj]],
         *,
+        listing: Callable[[], Awaitable[list[ContainerInfo]]] | None = None,
         interval: float = REPORT_INTERVAL,
     ) -> None:
         self.client = client
         self.node_name = node_name
         self.runtime = runtime
+        self.listing = listing or runtime.list  # the pod workers' shared listing saves a `runc list`
         self.pods = pods
         self.interval = interval
         self.rates = RateTracker()
 
     async def _samples(self) -> list[ContainerSample]:
-        infos = [i for i in await self.runtime.list() if i.state == ContainerState.RUNNING]
-        out = []
-        for info in infos:
-            with contextlib.suppress(Exception):  # a container removed between the listing and the read
-                out.append(ContainerSample(info.pod_uid, info.name, await self.runtime.container_stats(info.id)))
-        return out
+        infos = [i for i in await self.listing() if i.state == ContainerState.RUNNING]
+        cgroups = self.runtime.cgroups
+
+        def read() -> list[ContainerSample]:  # one thread for every container's cgroup files
+            return [ContainerSample(i.pod_uid, i.name, cgroups.usage(cgroups.container_path(i.pod_uid, i.id)))
+                    for i in infos]  # fmt: skip
+
+        return await asyncio.to_thread(read)
 
     async def round(self) -> bool:
         """One sample and report; True when some container had no rate yet (sample again soon)."""
