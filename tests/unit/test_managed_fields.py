@@ -173,3 +173,18 @@ def test_malformed_entries_sent_by_a_client_are_dropped_not_a_crash() -> None:
     new["data"]["a"] = "2"
     M.track_update(old, new, req("editor", "v1"), CM)
     assert [e["manager"] for e in new["metadata"]["managedFields"]] == ["creator", "editor"]
+
+
+def test_more_than_ten_update_managers_merge_the_oldest_into_ancient_changes() -> None:
+    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}}
+    for i in range(12):
+        new = copy.deepcopy(obj)
+        new["data"][f"k{i}"] = "v"
+        M.track_update(obj, new, M.Request(manager=f"m{i:02d}", api_version="v1", now=f"2026-01-01T00:00:{i:02d}Z"),
+                       CM)  # fmt: skip
+        obj = new
+    entries = obj["metadata"]["managedFields"]
+    assert len(entries) == 10
+    ancient = next(e for e in entries if e["manager"] == "ancient-changes")
+    assert set(ancient["fieldsV1"]["f:data"]) >= {"f:k0", "f:k1", "f:k2"}  # the three oldest, merged
+    assert {e["manager"] for e in entries} == {"ancient-changes", *(f"m{i:02d}" for i in range(3, 12))}

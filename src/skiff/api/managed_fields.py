@@ -14,7 +14,8 @@ Why this exists: Kubernetes records, for every object, which field manager set w
   (409 Conflict with Kubernetes' message) unless `force`, which takes them over
   (SMD `Updater.Apply`). The manager's Apply entry is exactly what it applied.
 
-Entries are kept sorted as Kubernetes sorts them (Apply before Update, then time, manager).
+Entries are kept sorted as Kubernetes sorts them (Apply before Update, then time, manager);
+beyond ten Update entries the oldest merge into "ancient-changes", as the apiserver caps them.
 Managed fields a client sends in an update replace the recorded ones (how kubectl migrates
 client-side apply to server-side apply); an empty list keeps them.
 """
@@ -36,6 +37,8 @@ META_SKIP = frozenset(
     {"name", "namespace", "creationTimestamp", "selfLink", "uid", "generation", "managedFields", "resourceVersion"}
 )  # what the stripMeta manager leaves out of every set
 BEFORE_FIRST_APPLY = "before-first-apply"
+ANCIENT_CHANGES = "ancient-changes"
+MAX_UPDATE_MANAGERS = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +175,35 @@ def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> Non
         fieldsets.insert(fields, path)
     mine["time"] = req.now
     mine["apiVersion"] = req.api_version
-    _set(out, new)
+    _set(_cap_updaters(out), new)
+
+
+def _cap_updaters(entries: list[Obj]) -> list[Obj]:
+    """At most MAX_UPDATE_MANAGERS Update entries: the oldest merge into one "ancient-changes" entry per
+    apiVersion (the apiserver's capManagersManager), so that many writers cannot grow an object forever."""
+    count = sum(1 for e in entries if e.get("operation") == UPDATE)
+    if count <= MAX_UPDATE_MANAGERS:
+        return entries
+    entries = [_copy_entry(e) if e.get("operation") == UPDATE else e for e in entries]  # others may share them
+    updaters = sorted((e for e in entries if e.get("operation") == UPDATE), key=lambda e: str(e.get("time") or ""))
+    dropped: set[int] = set()
+    first: dict[str, Obj] = {}  # apiVersion -> the entry the older ones of that version merge into
+    for entry in updaters:
+        if count <= MAX_UPDATE_MANAGERS:
+            break
+        version = str(entry.get("apiVersion") or "")
+        bucket = first.get(version)
+        if bucket is None:
+            first[version] = entry
+            continue
+        bucket["manager"] = ANCIENT_CHANGES
+        bucket.pop("subresource", None)
+        for path in fieldsets.paths(entry.get("fieldsV1") or {}):
+            fieldsets.insert(bucket["fieldsV1"], path)
+        bucket["time"] = entry.get("time")
+        dropped.add(id(entry))
+        count -= 1
+    return [e for e in entries if id(e) not in dropped]
 
 
 # -- Apply ---------------------------------------------------------------------------------------
@@ -284,7 +315,7 @@ def apply(live: Obj | None, merged: Obj, config: Obj, req: Request, schema: Sche
     if previous is not None and previous.get("fieldsV1") == applied and not changes:  # a no-op keeps its time
         mine["time"] = previous.get("time", req.now)
     entries.append(mine)
-    _set(entries, merged)
+    _set(_cap_updaters(entries), merged)
     return merged
 
 
