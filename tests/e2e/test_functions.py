@@ -8,6 +8,7 @@ the test node; the python runtime image is built into the test registry once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -237,3 +238,63 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
     line = next(u for u in usage if u["function"] == "boom")
     assert (line["invocations"], line["errors"]) == (1, 1)
     skiff(gateway, "delete", "boom")
+
+
+def apply_function(cluster: Server, name: str, spec: dict[str, Any], *, check: bool = True) -> Any:
+    doc = {"apiVersion": "functions.skiff.dev/v1", "kind": "Function", "metadata": {"name": name}, "spec": spec}
+    return cluster.kubectl("apply", "-f", "-", input=json.dumps(doc), check=check)
+
+
+def usage_of(gw: Gateway, name: str) -> dict[str, Any]:
+    usage = json.loads(skiff(gw, "usage", "-o", "json").stdout)
+    return next((u for u in usage if u["function"] == name), {"invocations": 0, "errors": 0})
+
+
+def test_schema_timeout_and_queue_bound(gateway: Gateway) -> None:
+    cluster = gateway.server
+    assert "created CustomResourceDefinition functions.functions.skiff.dev" in cluster.logs()  # at server start
+    bad = apply_function(cluster, "invalid", {"handler": "not a handler", "maxScale": 0}, check=False)
+    assert bad.returncode != 0 and "spec.maxScale" in bad.stderr and "spec.handler" in bad.stderr
+
+    slow = "import time\ndef handle(event, context):\n    time.sleep(float(event))\n    return 'done'\n"
+    spec = {"handler": "slow.handle", "code": {"inline": slow}, "timeoutSeconds": 1, "concurrency": 1,
+            "maxScale": 1, "queueDepth": 1}  # fmt: skip
+    apply_function(cluster, "slow", spec)
+    wait_for(lambda: post(f"{gateway.url}/fn/default/slow", b"0")[0] == 200, timeout=60, what="slow answering")
+    assert post(f"{gateway.url}/fn/default/slow", b"3")[0] == 504  # cut at its timeout
+
+    # one call runs, one waits, the rest are refused at once with 429
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(lambda _: post(f"{gateway.url}/fn/default/slow", b"0.8")[0], range(6)))
+    assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+    cluster.kubectl("delete", "function", "slow")
+
+
+def test_cron_and_event_triggers(gateway: Gateway) -> None:
+    cluster = gateway.server
+    code = ("def handle(event, context):\n"
+            "    print('got', event['type'], (event.get('object') or {}).get('metadata', {}).get('name', ''))\n"
+            "    return {}\n")  # fmt: skip
+    triggers = [{"type": "cron", "schedule": "@every 1s"}]
+    apply_function(cluster, "ticker", {"handler": "tick.handle", "code": {"inline": code}, "triggers": triggers})
+    wait_for(lambda: usage_of(gateway, "ticker")["invocations"] >= 2, timeout=60, what="two cron calls")
+    cluster.kubectl("delete", "function", "ticker")
+
+    triggers = [{"type": "event", "kind": "ConfigMap", "labelSelector": "watched=yes"}]
+    apply_function(cluster, "watcher", {"handler": "w.handle", "code": {"inline": code}, "triggers": triggers})
+    cluster.kubectl("create", "configmap", "ignored", "--from-literal=a=b")
+    cluster.kubectl("create", "configmap", "watched-cm", "--from-literal=a=b")
+    cluster.kubectl("label", "configmap", "watched-cm", "watched=yes")
+    changes = iter(range(1000))
+
+    def delivered() -> str | None:
+        # a change to the watched object (repeated: the trigger's watch starts on the gateway's next tick)
+        cluster.kubectl("annotate", "--overwrite", "configmap", "watched-cm", f"n={next(changes)}")
+        cluster.kubectl("annotate", "--overwrite", "configmap", "ignored", f"n={next(changes)}")
+        out = skiff(gateway, "logs", "watcher", check=False)
+        return out.stdout if out.returncode == 0 and "got MODIFIED watched-cm" in out.stdout else None
+
+    logs = wait_for(delivered, timeout=60, interval=1.0, what="the event call")
+    assert "ignored" not in logs
+    cluster.kubectl("delete", "function", "watcher")
+    cluster.kubectl("delete", "configmap", "ignored", "watched-cm")

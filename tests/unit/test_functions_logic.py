@@ -121,3 +121,32 @@ def test_runtime_encoding_and_since() -> None:
     assert parse_since("2h", 10_000.0) == 10_000.0 - 7200
     with pytest.raises(ValueError, match="duration"):
         parse_since("yesterday", 0.0)
+
+
+def test_trigger_schedules() -> None:
+    from datetime import UTC, datetime
+
+    from skiff.functions.triggers import next_fire, resource_of_kind
+
+    assert next_fire("@every 2s", 100.0) == 102.0
+    t0 = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC).timestamp()
+    assert next_fire("*/5 * * * *", t0) == datetime(2026, 1, 1, 12, 5, tzinfo=UTC).timestamp()
+    with pytest.raises(ValueError, match="expected exactly 5 fields"):
+        next_fire("every minute", t0)
+    kind = resource_of_kind("ConfigMap")
+    assert kind is not None and kind.plural == "configmaps"
+    assert resource_of_kind("Nope") is None
+
+
+def test_pool_takes_plain_functions_only() -> None:
+    from skiff.functions.instances import load_request, poolable
+
+    base = {"metadata": {"name": "f", "namespace": "n", "uid": "u"}, "spec": {"handler": "h.handle"}}
+    assert poolable(FunctionSpec.from_object(base))
+    for extra in ({"code": {"image": "my/fn"}}, {"resources": {"limits": {"memory": "1Gi"}}},
+                  {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}):  # fmt: skip
+        assert not poolable(FunctionSpec.from_object({**base, "spec": {**base["spec"], **extra}}))
+    spec = FunctionSpec.from_object({**base, "spec": {"handler": "h.handle", "env": [{"name": "A", "value": "1"}]}})
+    body = load_request(spec, {"h.py": "def handle(e, c): pass\n"})
+    assert body["env"] == {"A": "1", "SKIFF_FN_NAME": "f", "SKIFF_FN_NAMESPACE": "n"}
+    assert body["files"] == {"h.py": "def handle(e, c): pass\n"} and body["handler"] == "h.handle"

@@ -59,6 +59,7 @@ from skiff.functions.instances import (
 from skiff.functions.metering import Invocation, Meter
 from skiff.functions.promtext import GatewayMetrics
 from skiff.functions.spec import FunctionSpec
+from skiff.functions.triggers import Triggers
 
 log = logging.getLogger(__name__)
 COLD_START_TIMEOUT = 60.0  # seconds a held call waits for a first instance
@@ -130,7 +131,7 @@ class Gateway:
             ):  # fmt: skip
                 for inst in state.instances:  # new code: new instances serve the next calls
                     inst.dead = True
-                self._spawn(self._reap(state), f"replace {spec.key}")
+                self.spawn(self._reap(state), f"replace {spec.key}")
 
     def _on_function_delete(self, obj: Obj) -> None:
         spec = FunctionSpec.from_object(obj)
@@ -156,7 +157,7 @@ class Gateway:
                     inst.dead = True
 
     # --- scaling ---------------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str) -> None:
+    def spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -172,9 +173,9 @@ class Gateway:
             cold = not live
             warm = self.pool.get(s.namespace) if poolable(s) else None
             if warm:
-                self._spawn(self._claim(state, warm.pop(), cold=cold), f"claim {s.key}")
+                self.spawn(self._claim(state, warm.pop(), cold=cold), f"claim {s.key}")
             else:
-                self._spawn(self._start_instance(state, cold=cold), f"start {s.key}")
+                self.spawn(self._start_instance(state, cold=cold), f"start {s.key}")
 
     async def _launch(self, manifest: dict[str, Any]) -> Instance:
         """Create a pod and wait until its runtime answers; its pod is deleted when it does not."""
@@ -208,7 +209,7 @@ class Gateway:
             health.result()
             return Instance(pod_name, ip)
         except BaseException:
-            self._spawn(self._delete_pod(namespace, pod_name), f"delete {pod_name}")
+            self.spawn(self._delete_pod(namespace, pod_name), f"delete {pod_name}")
             raise
         finally:
             self.pod_changed.pop(pod_name, None)
@@ -246,10 +247,10 @@ class Gateway:
             owner = {"apiVersion": FUNCTIONS.api_version, "kind": FUNCTIONS.kind, "name": s.name, "uid": s.uid,
                      "controller": True, "blockOwnerDeletion": True}  # fmt: skip
             patch = {"metadata": {"labels": {LABEL: s.name, POOL_LABEL: None}, "ownerReferences": [owner]}}
-            self._spawn(self.client.patch(PODS, inst.pod, patch, namespace=s.namespace), f"label {inst.pod}")
+            self.spawn(self.client.patch(PODS, inst.pod, patch, namespace=s.namespace), f"label {inst.pod}")
         except (InstanceFailed, errors.StatusError, ServerUnreachable, aiohttp.ClientError, OSError, TimeoutError) as e:
             self._failed(state, str(e))
-            self._spawn(self._delete_pod(s.namespace, inst.pod), f"delete {inst.pod}")
+            self.spawn(self._delete_pod(s.namespace, inst.pod), f"delete {inst.pod}")
         finally:
             state.starting -= 1
             await state.notify()
@@ -286,7 +287,7 @@ class Gateway:
         for ns in wanted:
             self.pool[ns] = [i for i in self.pool.get(ns, []) if not i.dead]
             for _ in range(self.config.warm_pool - len(self.pool[ns]) - self.pool_starting.get(ns, 0)):
-                self._spawn(self._fill_pool(ns), f"warm pool {ns}")
+                self.spawn(self._fill_pool(ns), f"warm pool {ns}")
         for ns in [ns for ns in self.pool if ns not in wanted]:
             for inst in self.pool.pop(ns):
                 await self._delete_pod(ns, inst.pod)
@@ -303,7 +304,7 @@ class Gateway:
             if inst.in_flight == 0:
                 await self._delete_pod(s.namespace, inst.pod)
             else:  # calls still running on an old instance: delete once they are done
-                self._spawn(self._delete_when_idle(state, inst), f"drain {inst.pod}")
+                self.spawn(self._delete_when_idle(state, inst), f"drain {inst.pod}")
         idle_for = time.monotonic() - state.last_activity
         target = scale_to(Load(state.in_flight, state.waiting), len(state.instances), idle_for=idle_for,
                           idle_timeout=s.idle_timeout, concurrency=s.concurrency, min_scale=s.min_scale,
@@ -409,15 +410,23 @@ class Gateway:
         return await self._call(state, request, "/" + path.lstrip("/"))
 
     async def _call(self, state: FunctionState, request: web.Request, path: str) -> web.StreamResponse:
-        s = state.spec
         body = await request.read()  # 413 when too large: refused before it is an invocation
+        target = path + (f"?{request.query_string}" if request.query_string else "")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        return await self.invoke(state, request.method, target, headers, body)
+
+    async def invoke(
+        self, state: FunctionState, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> web.Response:
+        """One metered call of the function (HTTP, or a trigger's); HTTP errors are raised as responses."""
+        s = state.spec
         start_wall, start = time.time(), time.monotonic()
         state.last_activity = start
         status = 500
         try:
             inst = await self._acquire(state)
             try:
-                response = await self._forward(s, inst, request, path, body)
+                response = await self._forward(s, inst, method, target, headers, body)
                 status = response.status
                 return response
             finally:
@@ -436,16 +445,17 @@ class Gateway:
                                          gb_seconds(s.memory_bytes, duration)))  # fmt: skip
 
     async def _forward(
-        self, s: FunctionSpec, inst: Instance, request: web.Request, path: str, body: bytes
+        self, s: FunctionSpec, inst: Instance, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> web.Response:
         assert self.session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        headers.setdefault("X-Request-Id", uuid.uuid4().hex)
-        url = inst.url + path + (f"?{request.query_string}" if request.query_string else "")
+        headers = {**headers, "X-Request-Id": headers.get("X-Request-Id") or uuid.uuid4().hex}
         try:
             timeout = aiohttp.ClientTimeout(total=s.timeout_seconds + 5)
-            async with self.session.request(request.method, url, data=body, headers=headers, timeout=timeout) as resp:
+            async with self.session.request(method, inst.url + target, data=body, headers=headers,
+                                            timeout=timeout) as resp:  # fmt: skip
                 payload = await resp.read()
+                if resp.headers.get("X-Skiff-Retire"):  # a timed-out call: the runtime exits after it
+                    inst.dead = True
                 ctype = resp.headers.get("Content-Type", "application/octet-stream")
                 return web.Response(status=resp.status, body=payload, headers={"Content-Type": ctype})
         except TimeoutError:
@@ -501,13 +511,14 @@ class Gateway:
         log.info("function gateway listening on http://%s:%d", self.config.host, self.config.port)
         meter_task = asyncio.create_task(self.meter.run(stop), name="meter")
         house = asyncio.create_task(self._housekeeping(stop), name="housekeeping")
+        triggers = asyncio.create_task(Triggers(self).run(stop), name="triggers")
         if ready is not None:
             ready.set()
         try:
             await stop.wait()
         finally:
             await runner.cleanup()
-            await asyncio.gather(meter_task, house, return_exceptions=True)
+            await asyncio.gather(meter_task, house, triggers, return_exceptions=True)
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,19 +1,21 @@
-"""The function runtime: a small HTTP server, run inside a generic python-image container, that
-loads a handler and answers each request with `handle(event, context)`.
+"""The function runtime: a small HTTP server, run inside a generic python-image container, that loads
+a handler and answers each request with `handle(event, context)`.
 
-It must run on the bare python image (the standard library only, no skiff, no aiohttp): the
-gateway starts it as `python3 -c <this file's source>`, so one image serves every function and the
-code arrives through a mounted ConfigMap (`SKIFF_FN_CODE_DIR`), an env var (`SKIFF_FN_SOURCE`, for
+It must run on the bare python image (the standard library only, no skiff, no aiohttp): the gateway
+starts it as `python3 -c <this file's source>`, so one image serves every function and the code
+arrives through a mounted ConfigMap (`SKIFF_FN_CODE_DIR`), an env var (`SKIFF_FN_SOURCE`, for
 inline code) or the image itself (already on `sys.path`).
 
 Contract: the event is the request body decoded as JSON (or the raw text when it is not JSON); the
 context carries the function's name, the request id, method, path, query and headers, and the
 deadline. A dict or list return value is answered as JSON, a str as text, bytes as they are, None
-as 204. An exception is 500 with a short body; its traceback goes to the container log only. A
-call that outlives `SKIFF_FN_TIMEOUT` seconds is answered 504 (its thread cannot be killed and runs
-on). The handler runs in a thread pool sized by `SKIFF_FN_CONCURRENCY`, so a blocking handler does
-not stop other calls. `GET /healthz` answers 200 once the handler is loaded: the gateway's
-readiness check. The handler is loaded before the port is opened; a load error ends the process.
+as 204. An exception is 500 with a short body; its traceback goes to the container log only. A call
+that outlives `SKIFF_FN_TIMEOUT` seconds is answered 504 with `X-Skiff-Retire: 1`, and the runtime
+then exits (a thread cannot be killed; as Lambda, the sandbox of a timed-out call is discarded), so
+the gateway routes the next calls to a fresh instance. The handler runs in a thread pool sized by
+`SKIFF_FN_CONCURRENCY`, so a blocking handler does not stop other calls. `GET /healthz` answers 200
+once the handler is loaded: the gateway's readiness check. The handler is loaded before the port is
+opened; a load error ends the process.
 
 Warm pool: with `SKIFF_FN_POOL=1` the runtime starts with no handler (the interpreter and the
 server already up: the slow part of a cold start) and waits for one `POST /_skiff/load` from the
@@ -94,6 +96,7 @@ class Runtime:
     def __init__(self, handler: Callable[[Any, Context], Any] | None, timeout: float, workers: int) -> None:
         self.handler = handler
         self.timeout = timeout
+        self.retiring = False  # a call timed out: answer it, then exit
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
 
     def load(self, body: bytes) -> tuple[int, str, bytes]:
@@ -146,7 +149,8 @@ class Runtime:
             result = await asyncio.wait_for(future, self.timeout)
             return encode(result)
         except TimeoutError:
-            print(f"request {rid}: timed out after {self.timeout:g}s", file=sys.stderr, flush=True)
+            print(f"request {rid}: timed out after {self.timeout:g}s; exiting", file=sys.stderr, flush=True)
+            self.retiring = True
             return 504, "application/json", json.dumps({"error": "function timed out", "requestId": rid}).encode()
         except Exception:
             print(f"request {rid}: handler raised an exception\n{traceback.format_exc()}", file=sys.stderr, flush=True)
@@ -170,12 +174,16 @@ class Runtime:
                 body = await reader.readexactly(length) if length else b""
                 status, ctype, payload = await self.call(method, path, headers, body)
                 close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+                retire = "X-Skiff-Retire: 1\r\n" if self.retiring else ""
                 writer.write(
                     f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(payload)}\r\nConnection: {'close' if close else 'keep-alive'}\r\n\r\n"
+                    f"Content-Length: {len(payload)}\r\nConnection: {'close' if close else 'keep-alive'}\r\n"
+                    f"{retire}\r\n"
                     .encode() + payload
                 )  # fmt: skip
                 await writer.drain()
+                if self.retiring:
+                    os._exit(0)
                 if close:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
