@@ -141,3 +141,17 @@ def test_client_side_apply_migrates_to_server_side(server: Server, ns: str) -> N
     assert entries["kubectl"]["operation"] == "Apply"
     cm = json.loads(server.kubectl("get", "-n", ns, "configmap", "migrated", "-o", "json").stdout)
     assert cm["data"] == {"a": "1"}
+
+
+def test_apply_to_the_status_subresource_is_recorded_as_such(server: Server, ns: str) -> None:
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+           "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}  # fmt: skip
+    apply(server, ns, yaml.safe_dump(svc))
+    status = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+              "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}  # fmt: skip
+    apply(server, ns, yaml.safe_dump(status), "--subresource=status", "--field-manager", "lb-controller")
+    got = json.loads(server.kubectl("get", "-n", ns, "service", "lb", "-o", "json").stdout)
+    assert got["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.10"}]
+    entries = [e for e in managed(server, ns, "service", "lb") if e["manager"] == "lb-controller"]
+    assert [(e["operation"], e.get("subresource")) for e in entries] == [("Apply", "status")]
+    assert "f:loadBalancer" in entries[0]["fieldsV1"]["f:status"]

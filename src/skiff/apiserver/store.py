@@ -347,7 +347,10 @@ class Store:
         strategy = strategy_of(rt)
         old = objects.decode(rt, kv)
         if subresource:
+            applied = obj.get("metadata", {}).get("managedFields") if opts.apply is not None else None
             obj = strategy.prepare_for_subresource_update(subresource, obj, old)
+            if applied is not None:  # a server-side apply to the subresource: keep the ownership it recorded
+                obj["metadata"] = {**obj["metadata"], "managedFields": applied}
         else:
             admission.default_and_validate_schema(rt, obj, opts, patched=patched)
             admission.omit_empty_metadata(obj)
