@@ -298,3 +298,31 @@ def test_cron_and_event_triggers(gateway: Gateway) -> None:
     assert "ignored" not in logs
     cluster.kubectl("delete", "function", "watcher")
     cluster.kubectl("delete", "configmap", "ignored", "watched-cm")
+
+
+def test_scale_out_to_max_and_back_and_broken_code(gateway: Gateway) -> None:
+    cluster = gateway.server
+    slow = "import time\ndef handle(event, context):\n    time.sleep(1)\n    return 'ok'\n"
+    spec = {"handler": "busy.handle", "code": {"inline": slow}, "concurrency": 2, "maxScale": 3, "idleTimeout": 2}
+    apply_function(cluster, "busy", spec)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda _: post(f"{gateway.url}/fn/default/busy", b"{}")[0], range(12)))
+    assert codes == [200] * 12  # queued, not refused: the queue bound is 100
+    pods = fn_pods(cluster, "busy")
+    assert 1 < len(pods) <= 3  # scaled out, never past maxScale
+    wait_for(lambda: fn_pods(cluster, "busy") == [], timeout=60, what="scale back to zero")
+    cluster.kubectl("delete", "function", "busy")
+
+    # code that compiles but cannot load: the call fails fast and `skiff fn ls` tells why
+    broken = "import no_such_module\ndef handle(event, context):\n    return 1\n"
+    apply_function(cluster, "broken", {"handler": "broken.handle", "code": {"inline": broken}})
+    status, body = post(f"{gateway.url}/fn/default/broken", b"{}")
+    assert status == 503 and b"No module named 'no_such_module'" in body
+
+    def reported() -> str | None:
+        out = skiff(gateway, "ls")
+        row = next((line.split() for line in out.stdout.splitlines() if line.startswith("broken")), [])
+        return out.stderr if row[1:3] == ["False", "InstanceFailed"] else None
+
+    assert "no_such_module" in wait_for(reported, timeout=20, what="fn ls showing the failure")
+    cluster.kubectl("delete", "function", "broken")

@@ -240,7 +240,7 @@ class Gateway:
                                          timeout=aiohttp.ClientTimeout(total=30)) as resp:  # fmt: skip
                 text = (await resp.text()).strip()
                 if resp.status != 200:
-                    raise InstanceFailed(f"loading the code into {inst.pod} failed: {text.splitlines()[-1:]}")
+                    raise InstanceFailed(f"loading the code into {inst.pod} failed: {''.join(text.splitlines()[-1:])}")
             self._ready(
                 state, inst, cold=cold, how=f"loaded into a warm runtime in {(time.monotonic() - began) * 1000:.0f} ms"
             )
