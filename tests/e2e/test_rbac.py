@@ -73,8 +73,10 @@ def test_service_account_gets_what_its_role_grants(server: Server, namespaces: t
         create.stderr
     )
     assert as_token(server, token, "auth", "can-i", "list", "pods", "-n", ns).stdout.strip() == "yes"
-    assert as_token(server, token, "auth", "can-i", "get", "pods", "--subresource=log", "-n", ns).stdout.strip() == "yes"
-    assert as_token(server, token, "auth", "can-i", "create", "pods", "--subresource=exec", "-n", ns).stdout.strip() == "no"
+    logs = as_token(server, token, "auth", "can-i", "get", "pods", "--subresource=log", "-n", ns)
+    assert logs.stdout.strip() == "yes"
+    execs = as_token(server, token, "auth", "can-i", "create", "pods", "--subresource=exec", "-n", ns)
+    assert execs.stdout.strip() == "no"
 
     # the admin asks on the account's behalf (impersonation), and lists what it may do
     can = server.kubectl("auth", "can-i", "list", "pods", "-n", ns, f"--as={user}", check=False)
@@ -145,3 +147,30 @@ def test_bootstrap_policy_and_admin(server: Server) -> None:
     body["roleRef"]["kind"] = "Pod"
     refused = server.kubectl("create", "-f", "-", input=json.dumps(body), check=False)
     assert 'roleRef.kind: Unsupported value: "Pod": supported values: "ClusterRole"' in refused.stderr
+
+
+def test_no_escalation(server: Server, namespaces: tuple[str, str]) -> None:
+    ns, _ = namespaces
+    server.kubectl("create", "serviceaccount", "lead", "-n", ns)
+    server.kubectl("create", "role", "role-admin", "--verb=get,list,create,update,patch,delete",
+                   "--resource=roles,rolebindings", "-n", ns)  # fmt: skip
+    server.kubectl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", ns)
+    for role in ("role-admin", "pod-reader"):
+        server.kubectl("create", "rolebinding", f"lead-{role}", f"--role={role}", f"--serviceaccount={ns}:lead",
+                       "-n", ns)  # fmt: skip
+    token = server.kubectl("create", "token", "lead", "-n", ns).stdout.strip()
+    user = f"system:serviceaccount:{ns}:lead"
+    wait_for(lambda: as_token(server, token, "get", "pods", "-n", ns).returncode == 0, timeout=10, what="the bindings")
+    # what it holds it may hand on; more it may not
+    assert as_token(server, token, "create", "role", "sub", "--verb=list", "--resource=pods", "-n", ns).returncode == 0
+    more = as_token(server, token, "create", "role", "more", "--verb=list,delete", "--resource=pods", "-n", ns)
+    assert more.returncode != 0
+    assert (
+        f'roles.rbac.authorization.k8s.io "more" is forbidden: user "{user}" (groups=["system:serviceaccounts" '
+        f'"system:serviceaccounts:{ns}" "system:authenticated"]) is attempting to grant RBAC permissions not '
+        'currently held:\n{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}'
+    ) in more.stderr
+    bind_edit = as_token(server, token, "create", "rolebinding", "x", "--clusterrole=edit", "--user=bob", "-n", ns)
+    assert "is attempting to grant RBAC permissions not currently held" in bind_edit.stderr
+    bind_sub = as_token(server, token, "create", "rolebinding", "y", "--role=sub", "--user=bob", "-n", ns)
+    assert bind_sub.returncode == 0, bind_sub.stderr

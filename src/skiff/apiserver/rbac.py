@@ -244,19 +244,24 @@ class RBACAuthorizer:
             return Decision.ALLOW, ""
         return Decision.NO_OPINION, ""
 
-    def rules_for(self, user: UserInfo) -> UserRules:
-        """The user's rules, worked out once per user and change of any role or binding."""
+    def policy(self) -> PolicyIndex:
+        """The current roles and bindings, indexed (rebuilt only after one of them changed)."""
         self._ensure_following()
         if self._index_generation != self._generation or self._index is None:
             self._index = self._build_index()
             self._index_generation = self._generation
             self._users.clear()
+        return self._index
+
+    def rules_for(self, user: UserInfo) -> UserRules:
+        """The user's rules, worked out once per user and change of any role or binding."""
+        index = self.policy()
         key = (user.name, user.groups)
         rules = self._users.get(key)
         if rules is None:
             if len(self._users) > 10000:
                 self._users.clear()
-            rules = self._users[key] = self._index.rules_for(user)
+            rules = self._users[key] = index.rules_for(user)
         return rules
 
     def _build_index(self) -> PolicyIndex:

@@ -12,7 +12,7 @@ ClusterRoleBinding).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from skiff.api import validation
 from skiff.apiserver.strategy import FieldErrors, Strategy
@@ -97,10 +97,23 @@ def validate_binding(obj: Obj, *, namespaced: bool) -> FieldErrors:
     return errs
 
 
+class Escalation(Protocol):
+    """The escalation check (`rbac_escalation.EscalationCheck`), attached once the authorizer exists."""
+
+    async def role(self, obj: Obj, old: Obj | None, user: Any, *, namespaced: bool) -> None: ...
+
+    async def binding(self, obj: Obj, old: Obj | None, user: Any, *, namespaced: bool) -> None: ...
+
+
 class RoleStrategy(Strategy):
     def __init__(self, *, namespaced: bool) -> None:
         super().__init__(tracks_generation=False, name_validator=validation.path_segment_name)
         self.namespaced = namespaced
+        self.escalation: Escalation | None = None
+
+    async def authorize_write(self, obj: Obj, old: Obj | None, user: Any) -> None:
+        if self.escalation is not None:
+            await self.escalation.role(obj, old, user, namespaced=self.namespaced)
 
     def validate(self, obj: Obj) -> FieldErrors:
         return validate_rules(obj.get("rules"), namespaced=self.namespaced)
@@ -110,6 +123,11 @@ class RoleBindingStrategy(Strategy):
     def __init__(self, *, namespaced: bool) -> None:
         super().__init__(tracks_generation=False, name_validator=validation.path_segment_name)
         self.namespaced = namespaced
+        self.escalation: Escalation | None = None
+
+    async def authorize_write(self, obj: Obj, old: Obj | None, user: Any) -> None:
+        if self.escalation is not None:
+            await self.escalation.binding(obj, old, user, namespaced=self.namespaced)
 
     def validate(self, obj: Obj) -> FieldErrors:
         return validate_binding(obj, namespaced=self.namespaced)

@@ -31,7 +31,7 @@ from skiff.api import errors
 from skiff.apiserver import pod_proxy
 from skiff.apiserver.access_review import AccessReviews
 from skiff.apiserver.admission_plugins import AdmissionConfig
-from skiff.apiserver.app import CACHE, STORE, create_app
+from skiff.apiserver.app import CACHE, REGISTRY, STORE, create_app
 from skiff.apiserver.auth import (
     REQUEST_ATTRIBUTES,
     Authenticator,
@@ -44,6 +44,8 @@ from skiff.apiserver.auth import (
 from skiff.apiserver.ipalloc import ServiceIPRange
 from skiff.apiserver.pki import PKIPaths, ensure_pki
 from skiff.apiserver.rbac import RBACAuthorizer
+from skiff.apiserver.rbac_escalation import EscalationCheck
+from skiff.apiserver.rbac_escalation import attach as attach_escalation_check
 from skiff.apiserver.sa_token import ServiceAccountTokens
 from skiff.apiserver.service_alloc import ServiceNetworkConfig
 from skiff.storage.factory import open_backend
@@ -164,6 +166,7 @@ async def serve(
             )
             rbac.attach(app[CACHE])
             app[STORE].access_reviews = AccessReviews(chain, rbac)
+            attach_escalation_check(app[REGISTRY], EscalationCheck(chain, rbac))
             app.on_cleanup.append(lambda _app: rbac.close())
             app.router.add_get("/cacerts", _ca_certs(await asyncio.to_thread(paths.ca_cert.read_bytes)))
             app[pod_proxy.KUBELET_TLS] = await asyncio.to_thread(pod_proxy.kubelet_client_context, paths)

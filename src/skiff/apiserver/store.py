@@ -223,6 +223,7 @@ class Store:
         strategy.prepare_for_create(obj)
         strategy.record_requester(obj, opts.user)
         admission.validate(rt, obj, strategy.validate(obj))
+        await strategy.authorize_write(obj, None, opts.user)
         if chain is not None:
             await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
         finish = await strategy.begin_create(obj, dry_run=opts.dry_run)
@@ -369,6 +370,7 @@ class Store:
         if not subresource:
             strategy.prepare_for_update(obj, old)
             admission.validate(rt, obj, strategy.validate_update(obj, old))
+            await strategy.authorize_write(obj, old, opts.user)
         else:
             admission.validate(rt, obj, strategy.validate_subresource_update(subresource, obj, old))
         if chain is not None:

@@ -103,6 +103,10 @@ class Strategy:
     def record_requester(self, obj: Obj, user: Any) -> None:
         """Note who created `obj`, for kinds that keep it (a CSR's spec.username and groups)."""
 
+    async def authorize_write(self, obj: Obj, old: Obj | None, user: Any) -> None:
+        """Refuse (raise Forbidden) a create or update the requester may not make for what it holds
+        (RBAC's escalation check); most kinds leave that to the authorizer."""
+
     # --- validation ---------------------------------------------------------------------
     def validate(self, obj: Obj) -> FieldErrors:
         return []
