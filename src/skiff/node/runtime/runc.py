@@ -23,6 +23,9 @@ from skiff.node.runtime.proc import CommandError, run
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory that holds `skiff`
 
 
+LIST_ATTEMPTS = 3  # `runc list` racing a delete fails; it is tried again
+
+
 class RuncError(Exception):
     """runc refused or failed; the message is runc's."""
 
@@ -108,7 +111,15 @@ class Runc:
         """Every container runc knows, id -> its state (status, pid...), in one call."""
         if not self.root.exists():
             return {}
-        _, out, _ = await self._run("list", "--format", "json")
+        for attempt in range(LIST_ATTEMPTS):
+            try:
+                _, out, _ = await self._run("list", "--format", "json")
+                break
+            except RuncError as exc:
+                # runc reads the root's entries, then each one's state: a container deleted in
+                # between fails the whole list ("stat <root>/<id>: no such file or directory")
+                if "no such file or directory" not in str(exc) or attempt == LIST_ATTEMPTS - 1:
+                    raise
         items = json.loads(out or b"null") or []
         return {str(item["id"]): item for item in items}
 
