@@ -11,11 +11,13 @@ system:public-info-viewer). Every authenticated user also gets the
 
 Authorization is a chain of `Authorizer`s, as in Kubernetes' union
 authorizer: the first to allow or deny decides, "no opinion" passes on, and
-nobody allowing means 403. The default chain lets `system:masters` and
-nodes (`system:nodes`, for now) do anything, bootstrap identities (the join
-token's `system:bootstrap:<id>`, see `JoinTokenAuthenticator`) only ask for
-certificates, and anyone read the public endpoints; RBAC joins the chain
-later.
+nobody allowing means 403. The server's chain lets `system:masters` and
+nodes (`system:nodes`, for now) do anything and anyone read the public
+endpoints, then asks RBAC (`rbac.py`; its bootstrap policy lets bootstrap
+identities, the join token's `system:bootstrap:<id>`, ask for certificates).
+Without RBAC (`default_authorizer()` alone) bootstrap identities may only
+ask for certificates. `Impersonate-User`/`-Group`/`-Uid` headers switch the
+user once the caller may `impersonate` them.
 The user is stored on the request under `USER`, the parsed request under
 `REQUEST_ATTRIBUTES`, for the handlers after these middlewares.
 
