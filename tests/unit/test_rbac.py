@@ -182,3 +182,25 @@ def test_bootstrap_reconcile() -> None:
     assert reconcile(fixed, wanted) is None
     opted_out = {**existing, "metadata": {**existing["metadata"], "annotations": {AUTOUPDATE: "false"}}}
     assert reconcile(opted_out, wanted) is None
+
+
+def test_escalation_coverage() -> None:
+    from skiff.apiserver.rbac_escalation import _describe, uncovered
+
+    owner = [rule(verbs=["get", "list"], apiGroups=[""], resources=["pods", "*/scale"]),
+             rule(verbs=["get"], apiGroups=[""], resources=["configmaps"], resourceNames=["one"]),
+             rule(verbs=["get"], nonResourceURLs=["/apis/*"])]  # fmt: skip
+    assert uncovered(owner, [rule(verbs=["list"], apiGroups=[""], resources=["pods"])]) == []
+    assert uncovered(owner, [rule(verbs=["get"], apiGroups=[""], resources=["deployments/scale"])]) == []
+    one = rule(verbs=["get"], apiGroups=[""], resources=["configmaps"], resourceNames=["one"])
+    assert uncovered(owner, [one]) == []
+    assert uncovered(owner, [rule(verbs=["get"], nonResourceURLs=["/apis/apps"])]) == []
+    # a name-limited rule does not cover every name; "*" is only covered by "*"
+    missing = uncovered(owner, [rule(verbs=["get"], apiGroups=[""], resources=["configmaps"]),
+                                rule(verbs=["*"], apiGroups=[""], resources=["pods"])])  # fmt: skip
+    assert [_describe(r) for r in missing] == [
+        '{APIGroups:[""], Resources:["configmaps"], Verbs:["get"]}',
+        '{APIGroups:[""], Resources:["pods"], Verbs:["*"]}',
+    ]
+    assert uncovered([rule(verbs=["*"], apiGroups=["*"], resources=["*"])],
+                     [rule(verbs=["delete"], apiGroups=["apps"], resources=["deployments"])]) == []  # fmt: skip
