@@ -174,3 +174,19 @@ def test_no_escalation(server: Server, namespaces: tuple[str, str]) -> None:
     assert "is attempting to grant RBAC permissions not currently held" in bind_edit.stderr
     bind_sub = as_token(server, token, "create", "rolebinding", "y", "--role=sub", "--user=bob", "-n", ns)
     assert bind_sub.returncode == 0, bind_sub.stderr
+
+
+def test_impersonated_users_and_subject_access_review(server: Server) -> None:
+    assert server.kubectl("auth", "can-i", "list", "pods", "--as=bob", check=False).stdout.strip() == "no"
+    groups = ("--as=bob", "--as-group=system:masters")
+    assert server.kubectl("auth", "can-i", "list", "pods", *groups, check=False).stdout.strip() == "yes"
+    whoami = json.loads(server.kubectl("auth", "whoami", "--as=bob", "--as-group=devs", "-o", "json").stdout)
+    assert whoami["status"]["userInfo"] == {"username": "bob", "groups": ["devs", "system:authenticated"]}
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": "bob", "groups": ["system:authenticated"],
+                       "nonResourceAttributes": {"path": "/apis/apps/v1", "verb": "get"}}}  # fmt: skip
+    answer = json.loads(server.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)).stdout)
+    assert answer["status"]["allowed"] is True  # system:discovery
+    review["spec"] = {"user": "bob", "resourceAttributes": {"verb": "delete", "resource": "nodes", "name": "n"}}
+    answer = json.loads(server.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)).stdout)
+    assert answer["status"]["allowed"] is False
