@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -83,7 +84,8 @@ class Gateway:
 
 def skiff(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     cmd = [str(BIN / "skiff"), "fn", *args]
-    env = {"KUBECONFIG": str(gw.server.kubeconfig), "SKIFF_GATEWAY": gw.url, "PATH": str(Path(sys.executable).parent)}
+    env = {**os.environ, "KUBECONFIG": str(gw.server.kubeconfig), "SKIFF_GATEWAY": gw.url}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -326,3 +328,15 @@ def test_scale_out_to_max_and_back_and_broken_code(gateway: Gateway) -> None:
 
     assert "no_such_module" in wait_for(reported, timeout=20, what="fn ls showing the failure")
     cluster.kubectl("delete", "function", "broken")
+
+
+def test_deploy_as_an_image(gateway: Gateway, registry: Registry, tmp_path: Path) -> None:
+    src = tmp_path / "imaged.py"
+    src.write_text(HELLO)
+    out = skiff(gateway, "deploy", str(src), "--name", "imaged", "--build", "--registry", registry.host)
+    assert "step 2/3: COPY" in out.stderr and "pushing" in out.stderr  # progress shown
+    image = function(gateway.server, "imaged")["spec"]["code"]["image"]
+    assert image.startswith(f"{registry.host}/fn-default-imaged:")
+    assert gateway.server.kubectl("get", "configmap", "imaged-code", check=False).returncode != 0
+    assert json.loads(skiff(gateway, "invoke", "imaged", "--data", '{"name": "img"}').stdout)["hello"] == "img"
+    skiff(gateway, "delete", "imaged")

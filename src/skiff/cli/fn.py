@@ -55,6 +55,11 @@ def add_fn_parsers(commands: Any) -> None:
     deploy.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="idle time before scale-down (default: 30)")
     deploy.add_argument("--timeout", type=int, metavar="SECONDS", help="per-call timeout (default: 30)")
     deploy.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment (repeatable)")
+    deploy.add_argument("--build", action="store_true",
+                        help="build an image FROM python with the code and push it (default: a ConfigMap)")  # fmt: skip
+    from skiff.cli.image import _registry_flag
+
+    _registry_flag(deploy)
 
     invoke = sub.add_parser("invoke", help="call a function; prints the response body")
     common(invoke, gateway=True)
@@ -144,6 +149,7 @@ def run_fn(args: argparse.Namespace) -> int:
     from skiff.api import errors
     from skiff.client import KubeconfigError, ServerUnreachable
     from skiff.functions.packaging import CodeError
+    from skiff.images.errors import ImageError
 
     try:
         if args.fn_command == "invoke":
@@ -162,7 +168,7 @@ def run_fn(args: argparse.Namespace) -> int:
     except CodeError as e:
         print(f"skiff: error: {e}\nnothing was deployed", file=sys.stderr)
         return 1
-    except (errors.StatusError, KubeconfigError, ServerUnreachable, ValueError, OSError) as e:
+    except (errors.StatusError, KubeconfigError, ServerUnreachable, ImageError, ValueError, OSError) as e:
         print(f"skiff: error: {e}", file=sys.stderr)
         return 1
 
@@ -201,11 +207,21 @@ async def _deploy(client: Any, args: argparse.Namespace) -> int:
     print(f"checked {path.name}: handler {dep.handler}", file=sys.stderr)
     await ensure_crd(client)
     fn = dep.function()
+    if args.build:
+        fn["spec"]["code"] = {"image": await _build_image(dep, args)}
     try:  # the API server's validation, before the code is stored
         await client.create(FUNCTIONS, fn, dry_run=True)
     except errors.AlreadyExists:
         current = await client.get(FUNCTIONS, args.name, namespace=args.namespace)
         await client.update(FUNCTIONS, {**current, "spec": fn["spec"]}, dry_run=True)
+    if args.build:  # the code is in the image: no ConfigMap
+        try:
+            await client.create(FUNCTIONS, fn)
+        except errors.AlreadyExists:
+            current = await client.get(FUNCTIONS, args.name, namespace=args.namespace)
+            await client.update(FUNCTIONS, {**current, "spec": fn["spec"]})
+        print(f"function.{FUNCTIONS.group}/{args.name} deployed (image {fn['spec']['code']['image']})")
+        return 0
     cm = dep.config_map()
     try:
         await client.create(CONFIGMAPS, cm)
@@ -232,6 +248,30 @@ async def _deploy(client: Any, args: argparse.Namespace) -> int:
                        namespace=args.namespace)  # fmt: skip
     print(f"function.{FUNCTIONS.group}/{args.name} {verb}")
     return 0
+
+
+async def _build_image(dep: Any, args: argparse.Namespace) -> str:
+    """The code in an image on the python runtime image, pushed to the registry: its reference.
+    The tag is the code's digest, so a node never runs stale code under a tag it already has."""
+    import hashlib
+    import tempfile
+
+    from skiff.functions.instances import CODE_DIR
+    from skiff.images.build import build_image
+    from skiff.images.reference import parse_reference, registry_host
+
+    registry = registry_host(args.registry)
+    tag = hashlib.sha256(dep.source.encode()).hexdigest()[:16]
+    ref = parse_reference(f"fn-{dep.namespace}-{dep.name}:{tag}", default_registry=registry)
+    with tempfile.TemporaryDirectory(prefix="skiff-fn-") as tmp:
+        ctx = Path(tmp)
+        dockerfile = f"FROM python\nCOPY {dep.filename} {CODE_DIR}/{dep.filename}\nENV SKIFF_FN_CODE_DIR={CODE_DIR}\n"
+        await asyncio.to_thread((ctx / dep.filename).write_text, dep.source)
+        await asyncio.to_thread((ctx / "Dockerfile").write_text, dockerfile)
+        progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        await build_image(ctx, ref, registry=registry, insecure=not args.registry.startswith("https://"),
+                          progress=progress)  # fmt: skip
+    return str(ref)
 
 
 async def _ls(client: Any, args: argparse.Namespace) -> int:

@@ -405,6 +405,10 @@ class Gateway:
             name, ns = parts
             path = request.path
         state = self.functions.get(f"{ns}/{name}")
+        if state is None:  # created a moment ago, before the watch told us? ask the API server
+            with contextlib.suppress(errors.NotFound, errors.Invalid, ValueError):
+                self._on_function(await self.client.get(FUNCTIONS, name, namespace=ns))
+            state = self.functions.get(f"{ns}/{name}")
         if state is None:
             raise web.HTTPNotFound(text=f'function "{name}" not found in namespace "{ns}"\n')
         return await self._call(state, request, "/" + path.lstrip("/"))

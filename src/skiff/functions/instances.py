@@ -61,6 +61,7 @@ def pod_manifest(fn: FunctionSpec, *, image: str, source: str, node_name: str = 
         "name": "function",
         "image": fn.image or image,
         "imagePullPolicy": "IfNotPresent",  # a cold start must not ask the registry each time
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # a load error's last line reaches the status
         "command": ["python3", "-c", source],
         "env": env,
         "ports": [{"containerPort": PORT, "name": "http"}],
@@ -158,17 +159,19 @@ def load_request(fn: FunctionSpec, files: dict[str, str]) -> dict[str, Any]:
 def pod_failure(pod: dict[str, Any]) -> str:
     """Why a pod cannot become a working instance, or "" while it still may."""
     status = pod.get("status") or {}
-    if status.get("phase") in ("Failed", "Succeeded"):
-        return f"pod {status.get('phase')}: {status.get('reason') or status.get('message') or ''}".strip()
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if "terminated" in state:
             t = state["terminated"]
-            return f"container exited with code {t.get('exitCode')} ({t.get('reason') or 'Error'})"
+            last = next((line for line in reversed(str(t.get("message") or "").splitlines()) if line.strip()), "")
+            why = f"container exited with code {t.get('exitCode')} ({t.get('reason') or 'Error'})"
+            return f"{why}: {last.strip()}" if last else why
         waiting = (state.get("waiting") or {}).get("reason", "")
         if waiting in ("ErrImagePull", "ImagePullBackOff", "CreateContainerError", "InvalidImageName",
                        "CreateContainerConfigError", "CrashLoopBackOff"):  # fmt: skip
             return f"container waiting: {waiting}: {(state.get('waiting') or {}).get('message', '')}"
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return f"pod {status.get('phase')}: {status.get('reason') or status.get('message') or ''}".strip()
     return ""
 
 
