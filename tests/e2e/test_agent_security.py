@@ -24,6 +24,7 @@ from tests.e2e.cluster import Server
 from tests.e2e.test_agent import condition, container_state, get_pod, pod, pytestmark  # noqa: F401
 
 NODE = "e2e-sec"  # a node, pod network and cgroup parent of its own: test_agent.py's cleanup may run meanwhile
+POD_MAX_PIDS = 40
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
     node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("sec-agent") / "state", registry=registry,
                      node=NODE, pod_cidr="10.199.52.0/24", bridge="sksec0", netns_prefix="sksec-",
-                     cgroup_parent="skiffsectest")  # fmt: skip
+                     cgroup_parent="skiffsectest", extra_args=(f"--pod-max-pids={POD_MAX_PIDS}",))  # fmt: skip
     try:
         yield node.start()
     finally:
@@ -127,11 +128,14 @@ def test_security_context_and_env_reach_the_process(
                                         "supplementalGroups": [4000]},
                     "volumes": [{"name": "data", "emptyDir": {}},
                                 {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}}]}}  # fmt: skip
+    forks = "skiff-e2e-fork-marker"
+    forker = pod("forker", registry.busybox, ["sh", "-c", f"for i in $(seq 80); do sleep 3600 & done; wait # {forks}"],
+                 terminationGracePeriodSeconds=1)  # fmt: skip
     # refused before they start: a root image under runAsNonRoot, a key the ConfigMap lacks
     nonroot = pod("nonroot", registry.busybox, ["true"], securityContext={"runAsNonRoot": True})
     nokey = pod("nokey", registry.busybox, ["true"], container={
         "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "conf", "key": "absent"}}}]})  # fmt: skip
-    apply(cluster, ns, cm, secret, sec, nonroot, nokey)
+    apply(cluster, ns, cm, secret, sec, nonroot, nokey, forker)
 
     def config_error(name: str) -> str:
         waiting = container_state(get_pod(cluster, ns, name)).get("state", {}).get("waiting") or {}
@@ -169,6 +173,12 @@ def test_security_context_and_env_reach_the_process(
     out = wait_for(lambda: "NoNewPrivs" in (text := logs(cluster, ns, "sec", "privileged")) and text,
                    what="privileged's output")  # fmt: skip
     assert status_fields(out)["CapEff"] == own_caps()
+    # --pod-max-pids: the pod's processes stop at the limit, the shell is told it cannot fork
+    wait_for(lambda: "can't fork" in logs(cluster, ns, "forker", "c"), what="forker refused a fork")
+    uid = get_pod(cluster, ns, "forker")["metadata"]["uid"]
+    v1 = Path("/sys/fs/cgroup/pids")
+    cgroup = (v1 if v1.is_dir() else Path("/sys/fs/cgroup")) / "skiffsectest" / f"pod{uid}"
+    assert (cgroup / "pids.max").read_text().strip() == str(POD_MAX_PIDS)  # the shell exits on it and restarts
 
 
 def test_termination_grace_sigterm_then_sigkill(
@@ -192,22 +202,26 @@ def test_termination_grace_sigterm_then_sigkill(
     p = wait_for(lambda: (q := get_pod(cluster, ns, "graceful")) and condition(q, "Ready") == "True" and q,
                  what="graceful Ready")  # fmt: skip
     assert agent.processes(marker)
-    leased = {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
-    assert p["status"]["podIP"] in leased  # host-local IPAM's lease on the pod's IP
-    cluster.kubectl("delete", "pod", "graceful", "-n", ns, "--wait=false")
-    q = wait_for(lambda: (r := get_pod(cluster, ns, "graceful"))["status"].get("phase") == "Failed" and r,
-                 what="graceful Failed once deleted")  # fmt: skip
-    assert (tmp_path / "trapped").read_text() == "TERM\n"  # got SIGTERM and exited on it
-    ignored = (tmp_path / "ignored").read_text().split()
-    assert ignored[0] == "TERM" and "alive" in ignored[1:]  # got SIGTERM, ran on through it...
-    wait_for(lambda: not agent.processes(marker), timeout=10, what="the ignorer killed")  # ...until SIGKILL
-    leased = {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
-    assert p["status"]["podIP"] not in leased  # the IP is free again
-    exits = {c["name"]: c["state"]["terminated"] for c in q["status"]["containerStatuses"]}
-    assert (exits["trapper"]["exitCode"], exits["trapper"]["reason"]) == (0, "Completed")
-    assert (exits["ignorer"]["exitCode"], exits["ignorer"]["reason"]) == (137, "Error")
+
+    def leased() -> set[str]:
+        return {f.name for f in (agent.state_dir / "cni" / "networks").rglob("*") if f.is_file()}
+
+    assert p["status"]["podIP"] in leased()  # host-local IPAM's lease on the pod's IP
     release = '[{"op": "remove", "path": "/metadata/finalizers"}]'
-    cluster.kubectl("patch", "pod", "graceful", "-n", ns, "--type=json", "-p", release)
+    try:
+        cluster.kubectl("delete", "pod", "graceful", "-n", ns, "--wait=false")
+        q = wait_for(lambda: (r := get_pod(cluster, ns, "graceful"))["status"].get("phase") == "Failed" and r,
+                     what="graceful Failed once deleted")  # fmt: skip
+        assert (tmp_path / "trapped").read_text() == "TERM\n"  # got SIGTERM and exited on it
+        ignored = (tmp_path / "ignored").read_text().split()
+        assert ignored[0] == "TERM" and "alive" in ignored[1:]  # got SIGTERM, ran on through it...
+        wait_for(lambda: not agent.processes(marker), timeout=10, what="the ignorer killed")  # ...until SIGKILL
+        exits = {c["name"]: c["state"]["terminated"] for c in q["status"]["containerStatuses"]}
+        assert (exits["trapper"]["exitCode"], exits["trapper"]["reason"]) == (0, "Completed")
+        assert (exits["ignorer"]["exitCode"], exits["ignorer"]["reason"]) == (137, "Error")
+        wait_for(lambda: p["status"]["podIP"] not in leased(), timeout=20, what="the pod's IP freed")
+    finally:
+        cluster.kubectl("patch", "pod", "graceful", "-n", ns, "--type=json", "-p", release, check=False)
     cluster.kubectl("wait", "--for=delete", "pod/graceful", "-n", ns, "--timeout=30s")
 
 

@@ -54,6 +54,8 @@ def add_agent_parser(commands: Any) -> None:
                        help="an unused image younger than this is never collected (default: 120)")
     agent.add_argument("--image-gc-period", type=float, default=300.0, metavar="SECONDS",
                        help="how often image GC looks at the disk (default: 300, the kubelet's)")
+    agent.add_argument("--pod-max-pids", type=int, default=-1, metavar="N",
+                       help="the most processes and threads each pod may have (default: -1, no limit)")
     from skiff.node.agent.networking import add_network_flags
 
     add_network_flags(agent)
@@ -118,6 +120,7 @@ def run_agent(args: argparse.Namespace) -> int:
             min_age=args.minimum_image_gc_age,
         ),
         image_gc_period=args.image_gc_period,
+        pod_max_pids=args.pod_max_pids,
     )
 
     async def component(client: Client, stop: asyncio.Event) -> None:

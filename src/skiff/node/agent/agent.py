@@ -52,6 +52,7 @@ class AgentConfig:
     network: NetworkOptions = NetworkOptions()  # noqa: RUF009 (frozen) the proxy, pod routes, the pods' DNS
     image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
     image_gc_period: float = PERIOD
+    pod_max_pids: int = -1  # the kubelet's --pod-max-pids: -1 for no limit
 
 
 class Agent:
@@ -62,7 +63,8 @@ class Agent:
         network = NetworkConfig(name=f"skiff-{config.bridge}", bridge=config.bridge, subnet=config.pod_cidr,
                                 state_dir=state / "cni", ip_masq=not config.network.pod_network)  # fmt: skip
         self.runtime = Runtime(state_dir=state / "runtime", network=network, cgroup_parent=config.cgroup_parent,
-                               netns_prefix=config.netns_prefix)  # fmt: skip
+                               netns_prefix=config.netns_prefix,
+                               pod_pids_limit=config.pod_max_pids if config.pod_max_pids > 0 else None)  # fmt: skip
         self.images = ImageStore(state / "images", default_registry=config.registry,
                                  insecure_registries=config.insecure_registries)  # fmt: skip
         self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)

@@ -89,6 +89,11 @@ class Cgroups:
             inactive = _read_stat(mem / "memory.stat").get("total_inactive_file", 0)
         return Usage(cpu_usage_ns=cpu, memory_working_set_bytes=max(0, used - inactive), memory_usage_bytes=used)
 
+    def limit_pids(self, path: str, limit: int) -> None:
+        """Set `pids.max` of `path` (a pod's cgroup, as the kubelet's --pod-max-pids): its processes and
+        threads together, whichever container they are in. The directory must exist (runc made it)."""
+        (self.controller_dir(path, "pids") / "pids.max").write_text(str(limit))
+
     def oom_kills(self, path: str) -> int:
         if self.version == 2:
             return _read_stat(self.root / path.strip("/") / "memory.events").get("oom_kill", 0)

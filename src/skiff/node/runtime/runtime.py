@@ -87,9 +87,10 @@ async def _talk_to_pty(master: int, stdin: bytes | None, proc: asyncio.subproces
 class Runtime:
     def __init__(
         self, *, state_dir: Path, network: NetworkConfig | None = None, cgroup_parent: str = "skiff",
-        runc_binary: str = "runc", netns_prefix: str = "skiff-",
+        runc_binary: str = "runc", netns_prefix: str = "skiff-", pod_pids_limit: int | None = None,
     ) -> None:  # fmt: skip
         self.state_dir = state_dir
+        self.pod_pids_limit = pod_pids_limit  # pids.max of each pod's cgroup; None: no limit
         self.network = network or NetworkConfig(state_dir=state_dir / "cni")
         self.cni = CNI(self.network)
         self.cgroups = Cgroups(cgroup_parent)
@@ -156,6 +157,9 @@ class Runtime:
                 cid, bundle=d, state_dir=d, log_path=log_path, tty=config.tty,
                 cgroup_dirs=[self.cgroups.controller_dir(cgroups_path, "memory")],
             )  # fmt: skip
+            if self.pod_pids_limit is not None:  # before its process runs: the pod's cgroup exists now
+                await asyncio.to_thread(self.cgroups.limit_pids, self.cgroups.pod_path(sandbox.uid),
+                                        self.pod_pids_limit)  # fmt: skip
         except BaseException:
             await asyncio.shield(self._destroy(cid, d, cgroups_path))
             raise
