@@ -61,6 +61,12 @@ def _ns(server: Server) -> str:
     name = f"watch-{uuid.uuid4().hex[:8]}"
     code, body, _ = server.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     assert code == 201, body
+    # the root CA publisher adds kube-root-ca.crt to every new namespace: let it land before a test
+    # watches the namespace's ConfigMaps, so it is no event of the test's
+    for _ in range(200):
+        if server.raw("GET", f"/api/v1/namespaces/{name}/configmaps/kube-root-ca.crt")[0] == 200:
+            break
+        time.sleep(0.05)
     return name
 
 
@@ -88,7 +94,8 @@ def test_send_initial_events_then_bookmark(server: Server) -> None:
     with watch(server, f"/api/v1/namespaces/{ns}/configmaps?{query}") as stream:
         assert stream.status == 200
         assert stream.resp.getheader("Content-Type", "").startswith("application/json")
-        initial = stream.take(4)
+        # the namespace's kube-root-ca.crt comes among the initial events too (as in Kubernetes)
+        initial = [e for e in stream.take(5) if e["object"]["metadata"].get("name") != "kube-root-ca.crt"]
         assert [(e["type"], e["object"]["metadata"]["name"]) for e in initial[:3]] == [
             ("ADDED", "a"),
             ("ADDED", "b"),
@@ -196,7 +203,8 @@ def test_watch_from_compacted_resource_version_is_gone(tmp_path: Path) -> None:
             assert json.loads(info.value.body)["reason"] == "Expired"
             # a current list and a watch from it still work
             current = core.list_namespaced_config_map(ns)
-            assert [i.data for i in current.items] == [{"v": "5"}]
+            # (every namespace also has the kube-root-ca.crt ConfigMap, as in Kubernetes)
+            assert [i.data for i in current.items if i.metadata.name == "c0"] == [{"v": "5"}]
             rv = current.metadata.resource_version
             with watch(srv, f"/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={rv}") as stream:
                 assert stream.status == 200
