@@ -150,3 +150,21 @@ def test_pool_takes_plain_functions_only() -> None:
     body = load_request(spec, {"h.py": "def handle(e, c): pass\n"})
     assert body["env"] == {"A": "1", "SKIFF_FN_NAME": "f", "SKIFF_FN_NAMESPACE": "n"}
     assert body["files"] == {"h.py": "def handle(e, c): pass\n"} and body["handler"] == "h.handle"
+
+
+def test_stable_window_scales_down_to_the_average() -> None:
+    from skiff.functions.autoscale import ConcurrencyWindow
+
+    w = ConcurrencyWindow()
+    assert w.average(0.0, 10.0) is None
+    for t in range(21):  # 20 s at 30 in flight, then 10 s at 5
+        w.record(float(t), 30 if t < 10 else 5)
+    assert w.average(20.0, 10.0) == pytest.approx((5 * 11) / 11)
+    assert w.average(20.0, 30.0) is None  # the window is not covered yet
+    kw = {"idle_timeout": 10.0, "concurrency": 10, "min_scale": 0, "max_scale": 5}
+    # 3 instances, 5 in flight now, averaging 5 over the stable window: down to 1
+    assert scale_to(Load(5, 0), 3, idle_for=0.0, stable_average=5.0, **kw) == 1  # type: ignore[arg-type]
+    # a dip right after a wave (average still high): keep them
+    assert scale_to(Load(5, 0), 3, idle_for=0.0, stable_average=25.0, **kw) == 3  # type: ignore[arg-type]
+    # a burst goes up at once, whatever the average says
+    assert scale_to(Load(45, 0), 1, idle_for=0.0, stable_average=1.0, **kw) == 5  # type: ignore[arg-type]

@@ -42,7 +42,14 @@ from skiff.client.errors import ServerUnreachable
 from skiff.client.informer import Informer
 from skiff.client.resources import CONFIGMAPS, PODS
 from skiff.client.rest import Client
-from skiff.functions.autoscale import Load, desired_instances, gb_seconds, pick_least_loaded, scale_to
+from skiff.functions.autoscale import (
+    ConcurrencyWindow,
+    Load,
+    desired_instances,
+    gb_seconds,
+    pick_least_loaded,
+    scale_to,
+)
 from skiff.functions.crd import FUNCTIONS, LABEL, ensure_crd
 from skiff.functions.instances import (
     POOL_LABEL,
@@ -91,6 +98,7 @@ class FunctionState:
     invocations: int = 0
     errors: int = 0
     written: dict[str, Any] = field(default_factory=dict)  # the status last written
+    window: ConcurrencyWindow = field(default_factory=ConcurrencyWindow)  # for the stable window
     transition: tuple[str, str] = ("", "")  # the Ready status and when it last changed
 
     @property
@@ -306,13 +314,16 @@ class Gateway:
             else:  # calls still running on an old instance: delete once they are done
                 self.spawn(self._delete_when_idle(state, inst), f"drain {inst.pod}")
         idle_for = time.monotonic() - state.last_activity
+        now = time.monotonic()
+        state.window.record(now, state.in_flight + state.waiting)
         target = scale_to(Load(state.in_flight, state.waiting), len(state.instances), idle_for=idle_for,
                           idle_timeout=s.idle_timeout, concurrency=s.concurrency, min_scale=s.min_scale,
-                          max_scale=s.max_scale)  # fmt: skip
+                          max_scale=s.max_scale, stable_average=state.window.average(now, s.idle_timeout))  # fmt: skip
         for inst in sorted(state.instances, key=lambda i: i.in_flight)[: max(0, len(state.instances) - target)]:
             if inst.in_flight == 0:
                 state.instances.remove(inst)
-                log.info("function %s: instance %s idle for %.0fs, stopping", s.key, inst.pod, idle_for)
+                log.info("function %s: instance %s stopped (%d wanted, idle for %.0fs)", s.key, inst.pod, target,
+                         idle_for)  # fmt: skip
                 await self._delete_pod(s.namespace, inst.pod)
         if state.waiting or len(state.instances) + state.starting < s.min_scale:
             self._scale_up(state)
