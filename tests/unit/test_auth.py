@@ -24,19 +24,16 @@ from skiff.apiserver.auth import (
     REQUEST_ATTRIBUTES,
     USER,
     Authenticator,
-    Decision,
     RequestAttributes,
     TokenFile,
     UserInfo,
-    auth_middleware,
     authentication_middleware,
-    authorization_middleware,
     bearer_token,
-    forbidden,
     parse_token_file,
-    request_attributes,
     user_from_peer_cert,
 )
+from skiff.apiserver.authchain import auth_middleware
+from skiff.apiserver.authz import Decision, authorization_middleware, forbidden, request_attributes
 
 ALICE_TOKEN = "alice-token-0123456789"
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from skiff.apiserver.auth import UserInfo, forbidden, request_attributes
+from skiff.apiserver.auth import UserInfo
+from skiff.apiserver.authz import forbidden, request_attributes
 from skiff.apiserver.rbac import PolicyIndex, Rule, rule_allows
 from skiff.apiserver.rbac_bootstrap import AUTOUPDATE, cluster_roles, reconcile
 from skiff.apiserver.rbac_strategy import RoleBindingStrategy, RoleStrategy

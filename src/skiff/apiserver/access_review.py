@@ -15,7 +15,8 @@ from typing import Any
 
 from skiff.api import errors
 from skiff.apiserver import admission
-from skiff.apiserver.auth import MASTERS_GROUP, Authorizer, Decision, RequestAttributes, UserInfo
+from skiff.apiserver.auth import MASTERS_GROUP, RequestAttributes, UserInfo
+from skiff.apiserver.authz import Authorizer, Decision
 from skiff.apiserver.rbac import RBACAuthorizer
 from skiff.apiserver.registry import ResourceType
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skiff.apiserver import objects
-from skiff.apiserver.auth import Decision, RequestAttributes, UserInfo
+from skiff.apiserver.auth import RequestAttributes, UserInfo
+from skiff.apiserver.authz import Decision
 from skiff.apiserver.watchcache import CachedEvent, Subscription, WatchCache
 
 log = logging.getLogger(__name__)

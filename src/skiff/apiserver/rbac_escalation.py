@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from skiff.api import errors
-from skiff.apiserver.auth import MASTERS_GROUP, Authorizer, Decision, RequestAttributes, UserInfo
+from skiff.apiserver.auth import MASTERS_GROUP, RequestAttributes, UserInfo
+from skiff.apiserver.authz import Authorizer, Decision
 from skiff.apiserver.rbac import GROUP, RBACAuthorizer, Rule
 from skiff.apiserver.rbac_strategy import RoleBindingStrategy, RoleStrategy
 from skiff.apiserver.registry import Registry

@@ -32,15 +32,9 @@ from skiff.apiserver import pod_proxy
 from skiff.apiserver.access_review import AccessReviews
 from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.app import CACHE, REGISTRY, STORE, create_app
-from skiff.apiserver.auth import (
-    REQUEST_ATTRIBUTES,
-    Authenticator,
-    Authorizer,
-    JoinTokenAuthenticator,
-    TokenFile,
-    auth_middleware,
-    default_authorizer,
-)
+from skiff.apiserver.auth import REQUEST_ATTRIBUTES, Authenticator, JoinTokenAuthenticator, TokenFile
+from skiff.apiserver.authchain import auth_middleware
+from skiff.apiserver.authz import Authorizer, default_authorizer
 from skiff.apiserver.ipalloc import ServiceIPRange
 from skiff.apiserver.pki import PKIPaths, ensure_pki
 from skiff.apiserver.rbac import RBACAuthorizer
@@ -290,7 +284,7 @@ def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
 class LongRunningRequests:
     """Tracks watches, log follows, exec… so that shutdown can end them instead of waiting.
 
-    A `RequestTracker` for `auth.auth_middleware` (or a middleware of its
+    A `RequestTracker` for `authchain.auth_middleware` (or a middleware of its
     own, `middleware`), after authorization: it reads `REQUEST_ATTRIBUTES`.
     On shutdown, such requests get `LONG_RUNNING_GRACE` seconds to end by
     themselves (the app's own shutdown hooks may close watches), then are
