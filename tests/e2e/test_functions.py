@@ -340,3 +340,27 @@ def test_deploy_as_an_image(gateway: Gateway, registry: Registry, tmp_path: Path
     assert gateway.server.kubectl("get", "configmap", "imaged-code", check=False).returncode != 0
     assert json.loads(skiff(gateway, "invoke", "imaged", "--data", '{"name": "img"}').stdout)["hello"] == "img"
     skiff(gateway, "delete", "imaged")
+
+
+def test_topic_delivery_at_least_once(gateway: Gateway) -> None:
+    cluster = gateway.server
+    code = ("import os\n"
+            "def handle(event, context):\n"
+            "    n = int(open('/tmp/n').read()) if os.path.exists('/tmp/n') else 0\n"
+            "    open('/tmp/n', 'w').write(str(n + 1))\n"
+            "    print('attempt', n + 1, event['order'])\n"
+            "    if n == 0:\n"
+            "        raise RuntimeError('the first try fails')\n"
+            "    return {}\n")  # fmt: skip
+    triggers = [{"type": "topic", "topic": "orders"}]
+    apply_function(cluster, "orders", {"handler": "o.handle", "code": {"inline": code}, "triggers": triggers})
+    wait_for(lambda: function(cluster, "orders").get("status", {}).get("conditions"), timeout=20,
+             what="the gateway to know the function")  # fmt: skip
+    out = skiff(gateway, "publish", "orders", "--data", '{"order": 42}')
+    assert "1 subscriber(s)" in out.stdout
+    logs = wait_for(lambda: (r := skiff(gateway, "logs", "orders", check=False)).returncode == 0
+                    and "attempt 2 42" in r.stdout and r.stdout, timeout=60, what="the retried delivery")  # fmt: skip
+    assert "attempt 1 42" in logs and "the first try fails" in logs
+    wait_for(lambda: usage_of(gateway, "orders")["invocations"] == 2, timeout=10, what="two metered calls")
+    assert usage_of(gateway, "orders")["errors"] == 1
+    cluster.kubectl("delete", "function", "orders")

@@ -168,3 +168,29 @@ def test_stable_window_scales_down_to_the_average() -> None:
     assert scale_to(Load(5, 0), 3, idle_for=0.0, stable_average=25.0, **kw) == 3  # type: ignore[arg-type]
     # a burst goes up at once, whatever the average says
     assert scale_to(Load(45, 0), 1, idle_for=0.0, stable_average=1.0, **kw) == 5  # type: ignore[arg-type]
+
+
+def test_topic_store_retries_then_gives_up(tmp_path: Path) -> None:
+    from skiff.functions import topics
+
+    async def scenario() -> tuple[int, int, int, int]:
+        store = topics.TopicStore(tmp_path / "t.sqlite")
+        await store.open()
+        assert await store.publish("ns", "orders", ["a", "b"], b"{}") == 2
+        first = await store.due()
+        await store.ack(first[0])
+        for _ in range(topics.MAX_ATTEMPTS):  # b fails every time
+            await store._run("UPDATE deliveries SET next_at = 0")  # due again at once
+            (d,) = await store.due()
+            await store.retry(d)
+        dead = len(await store.due())
+        pending = await store.pending("ns", "orders")
+        await store.close()
+        again = topics.TopicStore(tmp_path / "t.sqlite")  # what is left survives a reopen
+        await again.open()
+        rows = (await again._run("SELECT COUNT(*) FROM deliveries"))[0][0]
+        await again.close()
+        return len(first), dead, pending, rows
+
+    assert asyncio.run(scenario()) == (2, 0, 0, 1)
+    assert topics.backoff(1) == 0.5 and topics.backoff(3) == 2.0 and topics.backoff(20) == 60.0

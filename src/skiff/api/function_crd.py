@@ -60,10 +60,11 @@ SPEC_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "required": ["type"],
                 "properties": {
-                    "type": {"type": "string", "enum": ["http", "cron", "event"]},
+                    "type": {"type": "string", "enum": ["http", "cron", "event", "topic"]},
                     "schedule": _STR,
                     "kind": _STR,
                     "labelSelector": _STR,
+                    "topic": _STR,
                 },
             },
         },

@@ -82,6 +82,11 @@ def add_fn_parsers(commands: Any) -> None:
     usage.add_argument("-A", "--all-namespaces", action="store_true")
     usage.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
+    publish = sub.add_parser("publish", help="publish a message to a topic (functions with a topic trigger get it)")
+    common(publish, gateway=True)
+    publish.add_argument("topic")
+    publish.add_argument("--data", required=True, help="the message (JSON)")
+
     delete = sub.add_parser("delete", help="delete a function (its instances and code go with it)")
     common(delete)
     delete.add_argument("name")
@@ -156,6 +161,12 @@ def run_fn(args: argparse.Namespace) -> int:
             return _invoke(args)
         if args.fn_command == "usage":
             return _usage(args)
+        if args.fn_command == "publish":
+            url = f"{_gateway_url(args)}/topics/{args.namespace}/{args.topic}"
+            req = urllib.request.Request(url, data=args.data.encode(), headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                print(f"published to {args.topic}: {json.loads(resp.read())['deliveries']} subscriber(s)")
+            return 0
         if args.fn_command == "logs":
             from skiff.cli.main import run_kubectl
             from skiff.functions.crd import LABEL

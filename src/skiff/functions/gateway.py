@@ -18,7 +18,8 @@ resources) start a pod of their own.
 
 The gateway manages the pods itself (see `skiff.functions.instances`), writes each Function's
 status (replicas, invocations, the Ready condition) and serves `/metrics` (Prometheus) and
-`/usage` (the bill from `skiff.functions.metering`, kept in SQLite in its data dir).
+`/usage` (the bill from `skiff.functions.metering`, kept in SQLite in its data dir), and takes
+messages for topic triggers at `POST /topics/<namespace>/<topic>` (`skiff.functions.topics`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from skiff.functions.instances import (
 from skiff.functions.metering import Invocation, Meter
 from skiff.functions.promtext import GatewayMetrics
 from skiff.functions.spec import FunctionSpec
+from skiff.functions.topics import TopicStore
 from skiff.functions.triggers import Triggers
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class Gateway:
         self.pool: dict[str, list[Instance]] = {}  # namespace → warm runtimes with no function yet
         self.pool_starting: dict[str, int] = {}
         self.meter = Meter(config.data_dir / "invocations.sqlite")
+        self.topics = TopicStore(config.data_dir / "topics.sqlite")
         self.metrics = GatewayMetrics()
         self.session: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -486,6 +489,16 @@ class Gateway:
         records = await self.meter.records(since=since, namespace=request.query.get("namespace") or None)
         return web.json_response({"since": since, "usage": [u.as_dict() for u in summarize(records)]})
 
+    async def publish(self, request: web.Request) -> web.Response:
+        """Store a message for every function of the namespace subscribed to the topic: 202."""
+        ns, topic = request.match_info["ns"], request.match_info["topic"]
+        body = await request.read()
+        wanted = {"type": "topic", "topic": topic}
+        subscribers = [s.spec.name for s in self.functions.values() if s.spec.namespace == ns
+                       and any(t.items() >= wanted.items() for t in s.spec.triggers)]  # fmt: skip
+        count = await self.topics.publish(ns, topic, sorted(subscribers), body)
+        return web.json_response({"topic": topic, "namespace": ns, "deliveries": count}, status=202)
+
     async def metrics_page(self, _request: web.Request) -> web.Response:
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
@@ -497,6 +510,7 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/usage", self.usage)
+        app.router.add_post("/topics/{ns}/{topic}", self.publish)
         app.router.add_route("*", "/fn/{ns}/{name}", self.handle)
         app.router.add_route("*", "/fn/{ns}/{name}/{tail:.*}", self.handle)
         app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -506,6 +520,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await ensure_crd(self.client)
         await self.meter.open()
+        await self.topics.open()
         counts = await self.meter.counts()  # the Functions' counters carry on across restarts
         self.fn_informer.add_handlers(on_add=self._on_function, on_update=lambda _old, new: self._on_function(new),
                                       on_delete=self._on_function_delete)  # fmt: skip
@@ -543,6 +558,7 @@ class Gateway:
                 with contextlib.suppress(errors.StatusError, ServerUnreachable):
                     await self._delete_pod(ns, inst.pod)
             await self.meter.close()
+            await self.topics.close()
             await self.session.close()
             await self.fn_informer.stop()
             await self.pod_informer.stop()

@@ -91,7 +91,11 @@ def parse_trigger(text: str) -> dict[str, Any]:
         return {"type": "http"}
     if kind == "cron" and arg:
         return {"type": "cron", "schedule": arg}
+    if kind == "topic" and arg:
+        return {"type": "topic", "topic": arg}
     if kind == "event" and arg:
         what, _, selector = arg.partition(",")
         return {"type": "event", "kind": what, **({"labelSelector": selector} if selector else {})}
-    raise ValueError(f"a trigger is http, cron=<schedule> or event=<Kind>[,<label selector>], not {text!r}")
+    raise ValueError(
+        f"a trigger is http, cron=<schedule>, event=<Kind>[,<label selector>] or topic=<name>, not {text!r}"
+    )

@@ -7,6 +7,9 @@
   kind in the function's namespace and calls the function for every change after the first list,
   with the watch event `{"type": "ADDED"|"MODIFIED"|"DELETED", "object": {...}}`.
 
+- `{"type": "topic", "topic": "orders"}`: each message published to the topic in the function's
+  namespace (see `skiff.functions.topics`), its body as the event; retried until accepted.
+
 Each call goes through the gateway (queued, scaled, metered like any other) and is retried with
 backoff while it fails (5xx, 429): at-least-once delivery.
 """
@@ -30,6 +33,7 @@ from skiff.api import cron
 from skiff.api.durations import parse_duration
 from skiff.client.informer import Informer
 from skiff.client.resources import BUILTINS, Resource
+from skiff.functions.topics import Delivery
 
 if TYPE_CHECKING:
     from skiff.functions.gateway import FunctionState, Gateway
@@ -79,6 +83,9 @@ class Triggers:
                         entry.next_at = next_fire(schedule, now)
                         event = {"type": "cron", "schedule": schedule, "time": _rfc3339(now)}
                         self._fire(key, event, "cron")
+                for delivery in await self.gateway.topics.due():
+                    self.gateway.topics.in_flight.add(delivery.id)
+                    self.gateway.spawn(self._deliver_message(delivery), f"topic {delivery.topic} #{delivery.id}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)
         finally:
@@ -154,6 +161,27 @@ class Triggers:
             log.warning("function %s: %s trigger call %d/%d answered %d", key, kind, attempt, ATTEMPTS, status)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _deliver_message(self, delivery: Delivery) -> None:
+        topics = self.gateway.topics
+        try:
+            state = self.gateway.functions.get(f"{delivery.namespace}/{delivery.function}")
+            status = 404
+            if state is not None:
+                headers = {"Content-Type": "application/json", "X-Skiff-Trigger": "topic",
+                           "X-Skiff-Topic": delivery.topic, "X-Skiff-Attempt": str(delivery.attempts + 1)}  # fmt: skip
+                try:
+                    status = (await self.gateway.invoke(state, "POST", "/", headers, delivery.body)).status
+                except web.HTTPException as e:
+                    status = e.status
+            if status < 500 and status not in (404, 429):
+                await topics.ack(delivery)
+            else:
+                log.warning("topic %s: delivery #%d to %s answered %d; retrying", delivery.topic, delivery.id,
+                            delivery.function, status)  # fmt: skip
+                await topics.retry(delivery)
+        finally:
+            topics.in_flight.discard(delivery.id)
 
 
 def _rfc3339(t: float) -> str:
