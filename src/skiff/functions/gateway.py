@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -248,6 +249,7 @@ class Gateway:
                 files = (await self.client.get(CONFIGMAPS, s.config_map, namespace=s.namespace)).get("data") or {}
             assert self.session is not None
             async with self.session.post(f"{inst.url}/_skiff/load", json=load_request(s, files),
+                                         headers={"X-Skiff-Pool-Token": inst.token},
                                          timeout=aiohttp.ClientTimeout(total=30)) as resp:  # fmt: skip
                 text = (await resp.text()).strip()
                 if resp.status != 200:
@@ -282,9 +284,11 @@ class Gateway:
     async def _fill_pool(self, namespace: str) -> None:
         self.pool_starting[namespace] = self.pool_starting.get(namespace, 0) + 1
         try:
-            manifest = pool_manifest(namespace, image=self.config.image, source=self.source,
+            token = secrets.token_hex(16)
+            manifest = pool_manifest(namespace, image=self.config.image, source=self.source, token=token,
                                      node_name=self.config.node_name)  # fmt: skip
             inst = await self._launch(manifest)
+            inst.token = token
             self.pool.setdefault(namespace, []).append(inst)
         except (InstanceFailed, TimeoutError, errors.StatusError, ServerUnreachable) as e:
             log.warning("warm pool of %s: %s", namespace, e)

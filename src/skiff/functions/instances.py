@@ -34,6 +34,7 @@ def runtime_source() -> str:
 class Instance:
     pod: str
     ip: str
+    token: str = ""  # a warm-pool runtime's load token
     in_flight: int = 0
     dead: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -116,9 +117,11 @@ def poolable(fn: FunctionSpec) -> bool:
     return not fn.image and plain_env and only_memory and fn.memory_bytes == int(quantity.parse(DEFAULT_MEMORY))
 
 
-def pool_manifest(namespace: str, *, image: str, source: str, node_name: str = "") -> dict[str, Any]:
-    """A warm-pool pod: the generic runtime up and listening, no handler loaded yet."""
-    env = [{"name": "SKIFF_FN_POOL", "value": "1"}, {"name": "SKIFF_FN_PORT", "value": str(PORT)}]
+def pool_manifest(namespace: str, *, image: str, source: str, token: str, node_name: str = "") -> dict[str, Any]:
+    """A warm-pool pod: the generic runtime up and listening, no handler loaded yet; only a request
+    with `token` may load one."""
+    env = [{"name": "SKIFF_FN_POOL", "value": "1"}, {"name": "SKIFF_FN_PORT", "value": str(PORT)},
+           {"name": "SKIFF_FN_POOL_TOKEN", "value": token}]  # fmt: skip
     spec: dict[str, Any] = {
         "containers": [
             {

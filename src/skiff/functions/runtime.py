@@ -19,7 +19,8 @@ opened; a load error ends the process.
 
 Warm pool: with `SKIFF_FN_POOL=1` the runtime starts with no handler (the interpreter and the
 server already up: the slow part of a cold start) and waits for one `POST /_skiff/load` from the
-gateway carrying the handler, its code (`source`, or `files` written to a directory on sys.path),
+gateway (with the pod's `SKIFF_FN_POOL_TOKEN` as `X-Skiff-Pool-Token`: no other pod on the network
+can load code into it) carrying the handler, its code (`source`, or `files` written to a directory on sys.path),
 env, timeout and concurrency; from then on it is that function's instance.
 """
 
@@ -42,7 +43,7 @@ from typing import Any
 
 MAX_HEADER = 64 * 1024
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
-           413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+           403: "Forbidden", 413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
            504: "Gateway Timeout"}  # fmt: skip
 
 
@@ -132,6 +133,8 @@ class Runtime:
         if path.split("?")[0] == "/healthz":
             return 200, "text/plain", b"ok"
         if path == "/_skiff/load" and method == "POST":
+            if headers.get("x-skiff-pool-token", "") != os.environ.get("SKIFF_FN_POOL_TOKEN", ""):
+                return 403, "text/plain", b"the pool token does not match"
             return self.load(body)
         if self.handler is None:
             return 503, "text/plain", b"no handler loaded (a warm-pool runtime)"
