@@ -24,6 +24,7 @@ from skiff.node.agent import node as node_mod
 from skiff.node.agent.imagegc import PERIOD, ImageGC, ImageGCPolicy, images_in_use
 from skiff.node.agent.kubelet_server import KubeletServer
 from skiff.node.agent.networking import NetworkOptions, pod_dns, run_node_network
+from skiff.node.agent.pleg import Relister
 from skiff.node.agent.podworkers import PodWorkers
 from skiff.node.agent.starting import Starter
 from skiff.node.agent.stats import StatsReporter
@@ -120,6 +121,7 @@ class Agent:
         self.syncer = PodSyncer(self.client, self.runtime, Starter(self.runtime, self.images, self.recorder), facts)
         self.workers = PodWorkers(self.syncer.sync)
         self.syncer.prober.on_change = self.workers.wake
+        relister = Relister(self.syncer.observer, self.workers.wake)  # one runtime listing a second for all pods
         self.pods.add_handlers(on_add=self._changed, on_update=lambda _o, n: self._changed(n), on_delete=self._gone)
         tasks = [
             spawn(lease.run(stop, first_delay=lease.interval), name="agent lease", logger=log),
@@ -129,6 +131,7 @@ class Agent:
                 logger=log,
             ),
             spawn(self.image_gc.run(stop, cfg.image_gc_period), name="agent image gc", logger=log),
+            spawn(relister.run(stop), name="agent relister", logger=log),
             self.pods.start(),
             spawn(container_logs.rotation_loop(self.runtime, stop, cfg.log_rotation), name="agent log rotation",
                   logger=log),

@@ -1,4 +1,4 @@
-"""What the runtime has for a pod, as `Attempt`s: the agent's view of its containers (a small PLEG).
+"""What the runtime has for a pod, as `Attempt`s: the agent's view of its containers (with `pleg.py`).
 
 Every pod worker asks for its pod's containers on each sync. A listing of the runtime covers every
 container of the node, so one listing is shared by all workers for up to `LIST_TTL` seconds; a
@@ -43,14 +43,16 @@ class Observer:
         self._lock = asyncio.Lock()
         self._running: dict[str, ContainerStatus] = {}  # id -> its status while it runs (it does not change)
         self._failed: dict[str, Attempt] = {}  # "<uid>/<name>" -> the last start that failed
+        self._images: dict[str, dict[str, str]] = {}  # id -> its image record (written before it is created)
 
     def invalidate(self) -> None:
         """Containers were made or removed: the next listing is a fresh one."""
         self._generation += 1
 
-    async def listing(self) -> list[ContainerInfo]:
+    async def listing(self, max_age: float = LIST_TTL) -> list[ContainerInfo]:
+        """The runtime's containers, from a listing at most `max_age` seconds old (0: a new one)."""
         async with self._lock:
-            fresh = time.monotonic() - self._cache_at < LIST_TTL
+            fresh = time.monotonic() - self._cache_at < max_age
             if self._cache is not None and self._cache_generation == self._generation and fresh:
                 return self._cache
             generation = self._generation
@@ -59,6 +61,8 @@ class Observer:
             ids = {info.id for info in listing}
             for gone in [cid for cid in self._running if cid not in ids]:
                 del self._running[gone]
+            for gone in [cid for cid in self._images if cid not in ids]:
+                del self._images[gone]
             return listing
 
     async def attempts(self, uid: str, fallback_to_logs: Collection[str] = ()) -> list[Attempt]:
@@ -79,7 +83,11 @@ class Observer:
                 self._running[info.id] = st
             else:
                 self._running.pop(info.id, None)
-            record = await asyncio.to_thread(_read_json, image_record(root, info.id))
+            record = self._images.get(info.id)
+            if record is None:
+                record = await asyncio.to_thread(_read_json, image_record(root, info.id))
+                if record:
+                    self._images[info.id] = record
             message = st.message
             if st.state == ContainerState.EXITED:
                 written = await asyncio.to_thread(

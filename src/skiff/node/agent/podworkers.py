@@ -3,8 +3,9 @@
 The informer hands every version of a pod (or None once it is gone) to `update(uid, pod)`; the
 pod's worker keeps only the latest and calls `sync(uid, pod)`, never two syncs of one pod at once
 and never blocking other pods (an image pull or a grace period holds only its own worker). A sync
-returns when to look again (seconds: the agent's relist of containers, a back-off ending), None
-to wait for the next update, or `DONE` when the pod is gone and its worker can end.
+returns when to look again (seconds: the periodic resync, a back-off ending), None to wait for
+the next update or `wake` (the relister's events, a probe's change), or `DONE` when the pod is
+gone and its worker can end.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ class PodWorkers:
         worker.wake.set()
 
     def wake(self, uid: str) -> None:
-        """Sync the pod again now (a probe's result changed), if it has a worker."""
+        """Sync the pod again now (a probe's result changed, a container started or exited), if it has a
+        worker. A pod being torn down is not woken: its sync waits for its containers to stop itself."""
         worker = self._workers.get(uid)
-        if worker is not None:
-            worker.wake.set()
+        if worker is None or worker.pod is None or (worker.pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        worker.wake.set()
 
     async def _run(self, uid: str, worker: _Worker) -> None:
         delay: float | None = 0.0

@@ -53,7 +53,8 @@ from skiff.node.runtime.types import ContainerState, Sandbox
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
-RELIST = 1.0  # how often a pod with live containers is looked at again (the kubelet's PLEG period)
+RELIST = 1.0  # how soon a pod with a container in between states (created, its shim starting) is looked at again
+RESYNC = 10.0  # a pod whose containers run is synced on PLEG events (pleg.py), probe changes, or after this
 RETRY = 3.0  # after a failure that is not backed off (a missing ConfigMap, a sandbox error)
 MIN_GRACE = 2  # the kubelet's minimum grace period for pods that are gone from the API
 OBJECT_TTL = 5.0  # how long a ConfigMap, Secret, claim or volume read for a pod's sync is reused
@@ -138,9 +139,22 @@ class PodSyncer:
         env = PodEnv(pod=pod, sandbox=sandbox, ctx=ctx, volume_paths=paths, pod_dir=root,
                      credentials=await self._credentials(pod))  # fmt: skip
         attempts = await self.observer.attempts(uid, _fallback(spec))
-        if uid not in self._last_status:  # say ContainerCreating (and the IP) before a long image pull
-            await self._report(pod, Observation(attempts=attempts, sandbox_ready=True, pod_ip=sandbox.ip,
-                                                host_ip=self.node.host_ip))  # fmt: skip
+        early: asyncio.Task[Obj] | None = None
+        if uid not in self._last_status:  # say ContainerCreating (and the IP) before a long image pull, while
+            # the containers are made (the round trip is not spent before them); awaited before the final report
+            early = asyncio.create_task(self._report(pod, Observation(
+                attempts=attempts, sandbox_ready=True, pod_ip=sandbox.ip, host_ip=self.node.host_ip)))  # fmt: skip
+        try:
+            return await self._containers(env, attempts, left, early)
+        finally:
+            if early is not None and not early.done():
+                await asyncio.gather(early, return_exceptions=True)  # a step failed: do not leave it running
+
+    async def _containers(self, env: PodEnv, attempts: list[Attempt], left: float | None,
+                          early: asyncio.Task[Obj] | None) -> float | None:  # fmt: skip
+        """The init containers, then the containers, one step each; then the status."""
+        pod, uid, spec, sandbox = env.pod, env.pod["metadata"]["uid"], env.pod.get("spec") or {}, env.sandbox
+        waiting: dict[str, tuple[str, str]] = {}
         wake: list[float] = []
         restart = spec.get("restartPolicy", "Always")
         terminal = ""
@@ -166,9 +180,13 @@ class PodSyncer:
                 await self._step(env, c, last, waiting, wake)
         attempts = await self.observer.attempts(uid, _fallback(spec))
         await self._gc_attempts(attempts)
-        if any(a.state in (RUNNING, "created") for a in attempts):
+        if any(a.state == "created" for a in attempts):
             wake.append(RELIST)
+        elif any(a.state == RUNNING for a in attempts):
+            wake.append(RESYNC)
         self.prober.sync(pod, sandbox.ip, attempts)
+        if early is not None:
+            await early
         obs = Observation(attempts=attempts, waiting=waiting, sandbox_ready=True, pod_ip=sandbox.ip,
                           host_ip=self.node.host_ip, terminal=terminal,
                           probes=self.prober.states(attempts))  # fmt: skip
@@ -346,7 +364,7 @@ class PodSyncer:
 
     async def _get(self, resource: resources.Resource, name: str, ns: str) -> Obj | None:
         """The object, or None when it does not exist; answers are kept OBJECT_TTL seconds (the kubelet's
-        TTL cache strategy), so the pods' syncs every second do not each ask the API server again."""
+        TTL cache strategy), so the pods' syncs do not each ask the API server again."""
         key = (resource.plural, ns, name)
         now = time.monotonic()
         cached = self._objects.get(key)

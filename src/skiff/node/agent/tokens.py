@@ -6,7 +6,7 @@ with the projection's audience and `expirationSeconds`, bound to the pod (it
 dies with the pod). Tokens are cached per pod, account, audience and
 lifetime, and fetched again once 80% of their life has passed (or they are
 older than 24 h); a refresh that fails keeps the old token while it is still
-valid. The pod's sync runs every second while its containers run, so the
+valid. The pod's sync runs at least every `sync.RESYNC` seconds while its containers run, so the
 volume's file is rewritten (atomically) soon after a refresh.
 """
 

@@ -104,18 +104,25 @@ class CNI:
         self, container_id: str, netns: Path, *, port_mappings: list[dict[str, Any]] | None = None
     ) -> Attachment:
         """Loopback up, then the conflist's ADD; returns the pod's IPv4 address."""
-        await self._invoke({"type": "loopback"}, "ADD", container_id, str(netns), "lo", None, {})
+        # the loopback is its own interface: brought up while the chain runs (each plugin is a process)
+        loopback = asyncio.create_task(self._invoke({"type": "loopback"}, "ADD", container_id, str(netns), "lo",
+                                                    None, {}))  # fmt: skip
         runtime_config = {"portMappings": port_mappings or []}
         result: dict[str, Any] | None = None
         done: list[dict[str, Any]] = []
+        # portmap only has work with hostPorts: without any it is not run (and so not DEL'd either)
+        chain = [p for p in self.config.conflist()["plugins"] if port_mappings or p["type"] != "portmap"]
         try:
-            for plugin in self.config.conflist()["plugins"]:
+            for plugin in chain:
                 result = await self._invoke(plugin, "ADD", container_id, str(netns), "eth0", result, runtime_config)
                 done.append(plugin)
         except CNIError:
             for plugin in reversed(done):
                 await self._invoke(plugin, "DEL", container_id, str(netns), "eth0", result, runtime_config)
             raise
+        finally:
+            await asyncio.gather(loopback, return_exceptions=True)
+        await loopback  # its error, if any, once the chain is settled
         assert result is not None
         self.results_dir.mkdir(parents=True, exist_ok=True)
         saved = {"result": result, "runtimeConfig": runtime_config, "plugins": done}
