@@ -2,7 +2,8 @@
 
 One skiff server with its scheduler, one real `skiff agent` (runc, CNI bridge) on a pod network of
 this module's own, a registry holding the built-in etcd image, and the operator run as a user
-would try it first: `kopf run etcd_operator.py` with the admin kubeconfig. The test drives it with
+would try it first: `kopf run etcd_operator.py` with the admin kubeconfig (the operator as deploy.yaml's
+Deployment, its image and its RBAC: test_etcd_operator_in_cluster.py). The test drives it with
 kubectl and talks to etcd with the host's etcdctl at the addresses of the cluster's client Service.
 Snapshots go to a PersistentVolumeClaim of the local-path class (its volumes under the test's tmp dir).
 """
@@ -215,28 +216,3 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
     reasons = wait_for(lambda: (lambda r: r if wanted <= set(r) else None)(events()), 30, what=f"events {wanted}")
     assert reasons["QuorumLost"]["type"] == "Warning" and "demo-0, demo-1" in reasons["QuorumLost"]["message"]
     assert reasons["Recovered"]["type"] == "Normal" and restore["snapshot"] in reasons["Recovered"]["message"]
-
-
-def test_operator_image_runs_the_operator_module(cluster: Server, node: AgentNode, tmp_path: Path) -> None:
-    """The image of deploy.yaml, built as the README says: its Python has kopf (compiled modules and
-    the libraries they load included) and the operator's module, under the image's entrypoint's user."""
-    context = tmp_path / "image"
-    subprocess.run([sys.executable, str(EXAMPLE / "image_context.py"), str(context)], check=True, capture_output=True)
-    build = subprocess.run([str(Path(sys.executable).parent / "skiff"), "image", "build", str(context),
-                            "-t", "etcd-operator:e2e", "--registry", node.registry.host],
-                           capture_output=True, text=True)  # fmt: skip
-    assert build.returncode == 0, build.stderr
-    check = "import kopf, aiohttp._http_parser, frozenlist._frozenlist, yaml, etcd_operator; print(etcd_operator.GROUP)"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "operator-image"},
-           "spec": {"restartPolicy": "Never", "containers": [{"name": "operator", "image": "etcd-operator:e2e",
-                                                               "command": ["python3", "-c", check]}]}}  # fmt: skip
-    cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(pod))
-
-    def ended() -> str | None:
-        phase = get(cluster, "pod", "operator-image")["status"].get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_for(ended, 120, what="the image's pod to end")
-    uid = get(cluster, "pod", "operator-image")["metadata"]["uid"]
-    logs = "".join(f.read_text() for f in sorted((node.state_dir / "pods" / uid / "logs").rglob("*.log")))
-    assert phase == "Succeeded" and "etcd.skiff.dev" in logs, logs
