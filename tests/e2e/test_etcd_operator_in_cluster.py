@@ -127,6 +127,12 @@ def test_operator_deployment_runs_etcd_on_its_service_account(lab: TwoNodes, tmp
     got = lab.nodes[1].in_node(*etcdctl, "get", "greeting", "--print-value-only").stdout.strip()
     assert got == "hello from the cluster"
 
+    # what it may do is the ClusterRole's, nothing more
+    account = "--as=system:serviceaccount:etcd-operator:etcd-operator"
+    for verb, what, allowed in (("create", "pods", "yes"), ("delete", "nodes", "no"), ("list", "secrets", "no")):
+        answer = server.kubectl("auth", "can-i", verb, what, "-n", NS, account, check=False).stdout.strip()
+        assert answer == allowed, (verb, what, answer)
+
     # kopf posted its events and did everything it tried within deploy.yaml's ClusterRole
     events = kubectl_json(server, "events", "-n", NS, "--field-selector", "involvedObject.name=demo")["items"]
     assert "Bootstrapped" in {e["reason"] for e in events}
