@@ -135,9 +135,26 @@ class Starter:
         self.pull_backoff = Backoff()
         self._pull_errors: dict[str, str] = {}
         self._deleting: dict[str, asyncio.Event] = {}  # pod uid -> set once the pod is being deleted
+        self._events: dict[str, asyncio.Task[None]] = {}  # pod uid -> the last of its events being written
 
     async def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
-        await self.recorder.record(pod, type=type_, reason=reason, message=message)
+        """Record an event without waiting for the API (as the kubelet's recorder): the start goes on while
+        it is written. A pod's events are written one after another, in order; `flush` waits for them."""
+        uid = pod["metadata"]["uid"]
+        previous = self._events.get(uid)
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await self.recorder.record(pod, type=type_, reason=reason, message=message)
+
+        self._events[uid] = asyncio.create_task(write(), name=f"event {reason} {uid}")
+
+    async def flush(self, uid: str) -> None:
+        """Wait until the pod's events are written (before a status that follows them is reported)."""
+        pending = self._events.pop(uid, None)
+        if pending is not None:
+            await asyncio.gather(pending, return_exceptions=True)
 
     async def pull(self, env: PodEnv, container: Obj, key: str) -> Image | Waiting:
         ref = str(container.get("image") or "")
@@ -227,6 +244,7 @@ class Starter:
 
     def forget(self, prefix: str) -> None:
         self._deleting.pop(prefix.rstrip("/"), None)
+        self._events.pop(prefix.rstrip("/"), None)
         self.pull_backoff.forget_prefix(prefix)
         for key in [k for k in self._pull_errors if k.startswith(prefix)]:
             del self._pull_errors[key]

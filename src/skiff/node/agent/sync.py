@@ -187,6 +187,7 @@ class PodSyncer:
         self.prober.sync(pod, sandbox.ip, attempts)
         if early is not None:
             await early
+        await self.starter.flush(uid)  # the Created/Started events are in the API before the status
         obs = Observation(attempts=attempts, waiting=waiting, sandbox_ready=True, pod_ip=sandbox.ip,
                           host_ip=self.node.host_ip, terminal=terminal,
                           probes=self.prober.states(attempts))  # fmt: skip

@@ -173,11 +173,13 @@ class Runtime:
         self._write_meta(d, meta)
 
     async def status(
-        self, container_id: str, *, runc_states: dict[str, dict[str, Any]] | None = None
+        self, container_id: str, *, runc_states: dict[str, dict[str, Any]] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> ContainerStatus:
-        """The container's state; `runc_states` (from one `runc list`) saves a `runc state` call."""
-        d = self._dir(container_id)
-        meta = self._meta(container_id)
+        """The container's state; `runc_states` (from one `runc list`) saves a `runc state` call, `meta` (its
+        meta.json just read, by `list`) reading it again."""
+        d = self._dir(container_id) if meta is None else self.containers_dir / container_id
+        meta = self._meta(container_id) if meta is None else meta
         common: dict[str, Any] = {"id": ContainerId(container_id), "created_at": meta["created_at"],
                                   "started_at": meta.get("started_at")}  # fmt: skip
         exit_info = _read_json(d / "exit.json")
@@ -304,7 +306,7 @@ class Runtime:
             if meta is None:
                 continue
             try:
-                state = (await self.status(name, runc_states=runc_states)).state
+                state = (await self.status(name, runc_states=runc_states, meta=meta)).state
             except ContainerNotFound:
                 continue
             out.append(ContainerInfo(id=ContainerId(name), pod_uid=meta["pod_uid"], name=meta["name"],
