@@ -129,7 +129,11 @@ def test_logs_plain_tail_timestamps_and_since(cluster: Server, pods: str) -> Non
     assert int(tail[0].split()[1]) >= len(first) - 1 and int(tail[1].split()[1]) == int(tail[0].split()[1]) + 1
     assert cluster.kubectl("logs", "-n", pods, "counter", "--tail=0").stdout == ""
 
-    stamped = cluster.kubectl("logs", "-n", pods, "early-late", "--timestamps").stdout.splitlines()
+    def all_three() -> list[str] | None:  # "late" comes two seconds after the pod started: wait for it
+        lines: list[str] = cluster.kubectl("logs", "-n", pods, "early-late", "--timestamps").stdout.splitlines()
+        return lines if len(lines) >= 3 else None
+
+    stamped = wait_for(all_three, what="early-late's three lines")
     stamps = [line.split(" ", 1) for line in stamped]
     assert [text for _, text in stamps] == ["early", "late", "err"]
     for ts, _ in stamps:
