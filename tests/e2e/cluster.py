@@ -104,6 +104,17 @@ class Server:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
         return proc
 
+    def create_namespace(self, name: str, timeout: float = 10.0) -> str:
+        """Create a namespace and wait for the kube-root-ca.crt ConfigMap the controller manager puts
+        into every namespace, so that a test counting or watching ConfigMaps does not meet it later."""
+        code, body, _ = self.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        assert code == 201, body
+        deadline = time.monotonic() + timeout
+        while self.raw("GET", f"/api/v1/namespaces/{name}/configmaps/kube-root-ca.crt")[0] != 200:
+            assert time.monotonic() < deadline, f"no kube-root-ca.crt in namespace {name} after {timeout} s"
+            time.sleep(0.05)
+        return name
+
     def ssl_context(self, *, client_cert: bool = True) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.data_dir / "tls" / "ca.crt"))
         if client_cert:

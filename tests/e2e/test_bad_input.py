@@ -27,10 +27,7 @@ DEPLOYMENT: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def ns(server: Server) -> str:
-    name = f"bad-{uuid.uuid4().hex[:8]}"
-    code, body, _ = server.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-    assert code == 201, body
-    return name
+    return server.create_namespace(f"bad-{uuid.uuid4().hex[:8]}")
 
 
 def _status(result: tuple[int, Any, dict[str, str]], code: int, reason: str, *words: str) -> str:

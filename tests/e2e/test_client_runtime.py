@@ -58,9 +58,22 @@ async def client(server: Server) -> AsyncIterator[Client]:
 async def ns(client: Client) -> AsyncIterator[str]:
     name = f"rt-{uuid.uuid4().hex[:8]}"
     await client.create(R.NAMESPACES, {"metadata": {"name": name}})
+    await root_ca_published(client, name)
     yield name
     with contextlib.suppress(errors.StatusError):
         await client.delete(R.NAMESPACES, name)
+
+
+async def root_ca_published(client: Client, ns: str) -> None:
+    """The controller manager's root CA publisher adds kube-root-ca.crt to every namespace: let it
+    land first, so that tests watching ConfigMaps see only their own."""
+    for _ in range(200):
+        try:
+            await client.get(R.CONFIGMAPS, "kube-root-ca.crt", namespace=ns)
+            return
+        except errors.NotFound:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no kube-root-ca.crt in namespace {ns}")
 
 
 def cm(name: str, ns: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> Obj:
@@ -290,6 +303,7 @@ async def test_informer_relists_after_410_and_emits_the_difference(tmp_path: Pat
     try:
         async with Client.from_kubeconfig(srv.kubeconfig) as client:
             ns = "default"
+            await root_ca_published(client, ns)
             for name in ("keep", "change", "remove"):
                 await client.create(R.CONFIGMAPS, cm(name, ns, {"v": "1"}))
             informer = Informer(client, R.CONFIGMAPS, namespace=ns, backoff=Backoff(0.05, 0.5))

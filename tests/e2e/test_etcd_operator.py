@@ -200,7 +200,11 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
     except AssertionError as e:
         raise AssertionError(f"{e}\noperator log:\n{explain()}") from None
     restore = obj["status"]["restore"]
-    assert restore["lostMembers"] == ["demo-0", "demo-1"] and restore["snapshot"].endswith(".db")
+    # kubectl deletes the two pods one after the other: an operator that looks in between sees one
+    # member lost (a minority: it is removed) and then the next (no quorum left). Either way the
+    # cluster is restored from the snapshot.
+    lost = restore["lostMembers"]
+    assert lost and set(lost) <= {"demo-0", "demo-1"} and restore["snapshot"].endswith(".db")
     restoring = condition(obj, "Restoring")
     assert restoring["status"] == "False" and restore["snapshot"] in restoring["message"]
     wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 30, what="3 client endpoints")
@@ -214,5 +218,5 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
 
     wanted = {"QuorumLost", "Restored", "Recovered", "MemberAdded", "MemberRemoved", "BackupSucceeded"}
     reasons = wait_for(lambda: (lambda r: r if wanted <= set(r) else None)(events()), 30, what=f"events {wanted}")
-    assert reasons["QuorumLost"]["type"] == "Warning" and "demo-0, demo-1" in reasons["QuorumLost"]["message"]
+    assert reasons["QuorumLost"]["type"] == "Warning" and ", ".join(lost) in reasons["QuorumLost"]["message"]
     assert reasons["Recovered"]["type"] == "Normal" and restore["snapshot"] in reasons["Recovered"]["message"]

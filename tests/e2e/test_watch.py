@@ -58,16 +58,7 @@ def watch(server: Server, path: str, timeout: float = 10.0) -> Iterator[Stream]:
 
 
 def _ns(server: Server) -> str:
-    name = f"watch-{uuid.uuid4().hex[:8]}"
-    code, body, _ = server.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-    assert code == 201, body
-    # the root CA publisher adds kube-root-ca.crt to every new namespace: let it land before a test
-    # watches the namespace's ConfigMaps, so it is no event of the test's
-    for _ in range(200):
-        if server.raw("GET", f"/api/v1/namespaces/{name}/configmaps/kube-root-ca.crt")[0] == 200:
-            break
-        time.sleep(0.05)
-    return name
+    return server.create_namespace(f"watch-{uuid.uuid4().hex[:8]}")
 
 
 def _cm(server: Server, ns: str, name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
