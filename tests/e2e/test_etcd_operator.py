@@ -150,7 +150,8 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
     except AssertionError as e:
         raise AssertionError(f"{e}\noperator log:\n{explain()}") from None
     assert obj["status"]["readyMembers"] == 3
-    assert member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"]
+    # the client Service's endpoints follow the pods' readiness a moment after the operator saw it
+    wait_for(lambda: member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"], 30, what="three members listed")
     svc = get(cluster, "service", "demo")
     assert svc["spec"]["ports"][0]["port"] == 2379 and svc["spec"]["clusterIP"] not in ("", "None")
     assert get(cluster, "service", "demo-peers")["spec"]["clusterIP"] == "None"
