@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/deployment.py` as well as `python -m bench.deployment`
     sys.path.insert(0, str(REPO))
 
-from bench.proc import free_port, log, process_tree, rss_kb, stat_fields  # noqa: E402
+from bench.proc import free_port, log, process_tree, rss_kb, stat_fields, terminate  # noqa: E402
 
 from skiff.client import Client  # noqa: E402
 from skiff.client import resources as R  # noqa: E402
@@ -199,14 +198,7 @@ class Cluster:
         raise RuntimeError(f"{count} simulated nodes not Ready after 120 s")
 
     async def stop(self) -> None:
-        for proc in (self.sim, self.server):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        await terminate(self.sim, self.server)
 
 
 def _ready(node: Obj) -> bool:

@@ -34,7 +34,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ if str(REPO) not in sys.path:  # `python bench/podstart.py` as well as `python -
     sys.path.insert(0, str(REPO))
 
 from bench.api import Profiler, summarize_profile  # noqa: E402
-from bench.proc import cpu_seconds, free_port, log, process_tree, rss_kb  # noqa: E402
+from bench.proc import cpu_seconds, free_port, log, process_tree, rss_kb, terminate  # noqa: E402
 from bench.runtime import pct  # noqa: E402
 
 from skiff.client import Client  # noqa: E402
@@ -124,14 +123,7 @@ class Node:
         raise RuntimeError(f"node {NODE} not Ready after 60 s")
 
     async def stop(self) -> None:
-        for proc in (self.agent, self.server):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        await terminate(self.agent, self.server)
 
     def sweep(self) -> None:
         """Remove by force whatever the agent left: containers, namespaces, mounts, NAT rules, bridge, cgroups."""

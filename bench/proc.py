@@ -6,7 +6,9 @@ they read /proc the same way, so they share this module.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -83,3 +85,15 @@ def child_pid(parent: int, component: str, timeout: float = 20.0) -> int:
                 return pid
         time.sleep(0.1)
     raise RuntimeError(f"no {component} child process of {parent}")
+
+
+async def terminate(*procs: asyncio.subprocess.Process | None, grace: float = 30.0) -> None:
+    """SIGTERM each process still running, in order; SIGKILL one still running after `grace` seconds."""
+    for proc in procs:
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

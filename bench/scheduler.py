@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/scheduler.py` as well as `python -m bench.scheduler`
     sys.path.insert(0, str(REPO))
 
-from bench.proc import child_pid, cpu_seconds, free_port, log, rss_mb  # noqa: E402
+from bench.proc import child_pid, cpu_seconds, free_port, log, rss_mb, terminate  # noqa: E402
 
 from skiff.client import Client  # noqa: E402
 from skiff.client import resources as R  # noqa: E402
@@ -145,14 +144,7 @@ class Cluster:
         return cpu_seconds(self.server.pid) + (cpu_seconds(self.manager_pid) if self.manager_pid else 0.0)
 
     async def stop(self) -> None:
-        for proc in (self.server,):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        await terminate(self.server)
 
 
 async def gather_limited(n: int, items: list[Any], fn: Any) -> None:
