@@ -289,6 +289,65 @@ def test_kubectl_top_and_the_hpa_on_real_usage(cluster: Server, agent: AgentNode
     assert "SuccessfulRescale" in described
 
 
+SECCOMP_PROBE = ("grep Seccomp: /proc/self/status; unshare -U true && echo UNSHARE=ok;"
+                 " mkdir /tmp/d && echo MKDIR=ok; echo DONE=1")
+
+
+def test_seccomp_profiles(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:
+    """RuntimeDefault denies unshare (EPERM) and lets the rest run; Unconfined, privileged or CAP_SYS_ADMIN may
+    unshare; a Localhost profile from the node's seccomp directory applies, and a missing one is a
+    CreateContainerError; bad fields are refused with Kubernetes' words."""
+    profiles = agent.state_dir / "seccomp" / "profiles"
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / "no-mkdir.json").write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))  # fmt: skip
+
+    def probe(name: str, profile: dict[str, str], **container: Any) -> dict[str, Any]:
+        return pod(name, registry.busybox, ["sh", "-c", SECCOMP_PROBE], restartPolicy="Never",
+                   securityContext={"seccompProfile": profile}, container=container)  # fmt: skip
+
+    local = {"type": "Localhost", "localhostProfile": "profiles/no-mkdir.json"}
+    default = {"type": "RuntimeDefault"}
+    apply(cluster, ns, probe("default", default), probe("unconfined", {"type": "Unconfined"}),
+          probe("local", default, securityContext={"seccompProfile": local}),  # the container's wins over the pod's
+          probe("missing", {"type": "Localhost", "localhostProfile": "profiles/absent.json"}),
+          probe("privileged", default, securityContext={"privileged": True}),
+          probe("admin", default, securityContext={"capabilities": {"add": ["SYS_ADMIN"]}}))  # fmt: skip
+
+    def output(name: str) -> dict[str, str]:
+        def done() -> str:
+            text = cluster.kubectl("logs", name, "-n", ns, check=False).stdout
+            return text if "DONE=" in text else ""
+
+        return status_fields(wait_for(done, what=f"{name}'s output"))
+
+    confined, unconfined, localhost = output("default"), output("unconfined"), output("local")
+    assert confined["Seccomp"] == "2" and "UNSHARE" not in confined and confined["MKDIR"] == "ok"
+    assert "unshare: unshare(0x10000000): Operation not permitted" in logs(cluster, ns, "default", "c")
+    assert unconfined["Seccomp"] == "0" and unconfined["UNSHARE"] == "ok"
+    assert localhost["Seccomp"] == "2" and localhost["UNSHARE"] == "ok" and "MKDIR" not in localhost
+    assert "mkdir: can't create directory '/tmp/d': Operation not permitted" in logs(cluster, ns, "local", "c")
+    # a privileged container runs unconfined whatever its profile; CAP_SYS_ADMIN allows the namespace calls again
+    privileged, admin = output("privileged"), output("admin")
+    assert privileged["Seccomp"] == "0" and privileged["UNSHARE"] == "ok"
+    assert admin["Seccomp"] == "2" and admin["UNSHARE"] == "ok"
+
+    def create_error() -> str:
+        waiting = container_state(get_pod(cluster, ns, "missing")).get("state", {}).get("waiting") or {}
+        return str(waiting.get("message", "")) if waiting.get("reason") == "CreateContainerError" else ""
+
+    path = (profiles / "absent.json").resolve()
+    assert wait_for(create_error, what="missing profile refused") == (
+        f'failed to generate seccomp spec opts: cannot load seccomp profile "{path}": open {path}: '
+        "no such file or directory")
+    assert "CreateContainerError" in cluster.kubectl("get", "pod", "missing", "-n", ns).stdout
+    bad = probe("bad", {"type": "Localhost"})
+    out = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert out.returncode != 0 and 'The Pod "bad" is invalid: spec.securityContext.seccompProfile.localhostProfile: ' \
+        "Required value: must be set when seccomp type is Localhost" in out.stderr  # fmt: skip
+
+
 def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:
     """Runs last: the namespaces (and so the pods) are gone, and the agent removed their containers,
     network namespaces, mounts and NAT rules."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from skiff.api import validation
 from skiff.api.cron import CronError, load_time_zone, parse
+from skiff.api.seccomp_validation import validate_pod_seccomp
 
 Obj = dict[str, Any]
 FieldErrors = list[tuple[str, str, str]]
@@ -274,6 +275,7 @@ class PodStrategy(Strategy):
                 seen.add(name)
                 if not c.get("image") and group == "containers":
                     errors.append(("FieldValueRequired", f"{path}.image", "Required value"))
+        errors += validate_pod_seccomp(spec)
         return errors
 
     def validate_update(self, new: Obj, old: Obj) -> FieldErrors:

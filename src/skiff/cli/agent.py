@@ -56,6 +56,9 @@ def add_agent_parser(commands: Any) -> None:
                        help="how often image GC looks at the disk (default: 300, the kubelet's)")
     agent.add_argument("--pod-max-pids", type=int, default=-1, metavar="N",
                        help="the most processes and threads each pod may have (default: -1, no limit)")
+    agent.add_argument("--seccomp-default", action="store_true",
+                       help="containers without a seccompProfile run with RuntimeDefault, not Unconfined "
+                            "(Localhost profiles are read from STATE_DIR/seccomp)")
     from skiff.node.agent.networking import add_network_flags
 
     add_network_flags(agent)
@@ -121,6 +124,7 @@ def run_agent(args: argparse.Namespace) -> int:
         ),
         image_gc_period=args.image_gc_period,
         pod_max_pids=args.pod_max_pids,
+        seccomp_default=args.seccomp_default,
     )
 
     async def component(client: Client, stop: asyncio.Event) -> None:

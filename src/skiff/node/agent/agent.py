@@ -54,6 +54,7 @@ class AgentConfig:
     image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
     image_gc_period: float = PERIOD
     pod_max_pids: int = -1  # the kubelet's --pod-max-pids: -1 for no limit
+    seccomp_default: bool = False  # the kubelet's --seccomp-default: RuntimeDefault for containers naming none
 
 
 class Agent:
@@ -118,7 +119,9 @@ class Agent:
         await node_mod.post_status(self.client, cfg.node_name, state_dir=cfg.state_dir, store=self.images)
         facts = NodeFacts(name=cfg.node_name, host_ip=host_ip, allocatable=capacity, state_dir=cfg.state_dir,
                           dns=await pod_dns(cfg.network))  # fmt: skip
-        self.syncer = PodSyncer(self.client, self.runtime, Starter(self.runtime, self.images, self.recorder), facts)
+        self.syncer = PodSyncer(self.client, self.runtime, Starter(self.runtime, self.images, self.recorder,
+                                                                  seccomp_root=cfg.state_dir / "seccomp",
+                                                                  seccomp_default=cfg.seccomp_default), facts)
         self.workers = PodWorkers(self.syncer.sync)
         self.syncer.prober.on_change = self.workers.wake
         relister = Relister(self.syncer.observer, self.workers.wake)  # one runtime listing a second for all pods

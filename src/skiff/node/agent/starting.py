@@ -3,8 +3,9 @@
 Every way this can fail ends as a waiting reason Kubernetes users know, with its message:
 `ErrImagePull` (the registry's words), then `ImagePullBackOff` while the pull back-off lasts,
 `ErrImageNeverPull`, `InvalidImageName`, `CreateContainerConfigError` (a missing ConfigMap,
-Secret or key), `RunContainerError` (runc could not create or start it: a command that does not
-exist, say), `PostStartHookError` (its postStart hook failed and it was killed, see `hooks.py`).
+Secret or key), `CreateContainerError` (its seccomp profile cannot be loaded), `RunContainerError`
+(runc could not create or start it: a command that does not exist, say), `PostStartHookError` (its
+postStart hook failed and it was killed, see `hooks.py`).
 Events are recorded as the kubelet's (Pulling, Pulled, Failed, Created, Started, BackOff). The
 image each container was made from is recorded beside the pod's logs so that
 statuses keep their imageID across agent restarts.
@@ -29,6 +30,7 @@ from skiff.images.store import ImageStore, PullPolicy
 from skiff.node.agent.backoff import Backoff, go_duration
 from skiff.node.agent.hooks import post_start
 from skiff.node.agent.podspec import ContainerConfigError, PodContext, build_config, pull_policy
+from skiff.node.agent.seccomp import SeccompError, container_profile
 from skiff.node.agent.volumes import VolumeError, container_mounts
 from skiff.node.runtime.crilog import parse_line
 from skiff.node.runtime.runtime import Runtime
@@ -128,8 +130,12 @@ def image_id(image: Image, ref: str, default_registry: str) -> str:
 class Starter:
     """Starts containers; keeps the image pull back-off and its last error per container."""
 
-    def __init__(self, runtime: Runtime, images: ImageStore, recorder: EventRecorder) -> None:
+    def __init__(
+        self, runtime: Runtime, images: ImageStore, recorder: EventRecorder, *, seccomp_root: Path = Path("seccomp"),
+        seccomp_default: bool = False,
+    ) -> None:
         self.runtime = runtime
+        self.seccomp_root, self.seccomp_default = seccomp_root, seccomp_default
         self.images = images
         self.recorder = recorder
         self.pull_backoff = Backoff()
@@ -206,11 +212,16 @@ class Starter:
         except (ContainerConfigError, VolumeError) as e:
             await self._event(pod, "Warning", "Failed", f"Error: {e}")
             return "CreateContainerConfigError", str(e)
+        try:
+            profile = await container_profile(pod, container, self.seccomp_root, runtime_default=self.seccomp_default)
+        except SeccompError as e:
+            await self._event(pod, "Warning", "Failed", f"Error: {e}")
+            return "CreateContainerError", str(e)
         message_file = termination_file(env.pod_dir, name, attempt)
         await asyncio.to_thread(_prepare_files, log_path(env.pod_dir, name, attempt), message_file)
         message_path = container.get("terminationMessagePath") or "/dev/termination-log"
         mounts = [*config.mounts, Mount(destination=message_path, source=str(message_file))]
-        config = replace(config, log_path=log_path(env.pod_dir, name, attempt), mounts=mounts)
+        config = replace(config, log_path=log_path(env.pod_dir, name, attempt), mounts=mounts, seccomp=profile)
         try:
             cid = await self.runtime.create_container(env.sandbox, config, image.rootfs)
         except Exception as e:

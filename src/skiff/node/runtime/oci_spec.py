@@ -5,7 +5,8 @@ pod and kept alive by bind mounts on files (as `ip netns` does); every container
 them by path. Each container gets its own PID and mount namespaces (Kubernetes' default without
 shareProcessNamespace). The pod's hostname is set in its UTS namespace when the sandbox is made,
 so the spec carries none. /dev/shm is the pod's shared tmpfs, /etc/hosts, /etc/hostname and
-/etc/resolv.conf are the sandbox's files.
+/etc/resolv.conf are the sandbox's files. The seccomp filter is `seccomp.py`'s; a privileged
+container runs without one, whatever its profile says (as containerd).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from skiff.node.runtime import seccomp
 from skiff.node.runtime.types import ContainerConfig, Mount, Resources, Sandbox
 
 # The container runtime default capability set Kubernetes pods get (containerd's and CRI-O's).
@@ -188,6 +190,10 @@ def build_spec(
     if not config.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
+        if config.seccomp.type == "RuntimeDefault":
+            linux["seccomp"] = seccomp.runtime_default(caps)
+        elif config.seccomp.type == "Localhost" and config.seccomp.localhost is not None:
+            linux["seccomp"] = config.seccomp.localhost
     return {
         "ociVersion": "1.0.2",
         "process": process,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NewType
+from typing import Any, Literal, NewType
 
 ContainerId = NewType("ContainerId", str)
 
@@ -32,6 +32,14 @@ class Resources:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SeccompProfile:
+    """CRI's SecurityProfile for seccomp: none, the runtime's default, or a node's file (already loaded)."""
+
+    type: Literal["Unconfined", "RuntimeDefault", "Localhost"] = "Unconfined"
+    localhost: dict[str, Any] | None = None  # a Localhost profile in the OCI `linux.seccomp` form
+
+
+@dataclass(frozen=True, kw_only=True)
 class ContainerConfig:
     """What one container of a pod runs and with which privileges and limits."""
 
@@ -49,6 +57,7 @@ class ContainerConfig:
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
     no_new_privs: bool = False  # allowPrivilegeEscalation: false
+    seccomp: SeccompProfile = field(default_factory=SeccompProfile)  # privileged containers run unconfined
     resources: Resources = field(default_factory=Resources)
     oom_score_adj: int | None = None
     attempt: int = 0  # restart count, as CRI's metadata.attempt
