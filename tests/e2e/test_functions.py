@@ -28,6 +28,8 @@ from tests.e2e.cluster import BIN, Server, free_port
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
 NODE = "e2e-functions"
+POD_CIDR = "10.199.48.0/24"
+POD_GATEWAY = "10.199.48.1"  # the node's address on its pod bridge
 
 HELLO = """
 def handle(event, context):
@@ -57,8 +59,10 @@ class Gateway:
     def start(self) -> Gateway:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir.parent / "gateway.log").open("ab")
+        # on every address, so that pods reach it at the node's bridge address (told to instances as $SKIFF_GATEWAY)
         cmd = [str(BIN / "skiff"), "gateway", "--kubeconfig", str(self.server.kubeconfig), "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug"]  # fmt: skip
+               "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug",
+               "--bind-address", "0.0.0.0", "--advertise-url", f"http://{POD_GATEWAY}:{self.port}"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_for(self._up, timeout=30, what="the gateway answering /healthz")
         return self
@@ -121,7 +125,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
     node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("fn-agent") / "state", registry=registry,
-                     node=NODE, pod_cidr="10.199.48.0/24", bridge="skfn0", netns_prefix="skfn-",
+                     node=NODE, pod_cidr=POD_CIDR, bridge="skfn0", netns_prefix="skfn-",
                      cgroup_parent="skifffntest")  # fmt: skip
     try:
         yield node.start()
@@ -302,17 +306,28 @@ def test_cron_and_event_triggers(gateway: Gateway) -> None:
     cluster.kubectl("delete", "configmap", "ignored", "watched-cm")
 
 
-def test_scale_out_to_max_and_back_and_broken_code(gateway: Gateway) -> None:
+def metric(gw: Gateway, name: str, function: str) -> float:
+    page = urllib.request.urlopen(f"{gw.url}/metrics", timeout=10).read().decode()
+    prefix = f'{name}{{namespace="default",function="{function}"}} '
+    return float(next((line[len(prefix):] for line in page.splitlines() if line.startswith(prefix)), "0"))
+
+
+def test_50_concurrent_calls_scale_out_and_back_and_broken_code(gateway: Gateway) -> None:
     cluster = gateway.server
     slow = "import time\ndef handle(event, context):\n    time.sleep(1)\n    return 'ok'\n"
-    spec = {"handler": "busy.handle", "code": {"inline": slow}, "concurrency": 2, "maxScale": 3, "idleTimeout": 2}
+    # a short stable window (panic window 10 % of it) so the test sees the way back in seconds
+    spec = {"handler": "busy.handle", "code": {"inline": slow}, "concurrency": 10, "maxScale": 4, "idleTimeout": 2,
+            "stableWindow": 6}  # fmt: skip
     apply_function(cluster, "busy", spec)
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        codes = list(pool.map(lambda _: post(f"{gateway.url}/fn/default/busy", b"{}")[0], range(12)))
-    assert codes == [200] * 12  # queued, not refused: the queue bound is 100
-    pods = fn_pods(cluster, "busy")
-    assert 1 < len(pods) <= 3  # scaled out, never past maxScale
+    assert post(f"{gateway.url}/fn/default/busy", b"{}")[0] == 200  # one instance, warm
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(lambda _: post(f"{gateway.url}/fn/default/busy", b"{}")[0], range(50)))
+    assert codes == [200] * 50  # queued, not refused: the queue bound is 100
+    out = 1 < metric(gateway, "skiff_function_instances", "busy") <= 4 or 1 < len(fn_pods(cluster, "busy")) <= 4
+    assert out, "50 calls at 10 per instance scaled out, never past maxScale"
+    assert "busy: entering panic mode" in gateway.logs()
     wait_for(lambda: fn_pods(cluster, "busy") == [], timeout=60, what="scale back to zero")
+    assert "busy: leaving panic mode" in gateway.logs()
     cluster.kubectl("delete", "function", "busy")
 
     # code that compiles but cannot load: the call fails fast and `skiff fn ls` tells why
@@ -364,3 +379,47 @@ def test_topic_delivery_at_least_once(gateway: Gateway) -> None:
     wait_for(lambda: usage_of(gateway, "orders")["invocations"] == 2, timeout=10, what="two metered calls")
     assert usage_of(gateway, "orders")["errors"] == 1
     cluster.kubectl("delete", "function", "orders")
+
+
+def test_gateway_restart_takes_over_running_instances(gateway: Gateway) -> None:
+    cluster = gateway.server
+    code = "import uuid\nME = uuid.uuid4().hex\ndef handle(event, context):\n    return {'instance': ME}\n"
+    apply_function(cluster, "sticky", {"handler": "s.handle", "code": {"inline": code}, "idleTimeout": 4})
+    status, body = post(f"{gateway.url}/fn/default/sticky", b"{}")
+    assert status == 200
+    first = json.loads(body)["instance"]
+    pods = [p["metadata"]["name"] for p in fn_pods(cluster, "sticky")]
+    assert len(pods) == 1
+
+    gateway.stop()
+    gateway.start()
+    # the same instance answers: taken over, neither orphaned nor started twice
+    status, body = post(f"{gateway.url}/fn/default/sticky", b"{}")
+    assert (status, json.loads(body)["instance"]) == (200, first)
+    assert [p["metadata"]["name"] for p in fn_pods(cluster, "sticky")] == pods
+    assert "took over" in gateway.logs() and pods[0] in gateway.logs().rsplit("took over", 1)[1]
+    warm = cluster.kubectl("get", "pods", "-l", "functions.skiff.dev/pool=warm", "-o", "name").stdout.split()
+    assert len(warm) == 1  # the warm pool taken over too, not refilled beside it
+    # and it is still scaled: stopped after its idle timeout
+    wait_for(lambda: fn_pods(cluster, "sticky") == [], timeout=30, what="the taken-over instance scaled to zero")
+    cluster.kubectl("delete", "function", "sticky")
+
+
+def test_a_function_calls_another_through_the_gateway(gateway: Gateway) -> None:
+    cluster = gateway.server
+    callee = "def handle(event, context):\n    return {'doubled': event['n'] * 2}\n"
+    caller = ("import json, os, urllib.request\n"
+              "def handle(event, context):\n"
+              "    url = os.environ['SKIFF_GATEWAY'] + '/fn/' + context.namespace + '/doubler'\n"
+              "    req = urllib.request.Request(url, data=json.dumps(event).encode())\n"
+              "    with urllib.request.urlopen(req, timeout=30) as resp:\n"
+              "        return {'via': os.environ['SKIFF_GATEWAY'], 'answer': json.loads(resp.read())}\n")  # fmt: skip
+    apply_function(cluster, "doubler", {"handler": "d.handle", "code": {"inline": callee}})
+    # its own image's pod (not the warm pool) gets the gateway's address from its env too
+    apply_function(cluster, "caller", {"handler": "c.handle", "code": {"inline": caller},
+                                       "resources": {"limits": {"memory": "96Mi"}}})  # fmt: skip
+    status, body = post(f"{gateway.url}/fn/default/caller", b'{"n": 21}')
+    assert status == 200, body
+    assert json.loads(body) == {"via": f"http://{POD_GATEWAY}:{gateway.port}", "answer": {"doubled": 42}}
+    assert usage_of(gateway, "doubler")["invocations"] == 1
+    cluster.kubectl("delete", "function", "caller", "doubler")

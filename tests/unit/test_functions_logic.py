@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from skiff.cli.fn import parse_since
-from skiff.functions.autoscale import Load, desired_instances, gb_seconds, pick_least_loaded, scale_to
+from skiff.functions.autoscale import (
+    ConcurrencyWindow,
+    Decision,
+    Load,
+    Observation,
+    Policy,
+    decide,
+    desired_instances,
+    gb_seconds,
+    pick_least_loaded,
+)
 from skiff.functions.instances import pod_failure, pod_manifest
 from skiff.functions.metering import Invocation, Meter, summarize
 from skiff.functions.packaging import CodeError, Deployment, check_code, parse_trigger
@@ -33,11 +43,67 @@ def test_desired_instances(in_flight: int, waiting: int, concurrency: int, lo: i
     assert desired_instances(Load(in_flight, waiting), concurrency=concurrency, min_scale=lo, max_scale=hi) == want
 
 
-def test_scale_down_waits_for_the_idle_timeout() -> None:
-    kw = {"concurrency": 10, "min_scale": 0, "max_scale": 5, "idle_timeout": 30.0}
-    assert scale_to(Load(0, 0), 2, idle_for=5, **kw) == 2  # type: ignore[arg-type]
-    assert scale_to(Load(0, 0), 2, idle_for=31, **kw) == 0  # type: ignore[arg-type]
-    assert scale_to(Load(25, 0), 1, idle_for=0, **kw) == 3  # type: ignore[arg-type]
+def obs(now: float, ready: int, demand: int, stable: float, panic: float, idle_for: float = 0.0) -> Observation:
+    return Observation(now=now, ready=ready, demand=demand, stable=stable, panic=panic, idle_for=idle_for)
+
+
+def test_scale_to_zero_only_after_the_idle_timeout() -> None:
+    p = Policy(concurrency=10, max_scale=5, idle_timeout=30.0)
+    assert decide(obs(100, 2, 0, 0.0, 0.0, idle_for=5), p).desired == 1  # idle, within the timeout: one kept
+    assert decide(obs(100, 2, 0, 0.0, 0.0, idle_for=31), p).desired == 0
+    assert decide(obs(100, 0, 1, 0.0, 0.0), p).desired == 1  # a held call: from zero at once
+    assert decide(obs(100, 0, 0, 0.0, 0.0, idle_for=31), Policy(min_scale=2)).desired == 2  # minScale kept
+
+
+def test_stable_window_sets_the_count_outside_panic() -> None:
+    p = Policy(concurrency=10, max_scale=5)
+    # 3 instances, 5 in flight now, averaging 5 over the stable window (12 over the panic one): down to 1
+    assert decide(obs(100, 3, 5, 5.0, 12.0), p) == Decision(1, 0.0)
+    # a dip right after a wave (the stable average still high): keep them
+    assert decide(obs(100, 3, 5, 25.0, 5.0), p).desired == 3
+    # held calls get instances at once, whatever the averages say; never past maxScale
+    assert decide(obs(100, 1, 45, 1.0, 1.0), p).desired == 5
+
+
+def test_panic_at_twice_the_capacity_holds_for_a_stable_window() -> None:
+    p = Policy(concurrency=10, max_scale=10, stable_window=60.0)  # panic window 6 s, threshold 200 %
+    assert p.panic_window == 6.0
+    calm = decide(obs(100, 2, 30, 20.0, 39.0), p)  # 39 / (2 x 10) < 2: no panic
+    assert not calm.panicking(100) and calm.desired == 3
+    burst = decide(obs(100, 2, 30, 20.0, 40.0), p)  # 40 / (2 x 10) >= 2: panic, sized by the panic window
+    assert burst.panicking(100) and burst == Decision(4, 160.0)
+    # the burst is over (the stable average says 1) but no scale-down while panicking
+    later = decide(obs(130, 4, 2, 8.0, 2.0), p, burst.panic_until)
+    assert later == Decision(4, 160.0)
+    assert decide(obs(130, 4, 0, 8.0, 0.0, idle_for=60), p, burst.panic_until).desired == 4  # not even to zero
+    # a stable window without reaching the threshold again: panic ends, the stable window decides
+    assert decide(obs(161, 4, 2, 8.0, 2.0), p, burst.panic_until) == Decision(1, 0.0)
+    # the threshold reached again while panicking extends it
+    assert decide(obs(150, 4, 80, 30.0, 85.0), p, 160.0) == Decision(9, 210.0)
+
+
+def test_windows_are_per_function_settings() -> None:
+    fn = FunctionSpec.from_object({"metadata": {"name": "f", "namespace": "n"},
+                                   "spec": {"handler": "h.handle", "stableWindow": 10, "panicWindowPercentage": 20,
+                                            "panicThresholdPercentage": 150}})  # fmt: skip
+    assert fn.policy.panic_window == 2.0 and fn.policy.stable_window == 10.0
+    assert decide(obs(0, 1, 15, 15.0, 15.0), fn.policy).panic_until == 10.0  # 15 / 10 >= 1.5
+    default = FunctionSpec.from_object({"metadata": {"name": "f"}, "spec": {"handler": "h.handle"}}).policy
+    assert (default.stable_window, default.panic_window, default.panic_threshold_percentage) == (60.0, 6.0, 200.0)
+
+
+def test_concurrency_window_is_time_weighted() -> None:
+    w = ConcurrencyWindow(0.0, keep=60.0)
+    assert w.average(5.0, 10.0) == 0.0
+    w.record(10.0, 30)  # 30 in flight from t=10 to t=20, then 5
+    w.record(20.0, 5)
+    assert w.average(20.0, 10.0) == pytest.approx(30.0)
+    assert w.average(30.0, 10.0) == pytest.approx(5.0)
+    assert w.average(30.0, 20.0) == pytest.approx((300 + 50) / 20)
+    assert w.average(25.0, 1.0) == pytest.approx(5.0)
+    for t in range(21, 200):  # old checkpoints are dropped, the average stays right
+        w.record(float(t), 5)
+    assert w.average(199.0, 60.0) == pytest.approx(5.0) and len(w.times) < 200
 
 
 def test_least_in_flight_with_room() -> None:
@@ -150,24 +216,6 @@ def test_pool_takes_plain_functions_only() -> None:
     body = load_request(spec, {"h.py": "def handle(e, c): pass\n"})
     assert body["env"] == {"A": "1", "SKIFF_FN_NAME": "f", "SKIFF_FN_NAMESPACE": "n"}
     assert body["files"] == {"h.py": "def handle(e, c): pass\n"} and body["handler"] == "h.handle"
-
-
-def test_stable_window_scales_down_to_the_average() -> None:
-    from skiff.functions.autoscale import ConcurrencyWindow
-
-    w = ConcurrencyWindow()
-    assert w.average(0.0, 10.0) is None
-    for t in range(21):  # 20 s at 30 in flight, then 10 s at 5
-        w.record(float(t), 30 if t < 10 else 5)
-    assert w.average(20.0, 10.0) == pytest.approx((5 * 11) / 11)
-    assert w.average(20.0, 30.0) is None  # the window is not covered yet
-    kw = {"idle_timeout": 10.0, "concurrency": 10, "min_scale": 0, "max_scale": 5}
-    # 3 instances, 5 in flight now, averaging 5 over the stable window: down to 1
-    assert scale_to(Load(5, 0), 3, idle_for=0.0, stable_average=5.0, **kw) == 1  # type: ignore[arg-type]
-    # a dip right after a wave (average still high): keep them
-    assert scale_to(Load(5, 0), 3, idle_for=0.0, stable_average=25.0, **kw) == 3  # type: ignore[arg-type]
-    # a burst goes up at once, whatever the average says
-    assert scale_to(Load(45, 0), 1, idle_for=0.0, stable_average=1.0, **kw) == 5  # type: ignore[arg-type]
 
 
 def test_topic_store_retries_then_gives_up(tmp_path: Path) -> None:

@@ -104,6 +104,8 @@ def add_fn_parsers(commands: Any) -> None:
     gw.add_argument("--max-body", type=int, default=6 * 1024 * 1024, metavar="BYTES", help="larger bodies get 413")
     pool_help = "generic runtimes kept started per namespace with functions, for fast cold starts (default: 1)"
     gw.add_argument("--warm-pool", type=int, default=1, metavar="N", help=pool_help)
+    gw.add_argument("--advertise-url", default="", metavar="URL",
+                    help="the gateway's URL as pods reach it, given to function instances as $SKIFF_GATEWAY")
     gw.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -365,7 +367,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir() / "gateway"
     config = GatewayConfig(image=args.image, data_dir=data_dir, host=args.bind_address, port=args.port,
                            domain=args.domain, node_name=args.node_name, max_body=args.max_body,
-                           warm_pool=args.warm_pool)  # fmt: skip
+                           warm_pool=args.warm_pool, advertise_url=args.advertise_url)  # fmt: skip
     registry = args.registry
 
     async def gateway(client: Client, stop: asyncio.Event) -> None:

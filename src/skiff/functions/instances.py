@@ -20,6 +20,7 @@ import aiohttp
 
 from skiff.api import quantity
 from skiff.functions.crd import FUNCTIONS, LABEL
+from skiff.functions.proxy import Connections
 from skiff.functions.spec import DEFAULT_MEMORY, FunctionSpec
 
 PORT = 8080
@@ -38,6 +39,10 @@ class Instance:
     in_flight: int = 0
     dead: bool = False
     started: float = field(default_factory=time.monotonic)
+    conns: Connections = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.conns = Connections(self.ip, PORT)
 
     @property
     def url(self) -> str:
@@ -48,8 +53,11 @@ class InstanceFailed(Exception):
     """An instance did not become ready (its pod failed, or it did not answer in time)."""
 
 
-def pod_manifest(fn: FunctionSpec, *, image: str, source: str, node_name: str = "") -> dict[str, Any]:
+def pod_manifest(
+    fn: FunctionSpec, *, image: str, source: str, node_name: str = "", gateway_url: str = ""
+) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
+        *([{"name": "SKIFF_GATEWAY", "value": gateway_url}] if gateway_url else []),
         {"name": "SKIFF_FN_NAME", "value": fn.name},
         {"name": "SKIFF_FN_NAMESPACE", "value": fn.namespace},
         {"name": "SKIFF_FN_HANDLER", "value": fn.handler},
@@ -146,9 +154,10 @@ def pool_manifest(namespace: str, *, image: str, source: str, token: str, node_n
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
-def load_request(fn: FunctionSpec, files: dict[str, str]) -> dict[str, Any]:
+def load_request(fn: FunctionSpec, files: dict[str, str], *, gateway_url: str = "") -> dict[str, Any]:
     """What a warm-pool runtime needs to become an instance of `fn` (see `skiff.functions.runtime`)."""
-    env = {e["name"]: e.get("value", "") for e in fn.env}
+    env = {"SKIFF_GATEWAY": gateway_url} if gateway_url else {}
+    env.update({e["name"]: e.get("value", "") for e in fn.env})
     env.update(SKIFF_FN_NAME=fn.name, SKIFF_FN_NAMESPACE=fn.namespace)
     body: dict[str, Any] = {"handler": fn.handler, "env": env, "timeout": fn.timeout_seconds,
                             "concurrency": fn.concurrency}  # fmt: skip

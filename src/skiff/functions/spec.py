@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skiff.api import quantity
+from skiff.functions.autoscale import Policy
 
 DEFAULT_MEMORY = "128Mi"
 
@@ -32,11 +33,21 @@ class FunctionSpec:
     idle_timeout: float = 30.0
     timeout_seconds: float = 30.0
     queue_depth: int = 100
+    stable_window: float = 60.0
+    panic_window_percentage: float = 10.0
+    panic_threshold_percentage: float = 200.0
     triggers: tuple[dict[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(concurrency=self.concurrency, min_scale=self.min_scale, max_scale=self.max_scale,
+                      idle_timeout=self.idle_timeout, stable_window=self.stable_window,
+                      panic_window_percentage=self.panic_window_percentage,
+                      panic_threshold_percentage=self.panic_threshold_percentage)  # fmt: skip
 
     @property
     def memory_bytes(self) -> int:
@@ -66,5 +77,8 @@ class FunctionSpec:
             idle_timeout=float(spec.get("idleTimeout") or 30),
             timeout_seconds=float(spec.get("timeoutSeconds") or 30),
             queue_depth=int(spec["queueDepth"]) if spec.get("queueDepth") is not None else 100,
+            stable_window=float(spec.get("stableWindow") or 60),
+            panic_window_percentage=float(spec.get("panicWindowPercentage") or 10),
+            panic_threshold_percentage=float(spec.get("panicThresholdPercentage") or 200),
             triggers=tuple(spec.get("triggers") or ()),
         )

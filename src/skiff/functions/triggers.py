@@ -36,7 +36,8 @@ from skiff.client.resources import BUILTINS, Resource
 from skiff.functions.topics import Delivery
 
 if TYPE_CHECKING:
-    from skiff.functions.gateway import FunctionState, Gateway
+    from skiff.functions.fleet import FunctionState
+    from skiff.functions.gateway import Gateway
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 5
