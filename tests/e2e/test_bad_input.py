@@ -393,3 +393,47 @@ def test_update_of_missing_object_and_wrong_uid_precondition(server: Server, ns:
     }
     _status(server.raw("DELETE", f"{base}/{name}", pre), 409, "Conflict", "precondition", "uid")
     assert name in _cms(server, ns)
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "content_type", "kind"),
+    [
+        ("POST", "", "application/json", "CreateOptions"),
+        ("PUT", "/fm", "application/json", "UpdateOptions"),
+        ("PATCH", "/fm", "application/merge-patch+json", "PatchOptions"),
+        ("PATCH", "/fm", "application/apply-patch+yaml", "PatchOptions"),
+    ],
+)
+def test_bad_field_manager(server: Server, ns: str, method: str, suffix: str, content_type: str, kind: str) -> None:
+    """`?fieldManager=` over 128 bytes or with a non-printable character: 422 on every write verb, nothing stored."""
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    if server.raw("GET", f"{base}/fm")[0] == 404:
+        assert server.raw("POST", base, {"metadata": {"name": "fm"}, "data": {"k": "v"}})[0] == 201
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fm" if suffix else "fm-new"},
+            "data": {"k": "changed"}}  # fmt: skip
+    long_name = "m" * 129
+    message = _status(server.raw(method, f"{base}{suffix}?fieldManager={long_name}", body, content_type=content_type),
+                      422, "Invalid")  # fmt: skip
+    assert message == f'{kind}.meta.k8s.io "" is invalid: fieldManager: Too long: may not be more than 128 bytes'
+    message = _status(server.raw(method, f"{base}{suffix}?fieldManager=bad%07name", body, content_type=content_type),
+                      422, "Invalid")  # fmt: skip
+    assert message == (f'{kind}.meta.k8s.io "" is invalid: fieldManager: Invalid value: "bad\\u0007name": '
+                       "invalid character U+0007 (at position 3)")  # fmt: skip
+    assert _names(server, base).count("fm-new") == 0
+    assert server.raw("GET", f"{base}/fm")[1]["data"] == {"k": "v"}
+    force = "&force=true" if "apply" in content_type else ""
+    ok = server.raw(method, f"{base}{suffix}?fieldManager={'m' * 128}{force}", body, content_type=content_type)
+    assert ok[0] in (200, 201), ok
+    if not suffix:
+        server.raw("DELETE", f"{base}/fm-new")
+    else:
+        server.raw("PUT", f"{base}/fm", {"metadata": {"name": "fm"}, "data": {"k": "v"}})
+
+
+def test_apply_needs_a_field_manager(server: Server, ns: str) -> None:
+    message = _status(server.raw("PATCH", f"/api/v1/namespaces/{ns}/configmaps/applied",
+                                 {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}},
+                                 content_type="application/apply-patch+yaml"), 422, "Invalid")  # fmt: skip
+    assert (
+        message == 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+    )

@@ -203,6 +203,23 @@ def too_long(path: str, max_bytes: int) -> tuple[str, str, str]:
     return ("FieldValueTooLong", path, f"Too long: may not be more than {max_bytes} {unit}")
 
 
+FIELD_MANAGER_MAX_LENGTH = 128
+
+
+def validate_field_manager(value: str, path: str = "fieldManager") -> FieldErrors:
+    """Kubernetes' `ValidateFieldManager`: at most 128 bytes, every character printable (Go's
+    `unicode.IsPrint`; positions are byte offsets, as Go ranges over a string)."""
+    errs: FieldErrors = []
+    if len(value.encode()) > FIELD_MANAGER_MAX_LENGTH:
+        errs.append(too_long(path, FIELD_MANAGER_MAX_LENGTH))
+    offset = 0
+    for char in value:
+        if not char.isprintable():
+            errs.append(invalid(path, value, f"invalid character U+{ord(char):04X} (at position {offset})"))
+        offset += len(char.encode())
+    return errs
+
+
 def not_supported(path: str, value: Any, supported: list[str]) -> tuple[str, str, str]:
     quoted = ", ".join(json.dumps(s) for s in supported)
     return (

@@ -74,6 +74,7 @@ class RequestAttributes:
     resource: str = ""
     subresource: str = ""
     name: str = ""
+    field_selector: str = ""  # of a list, watch or deletecollection (the Node authorizer reads spec.nodeName)
 
 
 USER = web.RequestKey("user", UserInfo)

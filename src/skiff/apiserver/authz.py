@@ -2,9 +2,9 @@
 
 Authorization is a chain of `Authorizer`s, as in Kubernetes' union
 authorizer: the first to allow or deny decides, "no opinion" passes on, and
-nobody allowing means 403. The server's chain lets `system:masters` and
-nodes (`system:nodes`, for now) do anything and anyone read the public
-endpoints, then asks RBAC (`rbac.py`; its bootstrap policy lets bootstrap
+nobody allowing means 403. The server's chain lets `system:masters` do
+anything and anyone read the public endpoints, then asks the Node
+authorizer (`node_authz.py`) and RBAC (`rbac.py`; its bootstrap policy lets bootstrap
 identities, the join token's `system:bootstrap:<id>`, ask for certificates).
 Without RBAC (`default_authorizer()` alone) bootstrap identities may only
 ask for certificates. A request is parsed into `RequestAttributes` as
@@ -27,7 +27,6 @@ from skiff.apiserver.auth import (
     ANONYMOUS,
     AUTHENTICATED_GROUP,
     MASTERS_GROUP,
-    NODES_GROUP,
     PUBLIC_PATHS,
     REQUEST_ATTRIBUTES,
     USER,
@@ -142,20 +141,21 @@ class BootstrapAuthorizer:
         return Decision.DENY, "a bootstrap identity may only create, get, list and watch certificatesigningrequests"
 
 
-def default_authorizer(rbac: Authorizer | None = None) -> Authorizer:
-    """system:masters and nodes (system:nodes, for now) may do anything; anyone may read the public
-    endpoints; then `rbac` (the bootstrap policy's roles give everyone discovery and self-reviews, and
-    bootstrap identities certificate requests). Without RBAC: bootstrap identities may only request
-    certificates, any authenticated user may review itself and read discovery; nothing else.
-
-    A Node authorizer (a node may touch only its own pods, secrets…) would take the place of the
-    nodes' short-cut, ahead of RBAC, as kube-apiserver's `--authorization-mode=Node,RBAC`.
+def default_authorizer(rbac: Authorizer | None = None, *, node: Authorizer | None = None) -> Authorizer:
+    """system:masters may do anything; anyone may read the public endpoints; then the Node authorizer
+    (`node_authz.NodeAuthorizer`: what a kubelet may touch), then `rbac` (the bootstrap policy's roles give
+    everyone discovery and self-reviews, bootstrap identities certificate requests, nodes what the
+    service proxy reads) -- kube-apiserver's `--authorization-mode=Node,RBAC`. Without RBAC: bootstrap
+    identities may only request certificates, any authenticated user may review itself and read
+    discovery; nothing else.
     """
+    nodes = (node,) if node is not None else ()
     if rbac is not None:
-        return UnionAuthorizer(PrivilegedGroupAuthorizer((MASTERS_GROUP, NODES_GROUP)), PublicInfoAuthorizer(), rbac)
+        return UnionAuthorizer(PrivilegedGroupAuthorizer((MASTERS_GROUP,)), PublicInfoAuthorizer(), *nodes, rbac)
     return UnionAuthorizer(
-        PrivilegedGroupAuthorizer((MASTERS_GROUP, NODES_GROUP)),
+        PrivilegedGroupAuthorizer((MASTERS_GROUP,)),
         PublicInfoAuthorizer(),
+        *nodes,
         BasicUserAuthorizer(),
         BootstrapAuthorizer(),  # last: what the others allow everyone, bootstrappers may do too
     )
@@ -261,13 +261,17 @@ def request_attributes(method: str, path: str, query: Mapping[str, str], user: U
     name = rest[1] if len(rest) >= 2 else ""
     subresource = rest[2] if len(rest) >= 3 and verb != "proxy" else ""
 
-    if not name and verb == "get":
-        verb = "watch" if query.get("watch", "") in _TRUE else "list"
-        selected = _name_from_field_selector(query.get("fieldSelector", ""))
+    field_selector = ""
+    if not name and verb in ("get", "watch"):
+        if verb == "get":
+            verb = "watch" if query.get("watch", "") in _TRUE else "list"
+        field_selector = query.get("fieldSelector", "")
+        selected = _name_from_field_selector(field_selector)
         if selected:
             name = selected
     if not name and verb == "delete":
         verb = "deletecollection"
+        field_selector = query.get("fieldSelector", "")
     return RequestAttributes(
         user=user,
         verb=verb,
@@ -279,6 +283,7 @@ def request_attributes(method: str, path: str, query: Mapping[str, str], user: U
         resource=resource,
         subresource=subresource,
         name=name,
+        field_selector=field_selector,
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from skiff.api import errors
 from skiff.apiserver import objects
+from skiff.apiserver.admission_plugins.chain import Attributes
 from skiff.apiserver.objects import Obj
 from skiff.apiserver.options import PATCH_RETRIES, DeleteOptions, ListOptions, conflict, strategy_of
 from skiff.apiserver.registry import ResourceType
@@ -57,6 +58,9 @@ async def _delete(
         kv = await store.get_kv(rt, namespace, name)
         obj = objects.decode(rt, kv)
         _check_preconditions(rt, name, obj, opts)
+        if store.admission_chain is not None:  # NodeRestriction: a node deletes only its own pods
+            await store.admission_chain.validate(Attributes("DELETE", rt, obj, obj, dry_run=opts.dry_run,
+                                                            user=opts.user))  # fmt: skip
         try:
             return await _delete_once(store, rt, kv, obj, opts)
         except (RevisionConflictError, KeyNotFoundError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from skiff.api import errors, tables
+from skiff.api import errors, tables, validation
 from skiff.apiserver import content, paths, subresources
 from skiff.apiserver.auth import USER
 from skiff.apiserver.objects import Obj, partial_metadata
@@ -28,16 +28,26 @@ def _truthy(value: str | None) -> bool:
     return value in ("true", "1", "True")
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+
+
 def write_options(request: web.Request) -> WriteOptions:
     q = request.query
     dry = q.getall("dryRun", [])
     for d in dry:
         if d != "All":
             raise errors.BadRequest(f'dryRun: Unsupported value: "{d}": supported values: "All"')
+    field_manager = q.get("fieldManager", "")
+    errs = validation.validate_field_manager(field_manager) if field_manager else []
+    if request.method == "PATCH" and not field_manager and content.media_type(request) == APPLY_PATCH:
+        errs.append(validation.required("fieldManager", "is required for apply patch"))
+    if errs:  # as Kubernetes: `PatchOptions.meta.k8s.io "" is invalid: fieldManager: ...`
+        raise errors.field_error(_OPTIONS_KIND.get(request.method, "CreateOptions"), "", errs, group="meta.k8s.io")
     return WriteOptions(
         dry_run=bool(dry),
         field_validation=q.get("fieldValidation", "Warn") or "Warn",
-        field_manager=q.get("fieldManager", ""),
+        field_manager=field_manager,
         user=request.get(USER),
         user_agent=request.headers.get("User-Agent", ""),
     )
@@ -138,8 +148,6 @@ class Rest:
                 )
             body = content.decode_body(await content.read_body(request), patch_type)
             opts = write_options(request)
-            if patch_type == "application/apply-patch+yaml" and not opts.field_manager:
-                raise errors.BadRequest("PATCH requests of type apply require the fieldManager query parameter")
             obj, created = await self.store.patch(
                 rt,
                 t.namespace,
@@ -234,4 +242,5 @@ async def delete_options(request: web.Request) -> DeleteOptions:
         propagation_policy=policy,
         preconditions=pre,
         dry_run=bool(dry),
+        user=request.get(USER),
     )

@@ -47,6 +47,7 @@ class DeleteOptions:
     propagation_policy: str | None = None
     preconditions: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    user: Any = None  # who asks (admission: NodeRestriction)
 
 
 def strategy_of(rt: ResourceType) -> Strategy:

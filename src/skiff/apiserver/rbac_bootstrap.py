@@ -4,8 +4,8 @@ As kube-apiserver's `rbac/bootstrap-roles` post-start hook
 (`plugin/pkg/auth/authorizer/rbac/bootstrappolicy`): the default
 ClusterRoles (cluster-admin, the aggregated admin/edit/view and the
 `system:aggregate-to-*` roles they collect, discovery, basic-user,
-public-info-viewer, node-bootstrapper and the node client CSR role) and
-their ClusterRoleBindings. Each carries the annotation
+public-info-viewer, node-bootstrapper, the node client CSR role, system:node
+and system:node-proxier) and their ClusterRoleBindings. Each carries the annotation
 `rbac.authorization.kubernetes.io/autoupdate: "true"`: while it does, a
 missing object is created and missing rules, labels and subjects are added
 back; an administrator who sets it to "false" keeps their edits.
@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from skiff.api import errors
+from skiff.apiserver.node_authz import NODE_RULES
 from skiff.apiserver.options import WriteOptions
 from skiff.apiserver.registry import Registry
 from skiff.apiserver.store import Store
@@ -178,6 +179,17 @@ def cluster_roles() -> list[Obj]:
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
             [_rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests/nodeclient"])],
         ),
+        # what a kubelet may do; bound to nobody: the Node authorizer applies these rules itself
+        _cluster_role("system:node", [rule.to_dict() for rule in NODE_RULES]),
+        _cluster_role(
+            "system:node-proxier",
+            [
+                _rule(["list", "watch"], [""], ["endpoints", "services"]),
+                _rule(READ, [""], ["nodes"]),
+                _rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+                _rule(["list", "watch"], ["discovery.k8s.io"], ["endpointslices"]),
+            ],
+        ),
     ]
 
 
@@ -196,6 +208,9 @@ def cluster_role_bindings() -> list[Obj]:
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
             ["system:bootstrappers"],
         ),
+        # k3s binds this to its kube-proxy user; skiff's node agent runs the service proxy and the pod
+        # network itself, under the node's own identity, so the nodes' group gets what kube-proxy gets
+        _binding("system:node-proxier", "system:node-proxier", ["system:nodes"]),
     ]
 
 

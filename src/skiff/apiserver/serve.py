@@ -36,6 +36,7 @@ from skiff.apiserver.auth import REQUEST_ATTRIBUTES, Authenticator, JoinTokenAut
 from skiff.apiserver.authchain import auth_middleware
 from skiff.apiserver.authz import Authorizer, default_authorizer
 from skiff.apiserver.ipalloc import ServiceIPRange
+from skiff.apiserver.node_authz import NodeAuthorizer
 from skiff.apiserver.pki import PKIPaths, ensure_pki
 from skiff.apiserver.rbac import RBACAuthorizer
 from skiff.apiserver.rbac_escalation import EscalationCheck
@@ -134,7 +135,8 @@ async def serve(
             tracker = LongRunningRequests()
             sa_tokens = await asyncio.to_thread(ServiceAccountTokens.from_data_dir, data_dir)
             rbac = RBACAuthorizer()  # reads the app's watch cache, attached below
-            chain = authorizer if authorizer is not None else default_authorizer(rbac)
+            nodes = NodeAuthorizer()  # Node,RBAC: its graph follows the watch cache too
+            chain = authorizer if authorizer is not None else default_authorizer(rbac, node=nodes)
             app = create_app(
                 backend=backend,
                 compact_interval=config.compact_interval,
@@ -159,6 +161,8 @@ async def serve(
                 ],
             )
             rbac.attach(app[CACHE])
+            nodes.graph.attach(app[CACHE])
+            app.on_cleanup.append(lambda _app: nodes.close())
             app[STORE].access_reviews = AccessReviews(chain, rbac)
             attach_escalation_check(app[REGISTRY], EscalationCheck(chain, rbac))
             app.on_cleanup.append(lambda _app: rbac.close())

@@ -207,7 +207,7 @@ class Store:
             await self._check_namespace(meta["namespace"], rt, meta.get("name") or "")
         chain = self.admission_chain
         if chain is not None:
-            await chain.admit(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
+            await chain.admit(Attributes("CREATE", rt, obj, dry_run=opts.dry_run, user=opts.user))
         generate = not meta.get("name") and meta.get("generateName")
         if generate:
             meta["name"] = validation.generate_name(meta["generateName"])
@@ -225,7 +225,7 @@ class Store:
         admission.validate(rt, obj, strategy.validate(obj))
         await strategy.authorize_write(obj, None, opts.user)
         if chain is not None:
-            await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run))
+            await chain.validate(Attributes("CREATE", rt, obj, dry_run=opts.dry_run, user=opts.user))
         finish = await strategy.begin_create(obj, dry_run=opts.dry_run)
         return await self._finishing(finish, self._store_new(rt, obj, opts, bool(generate)))
 
@@ -364,9 +364,10 @@ class Store:
                 meta.pop(key, None)
         if rt.namespaced:
             meta["namespace"] = old_meta.get("namespace")
-        chain = self.admission_chain if not subresource else None
+        chain = self.admission_chain
+        attrs = Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run, user=opts.user, subresource=subresource)
         if chain is not None:
-            await chain.admit(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
+            await chain.admit(attrs)
         if not subresource:
             strategy.prepare_for_update(obj, old)
             admission.validate(rt, obj, strategy.validate_update(obj, old))
@@ -374,7 +375,7 @@ class Store:
         else:
             admission.validate(rt, obj, strategy.validate_subresource_update(subresource, obj, old))
         if chain is not None:
-            await chain.validate(Attributes("UPDATE", rt, obj, old, dry_run=opts.dry_run))
+            await chain.validate(attrs)
         finish = await strategy.begin_update(obj, old, dry_run=opts.dry_run) if not subresource else None
         return await self._finishing(finish, self._store_update(rt, kv, obj, old, opts))
 

@@ -19,6 +19,9 @@ from aiohttp import web
 
 from skiff.api import errors, validation
 from skiff.apiserver import content, objects
+from skiff.apiserver.admission_plugins.node_restriction import token_request_problem
+from skiff.apiserver.auth import USER
+from skiff.apiserver.node_authz import node_identity
 from skiff.apiserver.paths import Target
 from skiff.apiserver.sa_token import ServiceAccountTokens
 
@@ -87,6 +90,7 @@ async def handle(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
         spec["expirationSeconds"] = DEFAULT_EXPIRATION
     validate(name, spec)
     sa = await rest.store.get(t.rt, ns, name)  # 404 serviceaccounts "x" not found
+    await _node_restriction(rest, request, ns, name, spec.get("boundObjectRef"))
     bound = await _bound_object(rest, ns, spec.get("boundObjectRef"))
     issued = tokens.issue(sa, audiences=spec["audiences"] or tokens.audiences,
                           expiration_seconds=int(spec["expirationSeconds"]), bound=bound)  # fmt: skip
@@ -102,6 +106,25 @@ async def handle(rest: Rest, request: web.Request, t: Target) -> web.StreamRespo
         },
     }
     return content.json_response(answer, status=201)
+
+
+async def _node_restriction(rest: Rest, request: web.Request, ns: str, name: str, ref: Any) -> None:
+    """NodeRestriction for TokenRequests: a node's token must be bound to a pod running on it."""
+    user = request.get(USER)
+    if user is None:
+        return
+    node, is_node = node_identity(user)
+    if not is_node:
+        return
+    pod = None
+    if isinstance(ref, dict) and ref.get("kind") == "Pod" and ref.get("name"):
+        rt = rest.registry.get("", "v1", "pods")
+        assert rt is not None
+        kv = await rest.store.read(rt.key(ns, str(ref["name"])))
+        pod = objects.decode(rt, kv) if kv is not None else None
+    problem = token_request_problem(node, ref, pod) if node else f'could not determine node from user "{user.name}"'
+    if problem is not None:
+        raise errors.Forbidden(f'serviceaccounts "{name}" is forbidden: {problem}', name=name, kind="serviceaccounts")
 
 
 async def _bound_object(rest: Rest, ns: str, ref: Any) -> Obj | None:

@@ -3,7 +3,7 @@
 `chain` holds the machinery (attributes, plugin base, the chain); one
 module per plugin, named as Kubernetes names it. `AdmissionConfig` carries
 the server flags plugins read, and `build_chain` assembles the plugins in
-Kubernetes' order (ServiceAccount, Priority, DefaultTolerationSeconds, DefaultStorageClass,
+Kubernetes' order (ServiceAccount, NodeRestriction, Priority, DefaultTolerationSeconds, DefaultStorageClass,
 StorageObjectInUseProtection). The namespace
 lifecycle check stays in the generic store, which needs it before anything
 else.
@@ -18,6 +18,7 @@ from skiff.apiserver import objects
 from skiff.apiserver.admission_plugins.chain import Attributes, Chain, Plugin, forbidden
 from skiff.apiserver.admission_plugins.default_storage_class import DefaultStorageClass
 from skiff.apiserver.admission_plugins.default_toleration_seconds import DEFAULT_SECONDS, DefaultTolerationSeconds
+from skiff.apiserver.admission_plugins.node_restriction import NodeRestriction
 from skiff.apiserver.admission_plugins.priority import Priority
 from skiff.apiserver.admission_plugins.service_account import ServiceAccount
 from skiff.apiserver.admission_plugins.storage_protection import StorageObjectInUseProtection
@@ -101,6 +102,7 @@ def build_chain(config: AdmissionConfig, store: Store, registry: Registry) -> Ch
     return Chain(
         [
             ServiceAccount(StoredObjects(store, registry, "", "v1", "serviceaccounts")),
+            NodeRestriction(StoredObjects(store, registry, "", "v1", "nodes")),
             Priority(StoredPriorityClasses(store, registry)),
             DefaultTolerationSeconds(
                 not_ready_seconds=config.default_not_ready_toleration_seconds,

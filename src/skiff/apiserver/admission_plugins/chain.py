@@ -1,10 +1,11 @@
 """The admission chain: plugins that change or refuse a write after decoding and before storage.
 
 Kubernetes runs admission plugins (`k8s.io/apiserver/pkg/admission`) in two
-phases on every create and update of a resource proper (subresources such as
-status and binding are not admitted here): mutating plugins first, before the
-kind's own preparation and validation, then validating plugins, right before
-the object is written. A plugin refuses with a Status error, most often
+phases on every create and update: mutating plugins first, before the kind's
+own preparation and validation, then validating plugins, right before the
+object is written. Subresource writes (status) and deletes reach only the
+plugins that ask for them (`all_writes`, e.g. NodeRestriction); a delete is
+validated with the object as stored. A plugin refuses with a Status error, most often
 `forbidden` (as `admission.NewForbidden`), and then nothing is written.
 """
 
@@ -18,7 +19,7 @@ from skiff.api import errors
 from skiff.apiserver.registry import ResourceType
 
 Obj = dict[str, Any]
-Operation = Literal["CREATE", "UPDATE"]
+Operation = Literal["CREATE", "UPDATE", "DELETE"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Attributes:
     obj: Obj
     old: Obj | None = None
     dry_run: bool = False
+    user: Any = None  # who asks (auth.UserInfo); None for the server's own writes
+    subresource: str = ""
 
     @property
     def name(self) -> str:
@@ -54,6 +57,7 @@ class Plugin:
 
     name: ClassVar[str] = ""
     resources: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    all_writes: ClassVar[bool] = False  # also subresource writes and deletes
 
     async def admit(self, attrs: Attributes) -> None:
         """The mutating phase: change `attrs.obj` in place, or raise to refuse."""
@@ -73,7 +77,10 @@ class Chain:
                 self._by_resource.setdefault(resource, []).append(plugin)
 
     def _for(self, attrs: Attributes) -> list[Plugin]:
-        return self._by_resource.get((attrs.resource.group, attrs.resource.plural), [])
+        plugins = self._by_resource.get((attrs.resource.group, attrs.resource.plural), [])
+        if plugins and (attrs.subresource or attrs.operation == "DELETE"):
+            return [p for p in plugins if p.all_writes]
+        return plugins
 
     async def admit(self, attrs: Attributes) -> None:
         for plugin in self._for(attrs):
