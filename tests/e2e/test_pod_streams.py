@@ -256,6 +256,63 @@ def test_exec_with_a_terminal(cluster: Server, pods: str) -> None:
         os.close(master)
 
 
+def test_kubectl_run_i_feeds_stdin_once(cluster: Server, registry: Registry, pods: str) -> None:
+    """`kubectl run -i --rm` makes a pod with stdin and stdinOnce, attaches, sends what it reads and closes the
+    container's stdin at its end of input; the container ends, and the pod is deleted."""
+    overrides = {"spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1}}
+    out = cluster.kubectl("run", "once", "-n", pods, "-i", "--rm", "--restart=Never", f"--image={registry.busybox}",
+                          f"--overrides={json.dumps(overrides)}", "--", "sh", "-c",
+                          "while read l; do echo got $l; done; echo stdin closed",
+                          input="one\ntwo\n", timeout=90)  # fmt: skip
+    assert "got one\ngot two\nstdin closed\n" in out.stdout, out
+    assert 'pod "once" deleted' in out.stdout
+    assert cluster.kubectl("get", "pod", "once", "-n", pods, check=False).returncode != 0
+
+
+def test_attach_stdin_sessions_and_terminal(cluster: Server, registry: Registry, pods: str) -> None:
+    """Without stdinOnce the container's stdin outlives an attach session; with a tty, `kubectl attach -it`
+    is a terminal of the container (its size follows the client's)."""
+    loop = "while read l; do echo echo: $l; done"
+    reader = pod("reader", registry.busybox, ["sh", "-c", loop], container={"stdin": True})
+    terminal = pod("terminal", registry.busybox, ["sh"], container={"stdin": True, "tty": True})
+    apply(cluster, pods, reader, terminal)
+    for name in ("reader", "terminal"):
+        running(cluster, pods, name)
+    for word in ("one", "two"):  # two sessions, one after the other
+        proc = subprocess.Popen([kubectl_binary(), "attach", "-i", "-n", pods, "reader"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=kubectl_env(cluster))  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        try:  # what kubectl reads before it is attached it sends once it is
+            proc.stdin.write(f"{word}\n".encode())
+            proc.stdin.close()  # the end of this client's input: the container's stdin stays open
+            out = _read_until(proc.stdout.fileno(), f"echo: {word}\n".encode())
+            assert f"echo: {word}\n".encode() in out, out
+        finally:
+            proc.kill()
+            proc.wait()
+    assert running(cluster, pods, "reader")  # still reading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 27, 88, 0, 0))
+    proc = subprocess.Popen([kubectl_binary(), "attach", "-it", "-n", pods, "terminal"], stdin=slave, stdout=slave,
+                            stderr=slave, env=kubectl_env(cluster), start_new_session=True)  # fmt: skip
+    os.close(slave)
+    try:
+        os.write(master, b"\n")  # a new prompt (the first was printed before the attach)
+        _read_until(master, b"# ")
+        os.write(master, b"stty size; echo $((6*7))\n")
+        out = _read_until(master, b"\n42\r")
+        assert b"27 88" in out and b"\n42\r" in out, out
+        os.write(master, b"exit 0\n")
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
 def test_port_forward_to_httpd(cluster: Server, pods: str) -> None:
     proc = subprocess.Popen([kubectl_binary(), "port-forward", "-n", pods, "pod/web", ":8080"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -6,7 +6,7 @@ Node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`, 10250 by de
     GET /containerLogs/{namespace}/{pod}/{container}   follow, tailLines, sinceSeconds, sinceTime,
                                                         previous, timestamps, limitBytes
     GET|POST /exec/{namespace}/{pod}/{container}        WebSocket, v5/v4.channel.k8s.io
-    GET|POST /attach/{namespace}/{pod}/{container}      WebSocket, the container's output
+    GET|POST /attach/{namespace}/{pod}/{container}      WebSocket, the container's output (and stdin)
     GET|POST /portForward/{namespace}/{pod}             WebSocket, SPDY/3.1+portforward.k8s.io or
                                                         v4.channel.k8s.io (ports=...)
 
@@ -40,6 +40,7 @@ from skiff.api.kubelet_api import EXEC_PROTOCOLS, KUBELET_CLIENT_USER, PORT_FORW
 from skiff.client import Client, Informer
 from skiff.node.agent import container_logs, portforward, streams
 from skiff.node.agent.container_logs import LogOptionError, LogOptions
+from skiff.node.runtime.attach import open_stdin
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.sandbox import SandboxNotFound
 from skiff.node.runtime.types import ContainerState
@@ -297,7 +298,8 @@ class KubeletServer:
         return ws
 
     async def attach(self, request: web.Request) -> web.StreamResponse:
-        """The container's output from now on (its stdin is not kept open by the runtime)."""
+        """The container's output from now on; with `stdin=true`, and a container started with `stdin: true`,
+        the client's input goes to its stdin (kept open by its shim) and, with a tty, its size to the terminal."""
         pod = self._pod(request)
         container = request.match_info["container"]
         cid = await self._running_container(pod, container)
@@ -306,9 +308,17 @@ class KubeletServer:
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         opts = LogOptions(follow=True, tail_lines=0)
+        wants_stdin = request.query.get("stdin", "").lower() in ("true", "1")
+        session = await open_stdin(self.runtime.containers_dir / cid) if wants_stdin else None
+        # input waits until the log is followed from its end: what it makes the container print is seen
+        following = asyncio.Event()
+        if path is None:
+            following.set()
+        reader = asyncio.create_task(streams.attach_input(ws, session, following), name=f"attach input {cid}")
 
         async def running() -> bool:
-            return not ws.closed and not await asyncio.to_thread(self._container_exited, cid)
+            following.set()
+            return not reader.done() and not await asyncio.to_thread(self._container_exited, cid)
 
         try:
             if path is not None:
@@ -316,6 +326,9 @@ class KubeletServer:
                     await streams.send(ws, 1, chunk)
             await streams.send_status(ws, {"metadata": {}, "status": "Success"})
         finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
             await ws.close()
         return ws
 

@@ -343,6 +343,8 @@ def build_config(
         gid=gid,
         additional_gids=groups,
         tty=bool(container.get("tty")),
+        stdin=bool(container.get("stdin")),
+        stdin_once=bool(container.get("stdinOnce")),
         mounts=mounts,
         readonly_rootfs=bool(sc.get("readOnlyRootFilesystem")),
         cap_add=list(caps.get("add") or []),

@@ -6,7 +6,8 @@ once the command has ended: Success, or NonZeroExitCode with the exit code as ca
 is what kubectl 1.30+ speaks to the apiserver, which relays the messages to the node unchanged.
 
 Without a tty the process's stdin, stdout and stderr are pipes; with one it is a pty master, whose
-output goes to stdout and whose size follows the resize channel.
+output goes to stdout and whose size follows the resize channel. Attach relays the same channels
+to a container's kept-open stdin (`attach_input`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import AsyncGenerator
 from aiohttp import WSMsgType, web
 
 from skiff.api.kubelet_api import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, exec_status
+from skiff.node.runtime.attach import StdinSession
 from skiff.node.runtime.runc import ExecHandle, resize_tty
 
 log = logging.getLogger(__name__)
@@ -214,3 +216,32 @@ async def run_exec(
                 proc.kill()
             await proc.wait()
     return code
+
+
+def _size(payload: bytes) -> tuple[int, int] | None:
+    try:
+        size = json.loads(payload)
+        return int(size.get("Height", 0)), int(size.get("Width", 0))
+    except (ValueError, TypeError, AttributeError):
+        log.debug("ignoring a bad resize message %r", payload[:100])
+        return None
+
+
+async def attach_input(ws: web.WebSocketResponse, session: StdinSession | None, ready: asyncio.Event) -> None:
+    """Once `ready`, read an attach WebSocket until the client goes away: stdin, its close and terminal sizes go
+    to the container's `session` (dropped when the container keeps no stdin); the session ends with the socket."""
+    try:
+        await ready.wait()
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data or session is None:
+                continue
+            channel, payload = msg.data[0], msg.data[1:]
+            if channel == STDIN:
+                await session.write(payload)
+            elif channel == CLOSE and payload[:1] == bytes([STDIN]):
+                await session.close_stdin()
+            elif channel == RESIZE and (size := _size(payload)) is not None:
+                await session.resize(*size)
+    finally:
+        if session is not None:
+            await session.aclose()

@@ -53,6 +53,7 @@ class Runc:
         log_path: Path,
         cgroup_dirs: list[Path],
         tty: bool = False,
+        stdin: str = "",  # "--stdin" or "--stdin-once": the shim keeps the container's stdin for attach
         ready_within: float = 30.0,
     ) -> int:
         """`runc create` under a new shim; return the container's init pid once it exists."""
@@ -65,6 +66,8 @@ class Runc:
             argv += ["--cgroup-dir", str(directory)]
         if tty:
             argv.append("--tty")
+        if stdin:
+            argv.append(stdin)
         with open(state_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - opening a local file
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,

@@ -155,6 +155,7 @@ class Runtime:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             await self.runc.create(
                 cid, bundle=d, state_dir=d, log_path=log_path, tty=config.tty,
+                stdin=("--stdin-once" if config.stdin_once else "--stdin") if config.stdin else "",
                 cgroup_dirs=[self.cgroups.controller_dir(cgroups_path, "memory")],
             )  # fmt: skip
             if self.pod_pids_limit is not None:  # before its process runs: the pod's cgroup exists now

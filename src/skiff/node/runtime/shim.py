@@ -28,6 +28,10 @@ import time
 
 from skiff.node.runtime.crilog import format_lines
 
+TYPE_CHECKING = False  # typing costs the shim's start-up more than it is worth; mypy reads this name
+if TYPE_CHECKING:
+    from skiff.node.runtime.shim_stdin import StdinServer
+
 PR_SET_CHILD_SUBREAPER = 36
 DRAIN_AFTER_EXIT = 2.0
 
@@ -141,6 +145,7 @@ class Pump:
         self.streams = dict(streams)
         self.rest = dict.fromkeys(streams, b"")
         self.reopen = False
+        self.stdin: StdinServer | None = None  # for a container with `stdin: true`
         signal.signal(signal.SIGUSR1, self._ask_reopen)
 
     def _ask_reopen(self, signum: int, frame: object) -> None:
@@ -151,13 +156,21 @@ class Pump:
             self.reopen = False
             self.log.close()
             self.log = open(self.log_path, "ab", buffering=0)
-        if not self.streams:
+        stdin = self.stdin
+        extra_r, extra_w = (stdin.read_fds(), stdin.write_fds()) if stdin else ([], [])
+        if not self.streams and not extra_r:
             time.sleep(timeout)
             return
-        ready, _, _ = select.select(list(self.streams), [], [], timeout)
-        for fd in ready:
+        ready, writable, _ = select.select([*self.streams, *extra_r], extra_w, [], timeout)
+        for fd in [*writable, *ready]:
+            if fd not in self.streams:
+                if stdin is not None:
+                    stdin.handle(fd)
+                continue
             try:
                 data = os.read(fd, 65536)
+            except BlockingIOError:  # a tty master made non-blocking for stdin: nothing after all
+                continue
             except OSError:  # EIO: the tty's other side is closed
                 data = b""
             encoded, self.rest[fd] = format_lines(self.streams[fd], self.rest[fd] + data, final=not data)
@@ -178,18 +191,27 @@ def run(args: Args) -> int:
                "--bundle", args.bundle, "--pid-file", os.path.join(state, "pid"), args.id]  # fmt: skip
     devnull = os.open(os.devnull, os.O_RDWR)
     streams: dict[int, str] = {}
+    stdin_target: int | None = None  # where attached input goes: the stdin pipe, or the terminal
     if args.tty:
         code, master = create_with_console(command, devnull)
         if master is not None:
             streams[master] = "stdout"
+            stdin_target = os.dup(master) if args.stdin else None
     else:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        code = wait_exit_code(spawn(command, devnull, out_w, err_w))
+        in_r, stdin_target = os.pipe() if args.stdin else (devnull, None)
+        code = wait_exit_code(spawn(command, in_r, out_w, err_w))
         os.close(out_w)
         os.close(err_w)
+        if stdin_target is not None:
+            os.close(in_r)
         streams = {out_r: "stdout", err_r: "stderr"}
     pump = Pump(args.log, streams)
+    if stdin_target is not None and code == 0:
+        from skiff.node.runtime.shim_stdin import StdinServer
+
+        pump.stdin = StdinServer(state, stdin_target, tty=args.tty, once=args.stdin_once)
     ready = os.path.join(state, "ready.json")
     if code != 0:
         import json
@@ -228,13 +250,15 @@ class Args:
 
     def __init__(self, argv: list[str]) -> None:
         self.cgroup_dir: list[str] = []
-        self.tty = False
+        self.tty = self.stdin = self.stdin_once = False
         values: dict[str, str] = {}
         rest = list(argv)
         while rest:
             name = rest.pop(0)
             if name == "--tty":
                 self.tty = True
+            elif name in ("--stdin", "--stdin-once"):  # keep the container's stdin open for attach (once)
+                self.stdin, self.stdin_once = True, self.stdin_once or name == "--stdin-once"
             elif name.startswith("--") and rest:
                 if name == "--cgroup-dir":
                     self.cgroup_dir.append(rest.pop(0))

@@ -51,6 +51,8 @@ class ContainerConfig:
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
     tty: bool = False
+    stdin: bool = False  # keep stdin open for attach (`stdin: true`); closed after the first session if stdin_once
+    stdin_once: bool = False
     mounts: list[Mount] = field(default_factory=list)
     readonly_rootfs: bool = False
     cap_add: list[str] = field(default_factory=list)
