@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from skiff.api import errors, tables
-from skiff.apiserver import content, objects
+from skiff.apiserver import content, objects, tlswrite
 from skiff.apiserver.options import ListOptions
 from skiff.apiserver.paths import Target
 from skiff.apiserver.registry import ResourceType
@@ -229,11 +229,11 @@ class _Writer:
                     chunk = ev.memo.get(key)
                 if chunk is None:
                     chunk = ev.memo[key] = _chunk(line)
-            transport.write(chunk)
+            tlswrite.write(transport, chunk)
             return True
         lines = [line for ev in events if (line := self.line(ev)) is not None]
         if lines:
-            transport.write(_chunk(b"".join(lines)))
+            tlswrite.write(transport, _chunk(b"".join(lines)))
         return True
 
 
