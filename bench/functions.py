@@ -8,8 +8,9 @@ test registry with the python runtime image, a real `skiff agent` on runc, and `
 (the harness of tests/e2e). A `hello` function with a 1 s idle timeout is deployed with `skiff fn`;
 each cold trial waits until the function has no pod, then times one call. Warm: the same call
 `--warm` times through the gateway and straight to the instance's pod IP, alternating. Throughput:
-`--clients` concurrent keep-alive clients for `--seconds` against one instance (concurrency 32).
-Figures are printed, never judged.
+`--clients` concurrent keep-alive clients for `--seconds` against one instance (concurrency 32),
+with the gateway process's CPU per call through it (from /proc; `--profile FILE` py-spies it
+meanwhile). Figures are printed, never judged.
 
     sudo .venv/bin/python -m bench.functions [--trials 20] [--warm 300] [--seconds 5] [--clients 8]
 """
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ if str(REPO) not in sys.path:
 
 from tests.e2e.agent_node import AgentNode, Registry, wait_for  # noqa: E402
 from tests.e2e.cluster import Server, free_port  # noqa: E402
-from tests.e2e.test_functions import NODE, Gateway, fn_pods, skiff  # noqa: E402
+from tests.e2e.test_functions import NODE, POD_CIDR, Gateway, fn_pods, skiff  # noqa: E402
 
 from skiff.images.recipes import ensure_builtin_image  # noqa: E402
 
@@ -75,6 +77,14 @@ async def warm(gateway: str, direct: str, n: int) -> tuple[list[float], list[flo
     return via, straight
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def throughput(url: str, clients: int, seconds: float) -> float:
     done = 0
     end = time.monotonic() + seconds
@@ -97,6 +107,8 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=300)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--profile", metavar="FILE",
+                   help="py-spy the gateway during its throughput run (a flame graph; collapsed stacks for .txt)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="skiff-bench-fn-"))
     print(f"work dir: {tmp}")
@@ -104,7 +116,7 @@ def main() -> None:
     asyncio.run(ensure_builtin_image("python", reg.host))
     srv = Server(tmp / "server", extra_args=["--disable-scheduler"]).start()
     agent = AgentNode(server=srv, state_dir=tmp / "agent" / "state", registry=reg, node=NODE,
-                      pod_cidr="10.199.48.0/24", bridge="skfn0", netns_prefix="skfn-",
+                      pod_cidr=POD_CIDR, bridge="skfn0", netns_prefix="skfn-",
                       cgroup_parent="skifffntest")  # fmt: skip
     gw: Gateway | None = None
     try:
@@ -126,9 +138,23 @@ def main() -> None:
         show("warm, through the gateway", via)
         show("warm, instance directly", direct)
         print(f"{'gateway overhead':<34} p50 {pct(via, 0.5) - pct(direct, 0.5):8.2f} ms")
+        assert gw.proc is not None
         for label, target in (("through the gateway", url), ("instance directly", f"http://{ip}:8080/")):
+            spy = None
+            if args.profile and target == url:
+                exe = Path(sys.executable).parent / "py-spy"
+                fmt = "raw" if args.profile.endswith(".txt") else "flamegraph"  # raw: collapsed stacks
+                spy = subprocess.Popen([str(exe) if exe.exists() else "py-spy", "record", "-o", args.profile,
+                                        "--format", fmt, "--pid", str(gw.proc.pid), "--duration",
+                                        str(int(args.seconds)), "--nonblocking"])  # fmt: skip
+            cpu = cpu_seconds(gw.proc.pid)
             rps = asyncio.run(throughput(target, args.clients, args.seconds))
             print(f"throughput, one instance, {label:<20} {rps:8.0f} calls/s ({args.clients} clients)")
+            if target == url:
+                per_call = (cpu_seconds(gw.proc.pid) - cpu) * 1000 / max(1.0, rps * args.seconds)
+                print(f"{'gateway CPU ms/op':<34} {per_call:8.3f} ms (its process, under the throughput load)")
+            if spy is not None:
+                spy.wait(60)
         usage = json.loads(skiff(gw, "usage", "-o", "json").stdout)
         print("metered:", usage)
     finally:

@@ -51,6 +51,7 @@ class Gateway:
     data_dir: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()  # more `skiff gateway` flags
 
     @property
     def url(self) -> str:
@@ -61,8 +62,8 @@ class Gateway:
         log = (self.data_dir.parent / "gateway.log").open("ab")
         # on every address, so that pods reach it at the node's bridge address (told to instances as $SKIFF_GATEWAY)
         cmd = [str(BIN / "skiff"), "gateway", "--kubeconfig", str(self.server.kubeconfig), "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug",
-               "--bind-address", "0.0.0.0", "--advertise-url", f"http://{POD_GATEWAY}:{self.port}"]  # fmt: skip
+               "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug", "--bind-address",
+               "0.0.0.0", "--advertise-url", f"http://{POD_GATEWAY}:{self.port}", *self.extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_for(self._up, timeout=30, what="the gateway answering /healthz")
         return self
@@ -96,8 +97,9 @@ def skiff(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedPr
     return out
 
 
-def post(url: str, body: bytes) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+def post(url: str, body: bytes, token: str = "") -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=90) as resp:
             return resp.status, resp.read()
@@ -423,3 +425,51 @@ def test_a_function_calls_another_through_the_gateway(gateway: Gateway) -> None:
     assert json.loads(body) == {"via": f"http://{POD_GATEWAY}:{gateway.port}", "answer": {"doubled": 42}}
     assert usage_of(gateway, "doubler")["invocations"] == 1
     cluster.kubectl("delete", "function", "caller", "doubler")
+
+
+INVOKER = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: guarded-invoker}
+rules: [{apiGroups: [functions.skiff.dev], resources: [functions], resourceNames: [guarded], verbs: [invoke]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: guarded-invoker}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: guarded-invoker}
+subjects: [{kind: ServiceAccount, name: fn-caller, namespace: default}]
+"""
+
+
+def test_calls_need_a_token_allowed_to_invoke(gateway: Gateway) -> None:
+    cluster = gateway.server
+    code = "def handle(event, context):\n    return {'hi': context.function_name}\n"
+    apply_function(cluster, "guarded", {"handler": "g.handle", "code": {"inline": code}})
+    apply_function(cluster, "open", {"handler": "g.handle", "code": {"inline": code}, "public": True})
+    cluster.kubectl("create", "serviceaccount", "fn-caller")
+    token = cluster.kubectl("create", "token", "fn-caller").stdout.strip()
+    gateway.stop()
+    gateway.extra = ("--auth", "token")
+    gateway.start()
+    try:
+        url = f"{gateway.url}/fn/default/guarded"
+        status, body = post(url, b"{}")
+        assert (status, json.loads(body)["reason"]) == (401, "Unauthorized")
+        assert post(url, b"{}", token="not-a-token")[0] == 401
+        status, body = post(url, b"{}", token=token)  # a known identity, but no role lets it invoke
+        assert status == 403 and "may not invoke function" in json.loads(body)["message"]
+        cluster.kubectl("apply", "-f", "-", input=INVOKER)
+        status, body = wait_for(lambda: (r := post(url, b"{}", token=token))[0] == 200 and r, timeout=20,
+                                what="the call allowed once the role is bound")  # fmt: skip
+        assert json.loads(body) == {"hi": "guarded"}
+        out = skiff(gateway, "invoke", "guarded", "--token", token)
+        assert json.loads(out.stdout) == {"hi": "guarded"}
+        assert post(f"{gateway.url}/fn/default/open", b"{}")[0] == 200  # public: no token asked
+        assert usage_of(gateway, "guarded")["invocations"] == 2  # refused calls are no invocations
+    finally:
+        gateway.stop()
+        gateway.extra = ()
+        gateway.start()
+        cluster.kubectl("delete", "function", "guarded", "open")
+        cluster.kubectl("delete", "-f", "-", input=INVOKER)
+        cluster.kubectl("delete", "serviceaccount", "fn-caller")

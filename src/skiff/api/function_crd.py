@@ -54,6 +54,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         "idleTimeout": {"type": "integer", "minimum": 1, "default": 30},
         "timeoutSeconds": {"type": "integer", "minimum": 1, "default": 30},
         "queueDepth": {"type": "integer", "minimum": 0, "default": 100},
+        "public": {"type": "boolean", "default": False},  # no token asked even by a gateway run with --auth token
         # the autoscaler's windows (Knative's window, panic-window-percentage, panic-threshold-percentage)
         "stableWindow": {"type": "integer", "minimum": 2, "maximum": 3600, "default": 60},
         "panicWindowPercentage": {"type": "number", "minimum": 1, "maximum": 100, "default": 10},

@@ -66,6 +66,8 @@ def add_fn_parsers(commands: Any) -> None:
     invoke.add_argument("name")
     invoke.add_argument("--data", default="", help="the request body (JSON); empty: a GET")
     invoke.add_argument("--path", default="", help="path after the function's URL")
+    invoke.add_argument("--token", help="bearer token for a gateway that checks them (default: $SKIFF_TOKEN, "
+                                        "else the kubeconfig's token)")  # fmt: skip
 
     ls = sub.add_parser("ls", help="list functions with state, replicas, invocations")
     common(ls)
@@ -106,6 +108,9 @@ def add_fn_parsers(commands: Any) -> None:
     gw.add_argument("--warm-pool", type=int, default=1, metavar="N", help=pool_help)
     gw.add_argument("--advertise-url", default="", metavar="URL",
                     help="the gateway's URL as pods reach it, given to function instances as $SKIFF_GATEWAY")
+    gw.add_argument("--auth", choices=("none", "token"), default="none",
+                    help="token: a call needs a bearer token the API server allows to invoke the function "
+                         "(Functions with public: true excepted); default: none")  # fmt: skip
     gw.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -325,6 +330,8 @@ def _invoke(args: argparse.Namespace) -> int:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    if token := _token(args):
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=300) as resp:
             sys.stdout.write(resp.read().decode(errors="replace"))
@@ -334,6 +341,19 @@ def _invoke(args: argparse.Namespace) -> int:
         body = e.read().decode(errors="replace").strip()
         print(f"skiff: error: {e.code} {e.reason}: {body}", file=sys.stderr)
         return 1
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The bearer token a call presents (a gateway run with --auth token checks it): --token, $SKIFF_TOKEN,
+    else the kubeconfig's user token, if any."""
+    if getattr(args, "token", None) or os.environ.get("SKIFF_TOKEN"):
+        return str(args.token or os.environ["SKIFF_TOKEN"])
+    from skiff.client.kubeconfig import KubeconfigError, load_kubeconfig
+
+    try:
+        return load_kubeconfig(args.kubeconfig or None).token or ""
+    except (KubeconfigError, OSError):
+        return ""
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -367,7 +387,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir() / "gateway"
     config = GatewayConfig(image=args.image, data_dir=data_dir, host=args.bind_address, port=args.port,
                            domain=args.domain, node_name=args.node_name, max_body=args.max_body,
-                           warm_pool=args.warm_pool, advertise_url=args.advertise_url)  # fmt: skip
+                           warm_pool=args.warm_pool, advertise_url=args.advertise_url, auth=args.auth)  # fmt: skip
     registry = args.registry
 
     async def gateway(client: Client, stop: asyncio.Event) -> None:

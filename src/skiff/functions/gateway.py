@@ -35,6 +35,7 @@ from aiohttp import web
 
 from skiff.api import errors
 from skiff.client.rest import Client
+from skiff.functions.access import Access
 from skiff.functions.autoscale import gb_seconds
 from skiff.functions.crd import FUNCTIONS, ensure_crd
 from skiff.functions.fleet import Fleet, FleetConfig, FunctionState
@@ -58,6 +59,7 @@ class GatewayConfig:
     max_body: int = 6 * 1024 * 1024
     warm_pool: int = 1  # ready generic runtimes kept per namespace with functions (0: none)
     advertise_url: str = ""  # the gateway as pods reach it, given to instances as $SKIFF_GATEWAY
+    auth: str = "none"  # "token": calls need a bearer token allowed to invoke the function (skiff.functions.access)
 
 
 class Gateway:
@@ -72,6 +74,7 @@ class Gateway:
         self.spawn = self.fleet.spawn
         self.meter = Meter(config.data_dir / "invocations.sqlite")
         self.topics = TopicStore(config.data_dir / "topics.sqlite")
+        self.access = Access(client) if config.auth == "token" else None
 
     # --- calls -----------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -94,6 +97,10 @@ class Gateway:
             state = self.functions.get(f"{ns}/{name}")
         if state is None:
             raise web.HTTPNotFound(text=f'function "{name}" not found in namespace "{ns}"\n')
+        if self.access is not None and not state.spec.public:
+            refused = await self.access.check(request, ns, name)
+            if refused is not None:
+                return refused
         body = await request.read()  # 413 when too large: refused before it is an invocation
         query = request.query_string
         head = request_head(request.method, f"{path}?{query}" if query else path, request.raw_headers, len(body))
@@ -203,3 +210,5 @@ class Gateway:
             await self.fleet.stop()  # the instances keep running: the next gateway takes them over
             await self.meter.close()
             await self.topics.close()
+            if self.access is not None:
+                await self.access.close()

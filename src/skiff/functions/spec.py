@@ -7,6 +7,7 @@ object written before a default existed still reads sensibly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from skiff.api import quantity
@@ -37,19 +38,20 @@ class FunctionSpec:
     panic_window_percentage: float = 10.0
     panic_threshold_percentage: float = 200.0
     triggers: tuple[dict[str, Any], ...] = ()
+    public: bool = False  # called without a token even when the gateway checks them
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @cached_property
     def policy(self) -> Policy:
         return Policy(concurrency=self.concurrency, min_scale=self.min_scale, max_scale=self.max_scale,
                       idle_timeout=self.idle_timeout, stable_window=self.stable_window,
                       panic_window_percentage=self.panic_window_percentage,
                       panic_threshold_percentage=self.panic_threshold_percentage)  # fmt: skip
 
-    @property
+    @cached_property
     def memory_bytes(self) -> int:
         """The memory limit an instance runs under (what invocations are billed by)."""
         limits = self.resources.get("limits") or {}
@@ -81,4 +83,5 @@ class FunctionSpec:
             panic_window_percentage=float(spec.get("panicWindowPercentage") or 10),
             panic_threshold_percentage=float(spec.get("panicThresholdPercentage") or 200),
             triggers=tuple(spec.get("triggers") or ()),
+            public=bool(spec.get("public")),
         )
