@@ -24,6 +24,12 @@ async def test_python_image_runs_the_standard_library(registry: RegistryInfo, st
     assert (root / "bin" / "busybox").is_file()  # on top of the busybox layer
     assert image.config.cmd == ("python3",)
     assert image.config.env_dict()["PYTHONUNBUFFERED"] == "1"
+    # byte code compiled in for what a function instance imports: unchecked hash-based .pyc (PEP 552 flags 0b01)
+    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+    lib = root / "usr" / "lib" / f"python{version}"
+    for module in ("json/__init__", "asyncio/base_events", "concurrent/futures/thread", "urllib/request"):
+        pyc = lib / f"{module.rsplit('/', 1)[0]}/__pycache__/{module.rsplit('/', 1)[1]}.{tag}.pyc"
+        assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01, pyc
     if os.geteuid() != 0:
         return  # running it needs chroot; CI runs as root
     script = "import json, ssl, sqlite3, zlib, hashlib, asyncio, urllib.request; print(json.dumps([1, 2]))"
