@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from skiff.apiserver import pki
+from skiff.apiserver import certs, hostinfo, pki
 from skiff.apiserver.auth import parse_token_file
 
 SERVER_URL = "https://127.0.0.1:16443"
@@ -40,7 +40,7 @@ def snapshot(paths: pki.PKIPaths) -> dict[str, bytes]:
 def test_certificates_chain_to_the_ca(paths: pki.PKIPaths) -> None:
     ca = load(paths.ca_cert)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    assert ca.not_valid_after_utc - ca.not_valid_before_utc > pki.CA_VALIDITY - pki.RENEW_BEFORE
+    assert ca.not_valid_after_utc - ca.not_valid_before_utc > certs.CA_VALIDITY - certs.RENEW_BEFORE
     for leaf in (paths.serving_cert, paths.admin_cert):
         cert = load(leaf)
         cert.verify_directly_issued_by(ca)
@@ -58,16 +58,16 @@ def test_serving_cert_names_every_way_to_reach_the_host(paths: pki.PKIPaths) -> 
         "kubernetes.default.svc.cluster.local",
         "api.example.com",
     } <= dns
-    assert set(pki.host_names()) <= dns
+    assert set(hostinfo.host_names()) <= dns
     wanted = {"127.0.0.1", "::1", "10.43.0.1", "203.0.113.7"}
     assert {ipaddress.ip_address(ip) for ip in wanted} <= ips
-    assert set(pki.host_addresses()) <= ips
+    assert set(hostinfo.host_addresses()) <= ips
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in usage
 
 
 def test_host_addresses_leave_out_loopback_and_link_local() -> None:
-    for ip in pki.host_addresses():
+    for ip in hostinfo.host_addresses():
         assert not ip.is_loopback and not ip.is_link_local
 
 
@@ -164,7 +164,7 @@ def test_new_ca_reissues_leaves(paths: pki.PKIPaths) -> None:
 
 
 def test_required_sans_sorts_names_from_addresses() -> None:
-    result = pki.required_sans(["Node1.Example.com", "192.0.2.10", "2001:db8::1", " "])
+    result = certs.required_sans(["Node1.Example.com", "192.0.2.10", "2001:db8::1", " "])
     assert "node1.example.com" in result.dns_names
     assert ipaddress.ip_address("192.0.2.10") in result.ip_addresses
     assert ipaddress.ip_address("2001:db8::1") in result.ip_addresses

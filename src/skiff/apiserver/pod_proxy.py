@@ -21,14 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from yarl import URL
 
 from skiff.api import errors
 from skiff.api.kubelet_api import KUBELET_CLIENT_GROUP, KUBELET_CLIENT_USER
-from skiff.apiserver import pki
+from skiff.apiserver import certs, pki
 from skiff.apiserver.paths import Target
 
 if TYPE_CHECKING:
@@ -60,18 +57,8 @@ def ensure_kubelet_client_cert(paths: pki.PKIPaths) -> tuple[Path, Path]:
     Issued by the cluster CA, reused while valid. Blocking.
     """
     cert_path, key_path = kubelet_client_paths(paths)
-    ca = pki._load_pair(paths.ca_cert, paths.ca_key)
-    if ca is None:
-        raise OSError(f"no cluster CA in {paths.tls_dir}")
-    ca_cert, ca_key = ca
-    loaded = pki._load_pair(cert_path, key_path)
-    if loaded is not None and pki._is_usable_leaf(loaded[0], ca_cert):
-        return cert_path, key_path
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, KUBELET_CLIENT_GROUP),
-                         x509.NameAttribute(NameOID.COMMON_NAME, KUBELET_CLIENT_USER)])  # fmt: skip
-    cert = pki._issue_leaf(ca_cert, ca_key, key, subject=subject, usage=ExtendedKeyUsageOID.CLIENT_AUTH, sans=[])
-    pki._write_pair(cert_path, key_path, cert, key)
+    certs.ensure_client_cert(cert_path, key_path, pki.load_ca(paths), user=KUBELET_CLIENT_USER,
+                             groups=[KUBELET_CLIENT_GROUP])  # fmt: skip
     return cert_path, key_path
 
 
