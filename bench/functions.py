@@ -77,12 +77,13 @@ async def warm(gateway: str, direct: str, n: int) -> tuple[list[float], list[flo
     return via, straight
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (from /proc)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU of a process so far (from /proc)."""
     import os
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 async def throughput(url: str, clients: int, seconds: float) -> float:
@@ -151,8 +152,10 @@ def main() -> None:
             rps = asyncio.run(throughput(target, args.clients, args.seconds))
             print(f"throughput, one instance, {label:<20} {rps:8.0f} calls/s ({args.clients} clients)")
             if target == url:
-                per_call = (cpu_seconds(gw.proc.pid) - cpu) * 1000 / max(1.0, rps * args.seconds)
-                print(f"{'gateway CPU ms/op':<34} {per_call:8.3f} ms (its process, under the throughput load)")
+                (user, system), calls = cpu_seconds(gw.proc.pid), max(1.0, rps * args.seconds)
+                user, system = (user - cpu[0]) * 1000 / calls, (system - cpu[1]) * 1000 / calls
+                print(f"{'gateway CPU ms/op':<34} {user + system:8.3f} ms (user {user:.3f}, system {system:.3f}; "
+                      "its process, under the throughput load)")  # fmt: skip
             if spy is not None:
                 spy.wait(60)
         usage = json.loads(skiff(gw, "usage", "-o", "json").stdout)

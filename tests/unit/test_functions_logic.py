@@ -20,7 +20,7 @@ from skiff.functions.autoscale import (
     gb_seconds,
     pick_least_loaded,
 )
-from skiff.functions.instances import pod_failure, pod_manifest
+from skiff.functions.instances import pod_failure, pod_manifest, pool_manifest
 from skiff.functions.metering import Invocation, Meter, summarize
 from skiff.functions.packaging import CodeError, Deployment, check_code, parse_trigger
 from skiff.functions.runtime import encode
@@ -242,3 +242,27 @@ def test_topic_store_retries_then_gives_up(tmp_path: Path) -> None:
 
     assert asyncio.run(scenario()) == (2, 0, 0, 1)
     assert topics.backoff(1) == 0.5 and topics.backoff(3) == 2.0 and topics.backoff(20) == 60.0
+
+
+def test_takeover_after_a_gateway_restart() -> None:
+    from skiff.functions.instances import takeover
+
+    fn = FunctionSpec.from_object({"metadata": {"name": "f", "namespace": "n", "uid": "u"},
+                                   "spec": {"handler": "h.handle", "code": {"inline": "x = 1"}}})  # fmt: skip
+    pod = pod_manifest(fn, image="python", source="print()")
+    pod["metadata"]["name"] = "f-abc"
+    pod["status"] = {"phase": "Running", "podIP": "10.0.0.7"}
+    inst = takeover(pod, fn)
+    assert inst is not None and (inst.pod, inst.ip, inst.token) == ("f-abc", "10.0.0.7", "")
+    assert takeover(pod, None) is None  # its function is gone
+    changed = FunctionSpec.from_object({"metadata": {"name": "f", "namespace": "n", "uid": "u"},
+                                        "spec": {"handler": "h.handle", "code": {"inline": "x = 2"}}})  # fmt: skip
+    assert takeover(pod, changed) is None  # the code changed while no gateway ran: stale
+    assert takeover({**pod, "status": {"phase": "Pending"}}, fn) is None  # no IP yet
+    dead = {**pod, "status": {"podIP": "10.0.0.7", "phase": "Failed"}}
+    assert takeover(dead, fn) is None
+    warm = pool_manifest("n", image="python", source="print()", token="t0k")
+    warm["metadata"]["name"] = "fn-warm-x"
+    warm["status"] = {"phase": "Running", "podIP": "10.0.0.8"}
+    inst = takeover(warm, None)
+    assert inst is not None and inst.token == "t0k"

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 FUNCTIONS = Resource(GROUP, "v1", "functions", "Function", True)
 LABEL = "functions.skiff.dev/function"  # on a function's pods and code ConfigMap: the function's name
+CODE_ANNOTATION = "functions.skiff.dev/code-digest"  # on an instance's pod: the FunctionSpec.code_digest it runs
 
 
 async def ensure_crd(client: Client) -> None:

@@ -36,7 +36,7 @@ from skiff.client.informer import Informer
 from skiff.client.resources import CONFIGMAPS, PODS
 from skiff.client.rest import Client
 from skiff.functions.autoscale import ConcurrencyWindow, Decision, Observation, decide, pick_least_loaded
-from skiff.functions.crd import FUNCTIONS, LABEL
+from skiff.functions.crd import CODE_ANNOTATION, FUNCTIONS, LABEL
 from skiff.functions.instances import (
     POOL_LABEL,
     Instance,
@@ -47,6 +47,7 @@ from skiff.functions.instances import (
     pool_manifest,
     poolable,
     runtime_source,
+    takeover,
     wait_healthy,
 )
 from skiff.functions.promtext import GatewayMetrics
@@ -117,9 +118,7 @@ class Fleet:
         elif state.spec != spec:
             old, state.spec = state.spec, spec
             state.window.keep = spec.stable_window
-            if (old.inline, old.config_map, old.image, old.handler, old.env) != (
-                spec.inline, spec.config_map, spec.image, spec.handler, spec.env,
-            ):  # fmt: skip
+            if old.code_digest != spec.code_digest:
                 for inst in state.instances:  # new code: new instances serve the next calls
                     inst.dead = True
                 self.spawn(self.autoscale(state), f"replace {spec.key}")
@@ -342,7 +341,8 @@ class Fleet:
             )
             owner = {"apiVersion": FUNCTIONS.api_version, "kind": FUNCTIONS.kind, "name": s.name, "uid": s.uid,
                      "controller": True, "blockOwnerDeletion": True}  # fmt: skip
-            patch = {"metadata": {"labels": {LABEL: s.name, POOL_LABEL: None}, "ownerReferences": [owner]}}
+            patch = {"metadata": {"labels": {LABEL: s.name, POOL_LABEL: None}, "ownerReferences": [owner],
+                                  "annotations": {CODE_ANNOTATION: s.code_digest}}}  # fmt: skip
             self.spawn(self.client.patch(PODS, inst.pod, patch, namespace=s.namespace), f"label {inst.pod}")
         except (InstanceFailed, errors.StatusError, ServerUnreachable, aiohttp.ClientError, OSError, TimeoutError) as e:
             self._failed(state, str(e))
@@ -405,32 +405,24 @@ class Fleet:
 
     async def _adopt(self, pod: Obj) -> str:
         meta, ns = pod["metadata"], pod["metadata"]["namespace"]
-        labels = meta.get("labels") or {}
-        ip = (pod.get("status") or {}).get("podIP", "")
-        state = self.functions.get(f"{ns}/{labels.get(LABEL, '')}")
-        owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
-        warm = labels.get(POOL_LABEL) == "warm"
-        usable = ip and not meta.get("deletionTimestamp") and not pod_failure(pod)
-        usable = usable and (warm or (state is not None and state.spec.uid in owners))
-        if usable:
+        state = self.functions.get(f"{ns}/{(meta.get('labels') or {}).get(LABEL, '')}")
+        inst = takeover(pod, state.spec if state is not None else None)
+        if inst is not None:
             assert self.session is not None
             try:
-                await wait_healthy(self.session, ip, deadline=time.monotonic() + ADOPT_TIMEOUT)
+                await wait_healthy(self.session, inst.ip, deadline=time.monotonic() + ADOPT_TIMEOUT)
             except TimeoutError:
-                usable = False
-        if not usable:
+                inst = None
+        if inst is None:
             with contextlib.suppress(errors.StatusError, ServerUnreachable):
                 await self._delete_pod(ns, meta["name"])
             return ""
-        inst = Instance(meta["name"], ip)
-        if warm:
-            env = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("env") or []
-            inst.token = next((e.get("value", "") for e in env if e.get("name") == "SKIFF_FN_POOL_TOKEN"), "")
+        if inst.token:
             self.pool.setdefault(ns, []).append(inst)
         else:
             assert state is not None
             state.instances.append(inst)
-        return str(meta["name"])
+        return inst.pod
 
     # --- the tick: pool, scale, status -------------------------------------------------------------
     async def housekeeping(self, stop: asyncio.Event) -> None:

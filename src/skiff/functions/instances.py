@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from skiff.api import quantity
-from skiff.functions.crd import FUNCTIONS, LABEL
+from skiff.functions.crd import CODE_ANNOTATION, FUNCTIONS, LABEL
 from skiff.functions.proxy import Connections
 from skiff.functions.spec import DEFAULT_MEMORY, FunctionSpec
 
@@ -98,6 +98,7 @@ def pod_manifest(
             "generateName": f"{fn.name}-",
             "namespace": fn.namespace,
             "labels": {LABEL: fn.name},
+            "annotations": {CODE_ANNOTATION: fn.code_digest},
             "ownerReferences": [
                 {
                     "apiVersion": FUNCTIONS.api_version,
@@ -185,6 +186,26 @@ def pod_failure(pod: dict[str, Any]) -> str:
     if status.get("phase") in ("Failed", "Succeeded"):
         return f"pod {status.get('phase')}: {status.get('reason') or status.get('message') or ''}".strip()
     return ""
+
+
+def takeover(pod: dict[str, Any], fn: FunctionSpec | None) -> Instance | None:
+    """The instance a pod left by an earlier gateway can be taken over as (its health checked next), or None
+    (delete it): a running pool runtime (with its load token), or a running instance of `fn` (the function
+    its label names, None when gone) owned by it and running its current code."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ip = (pod.get("status") or {}).get("podIP", "")
+    if not ip or meta.get("deletionTimestamp") or pod_failure(pod):
+        return None
+    if labels.get(POOL_LABEL) == "warm":
+        env = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("env") or []
+        token = next((str(e.get("value", "")) for e in env if e.get("name") == "SKIFF_FN_POOL_TOKEN"), "")
+        return Instance(str(meta["name"]), ip, token=token) if token else None
+    owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
+    digest = (meta.get("annotations") or {}).get(CODE_ANNOTATION)
+    if fn is None or fn.uid not in owners or fn.code_digest != digest:
+        return None
+    return Instance(str(meta["name"]), ip)
 
 
 async def wait_healthy(session: aiohttp.ClientSession, ip: str, *, deadline: float, interval: float = 0.02) -> None:

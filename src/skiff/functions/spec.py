@@ -6,6 +6,8 @@ object written before a default existed still reads sensibly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -50,6 +52,12 @@ class FunctionSpec:
                       idle_timeout=self.idle_timeout, stable_window=self.stable_window,
                       panic_window_percentage=self.panic_window_percentage,
                       panic_threshold_percentage=self.panic_threshold_percentage)  # fmt: skip
+
+    @cached_property
+    def code_digest(self) -> str:
+        """What an instance runs (code, handler, env), digested: an instance with another digest is stale."""
+        code = [self.inline, self.config_map, self.image, self.handler, list(self.env)]
+        return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
 
     @cached_property
     def memory_bytes(self) -> int:
