@@ -80,6 +80,8 @@ class Result:
     bound: int
     server_cpu_s: float
     scheduler_cpu_s: float
+    apiserver_cpu_s: float  # the API server process alone (server_cpu_s adds the controller manager)
+    client_cpu_s: float  # this bench process: the creates and the watch (TLS client work that shares the box)
     server_rss_mb: float
     scheduler_rss_mb: float
 
@@ -140,8 +142,11 @@ class Cluster:
 
     def server_cpu(self) -> float:
         """CPU seconds of the API server and (when it is a child process) the controller manager."""
+        return self.apiserver_cpu() + (cpu_seconds(self.manager_pid) if self.manager_pid else 0.0)
+
+    def apiserver_cpu(self) -> float:
         assert self.server is not None
-        return cpu_seconds(self.server.pid) + (cpu_seconds(self.manager_pid) if self.manager_pid else 0.0)
+        return cpu_seconds(self.server.pid)
 
     async def stop(self) -> None:
         await terminate(self.server)
@@ -235,7 +240,7 @@ async def run_one(
 
             watcher = asyncio.create_task(watch())
             await asyncio.sleep(0.5)
-            cpu_before = cluster.server_cpu()
+            cpu_before, api_before, client_before = cluster.server_cpu(), cluster.apiserver_cpu(), time.process_time()
             sched_before = cpu_seconds(cluster.scheduler_pid) if cluster.scheduler_pid else 0.0
 
             async def create(i: int) -> None:
@@ -258,6 +263,7 @@ async def run_one(
             end = max(bound.values()) if bound else time.monotonic()
             latencies = [(bound[n] - sent[n]) * 1000 for n in bound if n in sent]
             server_cpu = cluster.server_cpu() - cpu_before
+            api_cpu, client_cpu = cluster.apiserver_cpu() - api_before, time.process_time() - client_before
             sched_cpu = (cpu_seconds(cluster.scheduler_pid) - sched_before) if cluster.scheduler_pid else 0.0
             result = Result(
                 nodes=nodes,
@@ -274,11 +280,16 @@ async def run_one(
                 bound=len(bound),
                 server_cpu_s=server_cpu,
                 scheduler_cpu_s=sched_cpu,
+                apiserver_cpu_s=api_cpu,
+                client_cpu_s=client_cpu,
                 server_rss_mb=rss_mb(cluster.server.pid) + (rss_mb(cluster.manager_pid) if cluster.manager_pid else 0),
                 scheduler_rss_mb=rss_mb(cluster.scheduler_pid) if cluster.scheduler_pid else 0.0,
             )
+            per = 1000 / max(result.bound, 1)
             log(f"{result.bound}/{pods} bound in {result.schedule_s:.1f}s: {result.pods_per_s:.0f} pods/s, "
-                f"p99 {result.p99_ms:.0f} ms")  # fmt: skip
+                f"p99 {result.p99_ms:.0f} ms; CPU ms/pod: API server {api_cpu * per:.2f}, controller manager "
+                f"{(server_cpu - api_cpu) * per:.2f}, scheduler {sched_cpu * per:.2f}, bench client "
+                f"{client_cpu * per:.2f}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
             return result
     finally:
         await cluster.stop()
@@ -309,6 +320,12 @@ def print_results(results: list[Result], args: argparse.Namespace) -> None:
             rss += f"+{r.scheduler_rss_mb:.0f}"
         print(f"{r.nodes:>6} {r.pods:>6}  {r.mode:<27} {r.creates_per_s:>9.0f} {r.pods_per_s:>7.0f} "
               f"{r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_ms:>8.0f} {r.bound:>6} {cpu:>13} {rss:>9}")  # fmt: skip
+    for r in results:
+        per = 1000 / max(r.bound, 1)
+        print(f"{r.nodes} x {r.pods}: CPU ms/pod -- API server {r.apiserver_cpu_s * per:.2f}, controller manager "
+              f"{(r.server_cpu_s - r.apiserver_cpu_s) * per:.2f}, scheduler {r.scheduler_cpu_s * per:.2f}, "
+              f"bench client {r.client_cpu_s * per:.2f}")  # fmt: skip
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for r in results:
         if r.nodes == 5000:
             verdict = "met" if r.pods_per_s >= TARGET_PODS_PER_S else "MISSED"

@@ -155,3 +155,26 @@ def test_apply_to_the_status_subresource_is_recorded_as_such(server: Server, ns:
     entries = [e for e in managed(server, ns, "service", "lb") if e["manager"] == "lb-controller"]
     assert [(e["operation"], e.get("subresource")) for e in entries] == [("Apply", "status")]
     assert "f:loadBalancer" in entries[0]["fieldsV1"]["f:status"]
+
+
+def pod_manifest(name: str, container: str) -> str:
+    spec = {"containers": [{"name": container, "image": "registry.k8s.io/pause:3.9"}]}
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+
+
+def test_a_created_pod_is_owned_as_sent_not_as_admission_completed_it(server: Server, ns: str) -> None:
+    """As Kubernetes' create handler: the creator owns what it sent (with defaults), and not what admission
+    adds afterwards (the service account volume, default tolerations, priority); pods sent alike own alike."""
+    for name, container in (("owned-a", "app"), ("owned-b", "app"), ("owned-c", "other")):
+        server.kubectl("create", "-n", ns, "-f", "-", input=pod_manifest(name, container))
+    sets = {n: by_manager(managed(server, ns, "pod", n))["kubectl-create"]["fieldsV1"]
+            for n in ("owned-a", "owned-b", "owned-c")}  # fmt: skip
+    spec = sets["owned-a"]["f:spec"]
+    assert 'k:{"name":"app"}' in spec["f:containers"] and "f:image" in spec["f:containers"]['k:{"name":"app"}']
+    assert "f:restartPolicy" in spec  # a default the API server filled in before admission
+    assert not {"f:volumes", "f:tolerations", "f:priority", "f:serviceAccountName"} & set(spec)
+    pod = json.loads(server.kubectl("get", "-n", ns, "pod", "owned-a", "-o", "json").stdout)
+    assert pod["spec"]["volumes"][0]["name"].startswith("kube-api-access-")  # admission did add them
+    assert sets["owned-b"] == sets["owned-a"]
+    assert 'k:{"name":"other"}' in sets["owned-c"]["f:spec"]["f:containers"]
+    assert 'k:{"name":"app"}' not in sets["owned-c"]["f:spec"]["f:containers"]

@@ -23,8 +23,12 @@ client-side apply to server-side apply); an empty list keeps them.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from skiff.api import fieldsets
 from skiff.api.errors import Conflict
@@ -56,6 +60,11 @@ def default_manager(field_manager: str, user_agent: str) -> str:
     """The fieldManager query parameter, else the user agent's product (apiserver's prefixFromUserAgent)."""
     if field_manager:
         return field_manager
+    return _agent_product(user_agent)
+
+
+@lru_cache(maxsize=256)
+def _agent_product(user_agent: str) -> str:
     product = user_agent.split("/", 1)[0]
     return "".join(c for c in product if c.isprintable())[:128]
 
@@ -145,6 +154,9 @@ def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> Non
 
     Cheap when little changed: only what differs is walked, and only the entries that change are copied."""
     entries = _entries(new) or _entries(old)
+    if old is None and not entries:
+        _track_create(new, req, schema)
+        return
     changes = fieldsets.compare(_scope(old, req) if old is not None else {}, _scope(new, req), schema)
     if not changes:
         _set(entries, new)
@@ -176,6 +188,34 @@ def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> Non
     mine["time"] = req.now
     mine["apiVersion"] = req.api_version
     _set(_cap_updaters(out), new)
+
+
+_created: OrderedDict[tuple[int, bytes], tuple[Schema, bytes]] = OrderedDict()
+CREATED_MEMO = 256  # distinct object shapes remembered (e.g. one per ReplicaSet template being scaled)
+
+
+def _track_create(new: Obj, req: Request, schema: Schema) -> None:
+    """A create that brings no managedFields: the manager owns every field it sent.
+
+    Replicas of one template (a ReplicaSet's pods, a benchmark's) send the same fields over and over,
+    so the field set is remembered by the object's JSON (what the server sets itself -- name, uid,
+    creationTimestamp... -- left out by `_scope`): a repeat costs one encode and one decode."""
+    scoped = _scope(new, req)
+    try:
+        key: tuple[int, bytes] | None = (id(schema), orjson.dumps(scoped))
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: no memo
+        key = None
+    hit = _created.get(key) if key is not None else None
+    if key is not None and hit is not None and hit[0] is schema:
+        _created.move_to_end(key)
+        fields: Tree = orjson.loads(hit[1])
+    else:
+        fields = fieldsets.from_paths(fieldsets.compare({}, scoped, schema).added)
+        if key is not None:
+            _created[key] = (schema, orjson.dumps(fields))  # the schema is held, so that its id stays its own
+            if len(_created) > CREATED_MEMO:
+                _created.popitem(last=False)
+    _set([_entry(req.manager, UPDATE, req, fields)] if fields else [], new)
 
 
 def _cap_updaters(entries: list[Obj]) -> list[Obj]:

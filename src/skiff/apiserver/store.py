@@ -205,6 +205,12 @@ class Store:
         if rt.namespaced and meta.get("namespace"):
             # Kubernetes' NamespaceLifecycle admission: before name generation and validation
             await self._check_namespace(meta["namespace"], rt, meta.get("name") or "")
+        admission.omit_empty_metadata(obj)
+        # what the request sent is its manager's, before admission adds to it (as Kubernetes' create handler)
+        if opts.apply is not None:
+            ownership.apply(rt, None, obj, opts)
+        else:
+            ownership.track(rt, None, obj, opts)
         chain = self.admission_chain
         if chain is not None:
             await chain.admit(Attributes("CREATE", rt, obj, dry_run=opts.dry_run, user=opts.user))
@@ -216,10 +222,6 @@ class Store:
         meta["uid"] = objects.new_uid()
         meta["creationTimestamp"] = objects.now_rfc3339()
         admission.omit_empty_metadata(obj)
-        if opts.apply is not None:
-            ownership.apply(rt, None, obj, opts)
-        else:
-            ownership.track(rt, None, obj, opts)
         strategy.prepare_for_create(obj)
         strategy.record_requester(obj, opts.user)
         admission.validate(rt, obj, strategy.validate(obj))

@@ -27,6 +27,7 @@ from skiff.cli.children import ChildFailed, ChildSpec, supervise
 from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_child, with_cluster_dns
 from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec, seed_images
 from skiff.client import Client
+from skiff.heap import tune_for_caches
 
 log = logging.getLogger("skiff")
 
@@ -241,6 +242,7 @@ def child_specs(opts: ClusterOptions, kubeconfig: str) -> list[ChildSpec]:
 
 async def run_alone(kubeconfig: str | None, component: Component) -> None:
     """One component against a server named by a kubeconfig, until SIGTERM/SIGINT."""
+    tune_for_caches()  # components keep informer caches: see skiff.heap
     stop = asyncio.Event()
     with stop_on_signals(stop):
         async with Client.from_kubeconfig(kubeconfig) as client:

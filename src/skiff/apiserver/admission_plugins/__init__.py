@@ -80,16 +80,30 @@ class StoredPriorityClasses:
 
 
 class StoredObjects:
-    """Objects of one kind read through the generic store (Kubernetes' listers, for plugins)."""
+    """Objects of one kind read through the generic store (Kubernetes' listers, for plugins).
+
+    `get` answers from the watch cache (a consistent read) and decodes each version of an object
+    once: every pod create reads its service account, and it rarely changes. What it returns is
+    shared and read-only."""
+
+    MEMO = 4096  # objects kept decoded
 
     def __init__(self, store: Store, registry: Registry, group: str, version: str, plural: str) -> None:
         rt = registry.get(group, version, plural)
         assert rt is not None
         self.store, self.rt = store, rt
+        self._decoded: dict[str, tuple[int, Obj]] = {}
 
     async def get(self, namespace: str, name: str) -> Obj | None:
         kv = await self.store.read(self.rt.key(namespace if self.rt.namespaced else None, name))
-        return objects.decode(self.rt, kv) if kv is not None else None
+        if kv is None:
+            return None
+        memo = self._decoded.get(kv.key)
+        if memo is None or memo[0] != kv.mod_revision:
+            if len(self._decoded) >= self.MEMO:
+                self._decoded.clear()
+            memo = self._decoded[kv.key] = (kv.mod_revision, objects.decode(self.rt, kv))
+        return memo[1]
 
     async def list(self) -> list[Obj]:
         listed = await self.store.list(self.rt, None, ListOptions())

@@ -14,7 +14,7 @@ one with defaults: the default account appears a moment after its namespace.
 
 from __future__ import annotations
 
-import secrets
+import random
 from typing import Any, Protocol
 
 from skiff.apiserver.admission_plugins.chain import Attributes, Plugin
@@ -70,7 +70,8 @@ def mount_api_access(spec: Obj, suffix: str) -> None:
 
 
 def random_suffix() -> str:
-    return "".join(secrets.choice(_ALPHANUMS) for _ in range(5))
+    """Five characters, as Kubernetes' `utilrand.String(5)` (not a secret: one draw, not five)."""
+    return "".join(random.choices(_ALPHANUMS, k=5))
 
 
 def automount(spec: Obj, account: Obj | None) -> bool:
