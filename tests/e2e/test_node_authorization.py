@@ -227,5 +227,15 @@ def test_kubectl_as_a_node(server: Server, setup: tuple[str, NodeClient, str]) -
     assert (f'Error from server (Forbidden): secrets "theirs" is forbidden: User "system:node:{n1}" cannot get '
             f'resource "secrets" in API group "" in the namespace "{ns}": no relationship found between node '
             f"'{n1}' and this object") in refused.stderr  # fmt: skip
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": f"system:node:{n1}", "groups": ["system:nodes", "system:authenticated"],
+                       "resourceAttributes": {"verb": "watch", "resource": "pods",
+                                              "fieldSelector": {"rawSelector": f"spec.nodeName={n1}"}}}}  # fmt: skip
+    answer = json.loads(server.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)).stdout)
+    assert answer["status"]["allowed"] is True
+    del review["spec"]["resourceAttributes"]["fieldSelector"]
+    answer = json.loads(server.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)).stdout)
+    assert answer["status"] == {"allowed": False,
+                                "reason": "can only list/watch pods with spec.nodeName field selector"}  # fmt: skip
     refused = server.kubectl("label", "node", n2, "team=x", *as_n1, check=False)
     assert f'nodes "{n2}" is forbidden: node "{n1}" is not allowed to modify node "{n2}"' in refused.stderr
