@@ -26,9 +26,15 @@ TABLE_CT = "application/json;as=Table;v=v1;g=meta.k8s.io"
 async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise _too_large()
+    stream = request.content
+    if stream.is_eof():  # the whole body has arrived with its headers (small bodies): take it as it is
+        data = stream.read_nowait()
+        if len(data) > MAX_BODY:
+            raise _too_large()
+        return data
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in stream.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > MAX_BODY:
             raise _too_large()
