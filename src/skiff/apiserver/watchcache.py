@@ -133,6 +133,7 @@ class Subscription:
 
     def __init__(self, prefix: str, after: int) -> None:
         self.prefix = prefix
+        self.bucket = bucket_of(prefix)  # the resource its events come from (None: a wider prefix)
         self.after = after
         self.queue: asyncio.Queue[CachedEvent | None] = asyncio.Queue()
         self.error: Exception | None = None
@@ -330,12 +331,32 @@ class WatchCache:
         self.revision = ev.revision
 
     def _fan_out(self, events: list[CachedEvent]) -> None:
-        """Hand a batch's events to every subscriber, filtered once per distinct prefix."""
+        """Hand a batch's events to every subscriber, filtered once per distinct prefix.
+
+        Events are grouped by resource first, so a subscriber of another resource costs a dict lookup and one
+        of a whole resource takes its group as it is."""
+        by_bucket: dict[str | None, list[CachedEvent]] = {}
+        for ev in events:
+            bucket = bucket_of(ev.key)
+            group = by_bucket.get(bucket)
+            if group is None:
+                by_bucket[bucket] = [ev]
+            else:
+                group.append(ev)
         by_prefix: dict[str, list[CachedEvent]] = {}
         for sub in tuple(self.subscribers):
-            matched = by_prefix.get(sub.prefix)
+            prefix = sub.prefix
+            matched = by_prefix.get(prefix)
             if matched is None:
-                matched = by_prefix[sub.prefix] = [ev for ev in events if ev.key.startswith(sub.prefix)]
+                bucket = sub.bucket
+                pool = events if bucket is None else by_bucket.get(bucket)
+                if pool is None:
+                    matched = []
+                elif prefix == bucket:
+                    matched = pool
+                else:
+                    matched = [ev for ev in pool if ev.key.startswith(prefix)]
+                by_prefix[prefix] = matched
             if matched:
                 sub.put_many(matched)
 
