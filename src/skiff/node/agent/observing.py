@@ -1,11 +1,10 @@
 """What the runtime has for a pod, as `Attempt`s: the agent's view of its containers (with `pleg.py`).
 
-Every pod worker asks for its pod's containers on each sync. A listing of the runtime covers every
-container of the node, so one listing is shared by all workers for up to `LIST_TTL` seconds; a
-worker that creates or removes containers bumps the generation, and a listing begun before a bump
-is never served after it (a worker always sees the containers it just made). The state of a
-container comes from that listing when it still runs (its status does not change while it runs),
-and is read afresh otherwise.
+Every pod worker asks for its pod's containers on each sync: the runtime is asked for that pod's
+containers only (`Runtime.statuses(uid)`: its files and /proc, no runc process), so a sync costs the
+same with 1 or 100 pods on the node. The relister and the stats reporter share one listing of the
+whole node for up to `LIST_TTL` seconds; a worker that creates or removes containers bumps the
+generation, and a listing begun before a bump is never served after it.
 
 An exited container's message is what it wrote to its terminationMessagePath (or, with
 FallbackToLogsOnError and a failure, the tail of its log).
@@ -26,8 +25,8 @@ from pathlib import Path
 from skiff.node.agent.podstatus import EXITED, Attempt
 from skiff.node.agent.starting import image_record, log_path, log_tail, read_termination_message, termination_file
 from skiff.node.agent.volumes import pod_dir
-from skiff.node.runtime.runtime import ContainerNotFound, Runtime
-from skiff.node.runtime.types import ContainerInfo, ContainerState, ContainerStatus
+from skiff.node.runtime.runtime import Runtime
+from skiff.node.runtime.types import ContainerInfo, ContainerState
 
 LIST_TTL = 1.0
 
@@ -41,7 +40,6 @@ class Observer:
         self._cache_generation = -1
         self._cache_at = 0.0
         self._lock = asyncio.Lock()
-        self._running: dict[str, ContainerStatus] = {}  # id -> its status while it runs (it does not change)
         self._failed: dict[str, Attempt] = {}  # "<uid>/<name>" -> the last start that failed
         self._images: dict[str, dict[str, str]] = {}  # id -> its image record (written before it is created)
 
@@ -59,8 +57,6 @@ class Observer:
             listing = await self.runtime.list()
             self._cache, self._cache_generation, self._cache_at = listing, generation, time.monotonic()
             ids = {info.id for info in listing}
-            for gone in [cid for cid in self._running if cid not in ids]:
-                del self._running[gone]
             for gone in [cid for cid in self._images if cid not in ids]:
                 del self._images[gone]
             return listing
@@ -70,19 +66,7 @@ class Observer:
         `fallback_to_logs` that failed without a termination message gets its log's tail instead."""
         root = pod_dir(self.state_dir, uid)
         out = []
-        for info in await self.listing():
-            if info.pod_uid != uid:
-                continue
-            st = self._running.get(info.id)
-            if st is None or info.state != ContainerState.RUNNING:  # the listing's state is fresh: reuse
-                try:
-                    st = await self.runtime.status(info.id)
-                except ContainerNotFound:
-                    continue
-            if st.state == ContainerState.RUNNING:
-                self._running[info.id] = st
-            else:
-                self._running.pop(info.id, None)
+        for info, st in await self.runtime.statuses(uid):
             record = self._images.get(info.id)
             if record is None:
                 record = await asyncio.to_thread(_read_json, image_record(root, info.id))

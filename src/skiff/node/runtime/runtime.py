@@ -15,6 +15,7 @@ a new `Runtime` on the same `state_dir` sees and controls what an earlier agent 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import signal
@@ -51,6 +52,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of a live process, None if it is gone or a zombie; with the
+    pid it names one process for good (pids are reused), as runc's own state check does."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _alive(pid_file: Path) -> bool:
@@ -97,6 +109,10 @@ class Runtime:
         self.runc = Runc(state_dir / "runc", binary=runc_binary)
         self.sandboxes = Sandboxes(state_dir, self.cni, netns_prefix=netns_prefix)
         self.containers_dir = state_dir / "containers"
+        # what is immutable or only this object writes, kept in memory: id -> meta.json, and id -> ready.json
+        # (with the init's start time) once the shim wrote it; a listing re-reads only the exit and /proc
+        self._metas: dict[str, dict[str, Any]] = {}
+        self._ready: dict[str, dict[str, Any]] = {}
 
     # sandboxes
 
@@ -127,15 +143,31 @@ class Runtime:
         return d
 
     def _meta(self, container_id: str) -> dict[str, Any]:
+        meta = self._metas.get(container_id)
+        if meta is not None:
+            return meta
         meta = _read_json(self._dir(container_id) / "meta.json")
         if meta is None:
             raise ContainerNotFound(container_id)
+        self._metas[container_id] = meta
         return meta
 
     def _write_meta(self, d: Path, meta: dict[str, Any]) -> None:
         tmp = d / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(d / "meta.json")
+        self._metas[d.name] = meta
+
+    def _ready_info(self, container_id: str, d: Path) -> dict[str, Any] | None:
+        """The shim's ready.json (None until `runc create` is done), with `start`, the container init's start
+        time, read the first time; kept, as neither changes."""
+        ready = self._ready.get(container_id)
+        if ready is None:
+            ready = _read_json(d / "ready.json")
+            if ready is not None and ready.get("pid"):
+                ready["start"] = _proc_start(int(ready["pid"]))
+                self._ready[container_id] = ready
+        return ready
 
     async def create_container(self, sandbox: Sandbox, config: ContainerConfig, image_rootfs: Path) -> ContainerId:
         """Prepare the rootfs and bundle and `runc create` the container (not started yet)."""
@@ -169,39 +201,35 @@ class Runtime:
     async def start(self, container_id: str) -> None:
         d = self._dir(container_id)
         await self.runc.start(container_id)
-        meta = self._meta(container_id)
+        meta = dict(self._meta(container_id))
         meta["started_at"] = time.time()
         self._write_meta(d, meta)
 
-    async def status(
-        self, container_id: str, *, runc_states: dict[str, dict[str, Any]] | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> ContainerStatus:
-        """The container's state; `runc_states` (from one `runc list`) saves a `runc state` call, `meta` (its
-        meta.json just read, by `list`) reading it again."""
-        d = self._dir(container_id) if meta is None else self.containers_dir / container_id
-        meta = self._meta(container_id) if meta is None else meta
+    async def status(self, container_id: str) -> ContainerStatus:
+        """The container's state from its files and /proc: exit.json once the shim recorded the exit; else
+        running while its init process lives and it was started. Only a container created and not (yet)
+        started asks runc (`runc state`), so that a listing of N containers runs no process."""
+        d = self._dir(container_id)
+        meta = self._meta(container_id)
         common: dict[str, Any] = {"id": ContainerId(container_id), "created_at": meta["created_at"],
                                   "started_at": meta.get("started_at")}  # fmt: skip
         exit_info = _read_json(d / "exit.json")
         if exit_info is not None:
             return self._exited(common, exit_info)
-        ready = _read_json(d / "ready.json")
-        if not ready:
-            state = None
-        elif runc_states is not None:
-            state = runc_states.get(container_id)
-        else:
-            state = await self.runc.state(container_id)
-        status = state.get("status") if state else None
-        pid = int(state["pid"]) if state and state.get("pid") else None
-        if status == "created":
-            return ContainerStatus(state=ContainerState.CREATED, pid=pid, **common)
-        if status in ("running", "paused") or (ready and _alive(d / "shim.pid")):
-            # runc may say stopped a moment before the shim has drained the logs and written exit.json
-            return ContainerStatus(state=ContainerState.RUNNING, pid=pid, **common)
+        ready = self._ready_info(container_id, d)
         if ready is None:
             return ContainerStatus(state=ContainerState.UNKNOWN, **common)
+        pid = int(ready["pid"]) if ready.get("pid") else None
+        if pid is not None and ready.get("start") is not None and _proc_start(pid) == ready["start"]:
+            if meta.get("started_at"):
+                return ContainerStatus(state=ContainerState.RUNNING, pid=pid, **common)
+            state = await self.runc.state(container_id)  # created, or started by another Runtime on this dir
+            if state is not None and state.get("status") == "created":
+                return ContainerStatus(state=ContainerState.CREATED, pid=pid, **common)
+            if state is not None and state.get("status") in ("running", "paused"):
+                return ContainerStatus(state=ContainerState.RUNNING, pid=pid, **common)
+        if _alive(d / "shim.pid"):  # the init exited: the shim is draining the logs before it writes exit.json
+            return ContainerStatus(state=ContainerState.RUNNING, pid=pid, **common)
         exit_info = _read_json(d / "exit.json")  # the shim may have finished in between
         if exit_info is not None:
             return self._exited(common, exit_info)
@@ -282,8 +310,10 @@ class Runtime:
     async def remove(self, container_id: str) -> None:
         """Kill if needed, delete from runc, unmount and delete its files and cgroup (idempotent)."""
         d = self.containers_dir / container_id
-        meta = _read_json(d / "meta.json") or {}
+        meta = self._metas.get(container_id) or _read_json(d / "meta.json") or {}
         await self._destroy(container_id, d, meta.get("cgroups_path"))
+        self._metas.pop(container_id, None)
+        self._ready.pop(container_id, None)
 
     async def _destroy(self, container_id: str, d: Path, cgroups_path: str | None) -> None:
         if await self.runc.state(container_id) is not None:
@@ -297,22 +327,34 @@ class Runtime:
         if cgroups_path:
             await asyncio.to_thread(self.cgroups.remove, cgroups_path)
 
-    async def list(self) -> list[ContainerInfo]:
-        """Every container on disk with its state, for the agent to reconcile with (e.g. after a restart)."""
-        out = []
+    async def list(self, pod_uid: str | None = None) -> list[ContainerInfo]:
+        """Every container on disk (or only the pod's) with its state, for the agent to reconcile with. One
+        directory read; meta.json is read once per container (kept in memory), the state as `status` says."""
+        return [info for info, _ in await self.statuses(pod_uid)]
+
+    async def statuses(self, pod_uid: str | None = None) -> builtins.list[tuple[ContainerInfo, ContainerStatus]]:
+        """`list` with each container's full status."""
         names = sorted(os.listdir(self.containers_dir)) if self.containers_dir.is_dir() else []
-        runc_states = await self.runc.list_states() if names else {}
+        for gone in [cid for cid in self._metas if cid not in set(names)]:
+            self._metas.pop(gone, None)
+            self._ready.pop(gone, None)
+        out = []
         for name in names:
-            meta = _read_json(self.containers_dir / name / "meta.json")
+            meta = self._metas.get(name)
             if meta is None:
+                meta = _read_json(self.containers_dir / name / "meta.json")
+                if meta is None:
+                    continue
+                self._metas[name] = meta
+            if pod_uid is not None and meta["pod_uid"] != pod_uid:
                 continue
             try:
-                state = (await self.status(name, runc_states=runc_states, meta=meta)).state
+                status = await self.status(name)
             except ContainerNotFound:
                 continue
-            out.append(ContainerInfo(id=ContainerId(name), pod_uid=meta["pod_uid"], name=meta["name"],
-                                     attempt=meta["attempt"], log_path=Path(meta["log_path"]),
-                                     state=state))  # fmt: skip
+            out.append((ContainerInfo(id=ContainerId(name), pod_uid=meta["pod_uid"], name=meta["name"],
+                                      attempt=meta["attempt"], log_path=Path(meta["log_path"]),
+                                      state=status.state), status))  # fmt: skip
         return out
 
     # stats
