@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.node.runtime.proc import CommandError, run
+from skiff.node.runtime.shimlauncher import ShimLauncher
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory that holds `skiff`
 
@@ -34,6 +35,7 @@ class Runc:
     def __init__(self, root: Path, *, binary: str = "runc") -> None:
         self.root = root
         self.binary = binary
+        self.shims = ShimLauncher({**os.environ, "PYTHONPATH": PACKAGE_ROOT})
 
     def _argv(self, *args: str) -> list[str]:
         return [self.binary, "--root", str(self.root), *args]
@@ -58,28 +60,28 @@ class Runc:
     ) -> int:
         """`runc create` under a new shim; return the container's init pid once it exists."""
         self.root.mkdir(parents=True, exist_ok=True)
-        # -S: no site (its .pth files cost ~100 ms); the shim needs only the stdlib and this package
-        argv = [sys.executable, "-S", "-m", "skiff.node.runtime.shim", "--id", container_id, "--bundle", str(bundle),
-                "--runc", self.binary, "--runc-root", str(self.root), "--state-dir", str(state_dir),
-                "--log", str(log_path)]  # fmt: skip
+        args = ["--id", container_id, "--bundle", str(bundle), "--runc", self.binary, "--runc-root", str(self.root),
+                "--state-dir", str(state_dir), "--log", str(log_path)]  # fmt: skip
         for directory in cgroup_dirs:
-            argv += ["--cgroup-dir", str(directory)]
+            args += ["--cgroup-dir", str(directory)]
         if tty:
-            argv.append("--tty")
+            args.append("--tty")
         if stdin:
-            argv.append(stdin)
-        with open(state_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - opening a local file
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,
-                env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
-            )
-        await proc.wait()  # the shim's first process forks and returns at once
+            args.append(stdin)
+        if not await self.shims.launch(args):  # forked by the shim server; else a shim process of its own:
+            # -S: no site (its .pth files cost ~100 ms); the shim needs only the stdlib and this package
+            with open(state_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - opening a local file
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-S", "-m", "skiff.node.runtime.shim", *args, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+                )  # fmt: skip
+            await proc.wait()  # the shim's first process forks and returns at once
         ready = state_dir / "ready.json"
         deadline = time.monotonic() + ready_within
         while not ready.exists():
             if time.monotonic() > deadline:
                 raise RuncError(f"container {container_id}: the shim did not report within {ready_within}s")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         info = json.loads(ready.read_text())
         if "error" in info:
             raise RuncError(str(info["error"]))

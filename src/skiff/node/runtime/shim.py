@@ -15,6 +15,9 @@ ends. An agent that restarts finds everything in the container's state directory
 
 It starts once per container, so it imports little: os-level calls only (no subprocess, pathlib,
 argparse, json on the common path -- each costs milliseconds that add up to pod start time).
+Quicker still, `--serve` runs it as a prefork server (`shimlauncher.py`): one process, started once,
+that reads a shim's arguments per line on stdin and forks that shim, detached as above, so a
+container start pays a fork instead of a Python start-up (~50 ms, more on a loaded machine).
 """
 
 from __future__ import annotations
@@ -274,10 +277,8 @@ class Args:
         self.runc = values.get("runc", "runc")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = Args(sys.argv[1:] if argv is None else argv)
-    if os.fork() > 0:  # the agent waits for this parent only; the shim lives on, re-parented to init
-        return 0
+def detached(args: Args) -> int:
+    """The shim proper, in its own session (its parent has returned)."""
     os.setsid()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -289,6 +290,56 @@ def main(argv: list[str] | None = None) -> int:
 
             write_file(ready, json.dumps({"error": f"shim: {exc!r}"}))
         raise
+
+
+def serve() -> int:
+    """The prefork server: a JSON list of shim arguments per line on stdin; for each, a detached shim is
+    forked and `ok` (or `error <why>`) answered on stdout. Ends when stdin closes (its agent is gone)."""
+    import json
+
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        try:
+            args = Args(json.loads(line))
+        except (ValueError, TypeError, SystemExit) as exc:
+            out.write(f"error {exc}\n".encode())
+            out.flush()
+            continue
+        pid = os.fork()
+        if pid == 0:  # the first child forks the shim and returns at once, as `main` does
+            code = 1
+            try:
+                if os.fork() == 0:
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    err = os.open(os.path.join(args.state_dir, "shim.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                    os.dup2(devnull, 0)  # not the server's pipes: the agent must not wait on a shim
+                    os.dup2(devnull, 1)
+                    os.dup2(err, 2)
+                    os.close(devnull)
+                    os.close(err)
+                    code = detached(args)
+                else:
+                    code = 0
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.waitpid(pid, 0)
+        out.write(b"ok\n")
+        out.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--serve"]:
+        return serve()
+    args = Args(argv)
+    if os.fork() > 0:  # the agent waits for this parent only; the shim lives on, re-parented to init
+        return 0
+    return detached(args)
 
 
 if __name__ == "__main__":
