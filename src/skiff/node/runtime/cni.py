@@ -101,12 +101,14 @@ class CNI:
         raise CNIError(f"CNI plugin {plugin_type!r} not found in {':'.join(self.config.cni_path)}")
 
     async def add(
-        self, container_id: str, netns: Path, *, port_mappings: list[dict[str, Any]] | None = None
+        self, container_id: str, netns: Path, *, port_mappings: list[dict[str, Any]] | None = None,
+        loopback: bool = True,
     ) -> Attachment:
-        """Loopback up, then the conflist's ADD; returns the pod's IPv4 address."""
+        """Loopback up (unless the caller did, `loopback=False`), then the conflist's ADD; returns the pod's
+        IPv4 address."""
         # the loopback is its own interface: brought up while the chain runs (each plugin is a process)
-        loopback = asyncio.create_task(self._invoke({"type": "loopback"}, "ADD", container_id, str(netns), "lo",
-                                                    None, {}))  # fmt: skip
+        lo = self._invoke({"type": "loopback"}, "ADD", container_id, str(netns), "lo", None, {}) if loopback else None
+        lo_task = asyncio.create_task(lo) if lo is not None else None
         runtime_config = {"portMappings": port_mappings or []}
         result: dict[str, Any] | None = None
         done: list[dict[str, Any]] = []
@@ -121,8 +123,10 @@ class CNI:
                 await self._invoke(plugin, "DEL", container_id, str(netns), "eth0", result, runtime_config)
             raise
         finally:
-            await asyncio.gather(loopback, return_exceptions=True)
-        await loopback  # its error, if any, once the chain is settled
+            if lo_task is not None:
+                await asyncio.gather(lo_task, return_exceptions=True)
+        if lo_task is not None:
+            await lo_task  # its error, if any, once the chain is settled
         assert result is not None
         self.results_dir.mkdir(parents=True, exist_ok=True)
         saved = {"result": result, "runtimeConfig": runtime_config, "plugins": done}

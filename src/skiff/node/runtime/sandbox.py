@@ -1,10 +1,14 @@
 """Pod sandboxes: a pod's namespaces, its network (CNI) and its /etc files, with no pause process.
 
-Per pod: a network namespace made by `ip netns add` (/run/netns/<prefix><pod uid>), and IPC and
-UTS namespaces made by `unshare --ipc=FILE --uts=FILE`, which keeps them alive by bind-mounting
-them on files in the sandbox directory (the pod's hostname is set inside the UTS namespace there).
-Containers join all three by path (see `oci_spec.py`). /dev/shm is a tmpfs mounted in the sandbox
-directory and bound into every container, so the pod's containers share it as in Kubernetes.
+Per pod: a network namespace at /run/netns/<prefix><pod uid> (where `ip netns` finds it), and IPC
+and UTS namespaces, all three made by one `unshare --net=FILE --ipc=FILE --uts=FILE`, which keeps
+them alive by bind-mounting them on those files; the shell it runs sets the pod's hostname in the
+UTS namespace, brings the loopback up in the network namespace (what the CNI `loopback` plugin
+would do, without a plugin process) and mounts the pod's /dev/shm, a tmpfs in the sandbox directory
+bound into every container, so the pod's containers share it as in Kubernetes. (Until `ip netns`
+has made /run/netns its shared mount point, the first sandbox is made with `ip netns add`.) One
+process tree instead of four processes started one after another by the agent.
+Containers join the three namespaces by path (see `oci_spec.py`).
 
 Everything is recorded in `<state>/sandboxes/<uid>/sandbox.json` before it is made, so teardown
 finds it after an agent restart; teardown is idempotent and also undoes a half-made sandbox.
@@ -87,17 +91,10 @@ class Sandboxes:
         sandbox.directory.mkdir(parents=True)
         self._save(sandbox, config, "creating")
         try:
-            await run("ip", "netns", "add", sandbox.netns.name)
-            sandbox.ipc_ns.touch()
-            sandbox.uts_ns.touch()
-            await run("unshare", f"--ipc={sandbox.ipc_ns}", f"--uts={sandbox.uts_ns}", "sh", "-c",
-                      'printf %s "$1" > /proc/sys/kernel/hostname', "sh", config.pod_hostname)  # fmt: skip
-            sandbox.shm.mkdir()
-            await run("mount", "-t", "tmpfs", "-o", f"nosuid,nodev,noexec,mode=1777,size={SHM_SIZE}", "shm",
-                      str(sandbox.shm))  # fmt: skip
+            await self._namespaces(sandbox, config.pod_hostname)
             ports = [{"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol,
                       "hostIP": p.host_ip} for p in config.port_mappings]  # fmt: skip
-            attachment = await self.cni.add(config.uid, sandbox.netns, port_mappings=ports)
+            attachment = await self.cni.add(config.uid, sandbox.netns, port_mappings=ports, loopback=False)
             sandbox = self._paths(config, attachment.ip)
             sandbox.etc_hosts.write_text(hosts_file(config, attachment.ip))
             sandbox.etc_hostname.write_text(config.pod_hostname + "\n")
@@ -107,6 +104,25 @@ class Sandboxes:
             await asyncio.shield(self.remove(config.uid))
             raise
         return sandbox
+
+    async def _namespaces(self, sandbox: Sandbox, hostname: str) -> None:
+        """The pod's network, IPC and UTS namespaces (hostname set, loopback up) and its /dev/shm."""
+        netns = [f"--net={sandbox.netns}"]
+        if not await asyncio.to_thread(is_mountpoint, sandbox.netns.parent):
+            await run("ip", "netns", "add", sandbox.netns.name)  # also makes /run/netns a shared mount point
+            netns = ["nsenter", f"--net={sandbox.netns}", "--"]  # unshare then joins it (the shell, that is)
+        else:
+            sandbox.netns.touch()
+        sandbox.ipc_ns.touch()
+        sandbox.uts_ns.touch()
+        sandbox.shm.mkdir()
+        script = ('printf %s "$1" > /proc/sys/kernel/hostname && ip link set lo up && '
+                  f'mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size={SHM_SIZE} shm "$2"')  # fmt: skip
+        if netns[0] == "nsenter":
+            argv = ["unshare", f"--ipc={sandbox.ipc_ns}", f"--uts={sandbox.uts_ns}", *netns]
+        else:
+            argv = ["unshare", *netns, f"--ipc={sandbox.ipc_ns}", f"--uts={sandbox.uts_ns}"]
+        await run(*argv, "sh", "-c", script, "sh", hostname, str(sandbox.shm))
 
     def get(self, uid: str) -> Sandbox:
         try:
