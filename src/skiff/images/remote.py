@@ -1,8 +1,9 @@
-"""Talking to a registry from the build side: push with skopeo, ask whether an image exists, list images.
+"""Talking to a registry: push with skopeo, ask whether an image exists, list images, a tag's digest.
 
 Pushing goes through skopeo (it uploads only the blobs the registry lacks); `list_images` uses
 the distribution API directly (`/v2/_catalog`, `/v2/<name>/tags/list`, manifest HEAD) since skopeo
-has no catalog command.
+has no catalog command. `manifest_digest` is one manifest HEAD: what a node asks before pulling an
+image with imagePullPolicy Always that it may already hold.
 """
 
 from __future__ import annotations
@@ -119,3 +120,18 @@ async def _manifest_info(session: aiohttp.ClientSession, base: str, repo: str, t
         manifest = await resp.json(content_type=None)
     parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
     return digest, sum(int(p.get("size", 0)) for p in parts)
+
+
+async def manifest_digest(ref: Reference, *, verify: bool, time_limit: float = 5.0) -> str | None:
+    """The digest the registry serves for `ref` (a manifest HEAD, anonymous), None when it cannot say (it
+    wants credentials, it is unreachable, it sends no Docker-Content-Digest): the caller then pulls in full.
+    Without `verify`, plain HTTP, as skopeo ends up talking to a local or insecure registry."""
+    if not ref.registry:
+        return None
+    url = f"{'https' if verify else 'http'}://{ref.registry}/v2/{ref.repository}/manifests/{ref.digest or ref.tag}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=time_limit)) as session:
+            async with session.head(url, headers={"Accept": MANIFEST_ACCEPT}) as resp:
+                return resp.headers.get("Docker-Content-Digest") if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None

@@ -37,11 +37,13 @@ from skiff.images.errors import ImageError, ImageNotPresent
 from skiff.images.layout import Layout
 from skiff.images.model import Image, ImageConfig
 from skiff.images.reference import Reference, parse_reference, registry_host
+from skiff.images.remote import manifest_digest
 from skiff.images.tools import Progress, ToolFailed, pull_error, require, run, tls_verify
 
 log = logging.getLogger(__name__)
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+TOUCH_SAVE = 60.0  # how often an image's last use is written to its record (it is kept in memory meanwhile)
 _TAG = "image"
 
 
@@ -64,6 +66,7 @@ class ImageStore:
         self._digest_locks: dict[str, asyncio.Lock] = {}
         self._pulls = 0
         self._load_lock = asyncio.Lock()
+        self._saved_use: dict[str, float] = {}  # digest -> when its last_used was last written
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -79,8 +82,15 @@ class ImageStore:
             raise ValueError(f"unknown image pull policy {policy!r}")
         reference = parse_reference(ref, default_registry=self.default_registry)
         images = await self._index()
+        found = self._find(images, reference)
+        if found is not None and policy == "Always" and not credentials:
+            # as a kubelet with containerd: the registry is asked what the name is now (one manifest HEAD);
+            # when that is the image held, nothing is copied (with credentials, skopeo asks, as it pulls)
+            verify = tls_verify(reference.registry or "", True if reference.registry in self.insecure_registries
+                                else None)  # fmt: skip
+            if await manifest_digest(reference, verify=verify) == found.digest:
+                return replace(await self._touch(found), ref=str(reference))
         if policy != "Always":
-            found = self._find(images, reference)
             if found is not None:
                 return replace(await self._touch(found), ref=str(reference))
             if policy == "Never":
@@ -286,10 +296,15 @@ class ImageStore:
         await asyncio.to_thread(write)
 
     async def _touch(self, image: Image) -> Image:
+        """The image was used now: in memory at once, on disk at most every TOUCH_SAVE seconds (a pod start
+        of a stored image then writes no file; the GC's order only needs a coarse last use)."""
         images = await self._index()
-        image = replace(image, last_used=time.time())
+        now = time.time()
+        image = replace(image, last_used=now)
         images[image.digest] = image
-        await self._save(image)
+        if now - self._saved_use.get(image.digest, 0.0) >= TOUCH_SAVE:
+            self._saved_use[image.digest] = now
+            await self._save(image)
         return image
 
     def _find(self, images: Mapping[str, Image], reference: Reference) -> Image | None:

@@ -142,6 +142,7 @@ class Starter:
         self._pull_errors: dict[str, str] = {}
         self._deleting: dict[str, asyncio.Event] = {}  # pod uid -> set once the pod is being deleted
         self._events: dict[str, asyncio.Task[None]] = {}  # pod uid -> the last of its events being written
+        self._user_files: dict[Path, tuple[str, str]] = {}  # image rootfs -> its /etc/passwd and /etc/group
 
     async def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
         """Record an event without waiting for the API (as the kubelet's recorder): the start goes on while
@@ -206,7 +207,10 @@ class Starter:
         image = pulled
         try:
             mounts = container_mounts(pod, container, env.volume_paths)
-            passwd, group = await asyncio.to_thread(_read_user_files, image.rootfs)
+            users = self._user_files.get(image.rootfs)
+            if users is None:  # an image's rootfs never changes: its passwd and group are read once
+                users = self._user_files[image.rootfs] = await asyncio.to_thread(_read_user_files, image.rootfs)
+            passwd, group = users
             config = build_config(pod, container, image.config, env.ctx, mounts=mounts, attempt=attempt,
                                   passwd=passwd, group=group)  # fmt: skip
         except (ContainerConfigError, VolumeError) as e:
