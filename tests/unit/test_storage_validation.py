@@ -16,7 +16,7 @@ from skiff.apiserver.storage_strategy import (
     validate_volume_update,
 )
 from skiff.controllers.localpath import helper_pod, volume_for, volume_node
-from skiff.node.agent.sync import master_service_env
+from skiff.node.agent.podinputs import master_service_env
 
 Obj = dict[str, Any]
 

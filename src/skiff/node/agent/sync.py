@@ -10,13 +10,12 @@ then SIGKILL), its last status reported (how each container exited; phase Succee
 exited 0, else Failed), its sandbox and volumes removed, and the object deleted with grace 0, as the
 kubelet does. A pod that is gone from the API is torn down the same way with a 2 s grace. A pod in a
 terminal phase keeps its status and gives its sandbox (and IP) back.
+What the pod references in the API (ConfigMaps, Secrets, claims, tokens) is read by `podinputs.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -31,7 +30,8 @@ from skiff.node.agent.backoff import Backoff, crash_loop_message
 from skiff.node.agent.dnsconfig import PodDNS
 from skiff.node.agent.hooks import container_spec, stop_container
 from skiff.node.agent.observing import Observer
-from skiff.node.agent.podspec import PodContext, referenced_objects, sandbox_config
+from skiff.node.agent.podinputs import PodInputs
+from skiff.node.agent.podspec import sandbox_config
 from skiff.node.agent.podstatus import (
     EXITED,
     KUBELET_CONDITIONS,
@@ -44,7 +44,6 @@ from skiff.node.agent.podstatus import (
 from skiff.node.agent.podworkers import DONE
 from skiff.node.agent.prober import ProbeManager
 from skiff.node.agent.starting import PodEnv, Starter, backoff_event
-from skiff.node.agent.tokens import TokenManager
 from skiff.node.agent.volumes import VolumeError, pod_dir, setup_volumes, teardown
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.sandbox import SandboxNotFound
@@ -57,7 +56,6 @@ RELIST = 1.0  # how soon a pod with a container in between states (created, its 
 RESYNC = 10.0  # a pod whose containers run is synced on PLEG events (pleg.py), probe changes, or after this
 RETRY = 3.0  # after a failure that is not backed off (a missing ConfigMap, a sandbox error)
 MIN_GRACE = 2  # the kubelet's minimum grace period for pods that are gone from the API
-OBJECT_TTL = 5.0  # how long a ConfigMap, Secret, claim or volume read for a pod's sync is reused
 
 
 def now_rfc3339() -> str:
@@ -88,9 +86,7 @@ class PodSyncer:
         self.prober = ProbeManager(runtime, self.recorder)
         self._last_status: dict[str, Obj] = {}
         self._terminal: dict[str, str] = {}
-        self.tokens = TokenManager(client)
-        self._master_env: tuple[float, dict[str, str]] | None = None
-        self._objects: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
+        self.inputs = PodInputs(client, node)
 
     # --- the sync -----------------------------------------------------------------------------
     async def sync(self, uid: str, pod: Obj | None) -> float | None:
@@ -129,7 +125,7 @@ class PodSyncer:
             return RETRY
         root = pod_dir(self.node.state_dir, uid)
         try:
-            ctx = await self._context(pod, sandbox.ip)
+            ctx = await self.inputs.context(pod, sandbox.ip)
             paths = await setup_volumes(pod, root, ctx, tmpfs=self.node.tmpfs)
         except VolumeError as e:
             await self.recorder.record(pod, type="Warning", reason="FailedMount", message=e.event_message())
@@ -137,7 +133,7 @@ class PodSyncer:
             await self._report(pod, obs)
             return RETRY
         env = PodEnv(pod=pod, sandbox=sandbox, ctx=ctx, volume_paths=paths, pod_dir=root,
-                     credentials=await self._credentials(pod))  # fmt: skip
+                     credentials=await self.inputs.credentials(pod))  # fmt: skip
         attempts = await self.observer.attempts(uid, _fallback(spec))
         early: asyncio.Task[Obj] | None = None
         if uid not in self._last_status:  # say ContainerCreating (and the IP) before a long image pull, while
@@ -317,81 +313,6 @@ class PodSyncer:
             await self.recorder.record(pod, type="Warning", reason="FailedCreatePodSandBox", message=msg)
             return msg
 
-    async def _context(self, pod: Obj, pod_ip: str) -> PodContext:
-        ns = pod["metadata"]["namespace"]
-        cms, secrets = referenced_objects(pod)
-        return PodContext(
-            configmaps={n: await self._get(resources.CONFIGMAPS, n, ns) for n in sorted(cms)},
-            secrets={n: await self._get(resources.SECRETS, n, ns) for n in sorted(secrets)},
-            node_name=self.node.name, host_ip=self.node.host_ip, pod_ip=pod_ip,
-            node_allocatable=self.node.allocatable, tokens=await self._tokens(pod), claims=await self._claims(pod),
-            service_env=await self._service_env(),
-        )  # fmt: skip
-
-    async def _tokens(self, pod: Obj) -> dict[str, str]:
-        """The tokens of the pod's serviceAccountToken projections, by "<volume>/<source index>"."""
-        out: dict[str, str] = {}
-        for volume in (pod.get("spec") or {}).get("volumes") or []:
-            for index, source in enumerate((volume.get("projected") or {}).get("sources") or []):
-                sat = source.get("serviceAccountToken")
-                if sat is None:
-                    continue
-                try:
-                    out[f"{volume['name']}/{index}"] = await self.tokens.token(
-                        pod, audience=sat.get("audience") or "",
-                        expiration_seconds=int(sat.get("expirationSeconds") or 3600))  # fmt: skip
-                except (errors.StatusError, ServerUnreachable) as e:
-                    raise VolumeError(volume["name"], f"failed to fetch token: {e}") from e
-        return out
-
-    async def _claims(self, pod: Obj) -> dict[str, tuple[Obj | None, Obj | None]]:
-        """Each persistentVolumeClaim volume's claim and, once it is bound, its PersistentVolume."""
-        out: dict[str, tuple[Obj | None, Obj | None]] = {}
-        for volume in (pod.get("spec") or {}).get("volumes") or []:
-            name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-            if name:
-                pvc = await self._get(resources.PVCS, name, pod["metadata"]["namespace"])
-                bound = ((pvc or {}).get("spec") or {}).get("volumeName")
-                out[name] = (pvc, await self._get(resources.PVS, bound, "") if bound else None)
-        return out
-
-    async def _service_env(self) -> dict[str, str]:
-        """KUBERNETES_SERVICE_HOST/PORT... of the `kubernetes` Service, as the kubelet gives every container."""
-        now = time.monotonic()
-        if self._master_env is None or now - self._master_env[0] > 60:
-            svc = await self._get(resources.SERVICES, "kubernetes", "default")
-            self._master_env = (now, master_service_env(svc))
-        return self._master_env[1]
-
-    async def _get(self, resource: resources.Resource, name: str, ns: str) -> Obj | None:
-        """The object, or None when it does not exist; answers are kept OBJECT_TTL seconds (the kubelet's
-        TTL cache strategy), so the pods' syncs do not each ask the API server again."""
-        key = (resource.plural, ns, name)
-        now = time.monotonic()
-        cached = self._objects.get(key)
-        if cached is not None and now - cached[0] < OBJECT_TTL:
-            return cached[1]
-        try:
-            obj: Obj | None = await self.client.get(resource, name, namespace=ns)
-        except errors.NotFound:
-            obj = None
-        if len(self._objects) > 4096:
-            self._objects = {k: v for k, v in self._objects.items() if now - v[0] < OBJECT_TTL}
-        self._objects[key] = (now, obj)
-        return obj
-
-    async def _credentials(self, pod: Obj) -> Obj | None:
-        """The auths of the pod's imagePullSecrets, merged (a dockerconfigjson dict)."""
-        auths: Obj = {}
-        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
-            secret = await self._get(resources.SECRETS, ref.get("name", ""), pod["metadata"]["namespace"])
-            data = (secret or {}).get("data") or {}
-            for key in (".dockerconfigjson", ".dockercfg"):
-                if key in data:
-                    doc = json.loads(base64.b64decode(data[key]))
-                    auths.update(doc.get("auths", doc))
-        return {"auths": auths} if auths else None
-
     async def _report(self, pod: Obj, obs: Observation) -> Obj:
         """Compute the status and patch it when it changed. The patch is a strategic merge one carrying only
         the conditions the agent owns, so conditions others write (readiness gates) are left alone."""
@@ -471,27 +392,7 @@ class PodSyncer:
         self.starter.forget(f"{uid}/")
         self._last_status.pop(uid, None)
         self._terminal.pop(uid, None)
-        self.tokens.forget(uid)
-
-
-def master_service_env(svc: Obj | None) -> dict[str, str]:
-    """The `kubernetes` Service's variables (kubelet's getServiceEnvVarMap for the master service)."""
-    spec = (svc or {}).get("spec") or {}
-    host, ports = spec.get("clusterIP"), spec.get("ports") or []
-    if not host or host == "None" or not ports:
-        return {}
-    port = ports[0]
-    number, proto = str(port.get("port")), str(port.get("protocol") or "TCP").lower()
-    url = f"{proto}://{host}:{number}"
-    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": number, "KUBERNETES_PORT": url}
-    for p in ports:
-        n, pr = str(p.get("port")), str(p.get("protocol") or "TCP")
-        if p.get("name"):
-            env[f"KUBERNETES_SERVICE_PORT_{str(p['name']).upper().replace('-', '_')}"] = n
-        prefix = f"KUBERNETES_PORT_{n}_{pr.upper()}"
-        env |= {prefix: f"{pr.lower()}://{host}:{n}", f"{prefix}_PROTO": pr.lower(), f"{prefix}_PORT": n,
-                f"{prefix}_ADDR": host}  # fmt: skip
-    return env
+        self.inputs.forget(uid)
 
 
 def _fallback(spec: Obj) -> set[str]:
