@@ -3,6 +3,9 @@ and a cleanup that leaves no container, mount, network namespace, bridge or cgro
 
 The agent runs on a test-only pod CIDR, bridge, netns prefix and cgroup parent, so it never
 touches the host's pod network (nor the runtime tests', on 10.199.0.0/24).
+
+`node_fixtures` makes a test module's `registry`, `cluster` and `agent` fixtures (module-scoped): a
+module with a node of its own declares only what differs (its name, pod CIDR, images and flags).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from skiff.images.recipes import ensure_builtin_image
@@ -231,3 +236,69 @@ def wait_for(fn: Any, timeout: float = 60.0, interval: float = 0.3, what: str = 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSetup:
+    """A test module's own cluster: a registry, a server and one agent node on a network of its own.
+
+    `name` is short (it names the module's temporary directories, its bridge `sk<name>0`, netns prefix
+    `sk<name>-` and cgroup parent `skiff<name>test`); `pod_cidr` is a /24 of 10.199.0.0/16 no other module uses.
+    """
+
+    name: str
+    pod_cidr: str
+    node: str = ""  # default: e2e-<name>
+    images: tuple[str, ...] = ()  # built-in images the registry holds besides busybox
+    server_args: tuple[str, ...] = ("--disable-scheduler",)  # pods name their node
+    local_storage: bool = False  # the server's --default-local-storage-path: a directory of the module's
+    agent_args: tuple[str, ...] = ()
+
+    @property
+    def node_name(self) -> str:
+        return self.node or f"e2e-{self.name}"
+
+
+def local_storage_of(cluster: Server) -> Path:
+    """Where the local-path provisioner of a `NodeSetup(local_storage=True)` cluster makes its volumes."""
+    return Path(cluster.extra_args[cluster.extra_args.index("--default-local-storage-path") + 1])
+
+
+Fixture = Callable[..., Iterator[Any]]
+
+
+def node_fixtures(setup: NodeSetup) -> tuple[Fixture, Fixture, Fixture]:
+    """The module-scoped `registry`, `cluster` and `agent` fixtures of `setup`; bind them in the test module:
+    `registry, cluster, agent = node_fixtures(NodeSetup(...))`. The agent is cleaned up even when it fails."""
+
+    @pytest.fixture(scope="module", name="registry")
+    def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+        reg = Registry.start(tmp_path_factory.mktemp(f"{setup.name}-registry"))
+        try:
+            for image in setup.images:
+                asyncio.run(ensure_builtin_image(image, reg.host))
+            yield reg
+        finally:
+            reg.stop()
+
+    @pytest.fixture(scope="module", name="cluster")
+    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        args = list(setup.server_args)
+        if setup.local_storage:
+            args += ["--default-local-storage-path", str(tmp_path_factory.mktemp(f"{setup.name}-volumes"))]
+        srv = Server(tmp_path_factory.mktemp(f"{setup.name}-server"), extra_args=args).start()
+        yield srv
+        srv.stop()
+
+    @pytest.fixture(scope="module", name="agent")
+    def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
+        node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp(f"{setup.name}-agent") / "state",
+                         registry=registry, node=setup.node_name, pod_cidr=setup.pod_cidr, bridge=f"sk{setup.name}0",
+                         netns_prefix=f"sk{setup.name}-", cgroup_parent=f"skiff{setup.name}test",
+                         extra_args=setup.agent_args)  # fmt: skip
+        try:
+            yield node.start()
+        finally:
+            node.cleanup()
+
+    return registry, cluster, agent

@@ -20,33 +20,22 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.agent_node import NODE, POD_CIDR, AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.agent_node import (
+    NODE,
+    POD_CIDR,
+    AgentNode,
+    NodeSetup,
+    Registry,
+    missing_requirements,
+    node_fixtures,
+    wait_for,
+)
 from tests.e2e.cluster import Server
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry.start(tmp_path_factory.mktemp("agent-registry"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("agent-server"), extra_args=["--disable-scheduler"]).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
-    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("agent") / "state", registry=registry)
-    try:
-        yield node.start()
-    finally:
-        node.cleanup()
+registry, cluster, agent = node_fixtures(NodeSetup(name="agent", node=NODE, pod_cidr=POD_CIDR))
 
 
 @pytest.fixture

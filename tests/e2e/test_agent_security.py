@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.agent_node import AgentNode, Registry, wait_for
+from tests.e2e.agent_node import AgentNode, NodeSetup, Registry, node_fixtures, wait_for
 from tests.e2e.cluster import Server
 from tests.e2e.test_agent import condition, container_state, get_pod, pod, pytestmark  # noqa: F401
 
@@ -27,29 +27,8 @@ NODE = "e2e-sec"  # a node, pod network and cgroup parent of its own: test_agent
 POD_MAX_PIDS = 40
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry.start(tmp_path_factory.mktemp("sec-registry"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("sec-server"), extra_args=["--disable-scheduler"]).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
-    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("sec-agent") / "state", registry=registry,
-                     node=NODE, pod_cidr="10.199.52.0/24", bridge="sksec0", netns_prefix="sksec-",
-                     cgroup_parent="skiffsectest", extra_args=(f"--pod-max-pids={POD_MAX_PIDS}",))  # fmt: skip
-    try:
-        yield node.start()
-    finally:
-        node.cleanup()
+registry, cluster, agent = node_fixtures(NodeSetup(name="sec", node=NODE, pod_cidr="10.199.52.0/24",
+                                                   agent_args=(f"--pod-max-pids={POD_MAX_PIDS}",)))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.agent_node import AgentNode, NodeSetup, missing_requirements, node_fixtures, wait_for
 from tests.e2e.cluster import Server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etcd-operator"
@@ -32,42 +32,13 @@ _missing = missing_requirements() or (None if shutil.which("etcdctl") else "need
 pytestmark = [pytest.mark.skipif(_missing is not None, reason=_missing or ""), pytest.mark.timeout(300)]
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    import asyncio
-
-    from skiff.images.recipes import ensure_builtin_image
-
-    reg = Registry.start(tmp_path_factory.mktemp("etcd-registry"))
-    try:
-        asyncio.run(ensure_builtin_image("etcd:3.4.23", reg.host))
-        yield reg
-    finally:
-        reg.stop()
+# with the scheduler; the local-path provisioner's volumes in a directory of the module's
+registry, cluster, agent = node_fixtures(NodeSetup(name="etcd", pod_cidr="10.199.47.0/24", images=("etcd:3.4.23",),
+                                                   server_args=(), local_storage=True))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    storage = tmp_path_factory.mktemp("etcd-volumes")  # the local-path provisioner's volumes
-    srv = Server(tmp_path_factory.mktemp("etcd-server"), extra_args=["--default-local-storage-path", str(storage)])
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def node(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
-    agent = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("etcd-agent") / "state", registry=registry,
-                      node="e2e-etcd", pod_cidr="10.199.47.0/24", bridge="sketcd0", netns_prefix="sketcd-",
-                      cgroup_parent="skiffetcdtest")  # fmt: skip
-    try:
-        yield agent.start()
-    finally:
-        agent.cleanup()
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Server, node: AgentNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def operator(cluster: Server, agent: AgentNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The CRD, a namespace, and `kopf run` of the example (its log file is yielded)."""
     cluster.kubectl("apply", "-f", str(EXAMPLE / "crd.yaml"))
     wait_for(lambda: cluster.kubectl("get", "etcdclusters", "-A", check=False).returncode == 0, 30, what="the CRD")

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.agent_node import AgentNode, NodeSetup, Registry, missing_requirements, node_fixtures, wait_for
 from tests.e2e.cluster import Server, kubectl_binary
 from tests.e2e.test_agent import container_state, get_pod, pod
 
@@ -42,31 +42,11 @@ def apply(cluster: Server, ns: str, *docs: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry.start(tmp_path_factory.mktemp("streams-registry"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("streams-server"), extra_args=["--disable-scheduler"]).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
-    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("streams-agent") / "state", registry=registry,
-                     node=NODE, pod_cidr="10.199.43.0/24", bridge="skstream0", netns_prefix="skstream-",
-                     cgroup_parent="skiffstreamtest",
-                     extra_args=("--container-log-max-size=32Ki", "--container-log-max-files=3",
-                                 "--container-log-monitor-interval=300ms"))  # fmt: skip
-    try:
-        yield node.start()
-    finally:
-        node.cleanup()
+registry, cluster, agent = node_fixtures(NodeSetup(
+    name="stream", node=NODE, pod_cidr="10.199.43.0/24",
+    agent_args=("--container-log-max-size=32Ki", "--container-log-max-files=3",
+                "--container-log-monitor-interval=300ms"),
+))  # fmt: skip
 
 
 def running(cluster: Server, ns: str, name: str, restarts: int = 0) -> dict[str, Any]:

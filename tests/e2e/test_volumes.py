@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.agent_node import (
+    AgentNode,
+    NodeSetup,
+    Registry,
+    local_storage_of,
+    missing_requirements,
+    node_fixtures,
+    wait_for,
+)
 from tests.e2e.cluster import Server, kubectl_binary
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
@@ -28,33 +36,14 @@ pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(m
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry.start(tmp_path_factory.mktemp("volumes-registry"))
-    yield reg
-    reg.stop()
+# with the scheduler, which binds WaitForFirstConsumer claims to the node
+registry, cluster, agent = node_fixtures(NodeSetup(name="volumes", pod_cidr="10.199.44.0/24", server_args=(),
+                                                   local_storage=True))
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("local-path")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, storage: Path) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("volumes-server"),
-                 extra_args=["--default-local-storage-path", str(storage)]).start()  # fmt: skip
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
-    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("volumes-agent") / "state", registry=registry)
-    try:
-        yield node.start()
-    finally:
-        node.cleanup()
+def storage(cluster: Server) -> Path:
+    return local_storage_of(cluster)
 
 
 @pytest.fixture
@@ -128,7 +117,7 @@ def test_claim_data_outlives_pods_and_goes_with_the_claim(
     run_to_completion(cluster, ns, "writer", registry.busybox, "echo kept > /data/f", volumes=volume, container=mount)
     pvc = get(cluster, ns, "pvc", "data")
     assert pvc["status"]["phase"] == "Bound"
-    assert pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == "e2e-agent"
+    assert pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == "e2e-volumes"
     pv = json.loads(cluster.kubectl("get", "pv", pvc["spec"]["volumeName"], "-o", "json").stdout)
     assert pv["status"]["phase"] == "Bound" and pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
