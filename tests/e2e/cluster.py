@@ -104,7 +104,7 @@ class Server:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
         return proc
 
-    def create_namespace(self, name: str, timeout: float = 10.0) -> str:
+    def create_namespace(self, name: str, timeout: float = 30.0) -> str:
         """Create a namespace and wait for the kube-root-ca.crt ConfigMap the controller manager puts
         into every namespace, so that a test counting or watching ConfigMaps does not meet it later."""
         code, body, _ = self.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})

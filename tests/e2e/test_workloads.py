@@ -148,8 +148,10 @@ def test_job_with_completions_and_parallelism_completes(server: Server, ns: str,
         assert "batch.kubernetes.io/job-tracking" not in (pod["metadata"].get("finalizers") or [])
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "Job"
         assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "pi"
-    reasons = [e["reason"] for e in events(server, ns, "pi")]
-    assert reasons.count("SuccessfulCreate") == 3 and "Completed" in reasons
+    # the controller records its events after the status write, so the last one may trail it
+    reasons = wait_for("the Completed event", lambda: (
+        r if "Completed" in (r := [e["reason"] for e in events(server, ns, "pi")]) else None))
+    assert reasons.count("SuccessfulCreate") == 3
     out = server.kubectl("get", "-n", ns, "job", "pi").stdout
     assert "Complete" in out and "3/3" in out
 

@@ -273,7 +273,9 @@ async def test_exec_tty_size_and_resize(runtime: Runtime, busybox_rootfs: Path) 
     sandbox = await runtime.create_sandbox(sandbox_config())
     cid = await runtime.create_container(sandbox, ContainerConfig(name="c", args=["sleep", "1000"]), busybox_rootfs)
     await runtime.start(cid)
-    script = ["sh", "-c", "stty size; sleep 1; stty size"]
+    # runc sizes the container's console from its own terminal only after the process has
+    # started, so the first `stty size` waits for that (a user's shell reads it later too)
+    script = ["sh", "-c", "sleep 0.5; stty size; sleep 1; stty size"]
     handle = await runtime.exec_process(cid, script, tty=True, tty_size=(40, 100))
     assert handle.pty_master is not None
     try:
