@@ -7,7 +7,6 @@ the test node; the python runtime image is built into the test registry once.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import json
 import os
@@ -22,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from skiff.images.recipes import ensure_builtin_image
-from tests.e2e.agent_node import AgentNode, Registry, missing_requirements, wait_for
+from tests.e2e.agent_node import AgentNode, NodeSetup, Registry, missing_requirements, node_fixtures, wait_for
 from tests.e2e.cluster import BIN, Server, free_port
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
@@ -107,32 +105,7 @@ def post(url: str, body: bytes, token: str = "") -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry.start(tmp_path_factory.mktemp("fn-registry"))
-    try:
-        asyncio.run(ensure_builtin_image("python", reg.host))
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("fn-server"), extra_args=["--disable-scheduler"]).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(cluster: Server, registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentNode]:
-    node = AgentNode(server=cluster, state_dir=tmp_path_factory.mktemp("fn-agent") / "state", registry=registry,
-                     node=NODE, pod_cidr=POD_CIDR, bridge="skfn0", netns_prefix="skfn-",
-                     cgroup_parent="skifffntest")  # fmt: skip
-    try:
-        yield node.start()
-    finally:
-        node.cleanup()
+registry, cluster, agent = node_fixtures(NodeSetup(name="fn", node=NODE, pod_cidr=POD_CIDR, images=("python",)))
 
 
 @pytest.fixture(scope="module")
