@@ -250,9 +250,10 @@ def test_kubectl_run_i_feeds_stdin_once(cluster: Server, registry: Registry, pod
 
 
 def test_attach_stdin_sessions_and_terminal(cluster: Server, registry: Registry, pods: str) -> None:
-    """Without stdinOnce the container's stdin outlives an attach session; with a tty, `kubectl attach -it`
-    is a terminal of the container (its size follows the client's)."""
-    loop = "while read l; do echo echo: $l; done"
+    """Without stdinOnce the container's stdin outlives an attach session, and its stderr is the client's; with a
+    tty, `kubectl attach -it` is a terminal of the container: its prompt shows at once, its size follows the
+    client's."""
+    loop = "while read l; do echo echo: $l; echo err: $l >&2; done"
     reader = pod("reader", registry.busybox, ["sh", "-c", loop], container={"stdin": True})
     terminal = pod("terminal", registry.busybox, ["sh"], container={"stdin": True, "tty": True})
     apply(cluster, pods, reader, terminal)
@@ -260,14 +261,16 @@ def test_attach_stdin_sessions_and_terminal(cluster: Server, registry: Registry,
         running(cluster, pods, name)
     for word in ("one", "two"):  # two sessions, one after the other
         proc = subprocess.Popen([kubectl_binary(), "attach", "-i", "-n", pods, "reader"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=kubectl_env(cluster))  # fmt: skip
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:  # what kubectl reads before it is attached it sends once it is
             proc.stdin.write(f"{word}\n".encode())
             proc.stdin.close()  # the end of this client's input: the container's stdin stays open
             out = _read_until(proc.stdout.fileno(), f"echo: {word}\n".encode())
-            assert f"echo: {word}\n".encode() in out, out
+            assert f"echo: {word}\n".encode() in out and b"err:" not in out, out
+            err = _read_until(proc.stderr.fileno(), f"err: {word}\n".encode())
+            assert f"err: {word}\n".encode() in err, err
         finally:
             proc.kill()
             proc.wait()
@@ -282,8 +285,8 @@ def test_attach_stdin_sessions_and_terminal(cluster: Server, registry: Registry,
         os.write(master, b"\n")  # a new prompt (the first was printed before the attach)
         _read_until(master, b"# ")
         os.write(master, b"stty size; echo $((6*7))\n")
-        out = _read_until(master, b"\n42\r")
-        assert b"27 88" in out and b"\n42\r" in out, out
+        out = _read_until(master, b"\n42\r\n/ # ")  # the next prompt, before any other key is pressed
+        assert b"27 88" in out and b"\n42\r\n/ # " in out, out
         os.write(master, b"exit 0\n")
         assert proc.wait(20) == 0
     finally:

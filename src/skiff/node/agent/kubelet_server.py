@@ -40,7 +40,7 @@ from skiff.api.kubelet_api import EXEC_PROTOCOLS, KUBELET_CLIENT_USER, PORT_FORW
 from skiff.client import Client, Informer
 from skiff.node.agent import container_logs, portforward, streams
 from skiff.node.agent.container_logs import LogOptionError, LogOptions
-from skiff.node.runtime.attach import open_stdin
+from skiff.node.runtime.attach import open_session
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.sandbox import SandboxNotFound
 from skiff.node.runtime.types import ContainerState
@@ -298,8 +298,9 @@ class KubeletServer:
         return ws
 
     async def attach(self, request: web.Request) -> web.StreamResponse:
-        """The container's output from now on; with `stdin=true`, and a container started with `stdin: true`,
-        the client's input goes to its stdin (kept open by its shim) and, with a tty, its size to the terminal."""
+        """The container's output from now on. A container started with `stdin: true` is attached through its
+        shim: output as it is written (a terminal's prompt and echo at once) and, with `stdin=true`, the
+        client's input and terminal size; any other container's output is followed in its log."""
         pod = self._pod(request)
         container = request.match_info["container"]
         cid = await self._running_container(pod, container)
@@ -307,22 +308,18 @@ class KubeletServer:
         self._require_websocket(request)
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
-        opts = LogOptions(follow=True, tail_lines=0)
         wants_stdin = request.query.get("stdin", "").lower() in ("true", "1")
-        session = await open_stdin(self.runtime.containers_dir / cid) if wants_stdin else None
-        # input waits until the log is followed from its end: what it makes the container print is seen
-        following = asyncio.Event()
-        if path is None:
-            following.set()
-        reader = asyncio.create_task(streams.attach_input(ws, session, following), name=f"attach input {cid}")
+        session = await open_session(self.runtime.containers_dir / cid, stdin=wants_stdin)
+        reader = asyncio.create_task(streams.attach_input(ws, session, stdin=wants_stdin), name=f"attach {cid}")
 
         async def running() -> bool:
-            following.set()
             return not reader.done() and not await asyncio.to_thread(self._container_exited, cid)
 
         try:
-            if path is not None:
-                async for chunk in container_logs.stream(path, opts, running):
+            if session is not None:
+                await streams.attach_output(ws, session)
+            elif path is not None:
+                async for chunk in container_logs.stream(path, LogOptions(follow=True, tail_lines=0), running):
                     await streams.send(ws, 1, chunk)
             await streams.send_status(ws, {"metadata": {}, "status": "Success"})
         finally:

@@ -7,7 +7,7 @@ is what kubectl 1.30+ speaks to the apiserver, which relays the messages to the 
 
 Without a tty the process's stdin, stdout and stderr are pipes; with one it is a pty master, whose
 output goes to stdout and whose size follows the resize channel. Attach relays the same channels
-to a container's kept-open stdin (`attach_input`).
+to and from a container's shim (`attach_input`, `attach_output`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator
 from aiohttp import WSMsgType, web
 
 from skiff.api.kubelet_api import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, exec_status
-from skiff.node.runtime.attach import StdinSession
+from skiff.node.runtime.attach import AttachSession
 from skiff.node.runtime.runc import ExecHandle, resize_tty
 
 log = logging.getLogger(__name__)
@@ -227,13 +227,12 @@ def _size(payload: bytes) -> tuple[int, int] | None:
         return None
 
 
-async def attach_input(ws: web.WebSocketResponse, session: StdinSession | None, ready: asyncio.Event) -> None:
-    """Once `ready`, read an attach WebSocket until the client goes away: stdin, its close and terminal sizes go
-    to the container's `session` (dropped when the container keeps no stdin); the session ends with the socket."""
+async def attach_input(ws: web.WebSocketResponse, session: AttachSession | None, *, stdin: bool) -> None:
+    """Read an attach WebSocket until the client goes away: with `stdin`, its input, the input's close and
+    terminal sizes go to the container's `session`; the session ends with the socket."""
     try:
-        await ready.wait()
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data or session is None:
+            if msg.type != WSMsgType.BINARY or not msg.data or session is None or not stdin:
                 continue
             channel, payload = msg.data[0], msg.data[1:]
             if channel == STDIN:
@@ -245,3 +244,9 @@ async def attach_input(ws: web.WebSocketResponse, session: StdinSession | None, 
     finally:
         if session is not None:
             await session.aclose()
+
+
+async def attach_output(ws: web.WebSocketResponse, session: AttachSession) -> None:
+    """The container's output as its shim passes it on, until the container ends or the session is closed."""
+    async for is_stderr, data in session.output():
+        await send(ws, STDERR if is_stderr else STDOUT, data)

@@ -165,10 +165,13 @@ class Pump:
             time.sleep(timeout)
             return
         ready, writable, _ = select.select([*self.streams, *extra_r], extra_w, [], timeout)
-        for fd in [*writable, *ready]:
+        for fd in writable:
+            if stdin is not None:
+                stdin.writable(fd)
+        for fd in ready:
             if fd not in self.streams:
                 if stdin is not None:
-                    stdin.handle(fd)
+                    stdin.readable(fd)
                 continue
             try:
                 data = os.read(fd, 65536)
@@ -176,6 +179,8 @@ class Pump:
                 continue
             except OSError:  # EIO: the tty's other side is closed
                 data = b""
+            if data and stdin is not None:  # attached sessions get it as it comes
+                stdin.output(self.streams[fd], data)
             encoded, self.rest[fd] = format_lines(self.streams[fd], self.rest[fd] + data, final=not data)
             if encoded:
                 self.log.write(encoded)
