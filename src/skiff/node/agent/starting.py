@@ -131,9 +131,10 @@ class Starter:
     """Starts containers; keeps the image pull back-off and its last error per container."""
 
     def __init__(
-        self, runtime: Runtime, images: ImageStore, recorder: EventRecorder, *, seccomp_root: Path = Path("seccomp"),
+        self, runtime: Runtime, images: ImageStore, recorder: EventRecorder, *, seccomp_root: Path,
         seccomp_default: bool = False,
     ) -> None:
+        """`seccomp_root`: where Localhost seccomp profiles are (the kubelet's <root-dir>/seccomp)."""
         self.runtime = runtime
         self.seccomp_root, self.seccomp_default = seccomp_root, seccomp_default
         self.images = images
