@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api import errors
-from skiff.apiserver import pod_proxy
+from skiff.apiserver import fastroute, pod_proxy
 from skiff.apiserver.access_review import AccessReviews
 from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.app import CACHE, REGISTRY, STORE, create_app
@@ -36,6 +36,7 @@ from skiff.apiserver.auth import REQUEST_ATTRIBUTES, Authenticator, JoinTokenAut
 from skiff.apiserver.authchain import auth_middleware
 from skiff.apiserver.authz import Authorizer, default_authorizer
 from skiff.apiserver.ipalloc import ServiceIPRange
+from skiff.apiserver.local_access import LocalAccess
 from skiff.apiserver.node_authz import NodeAuthorizer
 from skiff.apiserver.pki import PKIPaths, ensure_pki
 from skiff.apiserver.rbac import RBACAuthorizer
@@ -115,11 +116,12 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     authorizer: Authorizer | None = None,
+    local: LocalAccess | None = None,
 ) -> None:
     """Run the API server until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly and return.
 
-    `ready` is set once the listener accepts connections. Raises
-    `ServerStartError` when it cannot start.
+    `ready` is set once the listener accepts connections (and `local`'s socket, if given, is
+    served too). Raises `ServerStartError` when it cannot start.
     """
     stop = stop if stop is not None else asyncio.Event()
     data_dir = Path(config.data_dir)
@@ -150,6 +152,7 @@ async def serve(
                     auth_middleware(
                         Authenticator(
                             token_authenticators=[
+                                *([local] if local is not None else []),
                                 TokenFile(paths.tokens),
                                 JoinTokenAuthenticator(paths.join_token),
                                 sa_tokens,
@@ -177,8 +180,11 @@ async def serve(
                 access_log=access_log if access_log.isEnabledFor(logging.DEBUG) else None,
             )
             await runner.setup()
+            fastroute.install(runner, app)  # REST paths skip the router walk
             try:
                 await _listen(runner, config, ssl_context)
+                if local is not None:
+                    await local.listen(runner)
                 log.info(
                     "skiff apiserver listening on https://%s:%d; kubeconfig: %s",
                     _url_host(config.bind_address),
@@ -198,6 +204,8 @@ async def serve(
                 log.info("shutting down")
             finally:
                 await runner.cleanup()
+                if local is not None:
+                    local.remove()
         finally:
             await backend.close()
     log.info("stopped")

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from skiff.lifetime import die_with_parent
 
@@ -35,6 +36,7 @@ STOP_TIMEOUT = 15.0  # seconds a child gets to stop after SIGTERM before it is k
 class ChildSpec:
     name: str  # "controller-manager", "scheduler"
     argv: tuple[str, ...]  # arguments after `skiff`
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the server's environment
 
 
 def skiff_command(args: Sequence[str]) -> list[str]:
@@ -57,6 +59,7 @@ async def supervise(children: Sequence[ChildSpec], stop: asyncio.Event) -> None:
             procs[child.name] = await asyncio.create_subprocess_exec(
                 *skiff_command(child.argv),
                 stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **child.env} if child.env else None,
                 preexec_fn=die_with_parent,
                 process_group=0,
             )

@@ -2,9 +2,10 @@
 
 `skiff server` runs the image registry and the API server, then — once the
 API server accepts connections — the controller manager and the scheduler
-as clients of it (over HTTPS with the admin kubeconfig, like any client):
-as child processes (see `skiff.cli.children`), or inside the server with
-`--single-process`, and this machine's node agent as a child (`skiff.cli.local_agent`).
+as clients of it (with the admin kubeconfig's identity, through the server's
+private local socket: `skiff.apiserver.local_access`): as child processes
+(see `skiff.cli.children`), or inside the server with `--single-process`,
+and this machine's node agent as a child (`skiff.cli.local_agent`).
 Any component ending ends them all:
 a broken controller manager stops the server instead of leaving a cluster
 that silently does nothing. `skiff controller-manager`, `skiff scheduler`
@@ -19,19 +20,21 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from skiff.cli.children import ChildFailed, ChildSpec, supervise
 from skiff.cli.cluster_dns import ClusterDnsOptions, cluster_dns_child, with_cluster_dns
 from skiff.cli.local_agent import LocalAgentOptions, local_agent_spec, seed_images
-from skiff.client import Client
+from skiff.client import Client, load_kubeconfig
+from skiff.client.local import from_environment
 from skiff.heap import tune_for_caches
 
 log = logging.getLogger("skiff")
 
 Component = Callable[[Client, asyncio.Event], Coroutine[Any, Any, None]]
+_ADMIN_CHILDREN = frozenset({"controller-manager", "scheduler", "dns", "gateway"})  # started with the admin kubeconfig
 
 
 @dataclass
@@ -160,11 +163,15 @@ async def run_cluster(config: object, opts: ClusterOptions) -> None:
 
 
 async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
+    from skiff.apiserver.auth import UserInfo
+    from skiff.apiserver.local_access import LocalAccess
+    from skiff.apiserver.pki import ADMIN_USER, MASTERS_GROUP
     from skiff.apiserver.serve import ServerConfig, local_server_url, serve
 
     assert isinstance(config, ServerConfig)
     stop, ready = asyncio.Event(), asyncio.Event()
-    server = asyncio.create_task(serve(config, ready=ready, stop=stop), name="apiserver")
+    local = LocalAccess(config.data_dir)  # the components' own way in: a private socket, no TLS
+    server = asyncio.create_task(serve(config, ready=ready, stop=stop, local=local), name="apiserver")
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
     if server.done():
@@ -178,6 +185,7 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
         components["scheduler"] = scheduler(opts)
     kubeconfig = Path(config.data_dir) / "kubeconfig.yaml"
     specs = [] if opts.single_process else child_specs(opts, str(kubeconfig))
+    admin = UserInfo(ADMIN_USER, (MASTERS_GROUP,))  # who the admin kubeconfig is
     if opts.agent is not None:  # this machine's node agent: always a child, with its own identity
         url = local_server_url(config.bind_address, config.port)
         agent = await local_agent_spec(
@@ -190,9 +198,11 @@ async def _run_control_plane(config: object, opts: ClusterOptions) -> None:
         from skiff.cli.fn import gateway_spec
 
         specs.append(gateway_spec(opts.gateway_port, str(kubeconfig), Path(config.data_dir), opts))
+    # the children with the admin kubeconfig reach the server through its local socket, as the same user
+    specs = [replace(s, env=local.child_env(admin)) if s.name in _ADMIN_CHILDREN else s for s in specs]
     runners: list[Coroutine[Any, Any, None]] = []
     if opts.single_process and components:
-        runners.append(_in_process(kubeconfig, stop, components))
+        runners.append(_in_process(kubeconfig, stop, components, env=local.child_env(admin)))
     if specs:
         runners.append(supervise(specs, stop))
     if not runners:  # the API server alone
@@ -219,8 +229,10 @@ async def _together(runners: list[Coroutine[Any, Any, None]]) -> None:
             raise result
 
 
-async def _in_process(kubeconfig: Path, stop: asyncio.Event, components: dict[str, Component]) -> None:
-    async with Client.from_kubeconfig(str(kubeconfig)) as client:
+async def _in_process(
+    kubeconfig: Path, stop: asyncio.Event, components: dict[str, Component], *, env: dict[str, str]
+) -> None:
+    async with Client(from_environment(load_kubeconfig(kubeconfig), dict(env))) as client:
         await run_components(client, stop, components)
 
 
@@ -244,8 +256,9 @@ async def run_alone(kubeconfig: str | None, component: Component) -> None:
     """One component against a server named by a kubeconfig, until SIGTERM/SIGINT."""
     tune_for_caches()  # components keep informer caches: see skiff.heap
     stop = asyncio.Event()
+    config = from_environment(load_kubeconfig(kubeconfig))  # a child of `skiff server`: its local socket
     with stop_on_signals(stop):
-        async with Client.from_kubeconfig(kubeconfig) as client:
+        async with Client(config) as client:
             await run_components(client, stop, {"component": component})
 
 

@@ -45,6 +45,7 @@ class ClientConfig:
     namespace: str = "default"
     tls_server_name: str | None = None  # the name to verify the serving certificate against, if not the URL's host
     ca_pem: bytes | None = None  # the cluster's CA certificate(s), as the kubeconfig gives them
+    unix_socket: str | None = None  # connect here instead of to the URL's host (`skiff.client.local`)
 
 
 def default_paths(env: Mapping[str, str] | None = None) -> list[Path]:

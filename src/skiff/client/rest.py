@@ -81,9 +81,13 @@ class Client:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.pool_size, ssl=self.config.ssl_context or False, keepalive_timeout=60
-            )
+            connector: aiohttp.BaseConnector
+            if self.config.unix_socket:  # the server's local socket (skiff.client.local): no TLS
+                connector = aiohttp.UnixConnector(self.config.unix_socket, limit=self.pool_size, keepalive_timeout=60)
+            else:
+                connector = aiohttp.TCPConnector(
+                    limit=self.pool_size, ssl=self.config.ssl_context or False, keepalive_timeout=60
+                )
             self._session = aiohttp.ClientSession(connector=connector)
             self._owns_session = True
         return self._session
