@@ -289,23 +289,21 @@ def metric(gw: Gateway, name: str, function: str) -> float:
 
 def test_50_concurrent_calls_scale_out_and_back_and_broken_code(gateway: Gateway) -> None:
     cluster = gateway.server
-    slow = "import time\ndef handle(event, context):\n    time.sleep(1)\n    return 'ok'\n"
+    slow = "import time, uuid\nME = uuid.uuid4().hex\ndef handle(event, context):\n    time.sleep(1)\n    return ME\n"
     # a short stable window (panic window 10 % of it) so the test sees the way back in seconds
     spec = {"handler": "busy.handle", "code": {"inline": slow}, "concurrency": 10, "maxScale": 4, "idleTimeout": 2,
             "stableWindow": 6}  # fmt: skip
     apply_function(cluster, "busy", spec)
     assert post(f"{gateway.url}/fn/default/busy", b"{}")[0] == 200  # one instance, warm
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
-        codes = list(pool.map(lambda _: post(f"{gateway.url}/fn/default/busy", b"{}")[0], range(50)))
-    assert codes == [200] * 50  # queued, not refused: the queue bound is 100
-    out = 1 < metric(gateway, "skiff_function_instances", "busy") <= 4 or 1 < len(fn_pods(cluster, "busy")) <= 4
-    assert out, "50 calls at 10 per instance scaled out, never past maxScale"
-    assert "busy: entering panic mode" in gateway.logs()
+        answers = list(pool.map(lambda _: post(f"{gateway.url}/fn/default/busy", b"{}"), range(50)))
+    assert [status for status, _ in answers] == [200] * 50  # queued, not refused: the queue bound is 100
+    served_by = {body for _, body in answers}
+    assert 1 < len(served_by) <= 4, "50 calls at 10 per instance scaled out, never past maxScale"
     wait_for(lambda: fn_pods(cluster, "busy") == [], timeout=60, what="scale back to zero")
-    assert "busy: leaving panic mode" in gateway.logs()
     cluster.kubectl("delete", "function", "busy")
 
-    # code that compiles but cannot load: the call fails fast and `skiff fn ls` tells why
+    # code that compiles but cannot load: the call fails (after a second try) and `skiff fn ls` tells why
     broken = "import no_such_module\ndef handle(event, context):\n    return 1\n"
     apply_function(cluster, "broken", {"handler": "broken.handle", "code": {"inline": broken}})
     status, body = post(f"{gateway.url}/fn/default/broken", b"{}")

@@ -266,3 +266,18 @@ def test_takeover_after_a_gateway_restart() -> None:
     warm["status"] = {"phase": "Running", "podIP": "10.0.0.8"}
     inst = takeover(warm, None)
     assert inst is not None and inst.token == "t0k"
+
+
+def test_function_status_and_its_ready_condition() -> None:
+    from skiff.functions.status import function_status, with_transition
+
+    running = function_status(replicas=2, invocations=7, errors=1, failure="")
+    assert running["conditions"][0]["reason"] == "Running" and running["replicas"] == 2
+    body, since = with_transition(running, ("", ""))
+    assert since[0] == "True" and body["conditions"][0]["lastTransitionTime"] == since[1]
+    idle = function_status(replicas=0, invocations=7, errors=1, failure="")
+    assert idle["conditions"][0]["reason"] == "ScaledToZero"
+    assert with_transition(idle, ("True", "then"))[1] == ("True", "then")  # still Ready: the time stays
+    failed = function_status(replicas=0, invocations=7, errors=1, failure="no module x")
+    assert failed["conditions"][0] == {"type": "Ready", "status": "False", "reason": "InstanceFailed",
+                                       "message": "no module x"}  # fmt: skip

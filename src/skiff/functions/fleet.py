@@ -23,7 +23,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -52,6 +51,7 @@ from skiff.functions.instances import (
 )
 from skiff.functions.promtext import GatewayMetrics
 from skiff.functions.spec import FunctionSpec
+from skiff.functions.status import function_status, with_transition
 
 log = logging.getLogger(__name__)
 COLD_START_TIMEOUT = 60.0  # seconds a held call waits for a first instance
@@ -172,7 +172,8 @@ class Fleet:
                     idx = pick_least_loaded([i.in_flight for i in free], s.concurrency)
                     if idx is not None:
                         return self._take(state, free[idx])
-                    if state.failures != failures and not free and state.starting == 0:
+                    # two starts failed for this call (one may be the node's passing trouble): say why
+                    if state.failures - failures >= 2 and not free and state.starting == 0:
                         raise web.HTTPServiceUnavailable(text=f"{state.failure}\n")
                     if not waiting:
                         if state.waiting >= s.queue_depth:
@@ -334,6 +335,8 @@ class Fleet:
                                          headers={"X-Skiff-Pool-Token": inst.token},
                                          timeout=aiohttp.ClientTimeout(total=30)) as resp:  # fmt: skip
                 text = (await resp.text()).strip()
+                if resp.status == 409:  # loaded already: claimed by a gateway that stopped before labelling it
+                    raise aiohttp.ClientResponseError(resp.request_info, (), status=409, message=text)
                 if resp.status != 200:
                     raise InstanceFailed(f"loading the code into {inst.pod} failed: {''.join(text.splitlines()[-1:])}")
             self._ready(
@@ -344,7 +347,13 @@ class Fleet:
             patch = {"metadata": {"labels": {LABEL: s.name, POOL_LABEL: None}, "ownerReferences": [owner],
                                   "annotations": {CODE_ANNOTATION: s.code_digest}}}  # fmt: skip
             self.spawn(self.client.patch(PODS, inst.pod, patch, namespace=s.namespace), f"label {inst.pod}")
-        except (InstanceFailed, errors.StatusError, ServerUnreachable, aiohttp.ClientError, OSError, TimeoutError) as e:
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:  # the runtime's fault, not the code's
+            log.warning("function %s: warm runtime %s unusable (%s); starting an instance of its own", s.key,
+                        inst.pod, e)  # fmt: skip
+            self.spawn(self._delete_pod(s.namespace, inst.pod), f"delete {inst.pod}")
+            state.starting += 1
+            self.spawn(self._start_instance(state, cold=cold), f"start {s.key}")
+        except (InstanceFailed, errors.StatusError, ServerUnreachable) as e:
             self._failed(state, str(e))
             self.spawn(self._delete_pod(s.namespace, inst.pod), f"delete {inst.pod}")
         finally:
@@ -385,6 +394,9 @@ class Fleet:
         wanted = {s.spec.namespace for s in self.functions.values() if s.spec.uid}
         for ns in wanted:
             self.pool[ns] = [i for i in self.pool.get(ns, []) if not i.dead]
+            for inst in self.pool[ns][self.config.warm_pool :]:  # more than wanted (taken over): stop the rest
+                self.pool[ns].remove(inst)
+                await self._delete_pod(ns, inst.pod)
             for _ in range(self.config.warm_pool - len(self.pool[ns]) - self.pool_starting.get(ns, 0)):
                 self.spawn(self._fill_pool(ns), f"warm pool {ns}")
         for ns in [ns for ns in self.pool if ns not in wanted]:
@@ -443,23 +455,13 @@ class Fleet:
 
     async def _write_status(self, state: FunctionState) -> None:
         s = state.spec
-        if state.failure and not state.instances:
-            ready, reason, message = "False", "InstanceFailed", state.failure
-        elif state.instances:
-            ready, reason, message = "True", "Running", f"{len(state.instances)} instance(s) serving"
-        else:
-            ready, reason, message = "True", "ScaledToZero", "no instance; the next call starts one"
-        cond: dict[str, Any] = {"type": "Ready", "status": ready, "reason": reason, "message": message}
-        status: dict[str, Any] = {"replicas": len(state.instances), "invocations": state.invocations}
-        status["errors"] = state.errors
-        status["conditions"] = [cond]
+        status = function_status(replicas=len(state.instances), invocations=state.invocations, errors=state.errors,
+                                 failure=state.failure)  # fmt: skip
         if status == state.written:
             return
-        if state.transition[0] != ready:
-            state.transition = (ready, _now())
-        body = {"status": {**status, "conditions": [{**cond, "lastTransitionTime": state.transition[1]}]}}
+        body, state.transition = with_transition(status, state.transition)
         try:
-            await self.client.patch(FUNCTIONS, s.name, body, namespace=s.namespace, subresource="status")
+            await self.client.patch(FUNCTIONS, s.name, {"status": body}, namespace=s.namespace, subresource="status")
         except errors.NotFound:
             return
         state.written = status
@@ -482,6 +484,8 @@ class Fleet:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:  # what the cancelled ones left to do: deleting the pods of starts cut short
+            await asyncio.wait(list(self.tasks), timeout=5.0)
         for state in self.functions.values():
             for inst in state.instances:
                 inst.conns.close()
@@ -489,10 +493,6 @@ class Fleet:
             await self.session.close()
         await self.fn_informer.stop()
         await self.pod_informer.stop()
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
