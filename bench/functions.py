@@ -108,6 +108,7 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=300)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--warm-pool", type=int, default=1, help="the gateway's --warm-pool (0: every cold start is a pod)")
     p.add_argument("--profile", metavar="FILE",
                    help="py-spy the gateway during its throughput run (a flame graph; collapsed stacks for .txt)")
     args = p.parse_args()
@@ -122,7 +123,7 @@ def main() -> None:
     gw: Gateway | None = None
     try:
         agent.start()
-        gw = Gateway(srv, tmp / "gateway" / "data", free_port()).start()
+        gw = Gateway(srv, tmp / "gateway" / "data", free_port(), extra=("--warm-pool", str(args.warm_pool))).start()
         (tmp / "hello.py").write_text(HELLO)
         skiff(gw, "deploy", str(tmp / "hello.py"), "--name", "hello", "--idle-timeout", "1", "--concurrency", "32")
         url = f"{gw.url}/fn/default/hello"
