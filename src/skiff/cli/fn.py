@@ -107,7 +107,8 @@ def add_fn_parsers(commands: Any) -> None:
     pool_help = "generic runtimes kept started per namespace with functions, for fast cold starts (default: 1)"
     gw.add_argument("--warm-pool", type=int, default=1, metavar="N", help=pool_help)
     gw.add_argument("--advertise-url", default="", metavar="URL",
-                    help="the gateway's URL as pods reach it, given to function instances as $SKIFF_GATEWAY")
+                    help="the gateway's URL as pods reach it, given to function instances as $SKIFF_GATEWAY "
+                         "(default: the bind address, unless loopback or a wildcard)")
     gw.add_argument("--auth", choices=("none", "token"), default="none",
                     help="token: a call needs a bearer token the API server allows to invoke the function "
                          "(Functions with public: true excepted); default: none")  # fmt: skip
@@ -343,6 +344,16 @@ def _invoke(args: argparse.Namespace) -> int:
         return 1
 
 
+def _advertise_url(args: argparse.Namespace) -> str:
+    """--advertise-url, else the bind address when it is one pods can reach (not loopback, not a wildcard)."""
+    if args.advertise_url:
+        return str(args.advertise_url).rstrip("/")
+    if args.bind_address in ("0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
+        return ""
+    host = f"[{args.bind_address}]" if ":" in args.bind_address else args.bind_address
+    return f"http://{host}:{args.port}"
+
+
 def _token(args: argparse.Namespace) -> str:
     """The bearer token a call presents (a gateway run with --auth token checks it): --token, $SKIFF_TOKEN,
     else the kubeconfig's user token, if any."""
@@ -387,7 +398,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir() / "gateway"
     config = GatewayConfig(image=args.image, data_dir=data_dir, host=args.bind_address, port=args.port,
                            domain=args.domain, node_name=args.node_name, max_body=args.max_body,
-                           warm_pool=args.warm_pool, advertise_url=args.advertise_url, auth=args.auth)  # fmt: skip
+                           warm_pool=args.warm_pool, advertise_url=_advertise_url(args), auth=args.auth)  # fmt: skip
     registry = args.registry
 
     async def gateway(client: Client, stop: asyncio.Event) -> None:
