@@ -27,6 +27,7 @@ from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.compactor import DEFAULT_INTERVAL, Compactor
 from skiff.apiserver.crd_controller import CRDController
 from skiff.apiserver.discovery import setup_discovery
+from skiff.apiserver.fastroute import rest_route
 from skiff.apiserver.function_crd import ensure_function_crd
 from skiff.apiserver.handlers import Rest
 from skiff.apiserver.metrics import setup_metrics
@@ -179,8 +180,9 @@ def create_app(
     setup_discovery(app, registry)
     setup_openapi(app, registry)
     setup_metrics(app, registry, store)  # metrics.k8s.io: in memory, routed ahead of the generic handlers
-    app.router.add_route("*", "/api/v1/{tail:.+}", rest.handle)
-    app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", rest.handle)
+    rest_route(app, "/api/v1/", (), app.router.add_route("*", "/api/v1/{tail:.+}", rest.handle))
+    group_route = app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", rest.handle)
+    rest_route(app, "/apis/", ("group", "version"), group_route)
     return app
 
 

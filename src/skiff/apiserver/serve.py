@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api import errors
-from skiff.apiserver import pod_proxy
+from skiff.apiserver import fastroute, pod_proxy
 from skiff.apiserver.access_review import AccessReviews
 from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.app import CACHE, REGISTRY, STORE, create_app
@@ -180,6 +180,7 @@ async def serve(
                 access_log=access_log if access_log.isEnabledFor(logging.DEBUG) else None,
             )
             await runner.setup()
+            fastroute.install(runner, app)  # REST paths skip the router walk
             try:
                 await _listen(runner, config, ssl_context)
                 if local is not None:
