@@ -51,12 +51,20 @@ class Access:
         self.session: aiohttp.ClientSession | None = None
 
     def _reviewer(self, token: str) -> Client:
+        """A client of the gateway's API server that presents the caller's token and nothing of the gateway's:
+        over the server's local socket when the gateway uses it (a child of `skiff server`), else TLS that
+        trusts the cluster's CA but shows no client certificate."""
         cfg = self.client.config
-        if self.session is None:  # the cluster's CA only: the caller's token is the one identity presented
-            ctx = ssl.create_default_context(cadata=cfg.ca_pem.decode()) if cfg.ca_pem else None
-            if ctx is None and cfg.server.startswith("https"):
-                ctx = ssl.create_default_context()
-            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx or False))
+        if self.session is None:
+            connector: aiohttp.BaseConnector
+            if cfg.unix_socket:
+                connector = aiohttp.UnixConnector(cfg.unix_socket)
+            else:
+                ctx = ssl.create_default_context(cadata=cfg.ca_pem.decode()) if cfg.ca_pem else None
+                if ctx is None and cfg.server.startswith("https"):
+                    ctx = ssl.create_default_context()
+                connector = aiohttp.TCPConnector(ssl=ctx or False)
+            self.session = aiohttp.ClientSession(connector=connector)
         return Client(replace(cfg, token=token, ssl_context=None), session=self.session, user_agent="skiff-gateway")
 
     async def check(self, request: web.Request, namespace: str, name: str) -> web.Response | None:
