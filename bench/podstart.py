@@ -221,12 +221,12 @@ class Watcher:
                 await self.task
 
 
-async def idle_cost(pid: int, seconds: float) -> tuple[float, float]:
-    """(RSS MB of the agent's process tree -- the agent, not its containers' shims --, CPU % of one core)."""
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+async def idle_cost(pid: int, seconds: float) -> tuple[float, float, float]:
+    """(RSS MB of the agent process, CPU % of one core of the agent alone, and with the processes it ran)."""
+    cpu0, all0, t0 = cpu_seconds(pid), cpu_seconds(pid, children=True), time.monotonic()
     await asyncio.sleep(seconds)
-    cpu1, t1 = cpu_seconds(pid), time.monotonic()
-    return rss_kb(pid) / 1024, 100 * (cpu1 - cpu0) / (t1 - t0)
+    cpu1, all1, t1 = cpu_seconds(pid), cpu_seconds(pid, children=True), time.monotonic()
+    return rss_kb(pid) / 1024, 100 * (cpu1 - cpu0) / (t1 - t0), 100 * (all1 - all0) / (t1 - t0)
 
 
 def shims_rss_mb(agent_pid: int) -> float:
@@ -309,7 +309,7 @@ async def run(pods: int, idle: float, bare: int, keep: bool, profile: Path | Non
             log(f"{pods} pods Running")
             await asyncio.sleep(3)  # let the last status writes settle
             with profiler.phase("idle"):
-                rss, cpu = await idle_cost(node.agent.pid, idle)
+                rss, cpu, cpu_all = await idle_cost(node.agent.pid, idle)
             helpers = shims_rss_mb(node.agent.pid)
             bare_times = await bare_runs(node, work, bare)
             await watcher.stop()
@@ -328,7 +328,8 @@ async def run(pods: int, idle: float, bare: int, keep: bool, profile: Path | Non
               f"(n={bare}, same rootfs and command)")  # fmt: skip
         print(f"  ratio (p50)             {pct(ms, 0.5) / pct(bare_ms, 0.5):7.1f} x   (target <= 5x)")
         print(f"  agent idle, {pods + 1} pods   RSS {rss:6.0f} MB   CPU {cpu:5.1f} % of one core over {idle:.0f} s"
-              f"   (+ {helpers:.0f} MB RSS of its per-container helpers)")  # fmt: skip
+              f" ({cpu_all:.1f} % with the processes it ran: runc, plugins)"
+              f"   (+ {helpers:.0f} MB RSS of its helpers: shim server, shims)")  # fmt: skip
         for path, seconds in profiler.files.values():
             print("\n".join(summarize_profile(path, seconds)))
         return 0

@@ -36,10 +36,13 @@ def stat_fields(pid: int) -> list[str] | None:
         return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process (all its threads), 0 if it is gone."""
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User+system CPU seconds of a process (all its threads), 0 if it is gone; with `children`, also those
+    of the child processes it ran and waited for (runc, CNI plugins, mount...)."""
     fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields is not None else 0.0
+    if fields is None:
+        return 0.0
+    return sum(int(f) for f in fields[11:15 if children else 13]) / CLK_TCK
 
 
 def rss_kb(pid: int) -> int:

@@ -113,6 +113,7 @@ class Runtime:
         # (with the init's start time) once the shim wrote it; a listing re-reads only the exit and /proc
         self._metas: dict[str, dict[str, Any]] = {}
         self._ready: dict[str, dict[str, Any]] = {}
+        self._scanned = False
 
     # sandboxes
 
@@ -312,8 +313,6 @@ class Runtime:
         d = self.containers_dir / container_id
         meta = self._metas.get(container_id) or _read_json(d / "meta.json") or {}
         await self._destroy(container_id, d, meta.get("cgroups_path"))
-        self._metas.pop(container_id, None)
-        self._ready.pop(container_id, None)
 
     async def _destroy(self, container_id: str, d: Path, cgroups_path: str | None) -> None:
         if await self.runc.state(container_id) is not None:
@@ -324,6 +323,8 @@ class Runtime:
                 break
             await asyncio.sleep(0.02)
         await rootfs.remove(d)
+        self._metas.pop(container_id, None)
+        self._ready.pop(container_id, None)
         if cgroups_path:
             await asyncio.to_thread(self.cgroups.remove, cgroups_path)
 
@@ -332,20 +333,27 @@ class Runtime:
         directory read; meta.json is read once per container (kept in memory), the state as `status` says."""
         return [info for info, _ in await self.statuses(pod_uid)]
 
-    async def statuses(self, pod_uid: str | None = None) -> builtins.list[tuple[ContainerInfo, ContainerStatus]]:
-        """`list` with each container's full status."""
-        names = sorted(os.listdir(self.containers_dir)) if self.containers_dir.is_dir() else []
-        for gone in [cid for cid in self._metas if cid not in set(names)]:
+    def _scan(self) -> None:
+        """Bring the in-memory index up to date with the containers directory (one listdir, and meta.json of
+        the containers not seen before)."""
+        names = set(os.listdir(self.containers_dir)) if self.containers_dir.is_dir() else set()
+        for gone in [cid for cid in self._metas if cid not in names]:
             self._metas.pop(gone, None)
             self._ready.pop(gone, None)
-        out = []
-        for name in names:
-            meta = self._metas.get(name)
-            if meta is None:
-                meta = _read_json(self.containers_dir / name / "meta.json")
-                if meta is None:
-                    continue
+        for name in names - self._metas.keys():
+            meta = _read_json(self.containers_dir / name / "meta.json")
+            if meta is not None:
                 self._metas[name] = meta
+        self._scanned = True
+
+    async def statuses(self, pod_uid: str | None = None) -> builtins.list[tuple[ContainerInfo, ContainerStatus]]:
+        """`list` with each container's full status. A whole listing re-reads the directory; a pod's is
+        answered from the index (complete after the first listing: every container made since is in it)."""
+        if pod_uid is None or not self._scanned:
+            self._scan()
+        out = []
+        for name in sorted(self._metas):
+            meta = self._metas[name]
             if pod_uid is not None and meta["pod_uid"] != pod_uid:
                 continue
             try:

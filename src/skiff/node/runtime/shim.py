@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from skiff.node.runtime.shim_stdin import StdinServer
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
 DRAIN_AFTER_EXIT = 2.0
 
 
@@ -194,6 +195,7 @@ def run(args: Args) -> int:
     write_file(os.path.join(state, "shim.pid"), str(os.getpid()))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_NAME, b"skiff-shim", 0, 0, 0)  # what ps shows (forked by the server, its argv is --serve)
     runc_log = os.path.join(state, "runc.log")
     command = [args.runc, "--root", args.runc_root, "--log", runc_log, "--log-format", "json", "create",
                "--bundle", args.bundle, "--pid-file", os.path.join(state, "pid"), args.id]  # fmt: skip
