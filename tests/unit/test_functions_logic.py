@@ -4,6 +4,7 @@ the code check before deploy, the instance pod, and the runtime's encoding of re
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,18 @@ def test_function_status_and_its_ready_condition() -> None:
     failed = function_status(replicas=0, invocations=7, errors=1, failure="no module x")
     assert failed["conditions"][0] == {"type": "Ready", "status": "False", "reason": "InstanceFailed",
                                        "message": "no module x"}  # fmt: skip
+
+
+def test_server_gateway_child_is_reachable_by_the_local_nodes_pods(tmp_path: Path) -> None:
+    from skiff.cli.components import ClusterOptions
+    from skiff.cli.fn import gateway_spec
+    from skiff.cli.local_agent import LocalAgentOptions
+
+    agent = LocalAgentOptions(node_name="n1", pod_cidr="10.42.0.0/24", bridge="skiff0", netns_prefix="skiff-",
+                              cgroup_parent="skiff", registry="127.0.0.1:5000")  # fmt: skip
+    argv = gateway_spec(8070, "kc", tmp_path, ClusterOptions(agent=agent, gateway_args=("--auth=token",))).argv
+    flags = dict(itertools.pairwise(argv))
+    assert (flags["--bind-address"], flags["--advertise-url"]) == ("0.0.0.0", "http://10.42.0.1:8070")
+    assert argv[-1] == "--auth=token"  # --gateway-arg passed through, after the server's own choices
+    alone = gateway_spec(8070, "kc", tmp_path, ClusterOptions(agent=None)).argv
+    assert "--advertise-url" not in alone and "--bind-address" not in alone  # no local pods: loopback as before

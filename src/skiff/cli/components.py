@@ -51,6 +51,7 @@ class ClusterOptions:
     agent: LocalAgentOptions | None = None  # this machine's node agent (a child process); None: none
     dns: ClusterDnsOptions | None = None  # the cluster DNS server (a child process); None: none
     gateway_port: int | None = None  # the function gateway (a child process) on this port; None: none
+    gateway_args: tuple[str, ...] = ()  # --gateway-arg: more `skiff gateway` arguments
 
 
 def controller_manager(opts: ClusterOptions) -> Component:

@@ -118,18 +118,30 @@ def add_fn_parsers(commands: Any) -> None:
 def add_gateway_server_flags(server: argparse.ArgumentParser) -> None:
     server.add_argument("--gateway-port", type=int, metavar="PORT",
                         help="run the function gateway as a child on this port (default: no gateway)")  # fmt: skip
+    server.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument for `skiff gateway` (repeatable, e.g. --gateway-arg=--auth=token); "
+                             "it wins over the server's own choice")  # fmt: skip
 
 
 def gateway_spec(port: int, kubeconfig: str, data_dir: Path, opts: ClusterOptions) -> ChildSpec:
     """`skiff gateway` as a child of `skiff server`: records in <data dir>/gateway, the python runtime
-    image built into the bundled registry when that registry runs."""
+    image built into the bundled registry when that registry runs. With the server's own node agent, it
+    listens on every address and tells instances the node's pod-bridge address (host-local IPAM's gateway,
+    the pod CIDR's first host), so that the local node's pods reach it; --gateway-arg flags come last."""
+    import ipaddress
+
     from skiff.cli.children import ChildSpec
 
     argv = ["gateway", "--kubeconfig", kubeconfig, "--port", str(port), "--data-dir", str(data_dir / "gateway"),
             "--log-level", opts.log_level]  # fmt: skip
     if opts.registry_address:
         argv += ["--registry", opts.registry_address]
-    return ChildSpec("gateway", tuple(argv))
+    if opts.agent is not None:
+        bridge = next(ipaddress.ip_network(opts.agent.pod_cidr, strict=False).hosts())
+        host = f"[{bridge}]" if bridge.version == 6 else str(bridge)
+        wildcard = "::" if bridge.version == 6 else "0.0.0.0"
+        argv += ["--bind-address", wildcard, "--advertise-url", f"http://{host}:{port}"]
+    return ChildSpec("gateway", (*argv, *opts.gateway_args))
 
 
 def _kubeconfig(args: argparse.Namespace) -> str:
@@ -354,6 +366,12 @@ def _advertise_url(args: argparse.Namespace) -> str:
     return f"http://{host}:{args.port}"
 
 
+def _local_url(bind_address: str, port: int) -> str:
+    """The gateway's URL for `skiff fn` on this machine: loopback when it listens on every address."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(bind_address, bind_address)
+    return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
+
+
 def _token(args: argparse.Namespace) -> str:
     """The bearer token a call presents (a gateway run with --auth token checks it): --token, $SKIFF_TOKEN,
     else the kubeconfig's user token, if any."""
@@ -407,7 +425,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 
             await ensure_builtin_image(args.image, registry, progress=lambda line: print(line, file=sys.stderr))
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread((data_dir / "url").write_text, f"http://{args.bind_address}:{args.port}\n")
+        await asyncio.to_thread((data_dir / "url").write_text, f"{_local_url(args.bind_address, args.port)}\n")
         await Gateway(client, config).run(stop)
 
     return run_standalone(args.kubeconfig, gateway)

@@ -303,6 +303,7 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
         agent=local_agent_options(args),
         dns=cluster_dns_options(args),
         gateway_port=getattr(args, "gateway_port", None),
+        gateway_args=tuple(getattr(args, "gateway_arg", ())),
         controller_flags={
             "node_monitor_grace_period": getattr(args, "node_monitor_grace_period", 40.0),
             "default_eviction_seconds": getattr(args, "default_eviction_seconds", 300),
