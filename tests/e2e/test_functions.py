@@ -10,8 +10,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -85,11 +87,15 @@ class Gateway:
             self.proc.wait(20)
 
 
-def skiff(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [str(BIN / "skiff"), "fn", *args]
+def fn_env(gw: Gateway) -> dict[str, str]:
     env = {**os.environ, "KUBECONFIG": str(gw.server.kubeconfig), "SKIFF_GATEWAY": gw.url}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    return env
+
+
+def skiff(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [str(BIN / "skiff"), "fn", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fn_env(gw))
     if check and out.returncode != 0:
         raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return out
@@ -167,6 +173,9 @@ def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) 
     metrics = urllib.request.urlopen(f"{gateway.url}/metrics", timeout=10).read().decode()
     assert 'skiff_function_invocations_total{namespace="default",function="hello",code="200"} 4' in metrics
     assert 'skiff_function_cold_starts_total{namespace="default",function="hello"} 2' in metrics
+    assert 'skiff_function_duration_seconds_count{namespace="default",function="hello"} 4' in metrics
+    assert 'skiff_function_duration_seconds_bucket{namespace="default",function="hello",le="+Inf"} 4' in metrics
+    assert 'skiff_function_instances{namespace="default",function="hello"} ' in metrics
 
     usage = json.loads(skiff(gateway, "usage", "-o", "json").stdout)
     line = next(u for u in usage if u["function"] == "hello")
@@ -218,6 +227,25 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
     usage = json.loads(skiff(gateway, "usage", "-o", "json").stdout)
     line = next(u for u in usage if u["function"] == "boom")
     assert (line["invocations"], line["errors"]) == (1, 1)
+    assert metric(gateway, "skiff_function_errors_total", "boom") == 1
+
+    # `skiff fn logs -f` streams what the running instance writes next
+    follow = subprocess.Popen([str(BIN / "skiff"), "fn", "logs", "boom", "-f"], stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.DEVNULL, env=fn_env(gateway))  # fmt: skip
+    streamed: list[str] = []
+
+    def read() -> None:
+        for line in follow.stdout or ():
+            streamed.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        wait_for(lambda: any("kaboom secret-input" in x for x in streamed), timeout=30, what="logs -f printing")
+        assert skiff(gateway, "invoke", "boom", "--data", '"later-input"', check=False).returncode == 1
+        wait_for(lambda: any("kaboom later-input" in x for x in streamed), timeout=30, what="logs -f following")
+    finally:
+        follow.terminate()
+        follow.wait(10)
     skiff(gateway, "delete", "boom")
 
 
@@ -256,9 +284,27 @@ def test_cron_and_event_triggers(gateway: Gateway) -> None:
     code = ("def handle(event, context):\n"
             "    print('got', event['type'], (event.get('object') or {}).get('metadata', {}).get('name', ''))\n"
             "    return {}\n")  # fmt: skip
+    ticker = ("import os\n"
+              "def handle(event, context):\n"
+              "    n = int(open('/tmp/n').read()) if os.path.exists('/tmp/n') else 0\n"
+              "    open('/tmp/n', 'w').write(str(n + 1))\n"
+              "    print('tick', event['time'], 'call', n + 1)\n"
+              "    if n == 0:\n"
+              "        raise RuntimeError('the first tick fails')\n"
+              "    return {}\n")  # fmt: skip
     triggers = [{"type": "cron", "schedule": "@every 1s"}]
-    apply_function(cluster, "ticker", {"handler": "tick.handle", "code": {"inline": code}, "triggers": triggers})
-    wait_for(lambda: usage_of(gateway, "ticker")["invocations"] >= 2, timeout=60, what="two cron calls")
+    apply_function(cluster, "ticker", {"handler": "tick.handle", "code": {"inline": ticker}, "triggers": triggers})
+
+    def retried() -> bool:
+        # the failed first tick is called again (at least once: retried while it fails), its time unchanged
+        out = skiff(gateway, "logs", "ticker", check=False)
+        ticks = re.findall(r"tick (\S+) call (\d+)", out.stdout)
+        first = next((t for t, n in ticks if n == "1"), None)
+        return first is not None and sum(t == first for t, _ in ticks) >= 2
+
+    wait_for(retried, timeout=60, interval=1.0, what="the failed cron call retried")
+    wait_for(lambda: usage_of(gateway, "ticker")["invocations"] >= 3, timeout=30, what="cron calls metered")
+    assert usage_of(gateway, "ticker")["errors"] >= 1
     cluster.kubectl("delete", "function", "ticker")
 
     triggers = [{"type": "event", "kind": "ConfigMap", "labelSelector": "watched=yes"}]
@@ -315,6 +361,9 @@ def test_50_concurrent_calls_scale_out_and_back_and_broken_code(gateway: Gateway
         return out.stderr if row[1:3] == ["False", "InstanceFailed"] else None
 
     assert "no_such_module" in wait_for(reported, timeout=20, what="fn ls showing the failure")
+    ready = function(cluster, "broken")["status"]["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InstanceFailed")
+    assert "no_such_module" in ready["message"]
     cluster.kubectl("delete", "function", "broken")
 
 
@@ -386,16 +435,21 @@ def test_a_function_calls_another_through_the_gateway(gateway: Gateway) -> None:
               "    url = os.environ['SKIFF_GATEWAY'] + '/fn/' + context.namespace + '/doubler'\n"
               "    req = urllib.request.Request(url, data=json.dumps(event).encode())\n"
               "    with urllib.request.urlopen(req, timeout=30) as resp:\n"
-              "        return {'via': os.environ['SKIFF_GATEWAY'], 'answer': json.loads(resp.read())}\n")  # fmt: skip
+              "        return {'via': os.environ['SKIFF_GATEWAY'], 'answer': json.loads(resp.read()),\n"
+              "                'secret': os.environ['API_KEY']}\n")  # fmt: skip
     apply_function(cluster, "doubler", {"handler": "d.handle", "code": {"inline": callee}})
-    # its own image's pod (not the warm pool) gets the gateway's address from its env too
-    apply_function(cluster, "caller", {"handler": "c.handle", "code": {"inline": caller},
+    # its own image's pod (not the warm pool) gets the gateway's address from its env too, and a Secret's value
+    cluster.kubectl("create", "secret", "generic", "caller-secret", "--from-literal=key=s3cret")
+    env = [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "caller-secret", "key": "key"}}}]
+    apply_function(cluster, "caller", {"handler": "c.handle", "code": {"inline": caller}, "env": env,
                                        "resources": {"limits": {"memory": "96Mi"}}})  # fmt: skip
     status, body = post(f"{gateway.url}/fn/default/caller", b'{"n": 21}')
     assert status == 200, body
-    assert json.loads(body) == {"via": f"http://{POD_GATEWAY}:{gateway.port}", "answer": {"doubled": 42}}
+    assert json.loads(body) == {"via": f"http://{POD_GATEWAY}:{gateway.port}", "answer": {"doubled": 42},
+                                "secret": "s3cret"}  # fmt: skip
     assert usage_of(gateway, "doubler")["invocations"] == 1
     cluster.kubectl("delete", "function", "caller", "doubler")
+    cluster.kubectl("delete", "secret", "caller-secret")
 
 
 INVOKER = """
