@@ -165,6 +165,7 @@ def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) 
     assert (status, json.loads(body)["hello"]) == (200, "again")
 
     ls = skiff(gateway, "ls").stdout
+    assert ls.splitlines()[0].split() == ["NAME", "READY", "REASON", "REPLICAS", "INVOCATIONS", "ERRORS", "HANDLER"]
     row = next(line.split() for line in ls.splitlines() if line.startswith("hello"))
     assert row[1] == "True"
     wait_for(lambda: function(cluster, "hello").get("status", {}).get("invocations") == 4, timeout=10,
@@ -181,6 +182,9 @@ def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) 
     line = next(u for u in usage if u["function"] == "hello")
     assert (line["invocations"], line["errors"]) == (4, 0)
     assert line["gbSeconds"] > 0
+    bill = skiff(gateway, "usage").stdout.splitlines()  # the bill as a table
+    assert bill[0].split() == ["NAMESPACE", "FUNCTION", "INVOCATIONS", "ERRORS", "DURATION(s)", "GB-SECONDS"]
+    assert next(r.split() for r in bill if " hello " in r)[:4] == ["default", "hello", "4", "0"]
 
     # records survive a restart of the gateway
     gateway.stop()

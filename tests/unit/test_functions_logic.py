@@ -164,6 +164,8 @@ def test_deployment_objects() -> None:
     assert dep.config_map()["data"] == {"hello.py": "def handle(e, c): pass\n"}
     assert parse_trigger("cron=*/5 * * * *") == {"type": "cron", "schedule": "*/5 * * * *"}
     assert parse_trigger("event=ConfigMap,app=x") == {"type": "event", "kind": "ConfigMap", "labelSelector": "app=x"}
+    assert parse_trigger("http") == {"type": "http"}
+    assert parse_trigger("topic=orders") == {"type": "topic", "topic": "orders"}
     with pytest.raises(ValueError, match="a trigger is"):
         parse_trigger("sqs")
 
