@@ -271,8 +271,9 @@ def test_schema_timeout_and_queue_bound(gateway: Gateway) -> None:
 
     slow = "import time\ndef handle(event, context):\n    time.sleep(float(event))\n    return 'done'\n"
     spec = {"handler": "slow.handle", "code": {"inline": slow}, "timeoutSeconds": 1, "concurrency": 1,
-            "maxScale": 1, "queueDepth": 1}  # fmt: skip
+            "minScale": 1, "maxScale": 1, "queueDepth": 1}  # fmt: skip
     apply_function(cluster, "slow", spec)
+    wait_for(lambda: len(fn_pods(cluster, "slow")) == 1, timeout=30, what="minScale's instance before any call")
     wait_for(lambda: post(f"{gateway.url}/fn/default/slow", b"0")[0] == 200, timeout=60, what="slow answering")
     assert post(f"{gateway.url}/fn/default/slow", b"3")[0] == 504  # cut at its timeout
 
