@@ -217,23 +217,7 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
     src = tmp_path / "boom.py"
     src.write_text(BOOM)
     skiff(gateway, "deploy", str(src), "--name", "boom")
-    out = skiff(gateway, "invoke", "boom", "--data", '"secret-input"', check=False)
-    assert out.returncode == 1
-    assert "500" in out.stderr and "Traceback" not in out.stderr and "kaboom" not in out.stderr
-    logs = wait_for(lambda: (r := skiff(gateway, "logs", "boom", check=False)).returncode == 0
-                    and "kaboom" in r.stdout and r.stdout, timeout=30, what="the traceback in the logs")  # fmt: skip
-    assert "Traceback" in logs and "ValueError: kaboom secret-input" in logs
-
-    big = b'"' + b"x" * (7 * 1024 * 1024) + b'"'
-    assert post(f"{gateway.url}/fn/default/boom", big)[0] == 413
-    assert post(f"{gateway.url}/fn/default/missing", b"{}")[0] == 404
-
-    usage = json.loads(skiff(gateway, "usage", "-o", "json").stdout)
-    line = next(u for u in usage if u["function"] == "boom")
-    assert (line["invocations"], line["errors"]) == (1, 1)
-    assert metric(gateway, "skiff_function_errors_total", "boom") == 1
-
-    # `skiff fn logs -f` streams what the running instance writes next
+    # `skiff fn logs -f` started with no instance yet follows the one the call starts
     follow = subprocess.Popen([str(BIN / "skiff"), "fn", "logs", "boom", "-f"], stdout=subprocess.PIPE, text=True,
                               stderr=subprocess.DEVNULL, env=fn_env(gateway))  # fmt: skip
     streamed: list[str] = []
@@ -244,6 +228,23 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
 
     threading.Thread(target=read, daemon=True).start()
     try:
+        out = skiff(gateway, "invoke", "boom", "--data", '"secret-input"', check=False)
+        assert out.returncode == 1
+        assert "500" in out.stderr and "Traceback" not in out.stderr and "kaboom" not in out.stderr
+        logs = wait_for(lambda: (r := skiff(gateway, "logs", "boom", check=False)).returncode == 0
+                        and "kaboom" in r.stdout and r.stdout, timeout=30, what="the traceback in logs")  # fmt: skip
+        assert "Traceback" in logs and "ValueError: kaboom secret-input" in logs
+
+        big = b'"' + b"x" * (7 * 1024 * 1024) + b'"'
+        assert post(f"{gateway.url}/fn/default/boom", big)[0] == 413
+        assert post(f"{gateway.url}/fn/default/missing", b"{}")[0] == 404
+
+        usage = json.loads(skiff(gateway, "usage", "-o", "json").stdout)
+        line = next(u for u in usage if u["function"] == "boom")
+        assert (line["invocations"], line["errors"]) == (1, 1)
+        assert metric(gateway, "skiff_function_errors_total", "boom") == 1
+
+        # and it goes on with what the instance writes next
         wait_for(lambda: any("kaboom secret-input" in x for x in streamed), timeout=30, what="logs -f printing")
         assert skiff(gateway, "invoke", "boom", "--data", '"later-input"', check=False).returncode == 1
         wait_for(lambda: any("kaboom later-input" in x for x in streamed), timeout=30, what="logs -f following")

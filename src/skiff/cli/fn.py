@@ -192,9 +192,9 @@ def run_fn(args: argparse.Namespace) -> int:
             from skiff.functions.crd import LABEL
 
             os.environ.setdefault("KUBECONFIG", _kubeconfig(args))
-            follow = ["-f", "--max-log-requests=20"] if args.follow else []
-            return run_kubectl(["logs", "-n", args.namespace, "-l", f"{LABEL}={args.name}", "--prefix",
-                                "--tail=-1", *follow])  # fmt: skip
+            if args.follow:
+                return asyncio.run(_api_command(args))
+            return run_kubectl(["logs", "-n", args.namespace, "-l", f"{LABEL}={args.name}", "--prefix", "--tail=-1"])
         return asyncio.run(_api_command(args))
     except CodeError as e:
         print(f"skiff: error: {e}\nnothing was deployed", file=sys.stderr)
@@ -212,7 +212,44 @@ async def _api_command(args: argparse.Namespace) -> int:
             return await _deploy(client, args)
         if args.fn_command == "ls":
             return await _ls(client, args)
+        if args.fn_command == "logs":
+            return await _follow_logs(client, args)
         return await _delete(client, args)
+
+
+async def _follow_logs(client: Any, args: argparse.Namespace) -> int:
+    """`skiff fn logs -f`: every instance's log as it is written, instances started later included
+    (`kubectl logs -f -l` follows only the pods there at its start, none for a function scaled to
+    zero): one `kubectl logs -f` per instance once its container has started, until interrupted."""
+    import contextlib
+
+    from skiff.cli.main import find_kubectl
+    from skiff.client.resources import PODS
+    from skiff.functions.crd import LABEL
+    from skiff.lifetime import die_with_parent
+
+    kubectl = find_kubectl()
+    if kubectl is None:
+        print("skiff: error: kubectl not found next to this Python or on PATH", file=sys.stderr)
+        return 1
+    followed: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        while True:  # a watch the server ends is started again; pods already followed are skipped
+            watch = client.watch(PODS, namespace=args.namespace, label_selector=f"{LABEL}={args.name}")
+            async with contextlib.aclosing(watch) as events:
+                async for event in events:
+                    name = event.object["metadata"]["name"]
+                    statuses = (event.object.get("status") or {}).get("containerStatuses") or []
+                    started = any({"running", "terminated"} & set(cs.get("state") or {}) for cs in statuses)
+                    if event.type in ("ADDED", "MODIFIED") and started and name not in followed:
+                        followed[name] = await asyncio.create_subprocess_exec(
+                            kubectl, "logs", "-f", "-n", args.namespace, f"pod/{name}", "--prefix", "--tail=-1",
+                            stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent)  # fmt: skip
+    finally:
+        for proc in followed.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
 
 
 async def _deploy(client: Any, args: argparse.Namespace) -> int:
