@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from skiff.images import remote
+from skiff.images.build import build_image
 from skiff.images.errors import ImageNotFound, ImageNotPresent, InvalidReference, RegistryError, RegistryUnavailable
 from skiff.images.recipes import ensure_builtin_image
 from skiff.images.reference import parse_reference
@@ -125,3 +126,20 @@ async def test_concurrent_pulls_share_one_download(store: ImageStore, busybox: s
     assert len({(i.digest, i.rootfs) for i in images}) == 1
     assert sum(1 for line in lines if line.startswith("pulling ")) == 1  # one skopeo run for all three
     assert len(await store.list()) == 1
+
+
+async def test_always_pulls_a_tag_that_moved_and_not_one_that_did_not(
+    tmp_path: Path, registry: RegistryInfo, store: ImageStore, busybox: str
+) -> None:
+    """imagePullPolicy Always asks the registry what the tag is now: the same digest reuses the stored image
+    (nothing copied), a tag pushed anew is pulled."""
+    ref = parse_reference("moving:v1", default_registry=registry.host)
+    for n, message in enumerate(["one", "two"]):
+        ctx = tmp_path / f"ctx{n}"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nENV MESSAGE={message}\n")
+        built = await build_image(ctx, ref, registry=registry.host)
+        first = await store.pull(str(ref), "Always")
+        again = await store.pull(str(ref), "Always")
+        assert first.digest == again.digest == built.digest
+        assert first.config.env_dict()["MESSAGE"] == message
