@@ -64,6 +64,7 @@ class Sandboxes:
         self.dir = state_dir / "sandboxes"
         self.cni = cni
         self.netns_prefix = netns_prefix
+        self._netns_mounted = False  # /run/netns is a mount point (as `ip netns add` leaves it)
 
     def _paths(self, config: SandboxConfig, ip: str = "") -> Sandbox:
         d = self.dir / config.uid
@@ -108,7 +109,9 @@ class Sandboxes:
     async def _namespaces(self, sandbox: Sandbox, hostname: str) -> None:
         """The pod's network, IPC and UTS namespaces (hostname set, loopback up) and its /dev/shm."""
         netns = [f"--net={sandbox.netns}"]
-        if not await asyncio.to_thread(is_mountpoint, sandbox.netns.parent):
+        if not self._netns_mounted:  # once it is, it stays (mountinfo grows with the pods: not read each time)
+            self._netns_mounted = await asyncio.to_thread(is_mountpoint, sandbox.netns.parent)
+        if not self._netns_mounted:
             await run("ip", "netns", "add", sandbox.netns.name)  # also makes /run/netns a shared mount point
             netns = ["nsenter", f"--net={sandbox.netns}", "--"]  # unshare then joins it (the shell, that is)
         else:
