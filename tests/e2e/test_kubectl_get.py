@@ -31,7 +31,7 @@ MANIFESTS = Path(__file__).parent / "manifests"
 @pytest.fixture(scope="module")
 def ns(server: Server) -> str:
     name = f"kc-get-{uuid.uuid4().hex[:6]}"
-    server.kubectl("create", "namespace", name)
+    server.create_namespace(name)  # with its kube-root-ca.crt, so listings of ConfigMaps are stable
     server.kubectl("apply", "-n", name, "-f", str(MANIFESTS / "web-v1.yaml"))
     server.kubectl("create", "configmap", "red", "-n", name, "--from-literal=color=red")
     server.kubectl("label", "configmap", "red", "-n", name, "app=x", "tier=front")
