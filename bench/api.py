@@ -22,6 +22,7 @@ server's event loop:
 It prints figures and the issue's targets beside them and never fails on time.
 
     .venv/bin/python -m bench.api [--quick] [--backend sqlite|etcd|both] [--watchers N]
+                                  [--watcher lean|aiohttp] [--watch-procs N] [--only watch]
                                   [--profile DIR] [--json FILE]
 
 `--profile DIR` records a py-spy profile of the server per phase (collapsed
@@ -38,8 +39,10 @@ import json
 import multiprocessing
 import os
 import platform
+import selectors
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -48,7 +51,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from multiprocessing.connection import Connection
@@ -75,6 +78,7 @@ TARGET_CREATES = 1500.0  # creates/s on SQLite
 TARGET_CREATE_P99_MS = 50.0  # at 64 clients
 TARGET_WATCH_MS = 100.0  # every watcher sees every event within this
 PROFILE_RATE = 200  # py-spy samples per second
+PHASES = ("create", "get", "list", "watch")  # create includes the raw etcd puts
 
 
 @dataclass
@@ -88,7 +92,8 @@ class Profile:
     watchers: int = 1000
     watch_events: int = 100
     watch_rate: float = 10.0  # creates/s while watchers listen
-    watch_procs: int = 2
+    watch_procs: int = 1  # lean watchers: 1 process beat 2 on the 2-core box (bench/RESULTS.md)
+    watcher: str = "lean"  # or "aiohttp": the earlier watcher, about twice the server's CPU per watcher x event
     watch_grace: float = 10.0  # how long after the last create a watcher may still deliver
 
 
@@ -271,6 +276,7 @@ class WatchSpec:
     events: int  # how many ADDED events every watcher should see
     prefix: str  # names of the expected objects start with this
     connect_parallel: int = 32  # TLS handshakes in flight at once
+    watcher: str = "lean"  # lean: raw TLS sockets in one epoll loop; aiohttp: an aiohttp client response each
 
 
 @dataclass
@@ -288,7 +294,8 @@ class WatchResult:
 def run_watchers(spec: WatchSpec, conn: Connection) -> None:
     """Entry point in a watcher process: open, report ("ready", ...), wait for ("sent", t), report the result."""
     try:
-        conn.send(("result", asyncio.run(_watch(spec, conn))))
+        result = _watch_lean(spec, conn) if spec.watcher == "lean" else asyncio.run(_watch(spec, conn))
+        conn.send(("result", result))
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
@@ -366,6 +373,176 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
             result.delays_ms.append((t - float(obj["data"]["sent"])) * 1000)
         result.received += len(seen)
         result.complete += len(seen) == spec.events
+    return result
+
+
+# ---------------------------------------------------------------- lean watcher (runs in its own process)
+# What a watcher must do and nothing more: its own TLS connection (blocking handshake in a thread pool,
+# then a non-blocking ssl socket in one epoll loop, decryption in C), the same watch request, the
+# chunked framing undone and each event line's name and send stamp found by a bytes search. The
+# aiohttp watcher (`--watcher aiohttp`) costs about twice the server's CPU per watcher x event.
+class LeanStream:
+    """One watch response body: undo the chunked framing, record each new expected event's delay."""
+
+    __slots__ = ("body", "buf", "delays", "ended", "left", "prefix", "seen")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.buf = b""  # framing bytes not yet understood (a partial chunk-size line)
+        self.left = 0  # bytes of the current chunk's data still to come
+        self.body = bytearray()  # decoded data not yet ending in a newline
+        self.seen: set[bytes] = set()
+        self.delays: list[float] = []
+        self.ended = False  # the last chunk arrived
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Bytes off the connection, received at `now` (epoch seconds)."""
+        buf = self.buf + data if self.buf else data
+        pos, end, body = 0, len(buf), self.body
+        while pos < end:
+            if self.left:
+                take = min(self.left, end - pos)
+                body += buf[pos : pos + take]
+                pos += take
+                self.left -= take
+                continue
+            nl = buf.find(b"\r\n", pos)
+            if nl < 0:
+                break
+            if nl > pos:  # a chunk-size line (an empty line is the CRLF after a chunk's data)
+                size = int(buf[pos:nl].split(b";", 1)[0], 16)
+                if size == 0:
+                    self.ended = True
+                    nl = end - 2
+                self.left = size
+            pos = nl + 2
+        self.buf = buf[pos:]
+        start = 0
+        while (nl := body.find(b"\n", start)) >= 0:
+            self._event(bytes(body[start:nl]), now)
+            start = nl + 1
+        if start:
+            del body[:start]
+
+    def _event(self, line: bytes, now: float) -> None:
+        if not line.startswith(b'{"type":"ADDED"'):
+            return
+        i = line.find(b'"name":"') + 8
+        name = line[i : line.find(b'"', i)]
+        if i < 8 or not name.startswith(self.prefix) or name in self.seen:
+            return
+        self.seen.add(name)
+        i = line.find(b'"sent":"') + 8
+        self.delays.append((now - float(line[i : line.find(b'"', i)])) * 1000)
+
+
+def _open_lean(spec: WatchSpec, ctx: ssl.SSLContext, host: str, port: int, request: bytes) -> tuple[Any, bytes]:
+    """Connect, handshake, send the watch request, read the response head (blocking; runs in a thread)."""
+    raw = socket.create_connection((host, port), timeout=60)
+    sock = ctx.wrap_socket(raw, server_hostname=host)
+    try:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            got = sock.recv(65536)
+            if not got:
+                raise RuntimeError("connection closed before the response head")
+            head += got
+        head, _, rest = head.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 200 " not in status + b" ":
+            raise RuntimeError(f"watch {status.decode(errors='replace')}: {rest[:200]!r}")
+        if b"transfer-encoding: chunked" not in head.lower():
+            raise RuntimeError(f"watch response is not chunked: {head[:300]!r}")
+        sock.setblocking(False)
+        return sock, rest
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _watch_lean(spec: WatchSpec, conn: Connection) -> WatchResult:
+    from urllib.parse import urlsplit
+
+    result = WatchResult()
+    parts = urlsplit(spec.target.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
+    path = (
+        f"/api/v1/namespaces/{spec.namespace}/configmaps"
+        f"?watch=true&resourceVersion={spec.resource_version}&timeoutSeconds=3600"
+    )
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
+        "Accept-Encoding: identity\r\nUser-Agent: skiff-bench-lean-watcher\r\n\r\n"
+    ).encode()
+    if spec.target.tls_dir is None:
+        raise RuntimeError("the lean watcher speaks TLS only")
+    ctx = client_ssl(spec.target.tls_dir)
+    prefix = spec.prefix.encode()
+    began = time.perf_counter()
+    streams: dict[int, tuple[Any, LeanStream]] = {}
+    everyone: list[LeanStream] = []
+    sel = selectors.DefaultSelector()
+    with ThreadPoolExecutor(spec.connect_parallel) as opener:
+        futures = [opener.submit(_open_lean, spec, ctx, host, port, request) for _ in range(spec.watchers)]
+        for fut in futures:
+            try:
+                sock, rest = fut.result()
+            except (OSError, RuntimeError, ValueError) as exc:
+                result.failed += 1
+                result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+                continue
+            result.opened += 1
+            stream = LeanStream(prefix)
+            everyone.append(stream)
+            streams[sock.fileno()] = (sock, stream)
+            sel.register(sock, selectors.EVENT_READ, (sock, stream))
+            if rest:
+                stream.feed(rest, time.time())
+    result.open_seconds = time.perf_counter() - began
+    conn.send(("ready", result.opened, result.failed, result.first_error))
+    cpu0 = time.process_time()
+    sel.register(conn, selectors.EVENT_READ, None)
+    deadline = float("inf")
+    live = len(streams)
+    while (live or deadline == float("inf")) and time.time() < deadline:  # always take the parent's "sent"
+        for key, _ in sel.select(max(0.0, min(1.0, deadline - time.time()))):
+            if key.data is None:  # the parent: ("sent", last_sent, grace)
+                _, last_sent, grace = conn.recv()
+                deadline = last_sent + grace
+                sel.unregister(conn)
+                continue
+            sock, stream = key.data
+            now = time.time()
+            closed = False
+            while True:
+                try:
+                    data = sock.recv(262144)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    break
+                except (ssl.SSLWantWriteError, InterruptedError):
+                    continue
+                except OSError:
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+                stream.feed(data, now)
+            if closed or stream.ended or len(stream.seen) >= spec.events:
+                sel.unregister(sock)
+                sock.close()
+                live -= 1
+    result.client_cpu_seconds = time.process_time() - cpu0
+    for sock, _ in streams.values():
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(sock)
+        sock.close()
+    sel.close()
+    for stream in everyone:
+        result.delays_ms += stream.delays
+        result.received += len(stream.seen)
+        result.complete += len(stream.seen) == spec.events
     return result
 
 
@@ -647,11 +824,11 @@ async def run_backend(backend: str, prof: Profile, pool: ProcessPoolExecutor, ar
             return await asyncio.wrap_future(pool.submit(run_load, spec))
 
         with profiler.phase("create"):
-            for clients in CONCURRENCY:
+            for clients in CONCURRENCY if "create" in args.only else ():
                 spec = LoadSpec(target, "create", clients, prof.seconds, prof.warmup, prefix=f"c{clients}-")
                 report.creates[clients] = r = await load(spec)
                 log(f"create x{clients}: {r.rate:.0f}/s errors={r.errors} {r.first_error}")
-        if etcd is not None:
+        if etcd is not None and "create" in args.only:
             value = etcd.sample_value(b"/registry/configmaps/bench/")
             raw = Target(etcd.url, None, (etcd.proc.pid,) if etcd.proc else ())
             for clients in CONCURRENCY:
@@ -659,13 +836,14 @@ async def run_backend(backend: str, prof: Profile, pool: ProcessPoolExecutor, ar
                 report.raw_puts[clients] = r = await load(spec)
                 log(f"raw etcd put x{clients}: {r.rate:.0f}/s ({len(value)} B values) errors={r.errors}")
 
-        fill = await load(LoadSpec(target, "create", 16, count=prof.list_objects, namespace="list", prefix="o"))
-        if fill.errors:
-            report.notes.append(f"filling the list namespace: {fill.errors} errors, first: {fill.first_error}")
-        log(f"{prof.list_objects} objects for list/get created in {fill.seconds:.1f}s")
+        if {"get", "list"} & set(args.only):
+            fill = await load(LoadSpec(target, "create", 16, count=prof.list_objects, namespace="list", prefix="o"))
+            if fill.errors:
+                report.notes.append(f"filling the list namespace: {fill.errors} errors, first: {fill.first_error}")
+            log(f"{prof.list_objects} objects for list/get created in {fill.seconds:.1f}s")
 
         with profiler.phase("get"):
-            for clients in CONCURRENCY:
+            for clients in CONCURRENCY if "get" in args.only else ():
                 spec = LoadSpec(
                     target,
                     "get",
@@ -679,11 +857,13 @@ async def run_backend(backend: str, prof: Profile, pool: ProcessPoolExecutor, ar
                 report.gets[clients] = r = await load(spec)
                 log(f"get x{clients}: {r.rate:.0f}/s errors={r.errors} {r.first_error}")
 
-        with profiler.phase("list"):
-            await measure_lists(target, prof, report)
-        log(f"list: {report.list_unpaginated_ms:.0f} ms unpaginated, {report.list_paginated_ms:.0f} ms paginated")
+        if "list" in args.only:
+            with profiler.phase("list"):
+                await measure_lists(target, prof, report)
+            log(f"list: {report.list_unpaginated_ms:.0f} ms unpaginated, {report.list_paginated_ms:.0f} ms paginated")
 
-        await measure_watch(server, target, prof, report, profiler)
+        if "watch" in args.only:
+            await measure_watch(server, target, prof, report, profiler)
         report.profiles = dict(profiler.files)
     finally:
         if server is not None and server.proc is not None:
@@ -757,7 +937,7 @@ async def measure_watch(server: Any, target: Target, prof: Profile, report: Repo
     children: list[tuple[Any, Connection]] = []
     for share in shares:
         parent_end, child_end = ctx.Pipe()
-        spec = WatchSpec(target, "watch", rv, share, prof.watch_events, prefix="w")
+        spec = WatchSpec(target, "watch", rv, share, prof.watch_events, prefix="w", watcher=prof.watcher)
         proc = ctx.Process(target=run_watchers, args=(spec, child_end), daemon=True)
         proc.start()
         child_end.close()
@@ -842,8 +1022,9 @@ def render(reports: list[Report], prof: Profile) -> str:
             f"{'operation':<30}{'clients':>8}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/op':>11}"
             f"{'skiff CPU':>11}{etcd_col}{'load CPU':>10}{'other CPU':>11}"
         )
-        out.append(head)
-        out.append("-" * len(head))
+        if rep.creates or rep.gets:
+            out.append(head)
+            out.append("-" * len(head))
         rows = [("create ConfigMap", rep.creates), ("get ConfigMap", rep.gets)]
         if rep.raw_puts:
             rows.insert(1, ("raw etcd put (JSON gateway)", rep.raw_puts))
@@ -871,13 +1052,15 @@ def render(reports: list[Report], prof: Profile) -> str:
                 c, p = rep.creates.get(clients), rep.raw_puts.get(clients)
                 if c and p and p.rate:
                     out.append(f"{'  skiff creates / raw etcd puts':<30}{clients:>8}{c.rate / p.rate:>9.2f}")
-        out.append(
-            f"list {rep.list_items} objects, unpaginated (mean of {prof.list_runs}): {fmt(rep.list_unpaginated_ms)} ms"
-        )
-        out.append(
-            f"list {prof.list_objects} objects, limit=500 ({rep.list_pages} pages, mean of {prof.list_runs}): "
-            f"{fmt(rep.list_paginated_ms)} ms"
-        )
+        if rep.list_pages:
+            out.append(
+                f"list {rep.list_items} objects, unpaginated (mean of {prof.list_runs}): "
+                f"{fmt(rep.list_unpaginated_ms)} ms"
+            )
+            out.append(
+                f"list {prof.list_objects} objects, limit=500 ({rep.list_pages} pages, mean of {prof.list_runs}): "
+                f"{fmt(rep.list_paginated_ms)} ms"
+            )
         w = rep.watch
         if w is not None:
             pairs = rep.watch_watchers * rep.watch_events
@@ -892,6 +1075,10 @@ def render(reports: list[Report], prof: Profile) -> str:
                 f"watch: skiff CPU {rep.watch_open_cpu:.2f} s to open ({_per(rep.watch_open_cpu, w.opened, 1e3)} ms "
                 f"per watch), {rep.watch_deliver_cpu:.2f} s to create and deliver "
                 f"({_per(rep.watch_deliver_cpu, w.received, 1e6)} us per watcher x event)"
+            )
+            out.append(
+                f"watch: {prof.watcher} watcher in {prof.watch_procs} process(es), client CPU "
+                f"{w.client_cpu_seconds:.2f} s ({_per(w.client_cpu_seconds, w.received, 1e6)} us per watcher x event)"
             )
             out.append(
                 f"watch delay (send -> received), {len(d)}/{pairs} watcher x event pairs: "
@@ -988,6 +1175,9 @@ async def main_async(args: argparse.Namespace) -> tuple[Profile, list[Report]]:
         prof.watch_events = args.watch_events
     if args.seconds is not None:
         prof.seconds = args.seconds
+    prof.watcher = args.watcher
+    if args.watch_procs is not None:
+        prof.watch_procs = args.watch_procs
     backends = ["sqlite", "etcd"] if args.backend == "both" else [args.backend]
     if "etcd" in backends and shutil.which("etcd") is None:
         print("etcd binary not found (apt-get install -y etcd-server): skipping the etcd backend", file=sys.stderr)
@@ -1067,6 +1257,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--watch-events", type=int, help="objects created while the watchers listen")
     parser.add_argument("--seconds", type=float, help="measured seconds per throughput point")
+    parser.add_argument(
+        "--watcher",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="lean: raw TLS sockets in one epoll loop per process (default); aiohttp: the earlier aiohttp client",
+    )
+    parser.add_argument("--watch-procs", type=int, help=f"watcher processes (default {FULL.watch_procs})")
+    parser.add_argument(
+        "--only",
+        type=lambda v: [p.strip() for p in v.split(",")],
+        default=list(PHASES),
+        metavar="PHASES",
+        help=f"run only these phases, comma-separated, of {','.join(PHASES)} (e.g. --only watch)",
+    )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of the server here")
     parser.add_argument(
         "--profile-gil", action="store_true", help="with --profile: sample only the thread holding the GIL"
@@ -1086,6 +1290,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs (server logs) afterwards")
     args = parser.parse_args(argv)
+    if unknown := set(args.only) - set(PHASES):
+        parser.error(f"--only: unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
     prof, reports = asyncio.run(main_async(args))
     print_results(args, prof, reports)
     return 0
