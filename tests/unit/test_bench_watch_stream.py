@@ -52,6 +52,16 @@ def test_every_expected_event_counted_once_whatever_the_read_boundaries() -> Non
         assert stream.ended
 
 
+def test_one_read_per_chunk() -> None:
+    stream = LeanStream(b"w")
+    first = event("ADDED", "w00001", 2.0)
+    reads = [chunked(event("ADDED", "w00000", 2.0)), chunked(first[:40]), chunked(first[40:]), chunked(first)]
+    for data in reads:
+        stream.feed(data, 2.5)
+    assert sorted(stream.seen) == [b"w00000", b"w00001"]
+    assert stream.delays == [500.0, 500.0]
+
+
 def test_a_missing_event_leaves_the_watcher_short() -> None:
     stream = LeanStream(b"w")
     stream.feed(chunked(event("ADDED", "w00000", 1.0), event("ADDED", "w00002", 1.0)), 1.5)
