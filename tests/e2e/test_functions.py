@@ -426,8 +426,11 @@ def test_gateway_restart_takes_over_running_instances(gateway: Gateway) -> None:
     assert (status, json.loads(body)["instance"]) == (200, first)
     assert [p["metadata"]["name"] for p in fn_pods(cluster, "sticky")] == pods
     assert "took over" in gateway.logs() and pods[0] in gateway.logs().rsplit("took over", 1)[1]
-    warm = cluster.kubectl("get", "pods", "-l", "functions.skiff.dev/pool=warm", "-o", "name").stdout.split()
-    assert len(warm) == 1  # the warm pool taken over too, not refilled beside it
+    # the warm pool taken over too, not refilled beside it (a refill the old gateway had not finished is
+    # deleted, by it or by the new one, and may still be terminating)
+    listed = json.loads(cluster.kubectl("get", "pods", "-l", "functions.skiff.dev/pool=warm", "-o", "json").stdout)
+    warm = [p["metadata"]["name"] for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert len(warm) == 1, warm
     # and it is still scaled: stopped after its idle timeout
     wait_for(lambda: fn_pods(cluster, "sticky") == [], timeout=30, what="the taken-over instance scaled to zero")
     cluster.kubectl("delete", "function", "sticky")
