@@ -111,8 +111,8 @@ class Rest:
             body = content.decode_body(await content.read_body(request), content.media_type(request))
             opts = write_options(request)
             obj = await self.store.create(rt, t.namespace, body, opts)
-            code = 200 if rt.strategy is not None and rt.strategy.create_only else 201
-            return self.respond(request, rt, obj, shape, status=code, warnings=opts.warnings)
+            # 201 for every create, the review kinds too: Kubernetes' create handler answers StatusCreated
+            return self.respond(request, rt, obj, shape, status=201, warnings=opts.warnings)
         if method == "DELETE":
             self._check_verb(rt, "deletecollection")
             shape = content.accept(request)
