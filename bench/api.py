@@ -286,6 +286,7 @@ class WatchResult:
     failed: int = 0
     first_error: str = ""
     delays_ms: list[float] = field(default_factory=list)  # one per watcher x event pair received
+    by_event: dict[str, list[float]] = field(default_factory=dict)  # the same delays by event (object name)
     complete: int = 0  # watchers that saw every expected event
     received: int = 0
     open_seconds: float = 0.0
@@ -312,6 +313,7 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
         f"?watch=true&resourceVersion={spec.resource_version}&timeoutSeconds=3600"
     )
     received: list[list[tuple[float, bytes]]] = [[] for _ in range(spec.watchers)]
+    responses: list[aiohttp.ClientResponse] = []
     gate = asyncio.Semaphore(spec.connect_parallel)
     all_open = asyncio.Event()
     attempted = 0
@@ -338,6 +340,7 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
                 return
             result.opened += 1
             attempted_one()
+            responses.append(resp)  # closed when every watcher is done (see _watch_lean)
             lines = received[w]
             try:
                 while len(lines) < spec.events:
@@ -347,8 +350,6 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
                     lines.append((time.time(), line))  # parse later: keep the receive path short
             except (aiohttp.ClientError, OSError):
                 return
-            finally:
-                resp.close()
 
         tasks = [asyncio.create_task(watcher(w)) for w in range(spec.watchers)]
         await all_open.wait()
@@ -361,6 +362,8 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for resp in responses:
+            resp.close()
 
     for lines in received:
         seen: set[str] = set()
@@ -371,7 +374,9 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
             if event.get("type") != "ADDED" or not name.startswith(spec.prefix) or name in seen:
                 continue
             seen.add(name)
-            result.delays_ms.append((t - float(obj["data"]["sent"])) * 1000)
+            delay = (t - float(obj["data"]["sent"])) * 1000
+            result.delays_ms.append(delay)
+            result.by_event.setdefault(name, []).append(delay)
         result.received += len(seen)
         result.complete += len(seen) == spec.events
     return result
@@ -385,16 +390,19 @@ async def _watch(spec: WatchSpec, conn: Connection) -> WatchResult:
 class LeanStream:
     """One watch response body: undo the chunked framing, record each new expected event's delay."""
 
-    __slots__ = ("body", "buf", "delays", "ended", "left", "prefix", "seen")
+    __slots__ = ("body", "buf", "ended", "left", "prefix", "seen")
 
     def __init__(self, prefix: bytes) -> None:
         self.prefix = prefix
         self.buf = b""  # framing bytes not yet understood (a partial chunk-size line)
         self.left = 0  # bytes of the current chunk's data still to come
         self.body = bytearray()  # decoded data not yet ending in a newline
-        self.seen: set[bytes] = set()
-        self.delays: list[float] = []
+        self.seen: dict[bytes, float] = {}  # expected event (object name) -> its delay in ms
         self.ended = False  # the last chunk arrived
+
+    @property
+    def delays(self) -> list[float]:
+        return list(self.seen.values())
 
     def feed(self, data: bytes, now: float) -> None:
         """Bytes off the connection, received at `now` (epoch seconds)."""
@@ -440,9 +448,8 @@ class LeanStream:
         name = line[i : line.find(b'"', i)]
         if i < 8 or not name.startswith(self.prefix) or name in self.seen:
             return
-        self.seen.add(name)
         i = line.find(b'"sent":"') + 8
-        self.delays.append((now - float(line[i : line.find(b'"', i)])) * 1000)
+        self.seen[name] = (now - float(line[i : line.find(b'"', i)])) * 1000
 
 
 def _open_lean(spec: WatchSpec, ctx: ssl.SSLContext, host: str, port: int, request: bytes) -> tuple[Any, bytes]:
@@ -543,8 +550,9 @@ def _watch_lean(spec: WatchSpec, conn: Connection) -> WatchResult:
                 if not sock.pending():  # nothing decrypted left: epoll says when the socket has more
                     break
             if closed or stream.ended or len(stream.seen) >= spec.events:
+                # a complete watcher stops reading but keeps its connection until every watcher is done: 1,000
+                # closes at once would have the server tear down connections while the last event is delivered
                 sel.unregister(sock)
-                sock.close()
                 live -= 1
     result.client_cpu_seconds = time.process_time() - cpu0
     gc.enable()
@@ -555,6 +563,8 @@ def _watch_lean(spec: WatchSpec, conn: Connection) -> WatchResult:
     sel.close()
     for stream in everyone:
         result.delays_ms += stream.delays
+        for name, delay in stream.seen.items():
+            result.by_event.setdefault(name.decode(), []).append(delay)
         result.received += len(stream.seen)
         result.complete += len(stream.seen) == spec.events
     return result
@@ -784,6 +794,7 @@ class Report:
     watch_events: int = 0
     watch_watchers: int = 0
     watch_create_p50_ms: float = float("nan")
+    watch_sent: dict[str, tuple[float, float]] = field(default_factory=dict)  # event -> (send time, create ms)
     watch_open_cpu: float = 0.0  # skiff CPU seconds spent while the watches were being opened
     watch_deliver_cpu: float = 0.0  # skiff CPU seconds from the first create until every watcher was done
     notes: list[str] = field(default_factory=list)
@@ -978,6 +989,8 @@ async def measure_watch(server: Any, target: Target, prof: Profile, report: Repo
                 conn.send(("sent", last, prof.watch_grace))
             for _, part in await _receive(conns, "result"):
                 total.delays_ms += part.delays_ms
+                for name, delays in part.by_event.items():
+                    total.by_event.setdefault(name, []).extend(delays)
                 total.complete += part.complete
                 total.received += part.received
                 total.client_cpu_seconds += part.client_cpu_seconds
@@ -1018,6 +1031,7 @@ async def _create_stamped(target: Target, prof: Profile, report: Report) -> list
                 if resp.status != 201:
                     report.notes.append(f"watch create {i}: {resp.status}")
             latencies.append((time.time() - sent) * 1000)
+            report.watch_sent[f"w{i:05d}"] = (sent, latencies[-1])
     return latencies
 
 
@@ -1098,6 +1112,15 @@ def render(reports: list[Report], prof: Profile) -> str:
                 f"p50 {fmt(percentile(d, 50))} ms, p99 {fmt(percentile(d, 99))} ms, "
                 f"max {fmt(d[-1] if d else float('nan'))} ms"
             )
+            if w.by_event:
+                out.append(
+                    "watch: slowest events (create ms; delay min / p50 / max ms over watchers): "
+                    + "; ".join(
+                        f"{name} ({fmt(rep.watch_sent.get(name, (0.0, float('nan')))[1])}; "
+                        f"{fmt(min(ds))} / {fmt(percentile(sorted(ds), 50))} / {fmt(max(ds))})"
+                        for name, ds in _slowest_events(w.by_event, 3)
+                    )
+                )
             out.append(
                 f"every watcher saw every event: {'yes' if w.complete == rep.watch_watchers else 'NO'} "
                 f"({w.complete}/{rep.watch_watchers} watchers complete)"
@@ -1140,6 +1163,11 @@ def render(reports: list[Report], prof: Profile) -> str:
                 )
             )
     return "\n".join(out)
+
+
+def _slowest_events(by_event: dict[str, list[float]], n: int) -> list[tuple[str, list[float]]]:
+    """The `n` events whose last watcher got them latest."""
+    return sorted(by_event.items(), key=lambda item: max(item[1]), reverse=True)[:n]
 
 
 def _per(total: float, count: int, scale: float, digits: int = 0) -> str:
@@ -1256,6 +1284,19 @@ def _jsonable(rep: Report) -> dict[str, Any]:
             "p50_ms": percentile(w.delays_ms, 50),
             "p99_ms": percentile(w.delays_ms, 99),
             "max_ms": w.delays_ms[-1] if w.delays_ms else None,
+            # per event, in creation order: when it was sent, its create's latency, its delays over the watchers
+            "by_event": [
+                {
+                    "name": name,
+                    "sent": sent,
+                    "create_ms": create_ms,
+                    "received": len(ds := sorted(w.by_event.get(name, []))),
+                    "min_ms": ds[0] if ds else None,
+                    "p50_ms": percentile(ds, 50) if ds else None,
+                    "max_ms": ds[-1] if ds else None,
+                }
+                for name, (sent, create_ms) in sorted(rep.watch_sent.items())
+            ],
         },
         "notes": rep.notes,
     }
