@@ -15,8 +15,10 @@ from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.options import ListOptions, WriteOptions
 from skiff.apiserver.registry import Registry
 from skiff.apiserver.store import Store
-from skiff.apiserver.watchcache import WatchCache, bucket_of
-from skiff.storage.interface import KeyValue
+from skiff.apiserver.watchcache import WatchCache
+from skiff.apiserver.watchfanout import bucket_of
+from skiff.apiserver.watchwindow import EventWindow
+from skiff.storage.interface import CompactedError, FutureRevisionError, KeyValue
 from skiff.storage.sqlite import SQLiteBackend
 
 
@@ -190,3 +192,70 @@ async def test_cached_kv_is_the_stored_kv(backend: SQLiteBackend, cache: WatchCa
         == await backend.get(kv.key)
         == KeyValue(kv.key, b"payload", kv.mod_revision, kv.mod_revision)
     )
+
+
+# ---------------------------------------------------------------- the event window (pure)
+def _filled(size: int, count: int) -> EventWindow:
+    window = EventWindow(size, floor=10)
+    for rev in range(11, 11 + count):
+        kind = "CREATE" if rev % 3 else "UPDATE"
+        window.append(
+            rev, kind, f"/registry/g/r/{'a' if rev % 2 else 'b'}{rev}", b"v%d" % rev, b"p" if kind == "UPDATE" else None
+        )
+    return window
+
+
+def test_window_replays_from_a_revision_by_prefix() -> None:
+    window = _filled(100, 10)  # revisions 11..20
+    assert window.floor == 10 and len(window) == 10
+    assert [ev.revision for ev in window.since(10, "/registry/g/r/")] == list(range(11, 21))
+    assert [ev.revision for ev in window.since(15, "/registry/g/r/")] == list(range(16, 21))
+    assert [ev.revision for ev in window.since(15, "/registry/g/r/a")] == [17, 19]
+    assert window.since(20, "/registry/") == [] and window.since(11, "/registry/other/") == []
+    ev = window.since(17, "/registry/g/r/b")[0]
+    assert (ev.revision, ev.type, ev.key, ev.value, ev.prev_value) == (18, "UPDATE", "/registry/g/r/b18", b"v18", b"p")
+    assert ev.memo == {} and ev is not window.since(17, "/registry/g/r/b")[0]  # made per read, not kept
+
+
+def test_window_drops_its_oldest_and_raises_the_floor() -> None:
+    window = _filled(16, 18)  # 16 + 16/8 = 18: not trimmed yet
+    assert (window.floor, len(window)) == (10, 18)
+    window.append(29, "CREATE", "/registry/g/r/z", b"z", None)  # the 19th: the oldest 3 go at once
+    assert (window.floor, len(window)) == (13, 16)
+    assert window.revisions[0] == 14 and window.revisions[-1] == 29
+    assert [ev.revision for ev in window.since(13, "")][:2] == [14, 15]
+    window.reset(40)
+    assert (window.floor, len(window), window.since(0, "")) == (40, 0, [])
+
+
+async def test_replay_compaction_and_future_revisions_through_the_cache(backend: SQLiteBackend) -> None:
+    cache = WatchCache(backend, window=8)
+    await cache.start()
+    try:
+        kvs = [await backend.create(f"/registry/g/r/k{i}", b"%d" % i) for i in range(12)]
+        other = await backend.create("/registry/g/s/x", b"x")
+        assert await cache.wait_fresh()
+        assert cache.floor == kvs[3].mod_revision  # 13 events, window 8 (+1): the oldest 4 dropped
+        sub = await cache.subscribe("/registry/g/r/", kvs[5].mod_revision)
+        got = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+        assert [(ev.key, ev.type, ev.value) for ev in got] == [(kv.key, "CREATE", kv.value) for kv in kvs[6:]]
+        # then the fan-out: an update of a watched key arrives with its previous value, others' keys do not
+        await backend.update(kvs[0].key, b"new", kvs[0].mod_revision)
+        await backend.update(other.key, b"y", other.mod_revision)
+        ev = await asyncio.wait_for(sub.queue.get(), 5)
+        assert ev is not None and (ev.type, ev.key, ev.value, ev.prev_value) == ("UPDATE", kvs[0].key, b"new", b"0")
+        assert await cache.wait_fresh() and sub.queue.empty()
+        sub.close()
+        # below the window: storage's own history, 410 once it is compacted
+        old = await cache.subscribe("/registry/g/r/", kvs[0].mod_revision)
+        first = await asyncio.wait_for(old.queue.get(), 5)
+        assert first is not None and first.key == kvs[1].key
+        old.close()
+        await backend.compact(kvs[5].mod_revision)
+        cache.mark_compacted(kvs[5].mod_revision)
+        with pytest.raises(CompactedError):
+            await cache.subscribe("/registry/g/r/", kvs[2].mod_revision)
+        with pytest.raises(FutureRevisionError):
+            await cache.subscribe("/registry/g/r/", cache.revision + 100)
+    finally:
+        await cache.close()

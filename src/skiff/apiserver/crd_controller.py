@@ -34,7 +34,8 @@ from skiff.apiserver.crd_types import resource_types
 from skiff.apiserver.options import DeleteOptions, ListOptions, WriteOptions
 from skiff.apiserver.registry import Registry, ResourceType
 from skiff.apiserver.store import Store
-from skiff.apiserver.watchcache import Subscription, WatchCache
+from skiff.apiserver.watchcache import WatchCache
+from skiff.apiserver.watchfanout import Subscription
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]

@@ -34,7 +34,9 @@ from typing import Any
 
 import orjson
 
-from skiff.apiserver.watchcache import CachedEvent, Subscription, WatchCache
+from skiff.apiserver.watchcache import WatchCache
+from skiff.apiserver.watchfanout import Subscription
+from skiff.apiserver.watchwindow import CachedEvent
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,9 @@ from typing import Any
 from skiff.apiserver import objects
 from skiff.apiserver.auth import RequestAttributes, UserInfo
 from skiff.apiserver.authz import Decision
-from skiff.apiserver.watchcache import CachedEvent, Subscription, WatchCache
+from skiff.apiserver.watchcache import WatchCache
+from skiff.apiserver.watchfanout import Subscription
+from skiff.apiserver.watchwindow import CachedEvent
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ column headers). A watcher that keeps up gets its events written straight
 to its connection by the watch cache's dispatcher, as one HTTP chunk per
 storage batch, without waking its task; a congested one falls back to its
 queue, which its task writes out with back-pressure, several events per
-write, before going direct again (see `watchcache.Subscription`).
+write, before going direct again (see `watchfanout.Subscription`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from skiff.apiserver.options import ListOptions
 from skiff.apiserver.paths import Target
 from skiff.apiserver.registry import ResourceType
 from skiff.apiserver.store import Store
-from skiff.apiserver.watchcache import CachedEvent, Subscription, WatchCache
+from skiff.apiserver.watchcache import WatchCache
+from skiff.apiserver.watchfanout import Subscription
+from skiff.apiserver.watchwindow import CachedEvent
 from skiff.storage.interface import CompactedError, FutureRevisionError, KeyValue
 
 BOOKMARK_EVERY = 15.0
@@ -58,9 +60,7 @@ async def serve_watch(request: web.Request, store: Store, cache: WatchCache, t: 
             "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
         )
     if send_initial == "true" and not bookmarks:
-        raise errors.Invalid(
-            "allowWatchBookmarks: Forbidden: sendInitialEvents requires allowWatchBookmarks=true"
-        )
+        raise errors.Invalid("allowWatchBookmarks: Forbidden: sendInitialEvents requires allowWatchBookmarks=true")
     try:
         timeout = float(q.get("timeoutSeconds") or random.uniform(1800, 3600))
     except ValueError:
