@@ -32,13 +32,14 @@ from skiff.client import (
 from skiff.client import resources as R
 from skiff.client.cache import index_by_owner_uid
 from skiff.client.ratelimit import Backoff
-from tests.e2e.cluster import Server, free_port
+from tests.e2e.cluster import Server
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 Obj = dict[str, Any]
 
 
-async def eventually(check: Callable[[], object], within: float = 10.0, what: str = "condition") -> None:
+async def eventually(check: Callable[[], object], within: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + within
     while True:
         if check():
@@ -51,6 +52,13 @@ async def eventually(check: Callable[[], object], within: float = 10.0, what: st
 @pytest.fixture
 async def client(server: Server) -> AsyncIterator[Client]:
     async with Client.from_kubeconfig(server.kubeconfig) as c:
+        yield c
+
+
+@pytest.fixture(params=["aiohttp", "lean"])
+async def rest_client(request: pytest.FixtureRequest, server: Server) -> AsyncIterator[Client]:
+    """A client over aiohttp's session, or over the lean HTTP/1.1 path (`skiff.client.http11`)."""
+    async with Client.from_kubeconfig(server.kubeconfig, lean_requests=request.param == "lean") as c:
         yield c
 
 
@@ -84,7 +92,8 @@ def cm(name: str, ns: str, data: dict[str, str] | None = None, labels: dict[str,
 
 
 # --- REST ------------------------------------------------------------------------------------------
-async def test_crud_and_error_mapping(client: Client, ns: str) -> None:
+async def test_crud_and_error_mapping(rest_client: Client, ns: str) -> None:
+    client = rest_client
     created = await client.create(R.CONFIGMAPS, cm("a", ns, {"k": "1"}, {"app": "x"}))
     assert created["kind"] == "ConfigMap" and created["metadata"]["uid"]
     got = await client.get(R.CONFIGMAPS, "a", namespace=ns)
@@ -139,7 +148,8 @@ async def test_crud_and_error_mapping(client: Client, ns: str) -> None:
         await client.get(R.CONFIGMAPS, "a")
 
 
-async def test_list_selectors_and_paging(client: Client, ns: str) -> None:
+async def test_list_selectors_and_paging(rest_client: Client, ns: str) -> None:
+    client = rest_client
     for i in range(7):
         await client.create(R.CONFIGMAPS, cm(f"c{i}", ns, labels={"parity": "even" if i % 2 == 0 else "odd"}))
     page = await client.list(R.CONFIGMAPS, namespace=ns, label_selector="parity=even", limit=2)
@@ -155,7 +165,8 @@ async def test_list_selectors_and_paging(client: Client, ns: str) -> None:
     assert [o["metadata"]["name"] for o in by_field["items"]] == ["c4"]
 
 
-async def test_update_status_subresource(client: Client, ns: str) -> None:
+async def test_update_status_subresource(rest_client: Client, ns: str) -> None:
+    client = rest_client
     pod = {"metadata": {"name": "p", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
     created = await client.create(R.PODS, pod)
     created["status"] = {"phase": "Running", "message": "from the client"}
@@ -165,17 +176,18 @@ async def test_update_status_subresource(client: Client, ns: str) -> None:
     assert after["spec"]["containers"][0]["image"] == "busybox"
 
 
-async def test_unreachable_and_unauthenticated(server: Server) -> None:
+@pytest.mark.parametrize("lean", [False, True], ids=["aiohttp", "lean"])
+async def test_unreachable_and_unauthenticated(server: Server, lean: bool) -> None:
     closed = ClientConfig(server=f"https://127.0.0.1:{free_port()}", ssl_context=server.ssl_context())
-    async with Client(closed, request_timeout=5) as c:
+    async with Client(closed, request_timeout=5, lean_requests=lean) as c:
         with pytest.raises(ServerUnreachable, match="cannot reach the API server"):
             await c.get(R.NAMESPACES, "default")
     anonymous = ClientConfig(server=server.url, ssl_context=server.ssl_context(client_cert=False))
-    async with Client(anonymous) as c:
+    async with Client(anonymous, lean_requests=lean) as c:
         with pytest.raises(errors.Unauthorized):
             await c.get(R.NAMESPACES, "default")
     bad_token = ClientConfig(server=server.url, ssl_context=server.ssl_context(client_cert=False), token="wrong")
-    async with Client(bad_token) as c:
+    async with Client(bad_token, lean_requests=lean) as c:
         with pytest.raises(errors.Unauthorized):
             await c.get(R.NAMESPACES, "default")
 
@@ -265,7 +277,7 @@ async def test_informer_syncs_tracks_changes_and_indexes(client: Client, ns: str
         await eventually(lambda: rec.has("delete", f"{ns}/pre"), what="delete")
         assert informer.get(f"{ns}/pre") is None
         assert [o["metadata"]["name"] for o in informer.by_index("team", "a")] == ["new"]
-        await eventually(lambda: rec.has("resync", f"{ns}/new"), what="resync", within=3)
+        await eventually(lambda: rec.has("resync", f"{ns}/new"), what="resync", within=60)
 
         late = Recorder()  # registered after sync: gets the cache replayed as adds
         informer.add_handlers(on_add=late.on_add)
@@ -355,7 +367,7 @@ async def test_informer_survives_a_server_restart(fresh_server: Server) -> None:
             await asyncio.to_thread(fresh_server.start)
             await client.create(R.CONFIGMAPS, cm("after", "default"))
             await client.delete(R.CONFIGMAPS, "before", namespace="default")
-            await eventually(lambda: rec.has("add", "default/after"), what="add after restart", within=20)
+            await eventually(lambda: rec.has("add", "default/after"), what="add after restart", within=60)
             await eventually(lambda: rec.has("delete", "default/before"), what="delete after restart")
             assert _cached(informer) == await _truth(client, "default")
         finally:

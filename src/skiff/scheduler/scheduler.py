@@ -77,6 +77,9 @@ class Scheduler:
         registry: Mapping[str, type[Plugin]] | None = None,
     ) -> None:
         self.client = client
+        # the writes (bindings, events, conditions, preemption) take the client's lean HTTP/1.1 path: one
+        # binding and one event per pod is most of what the scheduler asks of the API server
+        self.writer = client.lean(pool_size=MAX_CONCURRENT_BINDINGS + 16)
         self.config = cfg or schedconfig.default_config()
         self._cache = SchedulerCache()
         self._ns_labels: dict[str, dict[str, str]] = {}
@@ -99,8 +102,8 @@ class Scheduler:
         self.node_informer = self.informers.informer(resources.NODES)
         self.namespace_informer = self.informers.informer(resources.NAMESPACES)
         self._volumes = InformerVolumeLister(self.informers, self.queue.move_all_to_active_or_backoff)
-        self.events = EventSink(client)
-        self.conditions = ConditionWriter(client, current=self.pod_informer.get)
+        self.events = EventSink(self.writer)
+        self.conditions = ConditionWriter(self.writer, current=self.pod_informer.get)
         # bindings in flight at once: enough to keep the API server busy, few enough to reuse a small
         # pool of keep-alive connections instead of opening (and TLS-handshaking) hundreds
         self._binding_slots = asyncio.Semaphore(MAX_CONCURRENT_BINDINGS)
@@ -134,20 +137,20 @@ class Scheduler:
             "metadata": {"name": pod.name, "namespace": pod.namespace, **({"uid": pod.uid} if pod.uid else {})},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
         }
-        await self.client.create(resources.PODS, binding, namespace=pod.namespace, name=pod.name,
+        await self.writer.create(resources.PODS, binding, namespace=pod.namespace, name=pod.name,
                                  subresource="binding")  # fmt: skip
 
     async def delete_pod(self, pod: PodInfo, *, reason: str) -> None:
         self.events.record(pod.pod, "Normal", "Preempted", reason)
         try:
-            await self.client.delete(resources.PODS, pod.name, namespace=pod.namespace,
+            await self.writer.delete(resources.PODS, pod.name, namespace=pod.namespace,
                                      preconditions={"uid": pod.uid} if pod.uid else None)  # fmt: skip
         except (errors.NotFound, errors.Conflict):
             pass
 
     async def set_nominated_node(self, pod: PodInfo, node_name: str | None) -> None:
         try:
-            await self.client.patch(resources.PODS, pod.name, {"status": {"nominatedNodeName": node_name}},
+            await self.writer.patch(resources.PODS, pod.name, {"status": {"nominatedNodeName": node_name}},
                                     namespace=pod.namespace, patch_type="merge", subresource="status")  # fmt: skip
         except errors.NotFound:
             pass
@@ -156,7 +159,7 @@ class Scheduler:
         return self._volumes
 
     async def annotate_claim(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
-        await self.client.patch(resources.PVCS, name, {"metadata": {"annotations": dict(annotations)}},
+        await self.writer.patch(resources.PVCS, name, {"metadata": {"annotations": dict(annotations)}},
                                 namespace=namespace, patch_type="merge")  # fmt: skip
 
     # --- informer handlers (they only update the cache and the queue) -------------------------
@@ -275,6 +278,7 @@ class Scheduler:
             await self.informers.stop()
             await self.events.stop()
             await self.conditions.stop()
+            await self.writer.close()
             log.info("scheduler stopped (%d scheduled, %d failed attempts, %d binding errors)",
                      self.scheduled, self.failed_attempts, self.bind_errors)  # fmt: skip
 
