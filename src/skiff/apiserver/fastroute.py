@@ -34,38 +34,64 @@ def rest_route(app: web.Application, prefix: str, names: Sequence[str], route: w
     app.setdefault(REST_ROUTES, []).append((prefix, tuple(names), route))
 
 
-def install(runner: web.AppRunner, app: web.Application) -> None:
-    """Dispatch the REST routes registered with `rest_route` directly on `runner`'s server."""
+class RestRoutes:
+    """The REST routes registered with `rest_route`, each with its middleware chain built once.
+
+    `find` gives the chain and the match info the router would give for a path
+    that can only be one of them, None for anything the router must decide.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._table: list[tuple[str, tuple[str, ...], tuple[str, ...], web.AbstractRoute, Handler]] = []
+        for prefix, names, route in app.get(REST_ROUTES, ()):
+            handler: Handler = route.handler
+            for middleware in reversed(app.middlewares):
+                handler = functools.partial(middleware, handler=handler)
+            self._table.append((prefix, names, _claimed_by_others(app, prefix, names, route), route, handler))
+
+    def __bool__(self) -> bool:
+        return bool(self._table)
+
+    def find(self, path: str) -> tuple[Handler, web.AbstractRoute, dict[str, str]] | None:
+        """The handler chain, route and match parameters of an unescaped `path` (no `%`, `{`, `}`), or None."""
+        for prefix, names, others, route, handler in self._table:
+            if not path.startswith(prefix) or path.startswith(others):
+                continue
+            parts = path[len(prefix) :].split("/", len(names))
+            if len(parts) <= len(names) or not parts[-1] or not all(parts[:-1]):
+                continue
+            return handler, route, {**dict(zip(names, parts, strict=False)), "tail": parts[-1]}
+        return None
+
+    def match_info(self, route: web.AbstractRoute, params: dict[str, str]) -> UrlMappingMatchInfo:
+        """What the router's resolve would give for a path `find` found."""
+        match = UrlMappingMatchInfo(params, route)
+        match.add_app(self.app)
+        match.freeze()
+        return match
+
+
+def install(runner: web.AppRunner, app: web.Application) -> RestRoutes:
+    """Dispatch the REST routes registered with `rest_route` directly on `runner`'s server; returns them."""
+    routes = RestRoutes(app)
     server = runner.server
-    routes = app.get(REST_ROUTES)
     if server is None or not routes:
-        return
+        return routes
     slow = server.request_handler
-    table: list[tuple[str, tuple[str, ...], tuple[str, ...], web.AbstractRoute, Handler]] = []
-    for prefix, names, route in routes:
-        handler: Handler = route.handler
-        for middleware in reversed(app.middlewares):
-            handler = functools.partial(middleware, handler=handler)
-        table.append((prefix, names, _claimed_by_others(app, prefix, names, route), route, handler))
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path
         if "%" not in raw and "{" not in raw and "}" not in raw and "Expect" not in request.headers:
-            path = request.path
-            for prefix, names, others, route, handler in table:
-                if not path.startswith(prefix) or path.startswith(others):
-                    continue
-                parts = path[len(prefix) :].split("/", len(names))
-                if len(parts) <= len(names) or not parts[-1] or not all(parts[:-1]):
-                    continue
-                match = UrlMappingMatchInfo({**dict(zip(names, parts, strict=False)), "tail": parts[-1]}, route)
-                match.add_app(app)
-                match.freeze()
-                request._match_info = match  # type: ignore[attr-defined]  # what Application._handle sets
+            found = routes.find(request.path)
+            if found is not None:
+                handler, route, params = found
+                request._match_info = routes.match_info(route, params)  # type: ignore[attr-defined]  # what Application._handle sets
                 return await handler(request)  # type: ignore[arg-type]  # a web.Request: the app's request factory
         return await slow(request)
 
     server.request_handler = dispatch
+    return routes
 
 
 def _claimed_by_others(

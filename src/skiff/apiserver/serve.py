@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from skiff.api import errors
-from skiff.apiserver import fastroute, pod_proxy
+from skiff.apiserver import fastroute, leanhttp, pod_proxy
 from skiff.apiserver.access_review import AccessReviews
 from skiff.apiserver.admission_plugins import AdmissionConfig
 from skiff.apiserver.app import CACHE, REGISTRY, STORE, create_app
@@ -180,9 +180,9 @@ async def serve(
                 access_log=access_log if access_log.isEnabledFor(logging.DEBUG) else None,
             )
             await runner.setup()
-            fastroute.install(runner, app)  # REST paths skip the router walk
+            routes = fastroute.install(runner, app)  # REST paths skip the router walk
             try:
-                await _listen(runner, config, ssl_context)
+                await _listen(runner, routes, config, ssl_context)
                 if local is not None:
                     await local.listen(runner)
                 log.info(
@@ -250,9 +250,16 @@ async def _prepare_credentials(
     return paths, ssl_context
 
 
-async def _listen(runner: web.AppRunner, config: ServerConfig, ssl_context: ssl.SSLContext) -> None:
+async def _listen(
+    runner: web.AppRunner, routes: fastroute.RestRoutes, config: ServerConfig, ssl_context: ssl.SSLContext
+) -> None:
+    """Listen with plain REST requests served by `leanhttp`, everything else by aiohttp."""
     host = config.bind_address.strip() or None
-    site = web.TCPSite(runner, host, config.port, ssl_context=ssl_context, reuse_address=True)
+    assert runner.server is not None
+    lean = leanhttp.LeanServer(routes, runner.server)
+    site = leanhttp.LeanTCPSite(
+        runner, lean, host, config.port, ssl_context=ssl_context, reuse_address=True, shutdown_timeout=SHUTDOWN_GRACE
+    )
     try:
         await site.start()
     except OSError as e:
