@@ -536,3 +536,23 @@ class LeanTCPSite(web.TCPSite):
     async def stop(self) -> None:
         await super().stop()
         await self._lean.shutdown(self._lean_timeout)
+
+
+class LeanSockSite(web.SockSite):
+    """A listener on a bound socket (the local Unix socket) whose connections start with `lean`."""
+
+    def __init__(self, runner: web.BaseRunner, lean: LeanServer, sock: socket.socket, *,
+                 shutdown_timeout: float = 5.0) -> None:  # fmt: skip
+        super().__init__(runner, sock)
+        self._lean = lean
+        self._lean_timeout = shutdown_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._lean, sock=self._sock, ssl=self._ssl_context,
+                                                backlog=self._backlog)  # fmt: skip
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._lean.shutdown(self._lean_timeout)

@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -49,7 +50,7 @@ class LocalAccess:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.path = Path(data_dir) / SOCKET_NAME
         self._users: dict[str, UserInfo] = {}  # token -> who it authenticates
-        self._site: web.SockSite | None = None
+        self._site: web.BaseSite | None = None
 
     @property
     def listening(self) -> bool:
@@ -74,16 +75,19 @@ class LocalAccess:
                 return user
         return None
 
-    async def listen(self, runner: web.AppRunner) -> None:
-        """Serve `runner`'s application on the socket; on failure, log why and carry on without it."""
+    async def listen(
+        self, runner: web.AppRunner, site: Callable[[socket.socket], web.BaseSite] | None = None
+    ) -> None:
+        """Serve `runner`'s application on the socket (through `site(sock)` when given, e.g. a
+        `leanhttp.LeanSockSite`); on failure, log why and carry on without it."""
         try:
             sock = _bind_private(self.path)
         except OSError as e:
             log.warning("no local socket at %s (%s): the server's children use HTTPS", self.path, e.strerror or e)
             return
-        site = web.SockSite(runner, sock)
-        await site.start()
-        self._site = site
+        listener = site(sock) if site is not None else web.SockSite(runner, sock)
+        await listener.start()
+        self._site = listener
         log.info("local socket for the server's own components: %s", self.path)
 
     def remove(self) -> None:

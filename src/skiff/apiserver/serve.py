@@ -180,11 +180,15 @@ async def serve(
                 access_log=access_log if access_log.isEnabledFor(logging.DEBUG) else None,
             )
             await runner.setup()
-            routes = fastroute.install(runner, app)  # REST paths skip the router walk
+            assert runner.server is not None
+            # REST paths skip the router walk, plain REST requests aiohttp's request handling too
+            lean = leanhttp.LeanServer(fastroute.install(runner, app), runner.server)
             try:
-                await _listen(runner, routes, config, ssl_context)
+                await _listen(runner, lean, config, ssl_context)
                 if local is not None:
-                    await local.listen(runner)
+                    await local.listen(
+                        runner, lambda sock: leanhttp.LeanSockSite(runner, lean, sock, shutdown_timeout=SHUTDOWN_GRACE)
+                    )
                 log.info(
                     "skiff apiserver listening on https://%s:%d; kubeconfig: %s",
                     _url_host(config.bind_address),
@@ -251,12 +255,10 @@ async def _prepare_credentials(
 
 
 async def _listen(
-    runner: web.AppRunner, routes: fastroute.RestRoutes, config: ServerConfig, ssl_context: ssl.SSLContext
+    runner: web.AppRunner, lean: leanhttp.LeanServer, config: ServerConfig, ssl_context: ssl.SSLContext
 ) -> None:
     """Listen with plain REST requests served by `leanhttp`, everything else by aiohttp."""
     host = config.bind_address.strip() or None
-    assert runner.server is not None
-    lean = leanhttp.LeanServer(routes, runner.server)
     site = leanhttp.LeanTCPSite(
         runner, lean, host, config.port, ssl_context=ssl_context, reuse_address=True, shutdown_timeout=SHUTDOWN_GRACE
     )
