@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -188,3 +189,81 @@ def test_more_than_ten_update_managers_merge_the_oldest_into_ancient_changes() -
     ancient = next(e for e in entries if e["manager"] == "ancient-changes")
     assert set(ancient["fieldsV1"]["f:data"]) >= {"f:k0", "f:k1", "f:k2"}  # the three oldest, merged
     assert {e["manager"] for e in entries} == {"ancient-changes", *(f"m{i:02d}" for i in range(3, 12))}
+
+
+EVENT = root_schema("io.k8s.api.core.v1.Event")
+POD = root_schema("io.k8s.api.core.v1.Pod")
+
+
+def _event(message: Any, count: Any = 1) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "p.1", "namespace": "d"},
+            "involvedObject": {"kind": "Pod", "namespace": "d", "name": "p", "uid": "u-1", "apiVersion": "v1"},
+            "reason": "Scheduled", "message": message, "source": {"component": "default-scheduler"},
+            "firstTimestamp": None, "lastTimestamp": None, "count": count, "type": "Normal",
+            "reportingComponent": "default-scheduler", "reportingInstance": ""}  # fmt: skip
+
+
+def _pod(image: str, extra: dict[str, Any], container: str = "c") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "a", **extra}},
+            "spec": {"containers": [{"name": container, "image": image, "ports": [{"containerPort": 80}]}],
+                     "tolerations": [{"key": "k", "operator": "Exists"}], "nodeSelector": extra,
+                     "hostNetwork": bool(extra), "priority": None}}  # fmt: skip
+
+
+def _owned(obj: dict[str, Any], schema: Any, *, memo: bool) -> bytes:
+    """managedFields of creating `obj`, with the create memo as it stands or emptied first (the walk itself)."""
+    if not memo:
+        M._created.clear()
+    out = copy.deepcopy(obj)
+    M.track_update(None, out, req("m", obj["apiVersion"]), schema)
+    return json.dumps(out["metadata"].get("managedFields")).encode()
+
+
+@pytest.mark.parametrize(
+    ("schema", "variants"),
+    [
+        (
+            EVENT,
+            [
+                _event("0/3 nodes"),
+                _event("Successfully assigned d/p to n1", 7),
+                _event(None, None),
+                _event({}),
+                _event({"a": 1}),
+                _event(""),
+                _event(True, 1.5),
+                _event([1, 2]),
+            ],
+        ),
+        (
+            POD,
+            [
+                _pod("busybox", {}),
+                _pod("nginx", {"zone": "a"}),
+                _pod("nginx", {"zone": "b"}),
+                _pod("x", {"zone": None}),
+                _pod("x", {"zone": {}}),
+                _pod("x", {"other": "a"}),
+                _pod("x", {}, container="d"),
+                _pod("y", {}, container="e"),
+            ],
+        ),
+        (
+            CM,
+            [
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}}, "data": d}
+                for d in ({"k": "v"}, {"k": "w"}, {"j": "v"}, {"k": "v", "j": "w"}, {}, {"k": None})
+            ],
+        ),
+    ],
+)
+def test_create_field_sets_remembered_by_shape_equal_the_walk(schema: Any, variants: list[dict[str, Any]]) -> None:
+    # objects of one shape with other values (every event's message differs) share the remembered set; objects
+    # whose keys, list items or value kinds (scalar, null, {}, map, list) differ never do: byte for byte, the
+    # managedFields of every create equal those of a walk with nothing remembered, whatever was created before
+    walked = [_owned(v, schema, memo=False) for v in variants]
+    M._created.clear()
+    for order in (variants, list(reversed(variants)), variants + variants):
+        for v in order:
+            assert _owned(v, schema, memo=True) == walked[variants.index(v)]
+    assert len({w for w in walked}) > 1  # the variants are not all one field set

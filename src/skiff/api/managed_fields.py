@@ -191,31 +191,48 @@ def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> Non
 
 
 _created: OrderedDict[tuple[int, bytes], tuple[Schema, bytes]] = OrderedDict()
-CREATED_MEMO = 256  # distinct object shapes remembered (e.g. one per ReplicaSet template being scaled)
+CREATED_MEMO = 256  # distinct object shapes remembered (e.g. one per ReplicaSet template, one per kind of event)
+
+
+def _shape(value: Any) -> Any:
+    """What of a value its field set depends on: every map key (in order), every list whole (an item's path may be
+    its keys' or its own value, and which one is the schema's business), and no scalar value -- a scalar or null
+    field is one leaf, whatever it holds."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return value
+    return 0
 
 
 def _track_create(new: Obj, req: Request, schema: Schema) -> None:
     """A create that brings no managedFields: the manager owns every field it sent.
 
-    Replicas of one template (a ReplicaSet's pods, a benchmark's) send the same fields over and over,
-    so the field set is remembered by the object's JSON (what the server sets itself -- name, uid,
-    creationTimestamp... -- left out by `_scope`): a repeat costs one encode and one decode."""
+    Replicas of one template (a ReplicaSet's pods, a benchmark's) send the same fields over and over, and objects
+    of one kind written by one component (the scheduler's events, a kubelet's) the same fields with other values,
+    so the field set is remembered by the object's shape (`_shape`; what the server sets itself -- name, uid,
+    creationTimestamp... -- left out by `_scope`): a repeat costs one walk of the maps, one encode and one decode."""
     scoped = _scope(new, req)
     try:
-        key: tuple[int, bytes] | None = (id(schema), orjson.dumps(scoped))
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: no memo
+        key: tuple[int, bytes] | None = (id(schema), orjson.dumps(_shape(scoped)))
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits in a list: no memo
         key = None
     hit = _created.get(key) if key is not None else None
     if key is not None and hit is not None and hit[0] is schema:
         _created.move_to_end(key)
         fields: Tree = orjson.loads(hit[1])
     else:
-        fields = fieldsets.from_paths(fieldsets.compare({}, scoped, schema).added)
+        fields = field_set(scoped, schema)
         if key is not None:
             _created[key] = (schema, orjson.dumps(fields))  # the schema is held, so that its id stays its own
             if len(_created) > CREATED_MEMO:
                 _created.popitem(last=False)
     _set([_entry(req.manager, UPDATE, req, fields)] if fields else [], new)
+
+
+def field_set(scoped: Obj, schema: Schema) -> Tree:
+    """The field set of a whole (scoped) object, walked field by field: what `_track_create` remembers."""
+    return fieldsets.from_paths(fieldsets.compare({}, scoped, schema).added)
 
 
 def _cap_updaters(entries: list[Obj]) -> list[Obj]:

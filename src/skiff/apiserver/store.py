@@ -168,11 +168,11 @@ class Store:
             raise errors.Timeout(f"Too large resource version: {revision}, current: {current}", retry_after=1) from None
 
     @staticmethod
-    def _matches(strategy: Strategy, labels: Any, fields: Any, obj: Obj) -> bool:
+    def _matches(strategy: Strategy, labels: Any, fields: Any, obj: Obj, used: tuple[str, ...] | None = None) -> bool:
         meta = obj.get("metadata", {})
         if not labels.matches(meta.get("labels") or {}):
             return False
-        return bool(fields.empty() or fields.matches(strategy.field_attrs(obj)))
+        return bool(fields.empty() or fields.matches(strategy.field_attrs(obj, used)))
 
     def matcher(self, rt: ResourceType, label_selector: str, field_selector: str) -> Any:
         """A predicate over objects for watches; validates the selectors (400 on error)."""
@@ -181,7 +181,8 @@ class Store:
         fields = fieldselectors.parse_field_selector(field_selector, strategy.selectable_fields)
         if labels.empty() and fields.empty():
             return None
-        return lambda obj: self._matches(strategy, labels, fields, obj)
+        used = tuple(fields.fields())  # a watch on spec.nodeName reads that one field of each event, not all of them
+        return lambda obj: self._matches(strategy, labels, fields, obj, used)
 
     # ----------------------------------------------------------------- create
     async def create(self, rt: ResourceType, namespace: str | None, body: Obj, opts: WriteOptions) -> Obj:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 from skiff.api import validation
@@ -25,11 +26,16 @@ Finish = Callable[[bool], Awaitable[None]]
 
 def get_path(obj: Obj, dotted: str) -> Any:
     cur: Any = obj
-    for part in dotted.split("."):
+    for part in _parts(dotted):
         if not isinstance(cur, dict):
             return None
         cur = cur.get(part)
     return cur
+
+
+@lru_cache(maxsize=1024)
+def _parts(dotted: str) -> tuple[str, ...]:
+    return tuple(dotted.split("."))
 
 
 def _str(value: Any) -> str:
@@ -153,8 +159,9 @@ class Strategy:
         return True
 
     # --- selection ----------------------------------------------------------------------
-    def field_attrs(self, obj: Obj) -> dict[str, str]:
-        return {f: _str(get_path(obj, f)) for f in self.selectable_fields}
+    def field_attrs(self, obj: Obj, only: tuple[str, ...] | None = None) -> dict[str, str]:
+        """The selectable fields' values as a field selector reads them (`only`: just these, e.g. a selector's)."""
+        return {f: _str(get_path(obj, f)) for f in (self.selectable_fields if only is None else only)}
 
 
 def _spec_of(obj: Obj) -> dict[str, Any]:
