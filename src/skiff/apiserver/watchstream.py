@@ -263,8 +263,9 @@ async def _pump(sub: Subscription, writer: _Writer, duration: float, bookmarks: 
             sub.sink = writer.direct  # caught up: the watch cache writes to the connection from now on
         try:
             if queue.empty():
-                # asyncio.timeout, not wait_for: wait_for wraps the get in a new Task per event and watcher
-                async with asyncio.timeout(min(remaining, BOOKMARK_EVERY)):
+                # asyncio.timeout, not wait_for: wait_for wraps the get in a new Task per event and watcher; a stream
+                # without bookmarks sleeps until its end (1,000 such watchers would wake every 15 s for nothing)
+                async with asyncio.timeout(min(remaining, BOOKMARK_EVERY) if bookmarks else remaining):
                     ev = await queue.get()
             else:
                 ev = queue.get_nowait()
