@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.cluster import Server, SimNodes
+from tests.e2e.history import Recording
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -229,20 +230,11 @@ def test_recreate_never_overlaps(server: Server, ns: str) -> None:
     server.kubectl("rollout", "status", "-n", ns, "deployment/rec", "--timeout=30s")
     [old] = replica_sets(server, ns, "rec")
     old_name = old["metadata"]["name"]
-    samples: list[set[str]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            samples.append({owner(p).get("name", "") for p in pods_of(server, ns, "app%3Drec")})
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    # every state the pods go through, replayed from their watch history (a poll can miss a brief one)
+    recording = Recording(server, f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Drec")
     server.kubectl("set", "image", "-n", ns, "deployment/rec", "app=registry.local/web:2")
-    server.kubectl("rollout", "status", "-n", ns, "deployment/rec", "--timeout=30s")
-    done.set()
-    sampler.join()
+    server.kubectl("rollout", "status", "-n", ns, "deployment/rec", "--timeout=60s")
+    samples = [{owner(p).get("name", "") for p in state.values()} for state in recording.states()]
     rss = by_revision(replica_sets(server, ns, "rec"))
     new_name = rss["2"]["metadata"]["name"]
     assert rss["1"]["metadata"]["name"] == old_name and rss["1"]["spec"]["replicas"] == 0
@@ -392,22 +384,15 @@ def test_replicaset_directly(server: Server, ns: str) -> None:
 def test_max_unavailable_zero_keeps_capacity(server: Server, ns: str) -> None:
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("steady", replicas=3, strategy=strategy))
-    server.kubectl("rollout", "status", "-n", ns, "deployment/steady", "--timeout=30s")
-    samples: list[tuple[int, int]] = []  # (ready and not terminating, all not terminating)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            pods = live(pods_of(server, ns, "app%3Dsteady"))
-            samples.append((len([p for p in pods if ready(p)]), len(pods)))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    server.kubectl("rollout", "status", "-n", ns, "deployment/steady", "--timeout=60s")
+    # every state the pods go through, replayed from their watch history (a poll can miss a brief one)
+    recording = Recording(server, f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dsteady")
     server.kubectl("set", "image", "-n", ns, "deployment/steady", "app=registry.local/web:2")
-    server.kubectl("rollout", "status", "-n", ns, "deployment/steady", "--timeout=30s")
-    done.set()
-    sampler.join()
+    server.kubectl("rollout", "status", "-n", ns, "deployment/steady", "--timeout=60s")
+    samples: list[tuple[int, int]] = []  # (ready and not terminating, all not terminating)
+    for state in recording.states():
+        pods = live(list(state.values()))
+        samples.append((len([p for p in pods if ready(p)]), len(pods)))
     assert len(samples) > 5
     assert min(r for r, _ in samples) >= 3, samples
     assert max(n for _, n in samples) <= 4, samples  # never more than replicas + maxSurge
