@@ -259,11 +259,12 @@ def test_pause_and_resume(server: Server, ns: str) -> None:
     server.kubectl("scale", "-n", ns, "deployment/paused", "--replicas=3")
     # paused: the scale is applied to the current ReplicaSet, but nothing rolls out
     wait_for("3 pods", lambda: len(live(pods_of(server, ns, "app%3Dpaused"))) == 3)
-    time.sleep(1.0)
+    # once the controller has observed the last generation (its status write trails the scale), it has
+    # decided on the paused spec: no second ReplicaSet comes
+    d = wait_for("the paused spec observed", lambda: (
+        (d := get(server, path))["status"].get("observedGeneration") == d["metadata"]["generation"] and d))
     [rs] = replica_sets(server, ns, "paused")
     assert image_of(rs) == "registry.local/web:1" and rs["spec"]["replicas"] == 3
-    d = get(server, path)
-    assert d["status"]["observedGeneration"] == d["metadata"]["generation"]
     assert d["status"].get("updatedReplicas", 0) == 0
     server.kubectl("rollout", "resume", "-n", ns, "deployment/paused")
     server.kubectl("rollout", "status", "-n", ns, "deployment/paused", "--timeout=30s")
