@@ -30,7 +30,8 @@ import yaml
 
 from skiff.images.recipes import ensure_builtin_image
 from skiff.images.registry import registry_config
-from tests.e2e.cluster import BIN, Server, free_port, node_ready
+from tests.e2e.cluster import BIN, Server, node_ready
+from tests.ports import free_port
 
 NODE = "e2e-agent"
 POD_CIDR = "10.199.42.0/24"

@@ -26,8 +26,9 @@ import yaml
 from cryptography import x509
 
 from tests.e2e.agent_node import wait_for
-from tests.e2e.cluster import Server, free_port
+from tests.e2e.cluster import Server
 from tests.e2e.two_nodes import TwoNodes, missing
+from tests.ports import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etcd-operator"
 NS = "databases"

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.agent_node import AgentNode, NodeSetup, Registry, missing_requirements, node_fixtures, wait_for
-from tests.e2e.cluster import BIN, Server, free_port
+from tests.e2e.cluster import BIN, Server
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
 NODE = "e2e-functions"

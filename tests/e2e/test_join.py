@@ -31,7 +31,8 @@ from cryptography.x509.oid import NameOID
 
 from skiff.images.recipes import ensure_builtin_image
 from tests.e2e.agent_node import missing_requirements, wait_for
-from tests.e2e.cluster import BIN, Server, free_port, node_ready
+from tests.e2e.cluster import BIN, Server, node_ready
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from skiff.apiserver.serve import ServerConfig, serve
-from tests.e2e.cluster import BIN, Server, free_port
+from tests.e2e.cluster import BIN, Server
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -32,7 +32,8 @@ import yaml
 
 from skiff.images.recipes import ensure_builtin_image
 from tests.e2e.agent_node import AgentNode, Registry
-from tests.e2e.cluster import BIN, Server, free_port, node_ready
+from tests.e2e.cluster import BIN, Server, node_ready
+from tests.ports import free_port
 
 CLUSTER_CIDR = "10.197.0.0/16"
 

@@ -6,7 +6,6 @@ them and runs as root. They need no root themselves (umoci unpacks rootless othe
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,12 +14,7 @@ import pytest
 from skiff.images.recipes import ensure_builtin_image
 from skiff.images.registry import RegistryInfo, run_registry
 from skiff.images.store import ImageStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture

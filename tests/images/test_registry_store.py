@@ -16,7 +16,7 @@ from skiff.images.recipes import ensure_builtin_image
 from skiff.images.reference import parse_reference
 from skiff.images.registry import RegistryInfo, run_registry
 from skiff.images.store import ImageStore, auth_file
-from tests.images.conftest import free_port
+from tests.ports import free_port
 
 
 async def test_registry_starts_answers_and_stops(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 from skiff.storage.etcd import EtcdBackend
 from skiff.storage.interface import Backend, Event
 from skiff.storage.sqlite import SQLiteBackend
+from tests.ports import free_port
 
 ETCD_START_TIMEOUT = 20.0
 
@@ -36,13 +36,6 @@ class TLSFiles:
     server_key: str
     client_cert: str
     client_key: str
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(url: str, context: ssl.SSLContext | None) -> bool:

@@ -20,8 +20,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from skiff.storage.etcd import EtcdBackend
 from skiff.storage.interface import Unavailable
+from tests.ports import free_port
 
-from .conftest import TLSFiles, free_port, start_etcd, take
+from .conftest import TLSFiles, start_etcd, take
 
 pytestmark = pytest.mark.etcd
 
