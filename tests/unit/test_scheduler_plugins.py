@@ -205,6 +205,30 @@ def test_fit_spreads_and_packs() -> None:
     assert s_most[1] > s_most[0]
 
 
+def test_batch_answers_follow_the_nodes_that_changed_since_they_were_remembered() -> None:
+    """Filter and scores per node are remembered per pod shape; a node that took a pod is asked again."""
+    nodes = [node(f"n{i}", cpu="1", memory="4Gi") for i in range(6)]
+    fit, balanced = _fit("LeastAllocated"), BalancedAllocation()
+    p = pod("new", cpu="600m", memory="1Gi")
+
+    def answers() -> tuple[list[str], dict[str, list[str]], list[int], list[int]]:
+        failed: dict[str, Status] = {}
+        fits = [n.name for n in fit.filter_nodes(CycleState(), p, nodes, failed)]
+        reasons = {name: list(status.reasons) for name, status in failed.items()}
+        return fits, reasons, fit.score_nodes(CycleState(), p, nodes), balanced.score_nodes(CycleState(), p, nodes)
+
+    fits, reasons, scores, balance = answers()
+    assert fits == [f"n{i}" for i in range(6)] and not reasons and len(set(scores)) == 1
+    for i in (1, 4):
+        nodes[i].add_pod(pod(f"took-{i}", cpu="500m", memory="3Gi").assumed_on(f"n{i}"))
+    fits, reasons, scores, balance = answers()
+    assert fits == ["n0", "n2", "n3", "n5"]
+    assert reasons == {"n1": ["Insufficient cpu"], "n4": ["Insufficient cpu"]}
+    assert scores == [fit.score(CycleState(), p, n) for n in nodes] and scores[1] < scores[0]
+    assert balance == [balanced.score(CycleState(), p, n) for n in nodes] and balance[1] != balance[0]
+    assert answers() == (fits, reasons, scores, balance)  # all remembered now: the same answers
+
+
 @pytest.mark.parametrize(
     "args",
     [

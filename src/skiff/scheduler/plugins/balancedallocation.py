@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from skiff.scheduler.framework import (
     ASSIGNED_POD,
@@ -90,12 +90,11 @@ class BalancedAllocation(PreScorePlugin, ScorePlugin):
             return out
         pod_cpu, pod_mem = pod.requests.milli_cpu, pod.requests.memory
         key = memo_key(self, pod_cpu, pod_mem)
-        out = []
-        for node in nodes:
-            score = node.memo.get(key)
-            if score is not None:
-                out.append(score)
-                continue
+        out = [node.memo.get(key) for node in nodes]
+        if None not in out:
+            return cast(list[int], out)  # every node remembered its score
+        for i in [i for i, score in enumerate(out) if score is None]:  # few: the nodes changed since
+            node = nodes[i]
             cap_cpu, cap_mem = node.alloc_milli_cpu, node.alloc_memory
             if cap_cpu and cap_mem:
                 f_cpu = min((node.req_milli_cpu + pod_cpu) / cap_cpu, 1.0)
@@ -104,5 +103,5 @@ class BalancedAllocation(PreScorePlugin, ScorePlugin):
             else:
                 score = MAX_NODE_SCORE  # one fraction or none: no deviation
             remember(node, key, score)
-            out.append(score)
-        return out
+            out[i] = score
+        return cast(list[int], out)

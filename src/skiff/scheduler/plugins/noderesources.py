@@ -19,7 +19,7 @@ Scoring counts a container without requests as 100m cpu / 200Mi memory
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from skiff.scheduler.framework import (
     ASSIGNED_POD,
@@ -266,22 +266,26 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
             return super().filter_nodes(state, pod, nodes, failed)
         cpu, mem, eph = req.milli_cpu, req.memory, req.ephemeral_storage
         key = memo_key(self, "filter", cpu, mem, eph)
+        known = [node.memo.get(key) for node in nodes]
+        for i in [i for i, status in enumerate(known) if status is None]:  # few: the nodes changed since
+            node = nodes[i]
+            fresh = _FITS
+            if (
+                len(node.pods) >= node.alloc_pods
+                or (cpu and cpu > node.alloc_milli_cpu - node.req_milli_cpu)
+                or (mem and mem > node.alloc_memory - node.req_memory)
+                or (eph and eph > node.alloc_ephemeral - node.req_ephemeral)
+            ):
+                fresh = self.filter(state, pod, node) or _FITS
+            remember(node, key, fresh)
+            known[i] = fresh
+        if known.count(_FITS) == len(nodes):
+            return nodes  # the common case: every node fits
         out = []
-        for node in nodes:
-            status = node.memo.get(key)
-            if status is None:
-                status = _FITS
-                if (
-                    len(node.pods) >= node.alloc_pods
-                    or (cpu and cpu > node.alloc_milli_cpu - node.req_milli_cpu)
-                    or (mem and mem > node.alloc_memory - node.req_memory)
-                    or (eph and eph > node.alloc_ephemeral - node.req_ephemeral)
-                ):
-                    status = self.filter(state, pod, node) or _FITS
-                remember(node, key, status)
+        for node, status in zip(nodes, known, strict=True):
             if status is _FITS:
                 out.append(node)
-            else:
+            elif status is not None:  # (never None here: every unknown was filled in above)
                 failed[node.name] = status
         return out
 
@@ -307,14 +311,13 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
             return out
         pod_cpu, pod_mem = pod.non_zero.milli_cpu, pod.non_zero.memory
         key = memo_key(self, "score", pod_cpu, pod_mem)
+        out = [node.memo.get(key) for node in nodes]
+        if None not in out:
+            return cast(list[int], out)  # every node remembered its score
         w_cpu, w_mem = self.weights
         least = self.strategy == LEAST_ALLOCATED
-        out = []
-        for node in nodes:
-            score = node.memo.get(key)
-            if score is not None:
-                out.append(score)
-                continue
+        for i in [i for i, score in enumerate(out) if score is None]:  # few: the nodes changed since
+            node = nodes[i]
             total = weight_sum = 0
             cap = node.alloc_milli_cpu
             if cap:
@@ -334,8 +337,8 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
                 weight_sum += w_mem
             score = total // weight_sum if weight_sum else 0
             remember(node, key, score)
-            out.append(score)
-        return out
+            out[i] = score
+        return cast(list[int], out)
 
 
 _FITS = unschedulable("fits")  # a memo marker for "passed"; never returned
