@@ -156,6 +156,41 @@ def test_label_selector_watch_sees_objects_leave_and_enter(server: Server) -> No
     assert events[2]["object"]["data"] == {"v": "ignored"}
 
 
+def test_selector_watch_tracks_listed_and_new_objects_in_and_out(server: Server) -> None:
+    """Initial events with a selector, then objects listed before and created after the watch leave and re-enter."""
+    ns = _ns(server)
+    _cm(server, ns, "listed", {"team": "a"}, v="1")
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    query = (
+        "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+        "&labelSelector=team%3Da"
+    )
+    with watch(server, f"{base}?{query}") as stream:
+        first = stream.take(2)
+        assert [(e["type"], e["object"]["metadata"].get("name")) for e in first] == [
+            ("ADDED", "listed"),
+            ("BOOKMARK", None),
+        ]
+        _cm(server, ns, "new", {"team": "a"}, v="1")
+        _patch(server, f"{base}/new", {"metadata": {"labels": {"team": "b"}}})
+        _patch(server, f"{base}/new", {"data": {"v": "unseen"}})  # out of the selection: no event
+        _patch(server, f"{base}/new", {"metadata": {"labels": {"team": "a"}}})
+        _patch(server, f"{base}/listed", {"data": {"v": "2"}})
+        _patch(server, f"{base}/listed", {"metadata": {"labels": {"team": "b"}}})
+        _cm(server, ns, "late", {"team": "b"}, v="1")
+        _patch(server, f"{base}/late", {"metadata": {"labels": {"team": "a"}}})
+        events = stream.take(6)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "new"),
+        ("DELETED", "new"),
+        ("ADDED", "new"),
+        ("MODIFIED", "listed"),
+        ("DELETED", "listed"),
+        ("ADDED", "late"),
+    ]
+    assert events[2]["object"]["data"] == {"v": "unseen"}
+
+
 def test_watch_single_object_by_field_selector(server: Server) -> None:
     ns = _ns(server)
     _cm(server, ns, "one", v="1")

@@ -219,9 +219,11 @@ class WatchCache:
             self._update_state(storage_event)
             prev = storage_event.prev
             prev_value = prev.value if prev is not None else None
-            append(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value)
+            append(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value, kv.create_revision)
             self.revision = kv.mod_revision
-            fresh.append(CachedEvent(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value))
+            fresh.append(
+                CachedEvent(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value, kv.create_revision)
+            )
         if fresh and self.subscribers:
             fan_out(self.subscribers, fresh)
         self._wake_waiters()

@@ -99,10 +99,13 @@ async def serve_watch(request: web.Request, store: Store, cache: WatchCache, t: 
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     include = request.query.get("includeObject", "Metadata") or "Metadata"
-    writer = _Writer(resp, request, rt, shape, include, t.name, predicate)
+    writer = _Writer(resp, request, rt, shape, include, t.name, predicate, start)
     try:
         for obj in initial_items:
             await writer.send("ADDED", obj)
+            if predicate is not None:  # listed with the same selectors: they match as of `start`
+                meta = obj.get("metadata") or {}
+                writer.matching.add(rt.key(meta.get("namespace"), meta.get("name", "")))
         if send_initial == "true":
             await writer.bookmark(start, initial_end=True)
         await _pump(sub, writer, timeout, bookmarks, cache)
@@ -125,9 +128,16 @@ class _Writer:
         include: str,
         name: str | None,
         predicate: Any,
+        since: int = 0,
     ) -> None:
         self.resp, self.rt, self.shape, self.include, self.name = resp, rt, shape, include, name
         self.predicate = predicate
+        # With a selector: the keys whose latest version this stream saw matched it. The stream gets every event
+        # under its prefix after `since`, in order, so for a key it has met (or one created after `since`) this
+        # says whether the previous version matched without decoding it (an object leaving the selection is a
+        # DELETED, entering it an ADDED). Bounded by the objects that match, as the client's own cache is.
+        self.since = since
+        self.matching: set[str] = set()
         self.first = True
         self.protocol = request.protocol
         self.transport = request.transport
@@ -189,14 +199,17 @@ class _Writer:
         if predicate is None:
             type_ = "DELETED" if ev.type == "DELETE" else "ADDED" if ev.type == "CREATE" else "MODIFIED"
         elif ev.type == "DELETE":
+            self.matching.discard(ev.key)
             if not predicate(_decoded(rt, ev, ev.value)):
                 return None
             type_ = "DELETED"
         else:
             new_ok = bool(predicate(_decoded(rt, ev, ev.value)))
-            old_ok = False
-            if ev.type == "UPDATE" and ev.prev_value is not None:
-                old_ok = bool(predicate(_decoded(rt, ev, ev.prev_value)))
+            old_ok = self._matched_before(ev)
+            if new_ok:
+                self.matching.add(ev.key)
+            else:
+                self.matching.discard(ev.key)
             if new_ok:
                 type_ = "MODIFIED" if old_ok else "ADDED"
             elif old_ok:
@@ -210,6 +223,16 @@ class _Writer:
         if line is None:
             line = ev.memo[key] = self.encode(type_, _decoded(rt, ev, ev.value))
         return line
+
+    def _matched_before(self, ev: CachedEvent) -> bool:
+        """Whether the version before `ev` (a CREATE or UPDATE) matched this stream's selector."""
+        if ev.type != "UPDATE" or ev.prev_value is None:
+            return False
+        if ev.key in self.matching:
+            return True
+        if ev.created > self.since:  # this stream saw every version of the key, and the last did not match
+            return False
+        return bool(self.predicate(_decoded(self.rt, ev, ev.prev_value)))
 
     def direct(self, events: list[CachedEvent]) -> bool:
         """The watch cache's sink: write `events` to the connection now, unless it is congested or gone."""

@@ -5,8 +5,9 @@ events replays from memory instead of storage. Kept as one object per
 event (a `CachedEvent`, with the `KeyValue` behind it), the window was
 tens of thousands of long-lived GC-tracked objects, most of every young
 collection's work (~20-40 ms pauses under a create load; bench/RESULTS.md).
-Here the window is parallel lists of revisions, types, keys, values and
-previous values -- ints, strs and bytes, which the GC does not track --
+Here the window is parallel lists of revisions, types, keys, values,
+previous values and create revisions -- ints, strs and bytes, which the GC
+does not track --
 and a `CachedEvent` is made only when someone reads an event: the fan-out
 of a fresh batch, or a watcher replaying from an older revision.
 
@@ -30,19 +31,24 @@ class CachedEvent:
     watchers an event is fanned out to, so a thousand watchers cost one decode and one encode; a watcher that
     reads the event later (a replay, a congested queue) may encode it again."""
 
-    __slots__ = ("key", "memo", "prev_value", "revision", "type", "value")
+    __slots__ = ("created", "key", "memo", "prev_value", "revision", "type", "value")
 
-    def __init__(self, revision: int, type: str, key: str, value: bytes, prev_value: bytes | None) -> None:
+    def __init__(
+        self, revision: int, type: str, key: str, value: bytes, prev_value: bytes | None, created: int = 0
+    ) -> None:
         self.revision = revision
         self.type = type  # CREATE | UPDATE | DELETE
         self.key = key
         self.value = value
         self.prev_value = prev_value
+        self.created = created  # the key's create revision (0: not known)
         self.memo: dict[Any, Any] = {}
 
     @classmethod
     def of(cls, ev: Event) -> CachedEvent:
-        return cls(ev.kv.mod_revision, ev.type, ev.kv.key, ev.kv.value, ev.prev.value if ev.prev is not None else None)
+        kv = ev.kv
+        prev = ev.prev.value if ev.prev is not None else None
+        return cls(kv.mod_revision, ev.type, kv.key, kv.value, prev, kv.create_revision)
 
     def __repr__(self) -> str:
         return f"CachedEvent({self.type} {self.key}@{self.revision})"
@@ -51,7 +57,7 @@ class CachedEvent:
 class EventWindow:
     """The last `size` events (or a few more), oldest first, as parallel lists."""
 
-    __slots__ = ("floor", "keys", "prev_values", "revisions", "size", "types", "values")
+    __slots__ = ("created", "floor", "keys", "prev_values", "revisions", "size", "types", "values")
 
     def __init__(self, size: int = WINDOW, floor: int = 0) -> None:
         self.size = size
@@ -61,28 +67,32 @@ class EventWindow:
         self.keys: list[str] = []
         self.values: list[bytes] = []
         self.prev_values: list[bytes | None] = []
+        self.created: list[int] = []
 
     def __len__(self) -> int:
         return len(self.revisions)
 
-    def append(self, revision: int, type: str, key: str, value: bytes, prev_value: bytes | None) -> None:
+    def append(
+        self, revision: int, type: str, key: str, value: bytes, prev_value: bytes | None, created: int = 0
+    ) -> None:
         """A newer event than any kept (revisions only grow)."""
         self.revisions.append(revision)
         self.types.append(type)
         self.keys.append(key)
         self.values.append(value)
         self.prev_values.append(prev_value)
+        self.created.append(created)
         if len(self.revisions) > self.size + (self.size >> 3):  # drop the oldest in one go, not one per append
             self._drop(len(self.revisions) - self.size)
 
     def _drop(self, count: int) -> None:
         self.floor = self.revisions[count - 1]
-        for column in (self.revisions, self.types, self.keys, self.values, self.prev_values):
+        for column in (self.revisions, self.types, self.keys, self.values, self.prev_values, self.created):
             del column[:count]
 
     def reset(self, floor: int) -> None:
         """Forget every event: nothing at or below `floor` can be replayed from here."""
-        for column in (self.revisions, self.types, self.keys, self.values, self.prev_values):
+        for column in (self.revisions, self.types, self.keys, self.values, self.prev_values, self.created):
             column.clear()
         self.floor = floor
 
@@ -92,9 +102,9 @@ class EventWindow:
         The caller checks `after >= floor` first: below it, events are missing."""
         revisions = self.revisions
         lo = bisect.bisect_right(revisions, after)
-        keys, types, values, prevs = self.keys, self.types, self.values, self.prev_values
+        keys, types, values, prevs, created = self.keys, self.types, self.values, self.prev_values, self.created
         return [
-            CachedEvent(revisions[i], types[i], keys[i], values[i], prevs[i])
+            CachedEvent(revisions[i], types[i], keys[i], values[i], prevs[i], created[i])
             for i in range(lo, len(revisions))
             if keys[i].startswith(prefix)
         ]
