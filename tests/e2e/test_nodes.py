@@ -253,7 +253,9 @@ def test_silent_node_is_marked_unknown_tainted_and_its_pods_evicted(
     for name in live.names:  # the others keep heartbeating
         assert condition(get(server, f"/api/v1/nodes/{name}"), "Ready")["status"] == "True"
         assert not taints(get(server, f"/api/v1/nodes/{name}"))
-    assert any(e["involvedObject"]["name"] == dead for e in events(server, "default", "NodeNotReady"))
+    # the controller records its events after its writes: they may trail them
+    wait_for("the NodeNotReady event",
+             lambda: any(e["involvedObject"]["name"] == dead for e in events(server, "default", "NodeNotReady")))
 
     # its pods are not Ready any more; the one without a toleration of its own goes after 5 s
     wait_for("patient marked not ready", lambda: condition(pod("patient"), "Ready").get("status") == "False")
@@ -262,8 +264,8 @@ def test_silent_node_is_marked_unknown_tainted_and_its_pods_evicted(
                       timeout=30)
     assert condition(victim, "DisruptionTarget")["reason"] == "DeletionByTaintManager"
     assert "Terminating" in server.kubectl("get", "pod", "victim", "-n", ns).stdout
-    messages = [e["message"] for e in events(server, ns, "TaintManagerEviction")]
-    assert f"Marking for deletion Pod {ns}/victim" in messages
+    wait_for("the TaintManagerEviction event", lambda: f"Marking for deletion Pod {ns}/victim" in [
+        e["message"] for e in events(server, ns, "TaintManagerEviction")])
     time.sleep(2)
     assert not pod("patient")["metadata"].get("deletionTimestamp")  # tolerates unreachable forever
     assert not pod("bystander")["metadata"].get("deletionTimestamp")

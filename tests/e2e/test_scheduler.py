@@ -327,8 +327,11 @@ async def test_preemption_by_priority(client: Client, ns: str, group: str) -> No
     high = await client.get(R.PODS, "high", namespace=ns)
     assert high["spec"]["nodeName"] == node
     assert high["spec"]["priority"] == 1000
-    reasons = {e.get("reason") for e in await events_for(client, ns, "low")}
-    assert "Preempted" in reasons
+
+    async def preempted_event() -> bool:  # recorded after the preemption's writes: it may trail them
+        return "Preempted" in {e.get("reason") for e in await events_for(client, ns, "low")}
+
+    await eventually(preempted_event, what="the Preempted event on the victim")
 
 
 # --- servers of their own -------------------------------------------------------------------------

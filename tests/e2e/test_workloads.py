@@ -179,8 +179,10 @@ def test_failing_job_hits_backoff_limit(server: Server, ns: str, nodes: SimNodes
     assert failed["message"] == "Job has reached the specified backoff limit"
     assert status["failed"] == 2 and status.get("succeeded", 0) == 0 and status.get("active", 0) == 0
     assert "completionTime" not in status
-    warning = [e for e in events(server, ns, "bad") if e["reason"] == "BackoffLimitExceeded"]
-    assert warning and warning[0]["type"] == "Warning"
+    # the controller records its events after the status write, so the warning may trail it
+    warning = wait_for("the BackoffLimitExceeded event",
+                       lambda: [e for e in events(server, ns, "bad") if e["reason"] == "BackoffLimitExceeded"])
+    assert warning[0]["type"] == "Warning"
 
 
 def test_pod_failure_policy_fails_the_job_at_once(server: Server, ns: str, nodes: SimNodes) -> None:
@@ -297,8 +299,9 @@ def test_cronjob_starts_the_run_it_missed(server: Server, ns: str, nodes: SimNod
     )
     assert status["lastScheduleTime"] == due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert not status.get("active")
-    reasons = [e["reason"] for e in events(server, ns, "tick")]
-    assert "SuccessfulCreate" in reasons and "SawCompletedJob" in reasons
+    # the controller records its events after the status write, so they may trail it
+    wait_for("the SuccessfulCreate and SawCompletedJob events",
+             lambda: {"SuccessfulCreate", "SawCompletedJob"} <= {e["reason"] for e in events(server, ns, "tick")})
 
 
 # --- DaemonSet -----------------------------------------------------------------------------------
@@ -393,8 +396,11 @@ def test_statefulset_ordered_creation_and_scale_down(server: Server, ns: str, no
         assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == (f"web-{i}", "web")
         claim = next(v for v in pod["spec"]["volumes"] if v["name"] == "www")
         assert claim["persistentVolumeClaim"]["claimName"] == f"www-web-{i}"
-    creates = [e["message"] for e in events(server, ns, "web") if e["reason"] == "SuccessfulCreate"]
-    assert [m.split()[2] for m in creates if m.startswith("create Pod")] == ["web-0", "web-1", "web-2"]
+    # the controller records its events after its writes, so the last one may trail the rollout
+    creates = wait_for("three pod creations recorded", lambda: len(
+        c := [m.split()[2] for e in events(server, ns, "web") if e["reason"] == "SuccessfulCreate"
+              and (m := e["message"]).startswith("create Pod")]) >= 3 and c)  # fmt: skip
+    assert creates == ["web-0", "web-1", "web-2"]
     claims = get(server, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")["items"]
     assert sorted(c["metadata"]["name"] for c in claims) == ["www-web-0", "www-web-1", "www-web-2"]
     status = get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/web")["status"]
@@ -467,7 +473,10 @@ def test_statefulset_rolling_update_with_partition(server: Server, ns: str, node
         ),
     )
     assert status["currentRevision"] != first and status["updatedReplicas"] == 3
-    deletes = [e["message"].split()[2] for e in events(server, ns, "db") if e["reason"] == "SuccessfulDelete"]
+    # the controller records its events after its writes, so the last one may trail the rollout
+    deletes = wait_for("three pod deletions recorded", lambda: len(
+        d := [e["message"].split()[2] for e in events(server, ns, "db") if e["reason"] == "SuccessfulDelete"]) >= 3
+        and d)  # fmt: skip
     assert deletes[:3] == ["db-2", "db-1", "db-0"]
     history = server.kubectl("rollout", "history", "-n", ns, "sts/db").stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
