@@ -352,8 +352,11 @@ def test_daemonset_one_pod_per_node_and_tainted_node_excluded(server: Server, ns
 
         # a rolling update replaces every pod and leaves history for `kubectl rollout`
         server.kubectl("set", "image", "-n", ns, "ds/agent", "a=busybox:1.37")
-        server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
-    images = {p["spec"]["containers"][0]["image"] for p in pods(server, ns, "app%3Dagent") if ready(p)}
+        server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=60s")
+    # an old pod deleted by the rollout may still be terminating (and Ready) when the rollout is complete
+    images = wait_for("only the new image ready", lambda: (
+        i := {p["spec"]["containers"][0]["image"] for p in pods(server, ns, "app%3Dagent") if ready(p)}) == {
+        "busybox:1.37"} and i)  # fmt: skip
     assert images == {"busybox:1.37"}
     history = server.kubectl("rollout", "history", "-n", ns, "ds/agent").stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
