@@ -27,6 +27,7 @@ from skiff.client import Client
 from skiff.client import resources as R
 from skiff.node.metrics import PodUsage, report_usage
 from tests.e2e.cluster import Server
+from tests.e2e.history import Recording
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 Obj = dict[str, Any]
@@ -180,13 +181,10 @@ class FakeWorkload:
         self.client, self.ns, self.name, self.cpu_request = client, ns, name, cpu_request
         self.cpu = "10m"
         self.pods: list[str] = []
-        self.replicas_seen: list[int] = []
 
     async def sync(self) -> None:
         deployment = await self.client.get(R.DEPLOYMENTS, self.name, namespace=self.ns)
         want = deployment["spec"]["replicas"]
-        if not self.replicas_seen or self.replicas_seen[-1] != want:
-            self.replicas_seen.append(want)
         while len(self.pods) < want:
             pod = f"{self.name}-{uuid.uuid4().hex[:5]}"
             await make_running_pod(self.client, self.ns, pod, {"app": self.name}, cpu=self.cpu_request)
@@ -265,6 +263,8 @@ async def test_hpa_scales_a_deployment_up_and_down_with_reported_usage(
 ) -> None:
     client, ns = hpa_client
     await client.create(R.DEPLOYMENTS, deployment("web", 2), namespace=ns)
+    # every replica count the HPA sets, replayed at the end from the watch history (a step may last a second)
+    recording = Recording(hpa_server, f"/apis/apps/v1/namespaces/{ns}/deployments?fieldSelector=metadata.name%3Dweb")
     await client.create(R.HPAS, hpa("web", min_replicas=2), namespace=ns)
     workload = FakeWorkload(client, ns, "web")
     stop = asyncio.Event()
@@ -278,10 +278,14 @@ async def test_hpa_scales_a_deployment_up_and_down_with_reported_usage(
             d = await client.get(R.DEPLOYMENTS, "web", namespace=ns)
             return bool(d["spec"]["replicas"] == 6)
 
-        await eventually(scaled_up, within=20, what="the HPA to scale web up to 6")
-        events = await rescale_events(client, ns, "web")
+        await eventually(scaled_up, within=60, what="the HPA to scale web up to 6")
         reason = "reason: cpu resource utilization (percentage of request) above target"
-        assert f"New size: 4; {reason}" in events and f"New size: 6; {reason}" in events, events
+
+        async def rescaled_up() -> bool:  # the events are recorded after the scale writes: they may trail them
+            events = await rescale_events(client, ns, "web")
+            return f"New size: 4; {reason}" in events and f"New size: 6; {reason}" in events
+
+        await eventually(rescaled_up, what="the SuccessfulRescale events to 4 and 6")
 
         async def status_settled() -> Obj | None:
             obj = await client.get(R.HPAS, "web", namespace=ns)
@@ -312,10 +316,18 @@ async def test_hpa_scales_a_deployment_up_and_down_with_reported_usage(
 
         await eventually(scaled_down, within=20, what="the HPA to scale web down to 2")
         assert time.monotonic() - low_since >= 2.5  # not before the stabilization window
-        assert "New size: 2; reason: All metrics below target" in await rescale_events(client, ns, "web")
+
+        async def rescaled_down() -> bool:
+            return "New size: 2; reason: All metrics below target" in await rescale_events(client, ns, "web")
+
+        await eventually(rescaled_down, what="the SuccessfulRescale event to 2")
         # the way down was one step, the way up two: no flapping
-        await workload.sync()
-        assert workload.replicas_seen == [2, 4, 6, 2], workload.replicas_seen
+        seen: list[int] = []
+        for state in await asyncio.to_thread(lambda: [dict(s) for s in recording.states()]):
+            replicas = state["web"]["spec"]["replicas"]
+            if not seen or seen[-1] != replicas:
+                seen.append(replicas)
+        assert seen == [2, 4, 6, 2], seen
         described = hpa_server.kubectl("describe", "hpa", "web", "-n", ns).stdout
         assert "SuccessfulRescale" in described and "New size: 2; reason: All metrics below target" in described
     finally:
