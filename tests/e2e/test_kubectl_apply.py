@@ -39,13 +39,16 @@ def get_json(server: Server, *args: str) -> Any:
 
 
 def settled(server: Server, *args: str) -> Any:
-    """The object once the controllers stopped writing to it (its resourceVersion still for a second)."""
+    """The object once the controllers stopped writing to it: its controller has observed its generation and
+    its resourceVersion stayed still for a second (a loaded machine can pause a controller for longer than
+    that: the observed generation keeps an early pause from passing for quiet)."""
     last = get_json(server, *args)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(1.0)
         now = get_json(server, *args)
-        if now["metadata"]["resourceVersion"] == last["metadata"]["resourceVersion"]:
+        observed = (now.get("status") or {}).get("observedGeneration") == now["metadata"].get("generation")
+        if observed and now["metadata"]["resourceVersion"] == last["metadata"]["resourceVersion"]:
             return now
         last = now
     raise AssertionError(f"{args} still changing after 15 s")
