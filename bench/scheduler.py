@@ -113,7 +113,7 @@ class Cluster:
         args = [
             *(str(BIN / "skiff"), "server", "--data-dir", str(self.work / "data"), "--port", str(self.port)),
             *("--bind-address", "127.0.0.1", "--node-monitor-grace-period", "3600", "--log-level", "warning"),
-            "--disable-agent", "--disable-dns",
+            "--disable-agent", "--disable-dns", "--disable-registry",  # (no images here; port 5000 may be taken)
         ]
         if self.single:
             args.append("--single-process")
