@@ -300,8 +300,9 @@ def test_bad_image_and_missing_configmap_show_kubernetes_reasons(
     nocm = wait_for(lambda: reason("nocm", "CreateContainerConfigError"), what="CreateContainerConfigError")
     assert nocm["message"] == 'configmap "absent" not found'
     assert get_pod(cluster, ns, "badimg")["status"]["phase"] == "Pending"
-    events = cluster.kubectl("get", "events", "-n", ns).stdout
-    assert "Failed" in events and "no-such-image" in events
+    # the agent records its events apart from the status it writes: they may trail it
+    wait_for(lambda: "Failed" in (out := cluster.kubectl("get", "events", "-n", ns).stdout) and "no-such-image" in out,
+             what="the Failed event naming the image")
 
 
 def test_oom_and_missing_command(cluster: Server, agent: AgentNode, registry: Registry, ns: str) -> None:

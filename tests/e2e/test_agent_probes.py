@@ -68,10 +68,11 @@ def test_liveness_failure_restarts_the_container(cluster: Server, agent: AgentNo
     last = container_state(p)["lastState"]["terminated"]
     assert (last["exitCode"], last["reason"]) == (137, "Error")
     assert last["containerID"] != container_state(p).get("containerID")
-    assert any(m.startswith("Liveness probe failed: cat: can't open '/tmp/healthy'") for m in
-               messages(cluster, ns, "Unhealthy"))  # fmt: skip
-    killing = events(cluster, ns, "Killing")
-    assert "Container c failed liveness probe, will be restarted" in [e["message"] for e in killing]
+    # the agent records its events apart from the status it writes: they may trail the restart
+    wait_for(lambda: any(m.startswith("Liveness probe failed: cat: can't open '/tmp/healthy'") for m in
+                         messages(cluster, ns, "Unhealthy")), what="the Unhealthy event")  # fmt: skip
+    killing = wait_for(lambda: (k := events(cluster, ns, "Killing")) and "Container c failed liveness probe, will be "
+                       "restarted" in [e["message"] for e in k] and k, what="the Killing event")  # fmt: skip
     assert {e["involvedObject"].get("fieldPath") for e in killing} == {"spec.containers{c}"}
 
 

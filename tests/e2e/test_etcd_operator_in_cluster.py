@@ -135,8 +135,10 @@ def test_operator_deployment_runs_etcd_on_its_service_account(lab: TwoNodes, tmp
         assert answer == allowed, (verb, what, answer)
 
     # kopf posted its events and did everything it tried within deploy.yaml's ClusterRole
-    events = kubectl_json(server, "events", "-n", NS, "--field-selector", "involvedObject.name=demo")["items"]
-    assert "Bootstrapped" in {e["reason"] for e in events}
+    # kopf posts its events in the background: the last may trail the status it wrote
+    wait_for(lambda: "Bootstrapped" in {e["reason"] for e in kubectl_json(
+        server, "events", "-n", NS, "--field-selector", "involvedObject.name=demo")["items"]},
+        what="the Bootstrapped event")  # fmt: skip
     log = operator_log()
     assert "Bootstrapped" in log, log[-6000:]
     for refused in ("403", "Forbidden", "permissions"):

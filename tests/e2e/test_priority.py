@@ -320,10 +320,14 @@ def test_preemption_with_priority_classes(
     )
     pod = yaml.safe_load(srv.kubectl("get", "pod", "urgent", "-o", "yaml").stdout)
     assert (pod["spec"]["priority"], pod["spec"]["nodeName"]) == (1000, "tight-0")
-    events = srv.kubectl(
-        "get", "events", "--field-selector", f"involvedObject.name={victim['metadata']['name']}", "-o", "json"
-    ).stdout
-    assert "Preempted" in {e.get("reason") for e in json.loads(events)["items"]}
+
+    def preempted_event() -> bool:  # recorded after the preemption's writes: it may trail them
+        events = srv.kubectl(
+            "get", "events", "--field-selector", f"involvedObject.name={victim['metadata']['name']}", "-o", "json"
+        ).stdout
+        return "Preempted" in {e.get("reason") for e in json.loads(events)["items"]}
+
+    _wait(preempted_event, "the Preempted event on the victim")
     # the filler's replacement cannot preempt the higher-priority pod: it waits
     time.sleep(2)
     waiting = [p for p in _pods(srv, "app=filler") if p["metadata"]["name"] != victim["metadata"]["name"]]

@@ -109,8 +109,10 @@ def test_claim_data_outlives_pods_and_goes_with_the_claim(
     pvc = get(cluster, ns, "pvc", "data")
     assert pvc["spec"]["storageClassName"] == "local-path"  # the default class
     assert pvc["status"]["phase"] == "Pending"  # WaitForFirstConsumer: no pod uses it yet
-    events = cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=data").stdout
-    assert "WaitForFirstConsumer" in events
+    # the volume controller records its event once it has seen the claim: it may come after the create
+    wait_for(lambda: "WaitForFirstConsumer" in cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", "involvedObject.name=data").stdout,
+        what="the WaitForFirstConsumer event")  # fmt: skip
 
     volume = [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
     mount = {"volumeMounts": [{"name": "d", "mountPath": "/data"}]}
