@@ -82,7 +82,8 @@ def simulated_nodes(
     memory: str,
     pods: int,
     lease_duration: int = 40,
-    status_interval: float = 40.0,
+    status_interval: float = 10.0,
+    status_report_interval: float = 300.0,
     delete_on_exit: bool = False,
 ) -> Component:
     async def run(client: Client, stop: asyncio.Event) -> None:
@@ -98,6 +99,7 @@ def simulated_nodes(
             pods=pods,
             lease_duration=lease_duration,
             status_interval=status_interval,
+            status_report_interval=status_report_interval,
             delete_on_exit=delete_on_exit,
         )
 

@@ -193,9 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument(
         "--node-status-update-frequency",
         type=float,
-        default=40.0,
+        default=None,
         metavar="SECONDS",
-        help="how often each node's Ready heartbeat is refreshed (default: 40)",
+        help="how often each node's status is checked and posted if it changed (default: 10)",
+    )
+    nodes.add_argument(
+        "--node-status-report-frequency",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how often an unchanged status is posted, the Ready heartbeat (default: 300, or the update frequency "
+        "when only that is given, as the kubelet)",
     )
     nodes.add_argument(
         "--delete-on-exit", action="store_true", help="delete the nodes when stopped (default: they stay, silent)"
@@ -335,7 +343,8 @@ def run_component(args: argparse.Namespace) -> int:
             memory=args.memory,
             pods=args.pods,
             lease_duration=args.node_lease_duration_seconds,
-            status_interval=args.node_status_update_frequency,
+            status_interval=args.node_status_update_frequency or 10.0,
+            status_report_interval=args.node_status_report_frequency or args.node_status_update_frequency or 300.0,
             delete_on_exit=args.delete_on_exit,
         )
     return components.run_standalone(args.kubeconfig, component)

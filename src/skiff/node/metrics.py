@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ Usage = Mapping[str, str]  # resource name -> quantity, e.g. {"cpu": "250m", "me
 
 REPORT_INTERVAL = 10.0
 REPORT_CONCURRENCY = 16
+STEADY_WINDOW = 60.0  # the longest window an unchanged simulated report claims (metrics-server's default resolution)
 CPU_USAGE = "sim.skiff.dev/cpu-usage"
 MEMORY_USAGE = "sim.skiff.dev/memory-usage"
 USAGE_ANNOTATIONS = {"cpu": CPU_USAGE, "memory": MEMORY_USAGE}
@@ -155,6 +157,31 @@ async def report_simulated(client: Client, node_name: str, pods: Iterable[Obj], 
     await report_usage(client, node_name, node_usage(usages), usages, window=window)
 
 
+@dataclass
+class _Reported:
+    """What a simulated node last reported, since when its usage is that, and over which window."""
+
+    usage: list[PodUsage]
+    since: float  # monotonic: when the usage became what it is
+    sent: float  # monotonic: when it was last sent
+    window: float
+
+
+def _steady_window(report: _Reported | None, usages: list[PodUsage], now: float, interval: float) -> float | None:
+    """The window to report `usages` over now, or None when the last report stands.
+
+    A change is reported at once over `interval`. Unchanged usage is the same over every window since it
+    changed, so its report claims that window (whole intervals, at most STEADY_WINDOW) and is sent again once
+    it is 1.5 windows old, well before the server lets it expire (3 windows after receipt): an idle node reports
+    about every 1.5 minutes instead of every 10 s, and its metrics never go missing."""
+    if report is None or report.usage != usages:
+        return interval
+    if now - report.sent < 1.5 * report.window:
+        return None
+    steady = (now - report.since) // interval * interval
+    return max(interval, min(steady, STEADY_WINDOW))
+
+
 async def report_loop(
     client: Client,
     nodes: Iterable[str],
@@ -164,7 +191,8 @@ async def report_loop(
     interval: float = REPORT_INTERVAL,
     concurrency: int = REPORT_CONCURRENCY,
 ) -> None:
-    """Report simulated usage for every node in `nodes` once per `interval`, spread over it, until `stop`.
+    """Report simulated usage for every node in `nodes` when it changes, checked once per `interval` (spread
+    over it), until `stop`; an unchanged report is refreshed before it expires (`_steady_window`).
 
     `pods()` returns the pods of all these nodes (e.g. a pod informer's cache); they are grouped by
     `spec.nodeName` once per round. A failed report is logged; the next round tries again.
@@ -175,10 +203,16 @@ async def report_loop(
     sem = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
 
-    async def one(name: str, node_pods: list[Obj]) -> None:
+    reported: dict[str, _Reported] = {}
+
+    async def one(name: str, usages: list[PodUsage], window: float, now: float) -> None:
         try:
-            await report_simulated(client, name, node_pods, window=interval)
+            await report_usage(client, name, node_usage(usages), usages, window=window)
+            last = reported.get(name)
+            since = last.since if last is not None and last.usage == usages else now
+            reported[name] = _Reported(usages, since, now, window)
         except (errors.StatusError, ServerUnreachable) as exc:
+            reported.pop(name, None)  # sent again next round
             log.warning("node %s: reporting usage failed: %s", name, exc)
         finally:
             sem.release()
@@ -191,10 +225,14 @@ async def report_loop(
             for name in names:
                 if stop.is_set():
                     return
-                await sem.acquire()
-                task = asyncio.create_task(one(name, by_node.get(name, [])), name=f"usage report {name}")
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                usages = [simulated_pod_usage(p) for p in by_node.get(name, ()) if running(p)]
+                now = time.monotonic()
+                window = _steady_window(reported.get(name), usages, now, interval)
+                if window is not None:
+                    await sem.acquire()
+                    task = asyncio.create_task(one(name, usages, window, now), name=f"usage report {name}")
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=gap)
     finally:

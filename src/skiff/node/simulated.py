@@ -3,13 +3,17 @@
 Tests and benchmarks must exercise the scheduler and controllers at a scale
 no machine can run containers for. `skiff sim nodes --count N` registers N
 Node objects and keeps them alive as a kubelet would — a Lease renewed in
-`kube-node-lease` every 10 s, the Ready condition's heartbeat refreshed now
-and then — and reports every pod bound to them Running with an IP, without
+`kube-node-lease` every 10 s; the node status checked every 10 s and posted
+when it changed (someone else set a condition) and otherwise only every
+5 minutes, the Ready heartbeat (the kubelet's nodeStatusUpdateFrequency and
+nodeStatusReportFrequency) — and reports every pod bound to them Running with an IP, without
 running anything (`skiff.node.simulated_pods` says what status; annotations
 script completion, failure and readiness). It honours deletion as a kubelet
 does: a pod with a deletionTimestamp is removed for good (grace 0).
-Every 10 s each node reports its pods' usage to the metrics API
+Each node reports its pods' usage to the metrics API when it changes, checked
+every 10 s, and refreshes an unchanged report before it expires
 (`skiff.node.metrics`: `sim.skiff.dev/cpu-usage` / `memory-usage` annotations).
+An idle node thus costs the API server a Lease update every 10 s and little else.
 
 Built for thousands of nodes: one process, one client (one connection
 pool), one pod informer for every scheduled pod, one work queue of pod keys,
@@ -27,6 +31,7 @@ import ipaddress
 import logging
 import platform
 import random
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -46,7 +51,8 @@ Obj = dict[str, Any]
 
 KUBELET_VERSION = f"v1.37.0-skiff.{__version__}"  # the Kubernetes minor the apiserver reports
 RUNTIME_VERSION = "simulated://0.1"
-STATUS_INTERVAL = 40.0  # how often the Ready heartbeat is refreshed (the Lease is the liveness signal)
+STATUS_INTERVAL = 10.0  # how often a node's status is checked, and posted if it changed (nodeStatusUpdateFrequency)
+STATUS_REPORT_INTERVAL = 300.0  # how often an unchanged status is posted: the heartbeat (nodeStatusReportFrequency)
 WRITE_CONCURRENCY = 64
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 NODE_CONDITIONS = (
@@ -262,6 +268,7 @@ class SimulatedNodes:
         pods: int = 110,
         lease_duration: int = LEASE_DURATION_SECONDS,
         status_interval: float = STATUS_INTERVAL,
+        status_report_interval: float = STATUS_REPORT_INTERVAL,
         delete_on_exit: bool = False,
     ) -> None:
         if count < 0:
@@ -273,6 +280,7 @@ class SimulatedNodes:
         self.lease_duration = lease_duration
         self.renew_interval = lease_duration / 4  # as the kubelet: a quarter of the lease's duration
         self.status_interval = status_interval
+        self.status_report_interval = max(status_interval, status_report_interval)
         self.delete_on_exit = delete_on_exit
         self.nodes: dict[str, SimNode] = {n.name: n for n in (SimNode.make(prefix, i) for i in range(count))}
         self.ips: dict[str, PodIPs] = {name: PodIPs(n.pod_cidr) for name, n in self.nodes.items()}
@@ -283,6 +291,7 @@ class SimulatedNodes:
         self.kubelet = SimulatedPods(self, self.pod_informer)
         self._tasks: list[asyncio.Task[None]] = []
         self._repairing: set[str] = set()
+        self._posted: dict[str, float] = {}  # node -> when its status was last posted (monotonic)
 
     # --- registration -------------------------------------------------------------------------
     async def register(self, stop: asyncio.Event) -> None:
@@ -291,6 +300,9 @@ class SimulatedNodes:
 
         async def one(node: SimNode) -> None:
             await self._register_one(node)
+            # the first unchanged status of each node comes at a random point of the report interval: nodes
+            # registered together do not all post at once every 5 minutes
+            self._posted[node.name] = time.monotonic() - random.uniform(0, self.status_report_interval)
             self._tasks.append(spawn(self._lease(node.name).run(stop), name=f"sim lease {node.name}", logger=log))
 
         await bounded(functools.partial(one, n) for n in self.nodes.values())
@@ -337,8 +349,21 @@ class SimulatedNodes:
         log.info("deleted %d simulated nodes", len(self.nodes))
 
     # --- heartbeats ---------------------------------------------------------------------------
+    def _status_due(self, name: str) -> bool:
+        """Whether a node's status must be posted now: the server's copy is not what this kubelet reports (a
+        condition someone else changed), or the last post is `status_report_interval` old (the heartbeat)."""
+        if time.monotonic() - self._posted.get(name, 0.0) >= self.status_report_interval:
+            return True
+        cached = self.node_informer.get(name)
+        if cached is None:
+            return False  # not seen yet: registration posted it
+        conditions = (cached.get("status") or {}).get("conditions") or []
+        seen = {c.get("type"): (c.get("status"), c.get("reason"), c.get("message")) for c in conditions}
+        # conditions others own (NetworkUnavailable...) are theirs: only this kubelet's own are compared
+        return any(seen.get(type_) != (status, reason, message) for type_, status, reason, message in NODE_CONDITIONS)
+
     async def _status_loop(self, stop: asyncio.Event) -> None:
-        """Refresh every node's conditions once per `status_interval`, spread over the interval."""
+        """Check every node's status once per `status_interval`, spread over the interval; post the due ones."""
         names = list(self.nodes)
         random.shuffle(names)
         gap = self.status_interval / max(len(names), 1)
@@ -354,10 +379,11 @@ class SimulatedNodes:
                 for name in names:
                     if stop.is_set():
                         return
-                    await sem.acquire()
-                    task = asyncio.create_task(self._post_status(name), name=f"sim node status {name}")
-                    pending.add(task)
-                    task.add_done_callback(finished)
+                    if self._status_due(name) and name not in self._repairing:
+                        await sem.acquire()
+                        task = asyncio.create_task(self._post_status(name), name=f"sim node status {name}")
+                        pending.add(task)
+                        task.add_done_callback(finished)
                     try:
                         await asyncio.wait_for(stop.wait(), timeout=gap)
                     except TimeoutError:
@@ -366,6 +392,7 @@ class SimulatedNodes:
             await cancel_and_wait(pending)
 
     async def _post_status(self, name: str) -> None:
+        self._posted[name] = time.monotonic()
         cached = self.node_informer.get(name)
         previous = ((cached or {}).get("status") or {}).get("conditions") or []
         patch = {"status": {"conditions": node_conditions(fmt_time(datetime.now(UTC)), previous)}}
@@ -420,11 +447,14 @@ async def run_simulated_nodes(
     delete_on_exit: bool = False,
     lease_duration: int = LEASE_DURATION_SECONDS,
     status_interval: float = STATUS_INTERVAL,
+    status_report_interval: float = STATUS_REPORT_INTERVAL,
 ) -> None:
     """`skiff sim nodes`: run `count` simulated nodes named `<prefix>-<i>` until `stop` is set.
 
-    Each node renews its Lease every `lease_duration / 4` seconds and refreshes its Ready
-    heartbeat every `status_interval` seconds; with `delete_on_exit` the Nodes and Leases
+    Each node renews its Lease every `lease_duration / 4` seconds, checks its status every
+    `status_interval` seconds and posts it when it changed, or unchanged every
+    `status_report_interval` seconds (the Ready heartbeat; the Lease is what tells a live
+    node); with `delete_on_exit` the Nodes and Leases
     are deleted when it stops (by default they stay, silent, as after a power cut).
     """
     sim = SimulatedNodes(
@@ -436,6 +466,7 @@ async def run_simulated_nodes(
         pods=pods,
         lease_duration=lease_duration,
         status_interval=status_interval,
+        status_report_interval=status_report_interval,
         delete_on_exit=delete_on_exit,
     )
     await sim.run(stop)
