@@ -267,3 +267,63 @@ def test_create_field_sets_remembered_by_shape_equal_the_walk(schema: Any, varia
         for v in order:
             assert _owned(v, schema, memo=True) == walked[variants.index(v)]
     assert len({w for w in walked}) > 1  # the variants are not all one field set
+
+
+LEASE = root_schema("io.k8s.api.coordination.v1.Lease")
+
+
+def _updates() -> list[tuple[str, str, dict[str, Any]]]:
+    """(manager, subresource, object) writes in order: renewals, status heartbeats, takeovers, removals."""
+    lease: dict[str, Any] = {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n", "labels": {"a": "1"}},
+        "spec": {"holderIdentity": "n", "leaseDurationSeconds": 40, "renewTime": "t0"}}  # fmt: skip
+    out = [("kubelet", "", copy.deepcopy(lease))]
+    for i in range(1, 4):  # the owner renews: only values it owns change
+        lease["spec"]["renewTime"] = f"t{i}"
+        out.append(("kubelet", "", copy.deepcopy(lease)))
+    lease["spec"]["leaseDurationSeconds"] = 15  # another manager takes a field over
+    out.append(("admin", "", copy.deepcopy(lease)))
+    lease["spec"]["renewTime"] = "t9"
+    lease["spec"]["leaseDurationSeconds"] = 40  # the owner changes it back: ownership moves again
+    out.append(("kubelet", "", copy.deepcopy(lease)))
+    lease["metadata"]["labels"]["a"] = "2"
+    out.append(("kubelet", "", copy.deepcopy(lease)))  # a label the owner set
+    del lease["metadata"]["labels"]
+    out.append(("kubelet", "", copy.deepcopy(lease)))  # a removal
+    lease["spec"]["renewTime"] = "t10"
+    out.append(("other", "", copy.deepcopy(lease)))  # a manager with no entry yet
+    return out
+
+
+def _history(monkeypatch: pytest.MonkeyPatch, *, fast: bool) -> list[bytes]:
+    real, taken = M._rewrites_own, []
+
+    def spy(*args: Any) -> Any:
+        kept = real(*args) if fast else None
+        taken.append(kept is not None)
+        return kept
+
+    monkeypatch.setattr(M, "_rewrites_own", spy)
+    old: dict[str, Any] | None = None
+    seen = []
+    for n, (manager, sub, obj) in enumerate(_updates()):
+        new = copy.deepcopy(obj)
+        M.track_update(old, new, M.Request(manager=manager, api_version="coordination.k8s.io/v1", subresource=sub,
+                                           now=f"2026-01-01T00:00:{n:02d}Z"), LEASE)  # fmt: skip
+        seen.append(json.dumps(new["metadata"].get("managedFields")).encode())
+        old = new
+    monkeypatch.undo()
+    assert any(taken) == fast
+    return seen
+
+
+def test_an_owner_rewriting_its_own_fields_is_recorded_as_the_general_path_records_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the shortcut for renewals and heartbeats (only the writer's entry's time moves) gives byte for byte the
+    # managedFields of the general path, for them and for the writes that move ownership around them
+    fast, general = _history(monkeypatch, fast=True), _history(monkeypatch, fast=False)
+    assert fast == general
+    renewed = json.loads(fast[3])
+    assert [(e["manager"], e["time"]) for e in renewed] == [("kubelet", "2026-01-01T00:00:03Z")]
+    assert {e["manager"] for e in json.loads(fast[-1])} == {"kubelet", "other"}  # admin's field was taken back

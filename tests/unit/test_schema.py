@@ -305,3 +305,44 @@ def test_a_preserve_unknown_root_keeps_everything_but_checks_metadata() -> None:
     result = validate({"metadata": {"name": 1}, "spec": {"x": 1}, "data": 2}, schema)
     assert result.unknown == []
     assert [e[1] for e in result.invalid] == ["metadata.name"]
+
+
+def _variants(value: Any) -> Any:
+    """Every copy of `value` with one leaf or map changed: another type, a bad format, an unknown field, a
+    required field dropped."""
+    if isinstance(value, dict):
+        yield {**value, "bogusField": 1}
+        for key, child in value.items():
+            yield {k: v for k, v in value.items() if k != key}
+            for changed in _variants(child):
+                yield {**value, key: changed}
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            for changed in _variants(child):
+                yield [*value[:i], changed, *value[i + 1 :]]
+    else:
+        yield from ({"a": 1}, [1], "not-a-time", 2**40, 1.5, True, "12 cores")
+
+
+def test_the_quick_check_of_a_clean_object_never_hides_what_the_full_walk_finds() -> None:
+    # bodies with nothing to report skip the walk that names every field's path; whatever one changed leaf or
+    # map makes the walk find (a type, a format, a range, an unknown or missing field), validate still reports
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "labels": {"a": "b"}, "creationTimestamp": "2026-01-01T00:00:00Z",
+                        "managedFields": [{"manager": "m", "operation": "Update", "time": "2026-01-01T00:00:00Z",
+                                           "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+           "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}],
+                                    "resources": {"requests": {"cpu": "100m", "memory": 5}}}],
+                    "priority": 0, "hostNetwork": False},
+           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}  # fmt: skip
+    for obj, schema in ((pod, "io.k8s.api.core.v1.Pod"), (deployment(), DEPLOYMENT)):
+        assert validate(copy.deepcopy(obj), schema).errors == [] and not validate(obj, schema).unknown
+        found = 0
+        for variant in _variants(obj):
+            quick = validate(copy.deepcopy(variant), schema)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr("skiff.api.schema._clean", lambda *_a, **_k: False)
+                full = validate(variant, schema)
+            assert (quick.errors, quick.unknown) == (full.errors, full.unknown)
+            found += bool(full.errors or full.unknown)
+        assert found > 50

@@ -163,6 +163,11 @@ def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> Non
         return
     touched = (*changes.added, *changes.modified, *changes.removed)
     me = (req.manager, UPDATE, req.api_version, req.subresource)
+    if not changes.added and not changes.removed:
+        kept = _rewrites_own(entries, changes.modified, me, req)
+        if kept is not None:
+            _set(_cap_updaters(kept), new)
+            return
     out: list[Obj] = []
     mine: Obj | None = None
     for entry in entries:
@@ -188,6 +193,25 @@ def track_update(old: Obj | None, new: Obj, req: Request, schema: Schema) -> Non
     mine["time"] = req.now
     mine["apiVersion"] = req.api_version
     _set(_cap_updaters(out), new)
+
+
+def _rewrites_own(
+    entries: list[Obj], modified: list[Path], me: tuple[str, str, str, str], req: Request
+) -> list[Obj] | None:
+    """The entries after an update that only changed values this manager already owns and no one else does (a
+    Lease renewal, a kubelet's status heartbeat): its entry with a new time, the rest as they were; None if the
+    update moves ownership. The same outcome as the general path of `track_update`, without copying field sets."""
+    mine = next((i for i, e in enumerate(entries) if _key(e) == me), None)
+    if mine is None or not all(fieldsets.contains(entries[mine].get("fieldsV1") or {}, p) for p in modified):
+        return None
+    for i, entry in enumerate(entries):
+        if i != mine and _same_scope(entry, req):
+            fields = entry.get("fieldsV1") or {}
+            if any(fieldsets.contains(fields, p) for p in modified):
+                return None
+    out = list(entries)
+    out[mine] = {**entries[mine], "time": req.now, "apiVersion": req.api_version}
+    return out
 
 
 _created: OrderedDict[tuple[int, bytes], tuple[Schema, bytes]] = OrderedDict()

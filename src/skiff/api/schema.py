@@ -226,9 +226,92 @@ def validate(
     reset status on create/update; controllers write it whole).
     """
     compiled_schema = compiled(schema) if isinstance(schema, str) else schema
+    if _clean(obj, compiled_schema.root, check_required, root=True):
+        return SchemaResult()  # nothing to report or prune: the common case, without building a path per field
     walker = _Walker(compiled_schema.typed, prune, check_required)
     walker.value(obj, compiled_schema.root, "", "")
     return walker.result
+
+
+def _clean(val: Any, node: _Node, check_required: bool, *, root: bool = False) -> bool:
+    """Whether `_Walker.value` would find nothing at all in `val`: no wrong type, bad format, unknown field or
+    missing required field. It may answer False where the walker finds nothing (the walker then decides), never
+    True where it would find something. Strings, the commonest leaves, are checked in their parent's loop."""
+    if val is None or node.kind == ANY:
+        return True
+    if node.kind == OBJECT:
+        return isinstance(val, dict) and _clean_object(val, node, check_required, root, False)
+    return _clean_value(val, node, check_required)
+
+
+def _clean_object(val: dict[str, Any], node: _Node, check_required: bool, root: bool, status: bool) -> bool:
+    """`_clean` of an object; `status`: the top-level status, whose own required fields are not checked."""
+    props = node.props
+    for key, item in val.items():
+        child = props.get(key)
+        if child is None:
+            if not node.preserve:
+                return False
+            continue
+        if item is None:
+            continue
+        kind = child.kind
+        if kind == STRING:
+            if type(item) is not str:
+                return False
+        elif kind == OBJECT:
+            if type(item) is not dict:
+                return False
+            if not _clean_object(item, child, check_required, False, root and key == "status"):
+                return False
+        elif kind != ANY and not _clean_value(item, child, check_required):
+            return False
+    if node.required and check_required and not status:
+        for key in node.required:
+            if val.get(key) is None:
+                return False
+    return True
+
+
+def _clean_value(val: Any, node: _Node, check_required: bool) -> bool:
+    """`_clean` of a non-null value that is not an OBJECT."""
+    kind = node.kind
+    if kind == STRING:
+        return isinstance(val, str)
+    if kind == ARRAY or kind == MAP:
+        items = node.items
+        if kind == ARRAY:
+            if not isinstance(val, list):
+                return False
+            values: Any = val
+        else:
+            if not isinstance(val, dict):
+                return False
+            values = val.values()
+        if items is None or items.kind == ANY:
+            return True
+        for item in values:
+            if item is not None and not _clean(item, items, check_required):
+                return False
+        return True
+    if kind == INT:
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            return False
+        lo, hi = _INT_RANGE[node.bits]
+        return not (isinstance(val, float) and not val.is_integer()) and lo <= val <= hi
+    if kind == BOOL:
+        return isinstance(val, bool)
+    if kind == NUMBER:
+        return not isinstance(val, bool) and isinstance(val, (int, float))
+    if kind == INT_OR_STRING:
+        return not isinstance(val, bool) and isinstance(val, (int, str))
+    if kind == QUANTITY:
+        if isinstance(val, str):
+            return _QUANTITY_RE.match(val) is not None
+        return not isinstance(val, bool) and isinstance(val, (int, float))
+    if kind == TIME:
+        return isinstance(val, str) and _TIME_RE.match(val) is not None
+    return kind == ANY  # BYTES, and OBJECT in a list or map: the walker checks them
 
 
 def prune_unknown(obj: dict[str, Any], schema: str | CompiledSchema) -> dict[str, Any]:
