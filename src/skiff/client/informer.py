@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -37,9 +38,10 @@ from skiff.client.errors import ServerUnreachable
 from skiff.client.ratelimit import Backoff
 from skiff.client.resources import Resource
 from skiff.client.rest import Client
-from skiff.client.tasks import call_handler, cancel_and_wait, spawn, wait_or_stop
+from skiff.client.tasks import cancel_and_wait, spawn, wait_or_stop
 
 log = logging.getLogger(__name__)
+_HANDLER_ATTRS = {"add": "on_add", "update": "on_update", "delete": "on_delete"}
 AddHandler = Callable[[Obj], object]  # may return an awaitable (async handlers): it is awaited
 UpdateHandler = Callable[[Obj, Obj], object]
 DeleteHandler = Callable[[Obj], object]
@@ -138,9 +140,22 @@ class Informer:
             await self._emit_to(handlers, kind, *objs)
 
     async def _emit_to(self, handlers: Handlers, kind: str, *objs: Obj) -> None:
-        fn: Callable[..., Any] | None = getattr(handlers, f"on_{kind}")
-        if fn is not None:
-            await call_handler(fn, *objs, what=f"{self.name} on_{kind} handler", logger=log)
+        """Call one handler; a sync one (most are: they enqueue a key) costs no extra coroutine."""
+        fn: Callable[..., Any] | None = getattr(handlers, _HANDLER_ATTRS[kind])
+        if fn is None:
+            return
+        try:
+            result = fn(*objs)
+        except Exception:
+            log.exception("%s on_%s handler failed", self.name, kind)
+            return
+        if result is not None and inspect.isawaitable(result):
+            try:
+                await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s on_%s handler failed", self.name, kind)
 
     # --- running ------------------------------------------------------------------------------
     def start(self) -> asyncio.Task[None]:

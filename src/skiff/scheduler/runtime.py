@@ -180,7 +180,7 @@ class Framework:
 
     def run_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         """The weighted sum of every Score plugin's (normalized) score, per node."""
-        totals = [0] * len(nodes)
+        totals: list[int] | None = None
         skip = state.skip_score
         for plugin, weight in self.score:
             if plugin.name in skip:
@@ -190,8 +190,8 @@ class Framework:
                 plugin.normalize_scores(state, pod, nodes, scores)
             if weight != 1:
                 scores = list(map(operator.mul, scores, itertools.repeat(weight)))
-            totals = list(map(operator.add, totals, scores))
-        return totals
+            totals = scores if totals is None else list(map(operator.add, totals, scores))
+        return [0] * len(nodes) if totals is None else totals
 
     def run_reserve(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
         for plugin in self.reserve:
