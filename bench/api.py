@@ -708,8 +708,18 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("watchstream.py", "watchcache.py", "queues.py", "watchhub.py"),
     ),
     (
-        "aiohttp request/response machinery, routing, handlers",
-        ("aiohttp/web_", "aiohttp/http_", "aiohttp/streams.py", "paths.py", "content.py", "handlers.py", "serve.py"),
+        "HTTP request/response machinery (aiohttp, leanhttp), routing, handlers",
+        (
+            "aiohttp/web_",
+            "aiohttp/http_",
+            "aiohttp/streams.py",
+            "leanhttp.py",
+            "fastroute.py",
+            "paths.py",
+            "content.py",
+            "handlers.py",
+            "serve.py",
+        ),
     ),
 )
 
