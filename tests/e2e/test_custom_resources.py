@@ -416,7 +416,15 @@ def test_a_terminating_crd_waits_for_object_finalizers(server: Server, ns: str) 
     body["metadata"]["finalizers"] = ["example.com/hold"]
     server.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
     server.kubectl("delete", "crd", f"widgets.{g}", "--wait=false")
-    time.sleep(1.5)
+    # the CRD controller marks it Terminating on its own pass after the delete
+    deadline = time.monotonic() + 60
+    while True:
+        crd = get_json(server, "crd", f"widgets.{g}")
+        if any(c["type"] == "Terminating" and c["status"] == "True" for c in crd["status"]["conditions"]):
+            break
+        assert time.monotonic() < deadline, crd["status"]
+        time.sleep(0.1)
+    time.sleep(1.0)  # and its objects' finalizer holds it
     crd = get_json(server, "crd", f"widgets.{g}")
     assert "customresourcecleanup.apiextensions.k8s.io" in crd["metadata"]["finalizers"]
     assert any(c["type"] == "Terminating" and c["status"] == "True" for c in crd["status"]["conditions"])
