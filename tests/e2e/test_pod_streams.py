@@ -102,7 +102,9 @@ def pods(cluster: Server, agent: AgentNode, registry: Registry) -> Iterator[str]
 
 
 def test_logs_plain_tail_timestamps_and_since(cluster: Server, pods: str) -> None:
-    first = cluster.kubectl("logs", "-n", pods, "counter").stdout.splitlines()
+    # the counter writes a line every 0.2 s from its start: a loaded machine may not have written three yet
+    first = wait_for(lambda: (out := cluster.kubectl("logs", "-n", pods, "counter").stdout.splitlines())[2:] and out,
+                     what="the counter's first three lines")  # fmt: skip
     assert first[:3] == ["line 1", "line 2", "line 3"]
     tail = cluster.kubectl("logs", "-n", pods, "counter", "--tail=2").stdout.splitlines()
     assert len(tail) == 2 and all(re.fullmatch(r"line \d+", line) for line in tail)
