@@ -15,7 +15,7 @@ from skiff.node.runtime import crilog
 from skiff.node.runtime.runc import resize_tty
 from skiff.node.runtime.runtime import Runtime
 from skiff.node.runtime.types import ContainerConfig, ContainerState, Mount, Resources
-from tests.node.conftest import sandbox_config
+from tests.node.conftest import sandbox_config, wait_for
 
 MiB = 1024 * 1024
 
@@ -197,8 +197,7 @@ async def test_containers_outlive_a_killed_agent(runtime: Runtime, busybox_rootf
     [info] = await runtime.list()
     assert (info.id, info.pod_uid, info.state) == (made["id"], made["uid"], ContainerState.RUNNING)
     size = info.log_path.stat().st_size
-    await asyncio.sleep(0.5)
-    assert info.log_path.stat().st_size > size  # the shim still writes the log
+    await wait_for(lambda: info.log_path.stat().st_size > size)  # the shim still writes the log
     assert runtime.sandbox(made["uid"]).name == "survivor"
     status = await runtime.stop(info.id, grace_period=0)
     assert (status.state, status.exit_code) == (ContainerState.EXITED, 137)

@@ -143,7 +143,7 @@ async def test_host_port_reaches_the_pod(runtime: Runtime, busybox_rootfs: Path,
     await start(runtime, sandbox, busybox_rootfs, "server", serve("hello-through-hostport"))
     address = await asyncio.to_thread(_host_address)
     body = b""
-    for _ in range(50):
+    for _ in range(300):  # the server starts listening a moment after its container starts: up to a minute
         try:
             reader, writer = await asyncio.open_connection(address, HOST_PORT)
         except OSError:
