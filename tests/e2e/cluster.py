@@ -54,7 +54,7 @@ class Server:
     def kubeconfig(self) -> Path:
         return self.data_dir / "kubeconfig.yaml"
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 60.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / "server.log"
         log = self.log_path.open("ab")
@@ -91,7 +91,7 @@ class Server:
 
     # --- clients ------------------------------------------------------------------
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+                timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.data_dir / "home")}
         proc = subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=env,
                               input=input, timeout=timeout)
@@ -99,7 +99,7 @@ class Server:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
         return proc
 
-    def create_namespace(self, name: str, timeout: float = 30.0) -> str:
+    def create_namespace(self, name: str, timeout: float = 60.0) -> str:
         """Create a namespace and wait for the kube-root-ca.crt ConfigMap the controller manager puts
         into every namespace, so that a test counting or watching ConfigMaps does not meet it later."""
         code, body, _ = self.raw("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
@@ -155,7 +155,7 @@ class Server:
     # --- simulated nodes ------------------------------------------------------------
     def sim_nodes(self, count: int = 3, *, prefix: str = "sim-node", cpu: str = "4", memory: str = "16Gi",
                   pods: int = 110, extra_args: list[str] | None = None, wait: bool = True,
-                  timeout: float = 30.0) -> SimNodes:
+                  timeout: float = 60.0) -> SimNodes:
         """Start `skiff sim nodes` against this server (nodes `<prefix>-0` ... `<prefix>-<count-1>`).
 
         With `wait`, returns once every node is Ready. Stop it with `.stop()` (SIGTERM: the nodes stay
@@ -203,7 +203,7 @@ class SimNodes:
         names = set(self.names)
         return [n for n in body["items"] if n["metadata"]["name"] in names]
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         ready: list[str] = []
         while time.monotonic() < deadline:

@@ -175,7 +175,7 @@ class Lab:
     def serve_udp(self, pod: Pod, port: int) -> None:
         proc = subprocess.Popen(["ip", "netns", "exec", pod.netns, "python3", "-c", UDP_SERVER, pod.name, str(port)])
         self.procs.append(proc)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while self.udp(self.client, pod.ip, port, 40999) != pod.name:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{pod.name} does not answer on udp {pod.ip}:{port}")
@@ -185,7 +185,7 @@ class Lab:
         """The answer to one datagram sent from `source_port` (or `error: ...`)."""
         return in_ns(ns, "python3", "-c", UDP_CLIENT, host, str(port), str(source_port)).stdout.strip()
 
-    def wait_serving(self, pod: Pod, timeout: float = 10.0) -> None:
+    def wait_serving(self, pod: Pod, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.get(self.client, pod.ip, 8080, count=1, timeout=0.5)[0].get("ok") == pod.name:

@@ -44,7 +44,7 @@ def ns(cluster: Server, request: pytest.FixtureRequest) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     alive = agent_alive(request)
-    wait = ["--wait=true", "--timeout=30s"] if alive else ["--force", "--grace-period=0"]
+    wait = ["--wait=true", "--timeout=60s"] if alive else ["--force", "--grace-period=0"]
     cluster.kubectl("delete", "pods", "--all", "-n", name, *wait, check=False, timeout=60)
 
 
@@ -153,7 +153,7 @@ def test_node_reports_the_machine_and_its_images(cluster: Server, agent: AgentNo
     def listed() -> bool:
         return any(name.startswith(busybox) for i in node()["status"].get("images", []) for name in i["names"])
 
-    wait_for(listed, timeout=30, what="the busybox image in status.images")
+    wait_for(listed, timeout=60, what="the busybox image in status.images")
 
 
 def test_image_pull_secrets(cluster: Server, agent: AgentNode, registry: Registry, ns: str, tmp_path: Path) -> None:
@@ -270,7 +270,7 @@ def test_active_deadline_fails_the_pod(cluster: Server, agent: AgentNode, regist
     assert p["status"]["reason"] == "DeadlineExceeded"
     assert p["status"]["message"] == "Pod was active on the node longer than the specified deadline"
     assert "terminated" in container_state(p)["state"]
-    wait_for(lambda: not agent.processes(marker), timeout=10, what="its process to end")
+    wait_for(lambda: not agent.processes(marker), timeout=60, what="its process to end")
 
 
 def test_bad_image_and_missing_configmap_show_kubernetes_reasons(
@@ -295,7 +295,7 @@ def test_bad_image_and_missing_configmap_show_kubernetes_reasons(
 
     pulled = wait_for(lambda: reason("badimg", "ErrImagePull", "ImagePullBackOff"), what="ErrImagePull")
     assert "manifest unknown" in pulled["message"]
-    backoff = wait_for(lambda: reason("badimg", "ImagePullBackOff"), timeout=30, what="ImagePullBackOff")
+    backoff = wait_for(lambda: reason("badimg", "ImagePullBackOff"), timeout=60, what="ImagePullBackOff")
     assert "manifest unknown" in backoff["message"] and "Back-off pulling image" in backoff["message"]
     nocm = wait_for(lambda: reason("nocm", "CreateContainerConfigError"), what="CreateContainerConfigError")
     assert nocm["message"] == 'configmap "absent" not found'
@@ -342,7 +342,7 @@ def test_deleting_a_pod_stops_its_processes_and_removes_it(
     assert any(uid in n for n in agent.netns())
     cluster.kubectl("delete", "pod", "doomed", "-n", ns, "--wait=true", "--timeout=60s")
     assert cluster.kubectl("get", "pod", "doomed", "-n", ns, check=False).returncode != 0
-    wait_for(lambda: not agent.processes(marker), timeout=10, what="the process to end")
+    wait_for(lambda: not agent.processes(marker), timeout=60, what="the process to end")
     assert not any(uid in n for n in agent.netns())
     assert not (agent.state_dir / "pods" / uid).exists()
 
@@ -352,8 +352,8 @@ def test_deleting_a_pod_stops_its_processes_and_removes_it(
     q = wait_for(lambda: (r := get_pod(cluster, ns, "forced")) and condition(r, "Ready") == "True" and r,
                  what="forced Ready")  # fmt: skip
     cluster.kubectl("delete", "pod", "forced", "-n", ns, "--grace-period=0", "--force")
-    wait_for(lambda: not agent.processes(forced), timeout=20, what="the forced pod's process to end")
-    wait_for(lambda: not (agent.state_dir / "pods" / q["metadata"]["uid"]).exists(), timeout=20, what="its dir")
+    wait_for(lambda: not agent.processes(forced), timeout=60, what="the forced pod's process to end")
+    wait_for(lambda: not (agent.state_dir / "pods" / q["metadata"]["uid"]).exists(), timeout=60, what="its dir")
     assert not any(q["metadata"]["uid"] in n for n in agent.netns())
 
 
@@ -384,9 +384,9 @@ def test_agent_restart_keeps_running_pods_and_cleans_deleted_ones(
     assert container_state(q)["containerID"] == before and container_state(q)["restartCount"] == 0
     assert condition(q, "Ready") == "True"
     assert agent.processes(marker) == pids
-    wait_for(lambda: not agent.processes(orphan), timeout=20, what="the orphan's processes to end")
-    wait_for(lambda: not any(orphan_uid in n for n in agent.netns()), timeout=20, what="the orphan's netns to go")
-    wait_for(lambda: not (agent.state_dir / "pods" / orphan_uid).exists(), timeout=20, what="the orphan's dir to go")
+    wait_for(lambda: not agent.processes(orphan), timeout=60, what="the orphan's processes to end")
+    wait_for(lambda: not any(orphan_uid in n for n in agent.netns()), timeout=60, what="the orphan's netns to go")
+    wait_for(lambda: not (agent.state_dir / "pods" / orphan_uid).exists(), timeout=60, what="the orphan's dir to go")
 
 
 def test_changing_the_image_restarts_the_container(
@@ -414,5 +414,5 @@ def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:
     for item in listing["items"]:
         meta = item["metadata"]
         cluster.kubectl("delete", "pod", meta["name"], "-n", meta["namespace"], "--wait=true", "--timeout=60s")
-    wait_for(lambda: not agent.leftovers(), timeout=30, what="no leftovers")
+    wait_for(lambda: not agent.leftovers(), timeout=60, what="no leftovers")
     assert not list((agent.state_dir / "pods").iterdir())

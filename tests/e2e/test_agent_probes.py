@@ -173,7 +173,7 @@ def test_post_start_and_pre_stop_hooks(cluster: Server, agent: AgentNode, regist
     # deleting a pod whose postStart hangs abandons the hook (well before its 120 s limit)
     wait_for(lambda: started("stuck"), what="the stuck pod's container started, its postStart running")
     assert "running" not in container_state(get_pod(cluster, ns, "stuck")).get("state", {})
-    cluster.kubectl("delete", "pod", "stuck", "-n", ns, "--wait=true", "--timeout=40s")
+    cluster.kubectl("delete", "pod", "stuck", "-n", ns, "--wait=true", "--timeout=60s")
     p = wait_for(lambda: (q := get_pod(cluster, ns, "hooks")) and condition(q, "Ready") == "True" and q,
                  what="hooks Ready")  # fmt: skip
     with urllib.request.urlopen(f"http://{p['status']['podIP']}:8080/index.html", timeout=10) as resp:

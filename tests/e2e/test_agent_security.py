@@ -194,14 +194,14 @@ def test_termination_grace_sigterm_then_sigkill(
         assert (tmp_path / "trapped").read_text() == "TERM\n"  # got SIGTERM and exited on it
         ignored = (tmp_path / "ignored").read_text().split()
         assert ignored[0] == "TERM" and "alive" in ignored[1:]  # got SIGTERM, ran on through it...
-        wait_for(lambda: not agent.processes(marker), timeout=10, what="the ignorer killed")  # ...until SIGKILL
+        wait_for(lambda: not agent.processes(marker), timeout=60, what="the ignorer killed")  # ...until SIGKILL
         exits = {c["name"]: c["state"]["terminated"] for c in q["status"]["containerStatuses"]}
         assert (exits["trapper"]["exitCode"], exits["trapper"]["reason"]) == (0, "Completed")
         assert (exits["ignorer"]["exitCode"], exits["ignorer"]["reason"]) == (137, "Error")
-        wait_for(lambda: p["status"]["podIP"] not in leased(), timeout=20, what="the pod's IP freed")
+        wait_for(lambda: p["status"]["podIP"] not in leased(), timeout=60, what="the pod's IP freed")
     finally:
         cluster.kubectl("patch", "pod", "graceful", "-n", ns, "--type=json", "-p", release, check=False)
-    cluster.kubectl("wait", "--for=delete", "pod/graceful", "-n", ns, "--timeout=30s")
+    cluster.kubectl("wait", "--for=delete", "pod/graceful", "-n", ns, "--timeout=60s")
 
 
 def deployment(name: str, image: str, command: list[str], replicas: int, **container: Any) -> dict[str, Any]:
@@ -330,4 +330,4 @@ def test_seccomp_profiles(cluster: Server, agent: AgentNode, registry: Registry,
 def test_nothing_left_behind(cluster: Server, agent: AgentNode) -> None:
     """Runs last: the namespaces (and so the pods) are gone, and the agent removed their containers,
     network namespaces, mounts and NAT rules."""
-    wait_for(lambda: not agent.leftovers(), timeout=30, what="no leftovers")
+    wait_for(lambda: not agent.leftovers(), timeout=60, what="no leftovers")

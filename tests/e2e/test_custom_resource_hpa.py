@@ -81,7 +81,7 @@ async def test_an_hpa_scales_a_custom_resource(hpa_server: Server) -> None:
             async def scaled() -> bool:
                 return bool((await client.get(widgets, "w", namespace=ns))["spec"]["replicas"] == 3)
 
-            await eventually(scaled, within=30, what="the HPA to scale the widget to 3")
+            await eventually(scaled, within=60, what="the HPA to scale the widget to 3")
             out = hpa_server.kubectl("get", "hpa", "w", "-n", ns).stdout
             assert "Widget/w" in out, out
             raw = hpa_server.kubectl("get", "--raw", f"/apis/{group}/v1/namespaces/{ns}/widgets/w/scale").stdout

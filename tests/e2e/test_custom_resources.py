@@ -108,7 +108,7 @@ def api(server: Server) -> client.ApiClient:
 
 def apply_crd(server: Server, crd: dict[str, Any]) -> None:
     server.kubectl("apply", "-f", "-", input=json.dumps(crd))
-    server.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=20s")
+    server.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=60s")
 
 
 def delete_crd(server: Server, name: str) -> None:
@@ -186,7 +186,7 @@ def test_a_clashing_kind_is_not_accepted(server: Server, group: str) -> None:
     crd["spec"]["names"] = {"plural": "gizmos", "singular": "gizmo", "kind": "Widget", "listKind": "GizmoList"}
     server.kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         conditions: dict[str, Any] = {}
         while time.monotonic() < deadline and "NamesAccepted" not in conditions:
             time.sleep(0.1)
@@ -200,7 +200,7 @@ def test_a_clashing_kind_is_not_accepted(server: Server, group: str) -> None:
         assert code == 404
         # once the CRD holding the kind is gone, the other one gets it
         delete_crd(server, f"widgets.{group}")
-        server.kubectl("wait", "--for=condition=Established", f"crd/gizmos.{group}", "--timeout=20s")
+        server.kubectl("wait", "--for=condition=Established", f"crd/gizmos.{group}", "--timeout=60s")
         code, listed, _ = server.raw("GET", f"/apis/{group}/v1/gizmos")
         assert code == 200 and listed["kind"] == "GizmoList"
     finally:
@@ -336,7 +336,7 @@ def test_watch_with_the_python_client(group: str, ns: str, api: client.ApiClient
     custom.create_namespaced_custom_object(group, "v1", ns, "widgets", body)
     custom.patch_namespaced_custom_object(group, "v1", ns, "widgets", "watched", {"spec": {"size": 2}})
     custom.delete_namespaced_custom_object(group, "v1", ns, "widgets", "watched")
-    assert done.wait(15)
+    assert done.wait(60)
     assert seen == [("ADDED", "watched", 1), ("MODIFIED", "watched", 2), ("DELETED", "watched", 2)]
 
 
@@ -431,7 +431,7 @@ def test_a_terminating_crd_waits_for_object_finalizers(server: Server, ns: str) 
     out = server.kubectl("apply", "-n", ns, "-f", "-", input=widget(g, "late", {"size": 1}), check=False)
     assert out.returncode != 0 and "terminating" in out.stderr
     server.kubectl("patch", f"widgets.{g}", "held", "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-    server.kubectl("wait", "--for=delete", f"crd/widgets.{g}", "--timeout=20s")
+    server.kubectl("wait", "--for=delete", f"crd/widgets.{g}", "--timeout=60s")
     delete_crd(server, f"widgets.{g}")
 
 

@@ -40,7 +40,7 @@ REVISION = "deployment.kubernetes.io/revision"
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -149,7 +149,7 @@ def image_of(obj: dict[str, Any]) -> str:
 
 def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("web"))
-    out = server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=30s").stdout
+    out = server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=60s").stdout
     assert 'deployment "web" successfully rolled out' in out
     [rs1] = replica_sets(server, ns, "web")
     hash1 = rs1["metadata"]["labels"]["pod-template-hash"]
@@ -178,7 +178,7 @@ def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
     # a new image rolls out through a second ReplicaSet
     server.kubectl("set", "image", "-n", ns, "deployment/web", "app=registry.local/web:2")
     server.kubectl("annotate", "-n", ns, "deployment/web", "kubernetes.io/change-cause=image 2")
-    server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=60s")
     rss = by_revision(replica_sets(server, ns, "web"))
     assert set(rss) == {"1", "2"}
     assert rss["1"]["metadata"]["name"] == rs1["metadata"]["name"] and rss["1"]["spec"]["replicas"] == 0
@@ -195,7 +195,7 @@ def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
 
     # undo: the first ReplicaSet is the new one again, as revision 3
     server.kubectl("rollout", "undo", "-n", ns, "deployment/web")
-    server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=60s")
     d = get(server, f"/apis/apps/v1/namespaces/{ns}/deployments/web")
     assert image_of(d) == "registry.local/web:1"
     assert "pod-template-hash" not in d["spec"]["template"]["metadata"]["labels"]
@@ -213,7 +213,7 @@ def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
     # scale up and down: the pods follow
     server.kubectl("scale", "-n", ns, "deployment/web", "--replicas=5")
     wait_for("5 ready pods", lambda: len([p for p in live(pods_of(server, ns, "app%3Dweb")) if ready(p)]) == 5)
-    server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=60s")
     server.kubectl("scale", "-n", ns, "deployment/web", "--replicas=2")
     wait_for("2 pods", lambda: len(live(pods_of(server, ns, "app%3Dweb"))) == 2)
     rs = get(server, f"/apis/apps/v1/namespaces/{ns}/replicasets/{rs1['metadata']['name']}")
@@ -227,7 +227,7 @@ def test_rollout_history_undo_and_scale(server: Server, ns: str) -> None:
 
 def test_recreate_never_overlaps(server: Server, ns: str) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("rec", replicas=2, strategy={"type": "Recreate"}))
-    server.kubectl("rollout", "status", "-n", ns, "deployment/rec", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/rec", "--timeout=60s")
     [old] = replica_sets(server, ns, "rec")
     old_name = old["metadata"]["name"]
     # every state the pods go through, replayed from their watch history (a poll can miss a brief one)
@@ -246,7 +246,7 @@ def test_recreate_never_overlaps(server: Server, ns: str) -> None:
 
 def test_pause_and_resume(server: Server, ns: str) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("paused", replicas=2))
-    server.kubectl("rollout", "status", "-n", ns, "deployment/paused", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/paused", "--timeout=60s")
     server.kubectl("rollout", "pause", "-n", ns, "deployment/paused")
     path = f"/apis/apps/v1/namespaces/{ns}/deployments/paused"
 
@@ -267,7 +267,7 @@ def test_pause_and_resume(server: Server, ns: str) -> None:
     assert image_of(rs) == "registry.local/web:1" and rs["spec"]["replicas"] == 3
     assert d["status"].get("updatedReplicas", 0) == 0
     server.kubectl("rollout", "resume", "-n", ns, "deployment/paused")
-    server.kubectl("rollout", "status", "-n", ns, "deployment/paused", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/paused", "--timeout=60s")
     rss = by_revision(replica_sets(server, ns, "paused"))
     assert image_of(rss["2"]) == "registry.local/web:2" and rss["2"]["spec"]["replicas"] == 3
     assert rss["1"]["spec"]["replicas"] == 0
@@ -275,11 +275,11 @@ def test_pause_and_resume(server: Server, ns: str) -> None:
 
 def test_progress_deadline_exceeded(server: Server, ns: str) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("stuck", replicas=2, progressDeadlineSeconds=2))
-    server.kubectl("rollout", "status", "-n", ns, "deployment/stuck", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/stuck", "--timeout=60s")
     # the new pods never become Ready
     patch = {"spec": {"template": {"metadata": {"annotations": {"sim.skiff.dev/not-ready": "true"}}}}}
     server.kubectl("patch", "-n", ns, "deployment/stuck", "-p", json.dumps(patch))
-    proc = server.kubectl("rollout", "status", "-n", ns, "deployment/stuck", "--timeout=30s", check=False)
+    proc = server.kubectl("rollout", "status", "-n", ns, "deployment/stuck", "--timeout=60s", check=False)
     assert proc.returncode != 0
     assert 'deployment "stuck" exceeded its progress deadline' in proc.stderr
     d = get(server, f"/apis/apps/v1/namespaces/{ns}/deployments/stuck")
@@ -307,7 +307,7 @@ def test_revision_history_limit(server: Server, ns: str) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("hist", replicas=1, revisionHistoryLimit=1))
     for tag in (2, 3, 4):
         server.kubectl("set", "image", "-n", ns, "deployment/hist", f"app=registry.local/web:{tag}")
-        server.kubectl("rollout", "status", "-n", ns, "deployment/hist", "--timeout=30s")
+        server.kubectl("rollout", "status", "-n", ns, "deployment/hist", "--timeout=60s")
     # the current ReplicaSet and one old one (the newest) are kept
     wait_for("2 replica sets", lambda: sorted(by_revision(replica_sets(server, ns, "hist"))) == ["3", "4"])
     history = server.kubectl("rollout", "history", "-n", ns, "deployment/hist").stdout
@@ -316,13 +316,13 @@ def test_revision_history_limit(server: Server, ns: str) -> None:
 
 def test_self_healing(server: Server, ns: str) -> None:
     server.kubectl("apply", "-n", ns, "-f", "-", input=deployment("heal", replicas=3))
-    server.kubectl("rollout", "status", "-n", ns, "deployment/heal", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/heal", "--timeout=60s")
     victim = pods_of(server, ns, "app%3Dheal")[0]["metadata"]["name"]
     server.kubectl("delete", "pod", "-n", ns, victim, "--wait=false")
     names = wait_for("a replacement", lambda: (ps := [p for p in live(pods_of(server, ns, "app%3Dheal")) if ready(p)])
                      and len(ps) == 3 and victim not in {p["metadata"]["name"] for p in ps} and ps)  # fmt: skip
     assert len({owner(p)["name"] for p in names}) == 1
-    server.kubectl("rollout", "status", "-n", ns, "deployment/heal", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "deployment/heal", "--timeout=60s")
 
 
 def test_replicaset_directly(server: Server, ns: str) -> None:

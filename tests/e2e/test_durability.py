@@ -30,7 +30,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         ctx = self.server.ssl_context()
-        conn = http.client.HTTPSConnection("127.0.0.1", self.server.port, context=ctx, timeout=5)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.server.port, context=ctx, timeout=60)
         i = 0
         try:
             while True:
@@ -68,7 +68,7 @@ def test_acknowledged_writes_survive_sigkill(fresh_server: Server) -> None:
     assert all(w.is_alive() and len(w.acked) >= 10 for w in writers), "a writer made no progress"
     assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
     for w in writers:
-        w.join(10)
+        w.join(60)
         assert not w.is_alive()
     acked = {name: data for w in writers for name, data in w.acked.items()}
     attempted = sum(w.attempted for w in writers)

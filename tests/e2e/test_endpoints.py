@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(180)
 SLICE_LABEL = "kubernetes.io/service-name"
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

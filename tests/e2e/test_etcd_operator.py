@@ -41,7 +41,7 @@ registry, cluster, agent = node_fixtures(NodeSetup(name="etcd", pod_cidr="10.199
 def operator(cluster: Server, agent: AgentNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The CRD, a namespace, and `kopf run` of the example (its log file is yielded)."""
     cluster.kubectl("apply", "-f", str(EXAMPLE / "crd.yaml"))
-    wait_for(lambda: cluster.kubectl("get", "etcdclusters", "-A", check=False).returncode == 0, 30, what="the CRD")
+    wait_for(lambda: cluster.kubectl("get", "etcdclusters", "-A", check=False).returncode == 0, 60, what="the CRD")
     cluster.kubectl("create", "namespace", NS)
     log = tmp_path_factory.mktemp("etcd-operator") / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "ETCD_OPERATOR_INTERVAL": "1"}
@@ -53,7 +53,7 @@ def operator(cluster: Server, agent: AgentNode, tmp_path_factory: pytest.TempPat
         yield log
     finally:
         # the operator removes its finalizer; the garbage collector takes the pods and Services
-        cluster.kubectl("delete", "etcdclusters", "--all", "-n", NS, "--timeout=30s", check=False, timeout=60)
+        cluster.kubectl("delete", "etcdclusters", "--all", "-n", NS, "--timeout=60s", check=False, timeout=90)
         proc.terminate()
         try:
             proc.wait(5)
@@ -122,11 +122,11 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
         raise AssertionError(f"{e}\noperator log:\n{explain()}") from None
     assert obj["status"]["readyMembers"] == 3
     # the client Service's endpoints follow the pods' readiness a moment after the operator saw it
-    wait_for(lambda: member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"], 30, what="three members listed")
+    wait_for(lambda: member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"], 60, what="three members listed")
     svc = get(cluster, "service", "demo")
     assert svc["spec"]["ports"][0]["port"] == 2379 and svc["spec"]["clusterIP"] not in ("", "None")
     assert get(cluster, "service", "demo-peers")["spec"]["clusterIP"] == "None"
-    wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 30, what="3 client endpoints")
+    wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 60, what="3 client endpoints")
     etcdctl(client_endpoints(cluster, "demo"), "put", "greeting", "hello from before the snapshot")
     assert etcdctl(client_endpoints(cluster, "demo"), "get", "greeting", "--print-value-only").stdout.strip() == (
         "hello from before the snapshot"
@@ -179,7 +179,7 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
     assert lost and set(lost) <= {"demo-0", "demo-1"} and restore["snapshot"].endswith(".db")
     restoring = condition(obj, "Restoring")
     assert restoring["status"] == "False" and restore["snapshot"] in restoring["message"]
-    wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 30, what="3 client endpoints")
+    wait_for(lambda: len(client_endpoints(cluster, "demo").split(",")) == 3, 60, what="3 client endpoints")
     assert member_names(cluster, "demo") == ["demo-0", "demo-1", "demo-2"]
     assert etcdctl(client_endpoints(cluster, "demo"), "get", "greeting", "--print-value-only").stdout.strip() == (
         "hello from before the snapshot"
@@ -189,6 +189,6 @@ def test_etcd_cluster_scales_backs_up_and_restores_after_losing_quorum(cluster: 
         return {e["reason"]: e for e in found["items"]}
 
     wanted = {"QuorumLost", "Restored", "Recovered", "MemberAdded", "MemberRemoved", "BackupSucceeded"}
-    reasons = wait_for(lambda: (lambda r: r if wanted <= set(r) else None)(events()), 30, what=f"events {wanted}")
+    reasons = wait_for(lambda: (lambda r: r if wanted <= set(r) else None)(events()), 60, what=f"events {wanted}")
     assert reasons["QuorumLost"]["type"] == "Warning" and ", ".join(lost) in reasons["QuorumLost"]["message"]
     assert reasons["Recovered"]["type"] == "Normal" and restore["snapshot"] in reasons["Recovered"]["message"]

@@ -48,7 +48,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     finally:
         if nodes.server is not None and nodes.server.proc is not None and nodes.server.proc.poll() is None:
             # the operator removes its finalizer; the garbage collector takes the pods and Services
-            nodes.server.kubectl("delete", "etcdclusters", "--all", "-n", NS, "--timeout=30s", check=False, timeout=60)
+            nodes.server.kubectl("delete", "etcdclusters", "--all", "-n", NS, "--timeout=60s", check=False, timeout=90)
             nodes.server.kubectl("delete", "namespace", "etcd-operator", "--wait=false", check=False)
             nodes.server.kubectl("delete", "pods", "--all", "-n", NS, "--grace-period=1", "--wait=false", check=False)
         nodes.close()

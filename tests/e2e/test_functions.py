@@ -67,7 +67,7 @@ class Gateway:
                "--data-dir", str(self.data_dir), "--node-name", NODE, "--log-level", "debug", "--bind-address",
                "0.0.0.0", "--advertise-url", f"http://{POD_GATEWAY}:{self.port}", *self.extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=30, what="the gateway answering /healthz")
+        wait_for(self._up, timeout=60, what="the gateway answering /healthz")
         return self
 
     def _up(self) -> bool:
@@ -161,8 +161,8 @@ def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) 
     assert printed.split("\n")[0].split() == ["NAME", "READY", "REPLICAS", "INVOCATIONS", "AGE"]
 
     # idle for longer than the idle timeout: the instance is stopped
-    wait_for(lambda: fn_pods(cluster, "hello") == [], timeout=30, what="scale to zero")
-    wait_for(lambda: function(cluster, "hello").get("status", {}).get("replicas") == 0, timeout=10,
+    wait_for(lambda: fn_pods(cluster, "hello") == [], timeout=60, what="scale to zero")
+    wait_for(lambda: function(cluster, "hello").get("status", {}).get("replicas") == 0, timeout=60,
              what="status replicas 0")  # fmt: skip
     # and the next call still succeeds: a cold start
     status, body = post(f"{gateway.url}/fn/default/hello", b'{"name": "again"}')
@@ -172,7 +172,7 @@ def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) 
     assert ls.splitlines()[0].split() == ["NAME", "READY", "REASON", "REPLICAS", "INVOCATIONS", "ERRORS", "HANDLER"]
     row = next(line.split() for line in ls.splitlines() if line.startswith("hello"))
     assert row[1] == "True"
-    wait_for(lambda: function(cluster, "hello").get("status", {}).get("invocations") == 4, timeout=10,
+    wait_for(lambda: function(cluster, "hello").get("status", {}).get("invocations") == 4, timeout=60,
              what="4 invocations in the status")  # fmt: skip
 
     metrics = urllib.request.urlopen(f"{gateway.url}/metrics", timeout=10).read().decode()
@@ -197,7 +197,7 @@ def test_deploy_invoke_scale_to_zero_and_back(gateway: Gateway, tmp_path: Path) 
     assert next(u for u in usage if u["function"] == "hello")["invocations"] == 4
 
     skiff(gateway, "delete", "hello")
-    wait_for(lambda: cluster.kubectl("get", "configmap", "hello-code", check=False).returncode != 0, timeout=30,
+    wait_for(lambda: cluster.kubectl("get", "configmap", "hello-code", check=False).returncode != 0, timeout=60,
              what="the code ConfigMap deleted with its Function")  # fmt: skip
 
 
@@ -236,7 +236,7 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
         assert out.returncode == 1
         assert "500" in out.stderr and "Traceback" not in out.stderr and "kaboom" not in out.stderr
         logs = wait_for(lambda: (r := skiff(gateway, "logs", "boom", check=False)).returncode == 0
-                        and "kaboom" in r.stdout and r.stdout, timeout=30, what="the traceback in logs")  # fmt: skip
+                        and "kaboom" in r.stdout and r.stdout, timeout=60, what="the traceback in logs")  # fmt: skip
         assert "Traceback" in logs and "ValueError: kaboom secret-input" in logs
 
         big = b'"' + b"x" * (7 * 1024 * 1024) + b'"'
@@ -249,9 +249,9 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
         assert metric(gateway, "skiff_function_errors_total", "boom") == 1
 
         # and it goes on with what the instance writes next
-        wait_for(lambda: any("kaboom secret-input" in x for x in streamed), timeout=30, what="logs -f printing")
+        wait_for(lambda: any("kaboom secret-input" in x for x in streamed), timeout=60, what="logs -f printing")
         assert skiff(gateway, "invoke", "boom", "--data", '"later-input"', check=False).returncode == 1
-        wait_for(lambda: any("kaboom later-input" in x for x in streamed), timeout=30, what="logs -f following")
+        wait_for(lambda: any("kaboom later-input" in x for x in streamed), timeout=60, what="logs -f following")
     finally:
         follow.terminate()
         follow.wait(10)
@@ -278,7 +278,7 @@ def test_schema_timeout_and_queue_bound(gateway: Gateway) -> None:
     spec = {"handler": "slow.handle", "code": {"inline": slow}, "timeoutSeconds": 1, "concurrency": 1,
             "minScale": 1, "maxScale": 1, "queueDepth": 1}  # fmt: skip
     apply_function(cluster, "slow", spec)
-    wait_for(lambda: len(fn_pods(cluster, "slow")) == 1, timeout=30, what="minScale's instance before any call")
+    wait_for(lambda: len(fn_pods(cluster, "slow")) == 1, timeout=60, what="minScale's instance before any call")
     wait_for(lambda: post(f"{gateway.url}/fn/default/slow", b"0")[0] == 200, timeout=60, what="slow answering")
     assert post(f"{gateway.url}/fn/default/slow", b"3")[0] == 504  # cut at its timeout
 
@@ -313,7 +313,7 @@ def test_cron_and_event_triggers(gateway: Gateway) -> None:
         return first is not None and sum(t == first for t, _ in ticks) >= 2
 
     wait_for(retried, timeout=60, interval=1.0, what="the failed cron call retried")
-    wait_for(lambda: usage_of(gateway, "ticker")["invocations"] >= 3, timeout=30, what="cron calls metered")
+    wait_for(lambda: usage_of(gateway, "ticker")["invocations"] >= 3, timeout=60, what="cron calls metered")
     assert usage_of(gateway, "ticker")["errors"] >= 1
     cluster.kubectl("delete", "function", "ticker")
 
@@ -370,7 +370,7 @@ def test_50_concurrent_calls_scale_out_and_back_and_broken_code(gateway: Gateway
         row = next((line.split() for line in out.stdout.splitlines() if line.startswith("broken")), [])
         return out.stderr if row[1:3] == ["False", "InstanceFailed"] else None
 
-    assert "no_such_module" in wait_for(reported, timeout=20, what="fn ls showing the failure")
+    assert "no_such_module" in wait_for(reported, timeout=60, what="fn ls showing the failure")
     ready = function(cluster, "broken")["status"]["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InstanceFailed")
     assert "no_such_module" in ready["message"]
@@ -401,14 +401,14 @@ def test_topic_delivery_at_least_once(gateway: Gateway) -> None:
             "    return {}\n")  # fmt: skip
     triggers = [{"type": "topic", "topic": "orders"}]
     apply_function(cluster, "orders", {"handler": "o.handle", "code": {"inline": code}, "triggers": triggers})
-    wait_for(lambda: function(cluster, "orders").get("status", {}).get("conditions"), timeout=20,
+    wait_for(lambda: function(cluster, "orders").get("status", {}).get("conditions"), timeout=60,
              what="the gateway to know the function")  # fmt: skip
     out = skiff(gateway, "publish", "orders", "--data", '{"order": 42}')
     assert "1 subscriber(s)" in out.stdout
     logs = wait_for(lambda: (r := skiff(gateway, "logs", "orders", check=False)).returncode == 0
                     and "attempt 2 42" in r.stdout and r.stdout, timeout=60, what="the retried delivery")  # fmt: skip
     assert "attempt 1 42" in logs and "the first try fails" in logs
-    wait_for(lambda: usage_of(gateway, "orders")["invocations"] == 2, timeout=10, what="two metered calls")
+    wait_for(lambda: usage_of(gateway, "orders")["invocations"] == 2, timeout=60, what="two metered calls")
     assert usage_of(gateway, "orders")["errors"] == 1
     cluster.kubectl("delete", "function", "orders")
 
@@ -443,7 +443,7 @@ def test_gateway_restart_takes_over_running_instances(gateway: Gateway) -> None:
     most = max(len(live(state)) for state in warm_pods.states())
     assert most == 1, [live(state) for state in warm_pods.states()]
     # and it is still scaled: stopped after its idle timeout
-    wait_for(lambda: fn_pods(cluster, "sticky") == [], timeout=30, what="the taken-over instance scaled to zero")
+    wait_for(lambda: fn_pods(cluster, "sticky") == [], timeout=60, what="the taken-over instance scaled to zero")
     cluster.kubectl("delete", "function", "sticky")
 
 
@@ -504,7 +504,7 @@ def test_calls_need_a_token_allowed_to_invoke(gateway: Gateway) -> None:
         status, body = post(url, b"{}", token=token)  # a known identity, but no role lets it invoke
         assert status == 403 and "may not invoke function" in json.loads(body)["message"]
         cluster.kubectl("apply", "-f", "-", input=INVOKER)
-        status, body = wait_for(lambda: (r := post(url, b"{}", token=token))[0] == 200 and r, timeout=20,
+        status, body = wait_for(lambda: (r := post(url, b"{}", token=token))[0] == 200 and r, timeout=60,
                                 what="the call allowed once the role is bound")  # fmt: skip
         assert json.loads(body) == {"hi": "guarded"}
         out = skiff(gateway, "invoke", "guarded", "--token", token)

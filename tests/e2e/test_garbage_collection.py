@@ -33,7 +33,7 @@ def ns(server: Server) -> str:
     return name
 
 
-def eventually(check: Callable[[], Any], what: str, within: float = 15.0) -> Any:
+def eventually(check: Callable[[], Any], what: str, within: float = 60.0) -> Any:
     deadline = time.monotonic() + within
     while True:
         value = check()
@@ -141,7 +141,7 @@ def test_foreground_waits_for_blocking_dependents(server: Server, ns: str) -> No
     dependent(server, ns, "fg-loose", ref(parent, block=False))
     env = {**os.environ, "KUBECONFIG": str(server.kubeconfig), "HOME": str(server.data_dir / "home")}
     deleter = subprocess.Popen(
-        [kubectl_binary(), "delete", "configmap", "fg-owner", "-n", ns, "--cascade=foreground", "--timeout=40s"],
+        [kubectl_binary(), "delete", "configmap", "fg-owner", "-n", ns, "--cascade=foreground", "--timeout=60s"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -161,7 +161,7 @@ def test_foreground_waits_for_blocking_dependents(server: Server, ns: str) -> No
         assert deleter.poll() is None, "kubectl delete --cascade=foreground returned while the owner remains"
 
         server.kubectl("patch", "configmap", "fg-blocker", "-n", ns, "--type=json", "-p", REMOVE_FINALIZERS)
-        out, err = deleter.communicate(timeout=30)
+        out, err = deleter.communicate(timeout=90)
     finally:
         deleter.kill()
     assert deleter.returncode == 0, err
@@ -209,10 +209,10 @@ def test_foreground_deletion_of_a_deployment_removes_replicasets_and_pods(server
         items: list[dict[str, Any]] = json.loads(out)["items"]
         return items
 
-    eventually(lambda: len(pods()) == 2 and replicasets(), "the deployment's ReplicaSet and pods", within=30)
-    out = server.kubectl("delete", "deployment", "fg-web", "-n", ns, "--cascade=foreground", timeout=45).stdout
+    eventually(lambda: len(pods()) == 2 and replicasets(), "the deployment's ReplicaSet and pods", within=60)
+    out = server.kubectl("delete", "deployment", "fg-web", "-n", ns, "--cascade=foreground", timeout=90).stdout
     assert out.strip() == f'deployment.apps "fg-web" deleted from {ns} namespace'
     # kubectl waited for the Deployment itself: by then what it owned is gone (pods may still be terminating)
     assert replicasets() == []
     assert all(p["metadata"].get("deletionTimestamp") for p in pods())
-    eventually(lambda: pods() == [], "the pods to be gone", within=40)
+    eventually(lambda: pods() == [], "the pods to be gone", within=60)

@@ -318,7 +318,7 @@ def test_kubectl_certificate_approve_issues_a_client_certificate(cluster: Server
     assert cluster.kubectl("get", "csr", "alice").stdout.splitlines()[1].split()[-1] == "Pending"
     cluster.kubectl("certificate", "approve", "alice")
     wait_for(lambda: cluster.kubectl("get", "csr", "alice").stdout.splitlines()[1].split()[-1] == "Approved,Issued",
-             timeout=30, what="alice Approved,Issued")  # fmt: skip
+             timeout=60, what="alice Approved,Issued")  # fmt: skip
     line = cluster.kubectl("get", "csr", "alice").stdout.splitlines()[1]
     assert "system:admin" in line and "60m" in line
     issued = json.loads(cluster.kubectl("get", "csr", "alice", "-o", "json").stdout)
@@ -344,7 +344,7 @@ def test_without_runc_the_server_warns_and_runs_without_a_local_node(tmp_path: P
     finally:
         os.environ["PATH"] = path or ""
     try:
-        wait_for(lambda: "no node agent on this machine" in srv.logs(), timeout=30, what="the warning")
+        wait_for(lambda: "no node agent on this machine" in srv.logs(), timeout=60, what="the warning")
         assert "install the Debian packages runc iproute2 iptables" in srv.logs()
         assert "--disable-agent" in srv.logs()
         assert srv.raw("GET", "/readyz", auth=False)[0] == 200 and srv.proc is not None and srv.proc.poll() is None

@@ -34,7 +34,7 @@ FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 NS = "kopf-demo"
 
 
-def eventually(check: Callable[[], Any], what: str, within: float = 30.0) -> Any:
+def eventually(check: Callable[[], Any], what: str, within: float = 60.0) -> Any:
     deadline = time.monotonic() + within
     while True:
         value = check()
@@ -78,7 +78,7 @@ class Operator:
 def kopf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("skiff-kopf")).start()
     srv.kubectl("apply", "-f", "-", input=json.dumps(GADGET_CRD))
-    srv.kubectl("wait", "--for=condition=Established", f"crd/{GADGET_CRD['metadata']['name']}", "--timeout=20s")
+    srv.kubectl("wait", "--for=condition=Established", f"crd/{GADGET_CRD['metadata']['name']}", "--timeout=60s")
     srv.kubectl("create", "namespace", NS)
     yield srv
     srv.stop()
@@ -112,7 +112,7 @@ def get(server: Server, name: str, ns: str = NS) -> dict[str, Any] | None:
     return dict(body)
 
 
-def status_of(server: Server, name: str, key: str, ns: str = NS, within: float = 30.0) -> Any:
+def status_of(server: Server, name: str, key: str, ns: str = NS, within: float = 60.0) -> Any:
     """`.status[key]` of a gadget once kopf has written it."""
     def check() -> Any:
         obj = get(server, name, ns)
@@ -200,7 +200,7 @@ def test_delete_runs_the_delete_handler_then_the_object_is_gone(kopf_server: Ser
     obj = get(kopf_server, "doomed")
     assert obj is not None
     uid = obj["metadata"]["uid"]
-    kopf_server.kubectl("delete", "gadget", "doomed", "-n", NS, "--timeout=20s")
+    kopf_server.kubectl("delete", "gadget", "doomed", "-n", NS, "--timeout=60s")
     assert get(kopf_server, "doomed") is None
     eventually(lambda: messages(kopf_server, "doomed", "CleanedUp"), "the delete handler's event")
     cleaned = [e for e in events_of(kopf_server, "doomed") if e["reason"] == "CleanedUp"]
@@ -220,7 +220,7 @@ def test_timer_and_daemon_run_and_stop_when_the_object_goes(kopf_server: Server,
     eventually(lambda: "DaemonStarted" in event_reasons(kopf_server, "busy"), "the daemon's start event")
     assert f"daemon alive {NS}/busy" in operator.logs()
 
-    kopf_server.kubectl("delete", "gadget", "busy", "-n", NS, "--timeout=20s")
+    kopf_server.kubectl("delete", "gadget", "busy", "-n", NS, "--timeout=60s")
     stopped = eventually(lambda: messages(kopf_server, "busy", "DaemonStopped"), "the daemon's stop event")
     assert "deleted" in stopped[0].lower(), stopped  # stopped gracefully, for the deletion
     assert f"daemon stopped {NS}/busy" in operator.logs()
@@ -230,7 +230,7 @@ def test_timer_and_daemon_run_and_stop_when_the_object_goes(kopf_server: Server,
     clock = ticks(operator, "clock")
     eventually(lambda: ticks(operator, "clock") >= clock + 4, "four more ticks of the other timer")
     assert ticks(operator, "busy") <= after_delete + 1  # at most one tick already under way
-    kopf_server.kubectl("delete", "gadget", "clock", "-n", NS, "--timeout=20s")
+    kopf_server.kubectl("delete", "gadget", "clock", "-n", NS, "--timeout=60s")
 
 
 def test_the_server_filters_the_operators_watch_on_a_selectable_field(kopf_server: Server, operator: Operator) -> None:
@@ -281,7 +281,7 @@ def test_peering_pauses_the_lower_priority_operator_until_the_other_goes(kopf_se
     kopf_server.kubectl("create", "namespace", ns)
     kopf_server.kubectl("apply", "-f", str(OPERATORS / "kopf_peering.yaml"))
     for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
-        kopf_server.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=20s")
+        kopf_server.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     kopf_server.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "demo"}}))
     low = Operator(kopf_server, ["--peering", "demo", "--priority", "10", "--namespace", ns], tmp_path / "low.log")

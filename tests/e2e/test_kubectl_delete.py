@@ -118,12 +118,12 @@ def test_delete_waits_for_finalizers(server: Server, ns: str) -> None:
     held_configmap(server, ns, "held-wait")
     env = {**os.environ, "KUBECONFIG": str(server.kubeconfig), "HOME": str(server.data_dir / "home")}
     deleter = subprocess.Popen(
-        [kubectl_binary(), "delete", "configmap", "held-wait", "-n", ns, "--timeout=30s"],
+        [kubectl_binary(), "delete", "configmap", "held-wait", "-n", ns, "--timeout=60s"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         # kubectl waits (default --wait=true) until the object is really gone
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not get_json(server, "cm", "held-wait", "-n", ns)["metadata"].get("deletionTimestamp"):
             assert time.monotonic() < deadline, "the delete never reached the server"
             time.sleep(0.1)
@@ -131,7 +131,7 @@ def test_delete_waits_for_finalizers(server: Server, ns: str) -> None:
         assert deleter.poll() is None, "kubectl delete returned while a finalizer still holds the object"
 
         server.kubectl("patch", "cm", "held-wait", "-n", ns, "--type=json", "-p", REMOVE_FINALIZERS)
-        out, err = deleter.communicate(timeout=20)
+        out, err = deleter.communicate(timeout=90)
     finally:
         deleter.kill()
     assert deleter.returncode == 0, err

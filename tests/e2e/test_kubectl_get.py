@@ -210,7 +210,7 @@ class LineReader:
         stream = proc.stdout
         threading.Thread(target=lambda: [self.lines.put(line) for line in stream], daemon=True).start()
 
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> list[str]:
+    def wait_for(self, predicate: Any, timeout: float = 60.0) -> list[str]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

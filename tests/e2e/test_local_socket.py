@@ -48,7 +48,7 @@ def call(path: Path, method: str, url: str, *, token: str | None = None, body: A
 
 def wait_for_socket(server: Server) -> Path:
     path = server.data_dir / "apiserver.sock"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return path
@@ -56,7 +56,7 @@ def wait_for_socket(server: Server) -> Path:
 
 def child_environment(server: Server, component: str) -> dict[str, str]:
     assert server.proc is not None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():

@@ -37,7 +37,7 @@ def ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def eventually(check: Callable[[], Any], within: float = 20.0, what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Any], within: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + within
     while True:
         result = check()
@@ -314,7 +314,7 @@ async def test_hpa_scales_a_deployment_up_and_down_with_reported_usage(
             d = await client.get(R.DEPLOYMENTS, "web", namespace=ns)
             return bool(d["spec"]["replicas"] == 2)
 
-        await eventually(scaled_down, within=20, what="the HPA to scale web down to 2")
+        await eventually(scaled_down, within=60, what="the HPA to scale web down to 2")
         assert time.monotonic() - low_since >= 2.5  # not before the stabilization window
 
         async def rescaled_down() -> bool:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 REMOVE_FINALIZERS = json.dumps([{"op": "remove", "path": "/metadata/finalizers"}])
 
 
-def eventually(check: Callable[[], Any], what: str, within: float = 15.0) -> Any:
+def eventually(check: Callable[[], Any], what: str, within: float = 60.0) -> Any:
     deadline = time.monotonic() + within
     while True:
         value = check()
@@ -66,7 +66,7 @@ def test_delete_namespace_removes_everything_then_itself(server: Server) -> None
     assert names(server, ns, "deployments") == ["deployment.apps/web"]
 
     started = time.monotonic()
-    out = server.kubectl("delete", "namespace", ns, "--timeout=40s", timeout=50).stdout
+    out = server.kubectl("delete", "namespace", ns, "--timeout=60s", timeout=90).stdout
     assert out.strip() == f'namespace "{ns}" deleted'
     assert time.monotonic() - started < 30
     assert get(server, "namespace", ns) is None
@@ -115,7 +115,7 @@ def test_finalizer_holds_namespace_in_terminating(server: Server) -> None:
     time.sleep(1.0)
     assert get(server, "namespace", ns) is not None, "the namespace went while a finalizer holds its content"
     server.kubectl("patch", "configmap", "held", "-n", ns, "--type=json", "-p", REMOVE_FINALIZERS)
-    server.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=20s", timeout=30)
+    server.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=60s", timeout=90)
     assert get(server, "namespace", ns) is None
 
 
@@ -143,7 +143,7 @@ def test_pods_go_before_the_rest(server: Server) -> None:
     )
 
     server.kubectl("patch", "pod", "lingering", "-n", ns, "--type=json", "-p", REMOVE_FINALIZERS)
-    server.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=20s", timeout=30)
+    server.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=60s", timeout=90)
 
 
 def test_new_namespace_gets_a_default_service_account(server: Server) -> None:

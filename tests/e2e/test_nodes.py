@@ -21,7 +21,7 @@ from tests.e2e.cluster import Server, SimNodes
 pytestmark = pytest.mark.timeout(180)
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -144,7 +144,7 @@ def test_pod_on_sim_node_runs_and_is_deleted(server: Server, sim_nodes: Callable
     out = server.kubectl("get", "pod", "web", "-n", ns).stdout
     assert "1/1" in out and "Running" in out
     # a delete waits for the node's kubelet, which removes the pod for good
-    server.kubectl("delete", "pod", "web", "-n", ns, "--timeout=20s")
+    server.kubectl("delete", "pod", "web", "-n", ns, "--timeout=60s")
     assert get(server, path) is None
 
 
@@ -273,8 +273,8 @@ def test_silent_node_is_marked_unknown_tainted_and_its_pods_evicted(
 
     # the node comes back: Ready again, taints gone, and its kubelet finishes the evicted pod
     sim_nodes(1, server=server, prefix="doomed", extra_args=FAST_LEASE)
-    wait_for("taints removed", lambda: not taints(get(server, f"/api/v1/nodes/{dead}")), timeout=20)
-    wait_for("victim gone", lambda: pod("victim") == {}, timeout=20)
+    wait_for("taints removed", lambda: not taints(get(server, f"/api/v1/nodes/{dead}")), timeout=60)
+    wait_for("victim gone", lambda: pod("victim") == {}, timeout=60)
     wait_for("patient Ready again", lambda: condition(pod("patient"), "Ready").get("status") == "True")
 
 

@@ -139,7 +139,7 @@ def test_logs_follow_streams_what_the_container_writes(cluster: Server, pods: st
     try:
         assert proc.stdout is not None
         seen = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, f"kubectl logs -f ended: {proc.stderr.read() if proc.stderr else ''}"
@@ -202,7 +202,7 @@ def test_exec_output_exit_code_and_stdin(cluster: Server, pods: str) -> None:
     assert "command terminated with exit code 126" in missing.stderr
 
 
-def _read_until(fd: int, pattern: bytes, timeout: float = 20.0) -> bytes:
+def _read_until(fd: int, pattern: bytes, timeout: float = 60.0) -> bytes:
     out = b""
     deadline = time.monotonic() + timeout
     while pattern not in out and time.monotonic() < deadline:
@@ -230,7 +230,7 @@ def test_exec_with_a_terminal(cluster: Server, pods: str) -> None:
         out = _read_until(master, b"\n42\r")
         assert b"/dev/pts/" in out and b"33 101" in out and b"\n42\r" in out, out
         os.write(master, b"exit 5\n")
-        assert proc.wait(20) == 5
+        assert proc.wait(60) == 5
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -290,7 +290,7 @@ def test_attach_stdin_sessions_and_terminal(cluster: Server, registry: Registry,
         out = _read_until(master, b"\n42\r\n/ # ")  # the next prompt, before any other key is pressed
         assert b"27 88" in out and b"\n42\r\n/ # " in out, out
         os.write(master, b"exit 0\n")
-        assert proc.wait(20) == 0
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

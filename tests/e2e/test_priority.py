@@ -222,7 +222,7 @@ def test_pods_get_default_tolerations(server: Server, ns: str) -> None:
     assert pod["spec"]["tolerations"] == [anything]
     # pods made by controllers get them too
     server.kubectl("create", "deployment", "d", "-n", ns, "--image=nginx:1.25")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         items = json.loads(server.kubectl("get", "pods", "-n", ns, "-l", "app=d", "-o", "json").stdout)["items"]
         if items:

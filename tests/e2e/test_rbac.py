@@ -64,7 +64,7 @@ def test_service_account_gets_what_its_role_grants(server: Server, namespaces: t
     server.kubectl("create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods,pods/log", "-n", ns)
     server.kubectl("create", "rolebinding", "op-reads", "--role=pod-reader", f"--serviceaccount={ns}:op", "-n", ns)
     listed = wait_for(lambda: (r := as_token(server, token, "get", "pods", "-n", ns)).returncode == 0 and r,
-                      timeout=10, what="the RoleBinding to take effect")  # fmt: skip
+                      timeout=60, what="the RoleBinding to take effect")  # fmt: skip
     assert "Forbidden" not in listed.stderr
     # in that namespace only, and only what the role says
     assert 'in the namespace "' + other + '"' in as_token(server, token, "get", "pods", "-n", other).stderr
@@ -115,14 +115,14 @@ def test_aggregated_cluster_role(server: Server, namespaces: tuple[str, str]) ->
     server.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     try:
         rules = wait_for(lambda: json.loads(server.kubectl("get", "clusterrole", aggregated, "-o", "json").stdout)
-                         .get("rules"), timeout=20, what="the aggregated rules")  # fmt: skip
+                         .get("rules"), timeout=60, what="the aggregated rules")  # fmt: skip
         assert rules == manifest["items"][1]["rules"]  # type: ignore[index]
         server.kubectl("create", "serviceaccount", "watcher", "-n", ns)
         server.kubectl("create", "clusterrolebinding", aggregated, f"--clusterrole={aggregated}",
                        f"--serviceaccount={ns}:watcher")  # fmt: skip
         user = f"--as=system:serviceaccount:{ns}:watcher"
         wait_for(lambda: server.kubectl("auth", "can-i", "list", "services", "-A", user, check=False)
-                 .stdout.strip() == "yes", timeout=10, what="the binding")  # fmt: skip
+                 .stdout.strip() == "yes", timeout=60, what="the binding")  # fmt: skip
         assert server.kubectl("auth", "can-i", "delete", "services", "-n", ns, user, check=False).stdout.strip() == "no"
         # the built-in view role aggregates the system:aggregate-to-view rules
         view = json.loads(server.kubectl("get", "clusterrole", "view", "-o", "json").stdout)
@@ -160,7 +160,7 @@ def test_no_escalation(server: Server, namespaces: tuple[str, str]) -> None:
                        "-n", ns)  # fmt: skip
     token = server.kubectl("create", "token", "lead", "-n", ns).stdout.strip()
     user = f"system:serviceaccount:{ns}:lead"
-    wait_for(lambda: as_token(server, token, "get", "pods", "-n", ns).returncode == 0, timeout=10, what="the bindings")
+    wait_for(lambda: as_token(server, token, "get", "pods", "-n", ns).returncode == 0, timeout=60, what="the bindings")
     # what it holds it may hand on; more it may not
     assert as_token(server, token, "create", "role", "sub", "--verb=list", "--resource=pods", "-n", ns).returncode == 0
     more = as_token(server, token, "create", "role", "more", "--verb=list,delete", "--resource=pods", "-n", ns)

@@ -127,7 +127,7 @@ def pod_manifest(
     return {"metadata": {"name": name}, "spec": body}
 
 
-async def eventually(check: Callable[[], Any], *, within: float = 20.0, what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Any], *, within: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + within
     while True:
         result = check()
@@ -265,7 +265,7 @@ async def test_not_ready_node_is_avoided_through_its_taint(client: Client, ns: s
         taints = (await client.get(R.NODES, sick)).get("spec", {}).get("taints") or []
         return any(t.get("key") == "node.kubernetes.io/not-ready" and t.get("effect") == "NoSchedule" for t in taints)
 
-    await eventually(tainted, within=30, what="the not-ready taint from the node lifecycle controller")
+    await eventually(tainted, within=60, what="the not-ready taint from the node lifecycle controller")
     for i in range(4):
         await client.create(R.PODS, pod_manifest(f"p-{i}", group=group), namespace=ns)
     placed = await all_bound(client, ns, 4)
@@ -499,7 +499,7 @@ async def test_leader_election_hands_over(own_server: Callable[..., Server], tmp
 
             await _stop(first)  # a graceful stop hands the Lease back at once
             successor = await eventually(
-                lambda: _other_holder(holder, leader), within=30, what="the standby taking over"
+                lambda: _other_holder(holder, leader), within=60, what="the standby taking over"
             )
             assert successor != leader
             await client.create(R.PODS, pod_manifest("after"), namespace="default")

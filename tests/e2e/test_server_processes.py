@@ -40,7 +40,7 @@ def children(pid: int) -> dict[int, str]:
     return found
 
 
-def component_pids(server: Server, timeout: float = 15.0) -> dict[str, int]:
+def component_pids(server: Server, timeout: float = 60.0) -> dict[str, int]:
     assert server.proc is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +67,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+def wait_gone(pid: int, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(pid):
@@ -76,7 +76,7 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def wait_replicas(server: Server, name: str, want: int, timeout: float = 30.0) -> None:
+def wait_replicas(server: Server, name: str, want: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     got = ""
     while time.monotonic() < deadline:
@@ -92,7 +92,7 @@ def wait_replicas_ready(server: Server) -> None:
     """Until both children are past their start-up (a SIGTERM while importing kills a process outright)."""
     server.kubectl("create", "deployment", "probe", "--image=busybox")
     wait_replicas(server, "probe", 1)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while "scheduler running" not in server.logs() and time.monotonic() < deadline:
         time.sleep(0.1)
 
@@ -124,7 +124,7 @@ def test_a_dead_child_stops_the_server_with_an_error(server: Server) -> None:
     pids = component_pids(server)
     os.kill(pids["scheduler"], signal.SIGKILL)
     assert server.proc is not None
-    code = server.proc.wait(timeout=30)
+    code = server.proc.wait(timeout=60)
     assert code == 1
     assert "scheduler exited with code -9" in server.logs()
     assert wait_gone(pids["controller-manager"]), "the other child outlived the server"
@@ -162,7 +162,7 @@ def test_the_server_runs_an_image_registry_that_dies_with_it(server: Server) -> 
     assert registry_answers(server.registry_port)
     assert (server.data_dir / "registry" / "storage").is_dir()
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while registry_answers(server.registry_port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not registry_answers(server.registry_port), "the registry outlived a SIGKILLed server"

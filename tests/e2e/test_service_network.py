@@ -253,7 +253,7 @@ def test_unready_backend_stops_receiving_traffic(lab: TwoNodes) -> None:
     wait_for(lambda: "web-b1" not in answers(lab, 12), timeout=30, what="no answer from the unready web-b1")
     assert set(answers(lab, 15)) == {"web-a1", "web-a2"}
     set_gate(lab.server, "web-b1", True)
-    wait_for(lambda: "web-b1" in answers(lab, 12), timeout=30, what="web-b1 answering again once ready")
+    wait_for(lambda: "web-b1" in answers(lab, 12), timeout=60, what="web-b1 answering again once ready")
 
 
 def test_deleted_backend_stops_receiving_traffic(lab: TwoNodes) -> None:
@@ -268,7 +268,7 @@ def test_agents_remove_their_rules_and_routes_at_stop(lab: TwoNodes) -> None:
     a, b = lab.nodes
     b.cleanup()  # its pods deleted through the agent, then SIGTERM
     lab.server.kubectl("delete", "node", b.node)
-    wait_for(lambda: a.in_node("ip", "route", "show", "proto", "199").stdout == "", timeout=30,
+    wait_for(lambda: a.in_node("ip", "route", "show", "proto", "199").stdout == "", timeout=60,
              what="node A's route to the deleted node B's pods gone")  # fmt: skip
     a.cleanup()
     for node in lab.nodes:

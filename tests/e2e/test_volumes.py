@@ -53,8 +53,8 @@ def ns(cluster: Server, agent: AgentNode, request: pytest.FixtureRequest) -> Ite
     wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
              what="the default service account")  # fmt: skip
     yield name
-    cluster.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=30s", check=False, timeout=60)
-    cluster.kubectl("delete", "pvc", "--all", "-n", name, "--wait=true", "--timeout=30s", check=False, timeout=60)
+    cluster.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False, timeout=90)
+    cluster.kubectl("delete", "pvc", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False, timeout=90)
 
 
 def apply(cluster: Server, ns: str, *docs: dict[str, Any]) -> None:
@@ -208,7 +208,7 @@ def test_root_ca_configmap_in_every_namespace(cluster: Server, ns: str) -> None:
     data = json.loads(cm)["data"]
     assert data["ca.crt"] == (cluster.data_dir / "tls" / "ca.crt").read_text()
     cluster.kubectl("delete", "cm", "kube-root-ca.crt", "-n", ns)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while cluster.kubectl("get", "cm", "kube-root-ca.crt", "-n", ns, check=False).returncode != 0:
         assert time.monotonic() < deadline, "kube-root-ca.crt was not put back"
         time.sleep(0.3)

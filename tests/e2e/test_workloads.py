@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -331,7 +331,7 @@ def test_daemonset_one_pod_per_node_and_tainted_node_excluded(server: Server, ns
     }
     with untaint_after(server, tainted):
         apply(server, ns, ds)
-        server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
+        server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=60s")
         placed = pods(server, ns, "app%3Dagent")
         assert sorted(p["spec"]["nodeName"] for p in placed) == sorted(nodes.names[:3])
         for pod in placed:  # pinned the way Kubernetes pins them, with the daemon tolerations
@@ -348,7 +348,7 @@ def test_daemonset_one_pod_per_node_and_tainted_node_excluded(server: Server, ns
         # the taint goes: the fourth node gets its pod
         server.kubectl("taint", "node", tainted, "dedicated-")
         wait_for("a pod on the untainted node", lambda: len(pods(server, ns, "app%3Dagent")) == 4)
-        server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
+        server.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=60s")
 
         # a rolling update replaces every pod and leaves history for `kubectl rollout`
         server.kubectl("set", "image", "-n", ns, "ds/agent", "a=busybox:1.37")
@@ -390,7 +390,7 @@ def test_statefulset_ordered_creation_and_scale_down(server: Server, ns: str, no
     time.sleep(1.0)
     assert [p["metadata"]["name"] for p in pods(server, ns, "app%3Dweb")] == ["web-0"]  # web-1 waits for web-0
     server.kubectl("label", "node", nodes.names[0], f"wl-sts={ns}")
-    server.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=60s")
     web = pods(server, ns, "app%3Dweb")
     assert [p["metadata"]["name"] for p in web] == ["web-0", "web-1", "web-2"]
     for i, pod in enumerate(web):
@@ -444,7 +444,7 @@ def test_statefulset_rolling_update_with_partition(server: Server, ns: str, node
         },
     }  # fmt: skip
     apply(server, ns, sts)
-    server.kubectl("rollout", "status", "-n", ns, "sts/db", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "sts/db", "--timeout=60s")
     first = get(server, f"/apis/apps/v1/namespaces/{ns}/statefulsets/db")["status"]["currentRevision"]
 
     def images() -> list[str]:
@@ -465,7 +465,7 @@ def test_statefulset_rolling_update_with_partition(server: Server, ns: str, node
     assert status["currentReplicas"] == 2
     # the partition goes: the rest follow, highest first, and the update revision becomes the current one
     server.kubectl("patch", "-n", ns, "sts/db", "-p", '{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}')
-    server.kubectl("rollout", "status", "-n", ns, "sts/db", "--timeout=30s")
+    server.kubectl("rollout", "status", "-n", ns, "sts/db", "--timeout=60s")
     wait_for("all updated", lambda: images() == ["postgres:17"] * 3)
     status = wait_for(
         "the rollout complete",
@@ -492,7 +492,7 @@ def test_cronjob_every_minute_runs_on_schedule(server: Server, minutely: tuple[s
     name = f"every-minute-{int(first.timestamp()) // 60}"
     remaining = (first - datetime.now(UTC)).total_seconds()
     found = wait_for(f"job {name}", lambda: server.raw("GET", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}")[0] == 200,
-                     timeout=max(remaining, 0) + 15)  # fmt: skip
+                     timeout=max(remaining, 0) + 60)  # fmt: skip
     assert found
     status = get(server, f"/apis/batch/v1/namespaces/{ns}/cronjobs/every-minute")["status"]
     assert status["lastScheduleTime"] >= first.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -133,7 +133,7 @@ def sandbox_config(name: str = "pod", **kwargs: object) -> SandboxConfig:
                          resolv_conf="nameserver 10.199.0.1\n", **kwargs)  # type: ignore[arg-type]  # fmt: skip
 
 
-async def wait_for(predicate: object, within: float = 10.0) -> None:
+async def wait_for(predicate: object, within: float = 60.0) -> None:
     assert callable(predicate)
     for _ in range(int(within / 0.05)):
         if predicate():

@@ -283,14 +283,14 @@ async def test_exec_tty_size_and_resize(runtime: Runtime, busybox_rootfs: Path) 
         rest = b""
         while b"50 120" not in rest:
             try:
-                chunk = await asyncio.wait_for(asyncio.to_thread(os.read, handle.pty_master, 1024), 10)
+                chunk = await asyncio.wait_for(asyncio.to_thread(os.read, handle.pty_master, 1024), 60)
             except OSError:
                 break
             if not chunk:
                 break
             rest += chunk
     finally:
-        await asyncio.wait_for(handle.process.wait(), 10)
+        await asyncio.wait_for(handle.process.wait(), 60)
         os.close(handle.pty_master)
     assert first.strip() == b"40 100" and rest.strip() == b"50 120"
     assert handle.process.returncode == 0

@@ -150,7 +150,7 @@ async def test_host_port_reaches_the_pod(runtime: Runtime, busybox_rootfs: Path,
             await asyncio.sleep(0.2)
             continue
         writer.write(b"GET /index.html HTTP/1.0\r\n\r\n")
-        body = await asyncio.wait_for(reader.read(), 10)
+        body = await asyncio.wait_for(reader.read(), 60)
         writer.close()
         if body:
             break
