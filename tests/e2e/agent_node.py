@@ -60,7 +60,7 @@ class Registry:
 
     @classmethod
     def start(
-        cls, data_dir: Path, timeout: float = 20.0, *, storage: Path | None = None, htpasswd: str = ""
+        cls, data_dir: Path, timeout: float = 60.0, *, storage: Path | None = None, htpasswd: str = ""
     ) -> Registry:
         """A registry on a free port; `storage` shares another's images, `htpasswd` asks for basic auth."""
         host = f"127.0.0.1:{free_port()}"
@@ -118,7 +118,7 @@ class AgentNode:
     kubelet_port: int = field(default_factory=free_port)  # the kubelet API (logs, exec, port-forward)
     extra_args: tuple[str, ...] = ()  # more `skiff agent` flags
 
-    def start(self, timeout: float = 30.0) -> AgentNode:
+    def start(self, timeout: float = 60.0) -> AgentNode:
         # no proxy and no pod network: they would program the host's own iptables (tests/e2e/two_nodes.py does)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir.parent / "agent.log"

@@ -78,7 +78,7 @@ class Server:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -215,7 +215,7 @@ class SimNodes:
             time.sleep(0.2 if self.count <= 100 else 1.0 + self.count / 1000)  # a list of thousands costs
         raise RuntimeError(f"simulated nodes not Ready after {timeout}s (ready: {ready}):\n{self.logs()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

@@ -488,7 +488,7 @@ def test_custom_objects_api_on_a_crd(api: client.ApiClient, ns: str) -> None:
         ext.delete_custom_resource_definition(f"widgets.{group}")
 
 
-def _eventually(fn: Any, timeout: float = 2.0) -> Any:
+def _eventually(fn: Any, timeout: float = 60.0) -> Any:
     """A CRD's resource may take a moment to be served after the CRD is created."""
     deadline = time.monotonic() + timeout
     while True:
