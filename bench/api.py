@@ -1131,6 +1131,13 @@ def render(reports: list[Report], prof: Profile) -> str:
                         for name, ds in _slowest_events(w.by_event, 3)
                     )
                 )
+                # before the fan-out (the create, the server's loop) vs during it (the fan-out, the watchers)
+                first = sorted(min(ds) for ds in w.by_event.values())
+                spread = sorted(max(ds) - min(ds) for ds in w.by_event.values())
+                out.append(
+                    f"watch per event: first watcher p50 {fmt(percentile(first, 50))} / max {fmt(first[-1])} ms; "
+                    f"first to last watcher p50 {fmt(percentile(spread, 50))} / max {fmt(spread[-1])} ms"
+                )
             out.append(
                 f"every watcher saw every event: {'yes' if w.complete == rep.watch_watchers else 'NO'} "
                 f"({w.complete}/{rep.watch_watchers} watchers complete)"
