@@ -152,6 +152,10 @@ def test_oversized_body_gets_413_and_the_connection_goes_on(conn: Connection, se
     # the same, pipelined: the request after the oversized body is answered too
     conn.send(request("POST", f"/api/v1/namespaces/{ns}/configmaps", big) + request("GET", f"/api/v1/namespaces/{ns}"))
     assert [conn.read_response()[0] for _ in range(2)] == [413, 200]
+    # with Connection: close, as urllib sends: the whole body still goes out and the answer arrives
+    conn.send(request("POST", f"/api/v1/namespaces/{ns}/configmaps", big, Connection="close"))
+    status, headers, body = conn.read_response()
+    assert (status, body["reason"], headers.get("connection")) == (413, "RequestEntityTooLarge", "close")
 
 
 def test_expect_continue(conn: Connection, ns: str) -> None:
@@ -176,7 +180,10 @@ def test_watch_after_plain_requests_on_the_same_connection(conn: Connection, ser
     status, _, created = conn.read_response()
     assert status == 201, created
     rv = created["metadata"]["resourceVersion"]
-    conn.send(request("GET", f"{cms}?watch=true&resourceVersion={rv}&timeoutSeconds=30"))
+    # a plain request and a watch behind it in one write: answered in order
+    conn.send(request("GET", f"{cms}/before-watch") + request("GET", f"{cms}?watch=1&resourceVersion={rv}"))
+    status, _, got = conn.read_response()
+    assert (status, got["metadata"]["name"]) == (200, "before-watch")
     status, headers = conn.read_head()
     assert status == 200 and headers.get("transfer-encoding") == "chunked", headers
     code, body, _ = server.raw("POST", cms, {"metadata": {"name": "during-watch"}})

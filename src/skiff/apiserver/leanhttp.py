@@ -39,10 +39,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
+import orjson
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion11
 from aiohttp.web import UrlMappingMatchInfo
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
 
 from skiff.api import errors
 from skiff.apiserver import content, tlswrite
@@ -51,6 +53,7 @@ from skiff.apiserver.fastroute import Handler, RestRoutes
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024  # a longer head goes to aiohttp (which answers 431/400)
+LINGER = 10.0  # how long an answered oversized body may still come in before a closing connection goes (aiohttp's)
 KEEPALIVE_TIMEOUT = 75.0  # an idle connection is closed after this long (aiohttp's default)
 READ_HIGH_WATER = content.MAX_BODY + MAX_HEAD  # buffered while a request runs: reading pauses above
 
@@ -164,6 +167,55 @@ class LeanRequest:
 
     def get(self, key: Any, default: Any = None) -> Any:
         return self._state.get(key, default)
+
+    # the rest of web.Request's reading side that a handler may reach for
+    @property
+    def version(self) -> HttpVersion:
+        return HttpVersion11
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("Host", "")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.transport is not None and self.transport.get_extra_info("sslcontext") else "http"
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def remote(self) -> str | None:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple | list) and peer else None
+
+    @property
+    def rel_url(self) -> URL:
+        return URL.build(path=self.path, query_string=self.query_string, encoded=True)
+
+    @property
+    def url(self) -> URL:
+        return URL.build(scheme=self.scheme, authority=self.host).join(self.rel_url)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
+
+    @property
+    def body_exists(self) -> bool:
+        return bool(self.content_length)
+
+    can_read_body = body_exists
+
+    async def read(self) -> bytes:
+        return await self.content.read()
+
+    async def text(self) -> str:
+        return (await self.read()).decode("utf-8")
+
+    async def json(self) -> Any:
+        return orjson.loads(await self.read())
 
 
 class _Head:
@@ -292,6 +344,9 @@ class LeanProtocol(asyncio.Protocol):
             dropped = min(self._discard, len(data))
             self._discard -= dropped
             data = data[dropped:]
+            if not self._discard and self._close_after and self._task is None and self.transport is not None:
+                self.transport.close()  # answered, and the client has finished sending: now it may go
+                return
         self._buf += data
         if self._task is None:
             self._next()
@@ -445,7 +500,10 @@ class LeanProtocol(asyncio.Protocol):
         if self.transport is None:
             return
         if self._close_after:
-            self.transport.close()
+            if self._discard:  # closing under a client still sending its body would cut our answer off
+                self._loop.call_later(LINGER, self.transport.close)
+            else:
+                self.transport.close()
             return
         if self._read_paused:
             self._read_paused = False
