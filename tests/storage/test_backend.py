@@ -109,7 +109,7 @@ async def test_list_pagination_with_limit_and_start_key(backend: Backend) -> Non
         # continue token: the key after the last one, at the first page's revision
         page = await backend.list("/p/", revision=first.revision, limit=3, start_key=page.items[-1].key + "\0")
         assert page.revision == first.revision
-        assert page.count == 7
+        assert page.count == 7 - len(seen)  # counted from the start key, as etcd counts a range
     assert seen == keys
     exact = await backend.list("/p/", limit=7)
     assert len(exact.items) == 7 and not exact.more

@@ -178,7 +178,7 @@ async def test_store_reads_its_own_writes_through_the_cache(backend: SQLiteBacke
     listed = await store.list(cm_rt, "ns", ListOptions())
     assert [o["metadata"]["name"] for o in listed["items"]] == sorted(f"c{i}" for i in range(20))
     assert listed["metadata"]["resourceVersion"] == str(await backend.current_revision())
-    paged = await store.list(cm_rt, "ns", ListOptions(limit=5))  # from storage, as before
+    paged = await store.list(cm_rt, "ns", ListOptions(limit=5))  # a page from the cache too
     assert len(paged["items"]) == 5 and paged["metadata"]["continue"]
     with pytest.raises(errors.NotFound):
         await store.create(cm_rt, "nope", {"metadata": {"name": "x"}}, WriteOptions())

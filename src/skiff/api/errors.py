@@ -102,10 +102,23 @@ class Conflict(StatusError):
 
 
 class Gone(StatusError):
-    """A resourceVersion older than the store's history (compacted): 410 Expired."""
+    """A resourceVersion older than the store's history (compacted): 410 Expired.
+
+    `continue_token`: for an expired continue, the token that lists the rest at the latest revision
+    (an inconsistent list), which Kubernetes puts in the Status's metadata.continue."""
 
     code = 410
     reason = "Expired"
+
+    def __init__(self, message: str, *, continue_token: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.continue_token = continue_token
+
+    def status(self) -> dict[str, Any]:
+        body = super().status()
+        if self.continue_token:
+            body["metadata"] = {"continue": self.continue_token}
+        return body
 
 
 class RequestEntityTooLarge(StatusError):

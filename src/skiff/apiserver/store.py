@@ -9,8 +9,11 @@ storage revision become 409s, history that is gone becomes 410.
 Reads are consistent reads from the watch cache when there is one (see
 `watchcache`): gets, the reads before a write, the namespace check of a
 create and unpaginated lists wait until the cache has caught up with
-storage's current revision, then answer from memory. Paginated lists
-(`limit`, `continue`) and `resourceVersionMatch=Exact` read storage.
+storage's current revision, then answer from memory. So are paginated
+lists: the first page at the cache's revision, the later ones (and
+`resourceVersionMatch=Exact`) at the list's revision while the cache's
+event window reaches back to it (`cachelist`); older ones read storage,
+which answers the same or 410 Expired once compacted.
 """
 
 from __future__ import annotations
@@ -82,35 +85,85 @@ class Store:
         labels = selectors.parse_label_selector(opts.label_selector)
         fields = fieldselectors.parse_field_selector(opts.field_selector, strategy.selectable_fields)
         prefix = rt.prefix(namespace)
-        revision = 0
+        revision = 0  # the revision to list at; 0: the latest
         start: str | None = None
         if opts.continue_token:
+            if opts.resource_version not in ("", "0"):
+                raise errors.BadRequest("specifying resource version is not allowed when using continue")
             revision, start = objects.decode_continue(opts.continue_token, prefix)
-        elif opts.resource_version and opts.resource_version_match == "Exact":
-            revision = objects.parse_resource_version(opts.resource_version)
+            revision = max(revision, 0)  # -1: the rest at the latest revision (after an expired continue)
         elif opts.resource_version:
-            objects.parse_resource_version(opts.resource_version)
-            if opts.resource_version_match not in ("", "NotOlderThan"):
+            rv = objects.parse_resource_version(opts.resource_version)
+            match = opts.resource_version_match
+            if match not in ("", "NotOlderThan", "Exact"):
                 raise errors.BadRequest(
-                    f'resourceVersionMatch: Unsupported value: "{opts.resource_version_match}": '
-                    'supported values: "Exact", "NotOlderThan"'
+                    f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"'
                 )
+            # Exact, or the legacy exact match of a paginated list from a resourceVersion other than 0
+            if match == "Exact" or (match == "" and opts.limit > 0 and rv > 0):
+                revision = rv
         unfiltered = labels.empty() and fields.empty()
-        exact = opts.resource_version_match == "Exact"
-        if self.cache is not None and not opts.continue_token and opts.limit <= 0 and not exact:
-            cached = await self._list_cached(self.cache, rt, prefix, strategy, labels, fields)
-            if cached is not None:
-                return cached
+
+        def select(kv: KeyValue) -> Obj | None:
+            obj = objects.decode(rt, kv)
+            return obj if unfiltered or self._matches(strategy, labels, fields, obj) else None
+
+        limit = max(opts.limit, 0)
+        if self.cache is not None:
+            listed = await self._list_cached(self.cache, rt, prefix, revision, start, limit, select, unfiltered)
+            if listed is not None:
+                return listed
+        return await self._list_storage(rt, prefix, revision, start, opts, select, unfiltered)
+
+    async def _list_cached(
+        self,
+        cache: WatchCache,
+        rt: ResourceType,
+        prefix: str,
+        revision: int,
+        start: str | None,
+        limit: int,
+        select: Callable[[KeyValue], Obj | None],
+        unfiltered: bool,
+    ) -> Obj | None:
+        """A list (or a page of one) from the watch cache; None: read storage.
+
+        At the latest revision once the cache has caught up with storage (a consistent read), or at
+        `revision` while the cache's window still reaches back to it (the later pages of a list)."""
+        if not revision or revision > cache.revision:
+            if not await cache.wait_fresh():
+                return None
+        at = revision or cache.revision
+        # no await from here: the page is read from one state of the cache
+        page = cache.list_page(prefix, at, start, limit, select)
+        if page is None:
+            return None
+        cont = objects.encode_continue(at, page.last_key + "\x00") if page.more else ""
+        remaining = page.remaining if page.more and unfiltered else None
+        return objects.list_object(rt, page.items, at, cont, remaining)
+
+    async def _list_storage(
+        self,
+        rt: ResourceType,
+        prefix: str,
+        revision: int,
+        start: str | None,
+        opts: ListOptions,
+        select: Callable[[KeyValue], Obj | None],
+        unfiltered: bool,
+    ) -> Obj:
+        """The same list read from storage (no cache, or a revision the cache's window no longer holds)."""
         want = max(opts.limit, 0)
         items: list[Obj] = []
         more = False
         last_key = ""
         count = 0
+        continue_key = start or ""
         while True:
             chunk = 0
             if want:
                 chunk = want - len(items) if unfiltered else max(want - len(items), 100)
-            res = await self._list_chunk(prefix, revision, chunk, start, opts)
+            res = await self._list_chunk(prefix, revision, chunk, start, opts, continue_key)
             revision = res.revision
             count = count or res.count
             for kv in res.items:
@@ -118,8 +171,8 @@ class Store:
                     more = True
                     break
                 last_key = kv.key
-                obj = objects.decode(rt, kv)
-                if unfiltered or self._matches(strategy, labels, fields, obj):
+                obj = select(kv)
+                if obj is not None:
                     items.append(obj)
             else:
                 if res.more and res.items and (not want or len(items) < want):
@@ -129,38 +182,25 @@ class Store:
             break
         cont = objects.encode_continue(revision, last_key + "\x00") if more else ""
         remaining = None
-        if more and unfiltered and count and not opts.continue_token:
+        if more and unfiltered and count:  # as etcd counts: the keys from the page's start on, less the page
             remaining = max(count - len(items), 0)
         return objects.list_object(rt, items, revision, cont, remaining)
 
-    async def _list_cached(
-        self, cache: WatchCache, rt: ResourceType, prefix: str, strategy: Strategy, labels: Any, fields: Any
-    ) -> Obj | None:
-        """An unpaginated list from the watch cache once it has caught up; None: read storage."""
-        if not await cache.wait_fresh():
-            return None
-        kvs = cache.list_current(prefix)
-        if kvs is None:
-            return None
-        revision = cache.revision  # no await since the list: the items are exactly as of this revision
-        items: list[Obj] = []
-        unfiltered = labels.empty() and fields.empty()
-        for kv in kvs:
-            obj = objects.decode(rt, kv)
-            if unfiltered or self._matches(strategy, labels, fields, obj):
-                items.append(obj)
-        return objects.list_object(rt, items, revision, "", None)
-
     async def _list_chunk(
-        self, prefix: str, revision: int, limit: int, start: str | None, opts: ListOptions
+        self, prefix: str, revision: int, limit: int, start: str | None, opts: ListOptions, continue_key: str
     ) -> ListResult:
         try:
             return await self.backend.list(prefix, revision=revision, limit=limit, start_key=start)
         except CompactedError:
             if opts.continue_token:
+                # Kubernetes' answer: the rest of the list at the latest revision is offered, inconsistent
                 raise errors.Gone(
                     "The provided continue parameter is too old to display a consistent list result. "
-                    "You can start a new list without the continue parameter."
+                    "You can start a new list without the continue parameter, or use the continue token "
+                    "in this response to retrieve the remainder of the results. Continuing with the provided "
+                    "token results in an inconsistent list - objects that were created, modified, or deleted "
+                    "between the time the first chunk was returned and now may show up in the list.",
+                    continue_token=objects.encode_continue(-1, continue_key),
                 ) from None
             raise errors.Gone(f"The resourceVersion for the provided list is too old: {revision}") from None
         except FutureRevisionError:

@@ -11,7 +11,9 @@ batch to the subscribers (direct sinks, queues) is `watchfanout`.
 The cache also keeps the current state -- every key under `/registry/` with
 its latest value and revisions, per resource prefix, in key order, as plain
 dicts of bytes and ints that the cyclic GC does not track -- seeded
-by a list when it starts and then fed by the same watch. Reads are served
+by a list when it starts and then fed by the same watch. The state at an
+older revision inside the window is the current one with the later events
+undone (`cachelist`): the pages of a paginated list. Reads are served
 from it the way Kubernetes does since 1.31 ("consistent reads from cache"):
 `wait_fresh()` asks storage for its current revision (in-process for SQLite,
 one round trip for etcd, shared by concurrent callers) and waits until the
@@ -33,14 +35,17 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
+from skiff.apiserver.cachelist import Page, list_page, state_before
 from skiff.apiserver.watchfanout import ROOT, Subscription, aclose, bucket_of, fan_out
 from skiff.apiserver.watchwindow import WINDOW, CachedEvent, EventWindow
 from skiff.storage.interface import Backend, CompactedError, Event, FutureRevisionError, KeyValue
 from skiff.storage.keys import prefix_end
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WATCH_ROOT = ""  # the storage watch: every key, so the cache's revision keeps up with storage's
 SEED_PAGE = 5000  # keys per storage list while seeding the state
@@ -94,6 +99,9 @@ class _Bucket:
         hi = len(keys) if end is None else bisect.bisect_left(keys, end, lo)
         values, created, modified = self.values, self.created, self.modified
         return [KeyValue(k, values[k], created[k], modified[k]) for k in keys[lo:hi]]
+
+
+_NO_KEYS = _Bucket()
 
 
 class WatchCache:
@@ -219,7 +227,11 @@ class WatchCache:
             self._update_state(storage_event)
             prev = storage_event.prev
             prev_value = prev.value if prev is not None else None
-            append(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value, kv.create_revision)
+            if prev is not None:
+                prev_revision = prev.mod_revision
+            else:
+                prev_revision = 0 if storage_event.type == "CREATE" else -1
+            append(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value, kv.create_revision, prev_revision)
             self.revision = kv.mod_revision
             fresh.append(
                 CachedEvent(kv.mod_revision, storage_event.type, kv.key, kv.value, prev_value, kv.create_revision)
@@ -338,6 +350,26 @@ class WatchCache:
             return None
         bucket = self.buckets.get(name)
         return bucket.under(prefix) if bucket is not None else []
+
+    def list_page(
+        self, prefix: str, revision: int, start: str | None, limit: int, select: Callable[[KeyValue], T | None]
+    ) -> Page[T] | None:
+        """Up to `limit` selected items under `prefix` from `start` on, as of `revision` (see `cachelist`).
+
+        None when the cache cannot answer: it does not keep that prefix, `revision` is ahead of it, or
+        the window no longer reaches back to `revision` (the caller reads storage)."""
+        name = bucket_of(prefix)
+        if name is None or revision > self.revision:
+            return None
+        if revision < self.revision and revision <= self.window.floor:
+            return None  # storage compacted it, or the window dropped the events after it
+        lo = max(prefix, start) if start else prefix
+        hi = prefix_end(prefix)
+        before = {} if revision == self.revision else state_before(self.window, revision, lo, hi)
+        if before is None:
+            return None
+        bucket = self.buckets.get(name) or _NO_KEYS
+        return list_page(bucket.keys, bucket.values, bucket.created, bucket.modified, before, lo, hi, limit, select)
 
     @property
     def floor(self) -> int:

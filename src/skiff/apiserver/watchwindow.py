@@ -6,14 +6,16 @@ event (a `CachedEvent`, with the `KeyValue` behind it), the window was
 tens of thousands of long-lived GC-tracked objects, most of every young
 collection's work (~20-40 ms pauses under a create load; bench/RESULTS.md).
 Here the window is parallel lists of revisions, types, keys, values,
-previous values and create revisions -- ints, strs and bytes, which the GC
-does not track --
+previous values, create revisions and the previous values' revisions --
+ints, strs and bytes, which the GC does not track --
 and a `CachedEvent` is made only when someone reads an event: the fan-out
 of a fresh batch, or a watcher replaying from an older revision.
 
 `floor` is the revision below which the window cannot answer: every event
 with a revision above it is here. A watch from below it goes to storage's
-own history (410 Gone once storage compacted it).
+own history (410 Gone once storage compacted it). The same events, read
+backwards, give the state at any revision from `floor` on: `cachelist`
+serves the pages of a list consistent at its first page's revision so.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class CachedEvent:
 class EventWindow:
     """The last `size` events (or a few more), oldest first, as parallel lists."""
 
-    __slots__ = ("created", "floor", "keys", "prev_values", "revisions", "size", "types", "values")
+    __slots__ = ("created", "floor", "keys", "prev_revisions", "prev_values", "revisions", "size", "types", "values")
 
     def __init__(self, size: int = WINDOW, floor: int = 0) -> None:
         self.size = size
@@ -68,12 +70,21 @@ class EventWindow:
         self.values: list[bytes] = []
         self.prev_values: list[bytes | None] = []
         self.created: list[int] = []
+        # the mod revision of the value each event replaced: 0 for a CREATE (nothing before), -1 if not known
+        self.prev_revisions: list[int] = []
 
     def __len__(self) -> int:
         return len(self.revisions)
 
     def append(
-        self, revision: int, type: str, key: str, value: bytes, prev_value: bytes | None, created: int = 0
+        self,
+        revision: int,
+        type: str,
+        key: str,
+        value: bytes,
+        prev_value: bytes | None,
+        created: int = 0,
+        prev_revision: int = -1,
     ) -> None:
         """A newer event than any kept (revisions only grow)."""
         self.revisions.append(revision)
@@ -82,17 +93,21 @@ class EventWindow:
         self.values.append(value)
         self.prev_values.append(prev_value)
         self.created.append(created)
+        self.prev_revisions.append(prev_revision)
         if len(self.revisions) > self.size + (self.size >> 3):  # drop the oldest in one go, not one per append
             self._drop(len(self.revisions) - self.size)
 
     def _drop(self, count: int) -> None:
         self.floor = self.revisions[count - 1]
-        for column in (self.revisions, self.types, self.keys, self.values, self.prev_values, self.created):
+        for column in self._columns():
             del column[:count]
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return (self.revisions, self.types, self.keys, self.values, self.prev_values, self.created, self.prev_revisions)
 
     def reset(self, floor: int) -> None:
         """Forget every event: nothing at or below `floor` can be replayed from here."""
-        for column in (self.revisions, self.types, self.keys, self.values, self.prev_values, self.created):
+        for column in self._columns():
             column.clear()
         self.floor = floor
 

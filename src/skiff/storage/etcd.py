@@ -194,10 +194,7 @@ class EtcdBackend:
         resp = await self._range(body)
         at = revision or header_revision(resp)
         items = [parse_kv(kv) for kv in resp.get("kvs") or []]
-        count = int(resp.get("count", 0))
-        if first != key:  # etcd counted from start_key; the interface wants the whole prefix
-            count_body = {"key": b64(key), "range_end": b64(end), "count_only": True, "revision": at}
-            count = int((await self._range(count_body)).get("count", 0))
+        count = int(resp.get("count", 0))  # from start_key on, as the interface wants
         return ListResult(items=items, revision=at, more=bool(resp.get("more")), count=count)
 
     # --- writes --------------------------------------------------------------

@@ -60,7 +60,8 @@ class ListResult:
     items: list[KeyValue]
     revision: int
     more: bool
-    count: int = 0  # total keys under the prefix at `revision` (for remainingItemCount); 0 if unknown
+    # keys under the prefix from start_key on at `revision`, as etcd counts a range (remainingItemCount); 0 if unknown
+    count: int = 0
 
 
 class StorageError(Exception):

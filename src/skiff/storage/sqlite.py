@@ -176,21 +176,21 @@ class SQLiteBackend:
         if at == current:
             key_col = "c.key"
             source = f"current c JOIN log l ON l.id = c.rev WHERE {_key_range('c.key', lo, hi)}"
-            count_sql = f"SELECT COUNT(*) FROM current WHERE {_key_range('key', prefix, hi)}"
+            count_sql = f"SELECT COUNT(*) FROM current WHERE {_key_range('key', lo, hi)}"
         else:
             key_col = "l.key"
             source = self._as_of_source(lo, hi)
-            count_sql = f"SELECT COUNT(*) FROM {self._as_of_source(prefix, hi)}"
+            count_sql = f"SELECT COUNT(*) FROM {self._as_of_source(lo, hi)}"
         select = f"SELECT {key_col}, l.id, l.create_revision, l.value FROM {source} ORDER BY 1 LIMIT :limit"
         rows = conn.execute(select, params).fetchall()
         more = bool(limit) and len(rows) > limit
         if more:
             rows = rows[:limit]
         items = [KeyValue(r[0], r[3], r[2], r[1]) for r in rows]
-        if start_key is None and not more:
+        if not more:
             total = len(items)
         else:
-            total = int(conn.execute(count_sql, {**params, "lo": prefix}).fetchone()[0])
+            total = int(conn.execute(count_sql, params).fetchone()[0])
         return ListResult(items=items, revision=at, more=more, count=total)
 
     @staticmethod
