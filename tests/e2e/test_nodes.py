@@ -113,7 +113,7 @@ def test_sim_nodes_register_ready_and_heartbeat(server: Server, sim_nodes: Calla
     assert first["spec"]["leaseDurationSeconds"] == 40
     assert first["metadata"]["ownerReferences"][0]["kind"] == "Node"
     wait_for("a lease renewal", lambda: get(server, lease_path)["spec"]["renewTime"] != first["spec"]["renewTime"],
-             timeout=25)
+             timeout=60)
 
 
 def test_pod_on_sim_node_runs_and_is_deleted(server: Server, sim_nodes: Callable[..., SimNodes], ns: str) -> None:
