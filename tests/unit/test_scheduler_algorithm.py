@@ -194,3 +194,41 @@ def test_room_freed_by_preemption_is_kept_for_the_nominated_pod() -> None:
     cache.nominate(pod("preemptor"), None)
     assert not cache.has_nominations
     assert algo.schedule(fwk, CycleState(), pod("low", cpu="2", priority=5)).node == "n"
+
+
+def test_answers_read_by_slice_place_pods_as_answers_read_per_node() -> None:
+    """The plugins' columns (a batch that is a slice of the node list) and their per-node memo agree, through
+    pods assumed and forgotten, a node resized and a node added (the list rebuilt)."""
+
+    def run(columns: bool) -> list[str]:
+        nodes = [node_obj(f"n{i:03d}", cpu=str(1 + i % 3), memory=f"{2 + i % 5}Gi", pods="2") for i in range(240)]
+        cache = cache_with(nodes)
+        if not columns:
+            cache.columns.reset = lambda nodes: None  # type: ignore[method-assign]  # never aligned: memo only
+        fwk, _ = framework(cache=cache)
+        algo = Algorithm(cache, rng=random.Random(7))
+        placed: list[str] = []
+        for i in range(900):
+            if i == 300:
+                cache.update_node(node_obj("n001", cpu="8", memory="16Gi", pods="20"))
+            if i == 500:
+                cache.add_node(node_obj("late", cpu="16", memory="64Gi", pods="50"))
+            if i % 7 == 3 and placed:
+                cache.forget_pod(f"default/p{i - 3}")
+            shape = {"cpu": "300m", "memory": "700Mi"} if i % 2 else {"cpu": "100m", "memory": "1Gi"}
+            p = pod(f"p{i}", **shape)
+            try:
+                result = algo.schedule(fwk, CycleState(), p)
+            except FitError:
+                placed.append("-")
+                continue
+            cache.assume_pod(p, result.node)
+            placed.append(result.node)
+        for info in cache.node_list():
+            assert info.req_milli_cpu <= info.alloc_milli_cpu and info.req_memory <= info.alloc_memory
+            assert len(info.pods) <= info.alloc_pods
+        return placed
+
+    by_slice = run(columns=True)
+    assert "-" in by_slice and by_slice.count("-") < len(by_slice)  # the cluster filled up on the way
+    assert by_slice == run(columns=False)

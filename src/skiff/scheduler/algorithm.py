@@ -21,6 +21,7 @@ fit so far, to look at about as many nodes as the node-by-node loop would.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -115,6 +116,21 @@ class Algorithm:
                 if fwk.run_filters(state, pod, node) is None:
                     return ScheduleResult(nominated, 1, 1)
 
+        try:
+            return self._place(fwk, state, pod, candidates, nodes, diagnosis)
+        finally:
+            state.span = None
+
+    def _place(
+        self,
+        fwk: Framework,
+        state: CycleState,
+        pod: PodInfo,
+        candidates: list[NodeInfo],
+        nodes: list[NodeInfo],
+        diagnosis: Diagnosis,
+    ) -> ScheduleResult:
+        """Filter (a share of) the candidates, then score the feasible ones and pick one."""
         feasible = self._find_feasible(fwk, state, pod, candidates, nodes, diagnosis.node_statuses)
         if not feasible:
             for st in diagnosis.node_statuses.values():
@@ -155,28 +171,41 @@ class Algorithm:
         processed = 0
         batch: list[NodeInfo] = []
         before_batch = 0
-        while len(feasible) < wanted and processed < n:
-            missing = wanted - len(feasible)
-            if processed == 0:
-                take = wanted
-            else:
-                rate = len(feasible) / processed
-                take = int(missing / max(rate, 0.05)) + 8
-            take = min(take, n - processed)
-            batch = _rotated(candidates, start + processed, take)
-            if self.cache.has_nominations:
-                batch = [self._with_nominated(pod, node) for node in batch]
-            survivors = batch
-            for plugin in filters:
-                survivors = plugin.filter_nodes(state, pod, survivors, failed)
-                if not survivors:
-                    break
-            before_batch = processed
-            processed += take
-            feasible.extend(survivors)
+        # a batch is a plain slice of the node list (positions for the plugins' columns) unless the
+        # candidates were narrowed or nominated pods are counted in
+        columns = self.cache.columns
+        sliced = candidates is all_nodes and columns.nodes is all_nodes and not self.cache.has_nominations
+        all_passed = True
+        try:
+            while len(feasible) < wanted and processed < n:
+                missing = wanted - len(feasible)
+                if processed == 0:
+                    take = wanted
+                else:
+                    rate = len(feasible) / processed
+                    take = int(missing / max(rate, 0.05)) + 8
+                take = min(take, n - processed)
+                batch = _rotated(candidates, start + processed, take)
+                if self.cache.has_nominations:
+                    batch = [self._with_nominated(pod, node) for node in batch]
+                survivors = batch
+                for plugin in filters:
+                    whole = sliced and len(survivors) == len(batch)  # filters drop nodes, never reorder them
+                    state.span = (columns, (start + processed) % n, len(batch)) if whole else None
+                    survivors = plugin.filter_nodes(state, pod, survivors, failed)
+                    if not survivors:
+                        break
+                all_passed = all_passed and len(survivors) == len(batch)
+                before_batch = processed
+                processed += take
+                feasible.extend(survivors)
+        finally:
+            state.span = None
         if len(feasible) > wanted:
             feasible = feasible[:wanted]
             processed = before_batch + batch.index(feasible[-1]) + 1
+        if sliced and all_passed and not failed:  # the scores of a plain slice too
+            state.span = (columns, start, len(feasible))
         self.next_start = (self.next_start + processed) % len(all_nodes)
         return feasible
 
@@ -195,5 +224,5 @@ class Algorithm:
     def _select(self, nodes: list[NodeInfo], scores: list[int]) -> NodeInfo:
         """The highest score; ties broken uniformly at random (as Kubernetes' reservoir sampling does)."""
         best = max(scores)
-        ties = [i for i, score in enumerate(scores) if score == best]
+        ties = list(itertools.compress(range(len(scores)), map(best.__eq__, scores)))  # no Python-level loop
         return nodes[ties[0] if len(ties) == 1 else self.rng.choice(ties)]

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from skiff.scheduler.framework import ActionType
-from skiff.scheduler.nodeinfo import NodeInfo, zone_of
+from skiff.scheduler.nodeinfo import NodeColumns, NodeInfo, zone_of
 from skiff.scheduler.podinfo import PodInfo
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class SchedulerCache:
     def __init__(self) -> None:
         self._infos: dict[str, NodeInfo] = {}  # real nodes, and placeholders for pods on nodes not seen yet
         self._list: list[NodeInfo] = []
+        self.columns = NodeColumns()  # plugin answers aligned with `_list` (see skiff.scheduler.nodeinfo)
         self._dirty = False
         self._pods: dict[str, PodInfo] = {}  # key -> the version that counts (bound or assumed)
         self._assumed: set[str] = set()
@@ -87,6 +88,7 @@ class SchedulerCache:
         for i in range(max((len(z) for z in zones), default=0)):
             out.extend(z[i] for z in zones if i < len(z))
         self._list = out
+        self.columns.reset(out)
         self._dirty = False
 
     # --- nodes --------------------------------------------------------------------------------

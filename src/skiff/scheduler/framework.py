@@ -31,7 +31,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from skiff.scheduler.nodeinfo import NodeInfo
+from skiff.scheduler.nodeinfo import NodeInfo, Span
 from skiff.scheduler.podinfo import PodInfo
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ SKIP = Status(Code.SKIP)
 class CycleState:
     """What plugins compute for one pod in one scheduling cycle (PreFilter results, say), by key."""
 
-    __slots__ = ("data", "node_names", "restricted_by", "skip_filter", "skip_score")
+    __slots__ = ("data", "node_names", "restricted_by", "skip_filter", "skip_score", "span")
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -99,6 +99,9 @@ class CycleState:
         self.skip_score: set[str] = set()  # plugins whose PreScore answered SKIP
         self.node_names: set[str] | None = None  # PreFilter narrowed the candidates to these (None: all)
         self.restricted_by: list[str] = []  # ...on the word of these plugins
+        # set by the algorithm while the nodes handed to filter_nodes / score_nodes are `count` positions of
+        # the node list from `start` (wrapping): plugins may then read answers from the columns by slice
+        self.span: Span | None = None
 
     def clone(self) -> CycleState:
         """A copy for what-if evaluations; plugin states with a `clone()` method are copied through it."""

@@ -16,11 +16,19 @@ Replicas of one Deployment all have the same requests, and between two of
 them only the node that took the last one has changed — so the resource
 plugins recompute one node per pod instead of hundreds (Kubernetes once had
 an "equivalence cache" for the same reason).
+
+`NodeColumns` keeps the same answers a second way, for the batches that are a
+plain slice of the cache's node list (most of them): per plugin and pod shape,
+one list aligned with the node list, where a changed node's position is
+cleared. Reading 500 nodes' answers is then a list slice instead of 500 reads
+of 500 memo dicts -- at 5,000 nodes those reads were a third of the
+scheduler's CPU.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -59,6 +67,7 @@ class NodeInfo:
         "alloc_milli_cpu",
         "alloc_pods",
         "alloc_scalar",
+        "columns",
         "generation",
         "hard_taints",
         "images",
@@ -71,6 +80,7 @@ class NodeInfo:
         "pods",
         "pods_with_affinity",
         "pods_with_required_anti_affinity",
+        "position",
         "prefer_taints",
         "req_ephemeral",
         "req_memory",
@@ -103,6 +113,8 @@ class NodeInfo:
         self.pods_with_required_anti_affinity = 0
         self.generation = next(_GENERATIONS)  # unique across nodes
         self.memo: dict[Hashable, Any] = {}  # plugin results for this generation (see `remember`)
+        self.columns: NodeColumns | None = None  # the node list's columns this node is in, at `position`
+        self.position = -1
         if node is not None:
             self.set_node(node)
 
@@ -132,6 +144,8 @@ class NodeInfo:
         self.images = images
         self.generation = next(_GENERATIONS)
         self.memo = {}
+        if self.columns is not None:
+            self.columns.changed.append(self.position)
 
     # --- pods ---------------------------------------------------------------------------------
     def add_pod(self, pod: PodInfo) -> None:
@@ -154,6 +168,8 @@ class NodeInfo:
             self.pods_with_required_anti_affinity += 1
         self.generation = next(_GENERATIONS)
         self.memo = {}
+        if self.columns is not None:
+            self.columns.changed.append(self.position)
 
     def remove_pod(self, pod: PodInfo) -> bool:
         """Take the pod's share away (looked up by key: the stored version is the one that counted)."""
@@ -184,6 +200,8 @@ class NodeInfo:
             self.pods_with_required_anti_affinity -= 1
         self.generation = next(_GENERATIONS)
         self.memo = {}
+        if self.columns is not None:
+            self.columns.changed.append(self.position)
         return True
 
     # --- views --------------------------------------------------------------------------------
@@ -215,6 +233,7 @@ class NodeInfo:
         for slot in NodeInfo.__slots__:
             setattr(other, slot, getattr(self, slot))
         other.memo = {}
+        other.columns, other.position = None, -1  # a what-if copy is in no list
         other.pods = dict(self.pods)
         other.used_ports = dict(self.used_ports)
         other.req_scalar = dict(self.req_scalar)
@@ -243,3 +262,80 @@ def remember(node: NodeInfo, key: Hashable, value: Any) -> None:
     if len(memo) >= MEMO_LIMIT:
         memo.clear()
     memo[key] = value
+
+
+class NodeColumns:
+    """Plugin answers per pod shape, one list aligned with the cache's node list, valid until a node changes.
+
+    The cache calls `reset` with each new node list (nodes added or removed: every column goes); a node
+    of the list records its position in `changed` whenever it changes, and a column clears those
+    positions the next time it is read. Values are the ones `remember` would keep in the node's memo.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[NodeInfo] = []
+        self.changed: list[int] = []  # positions of nodes changed, in order
+        self._columns: dict[str, tuple[list[Any], int]] = {}  # key -> (values, how much of `changed` applied)
+
+    def reset(self, nodes: list[NodeInfo]) -> None:
+        for old in self.nodes:
+            old.columns, old.position = None, -1
+        self.nodes, self.changed, self._columns = nodes, [], {}
+        for i, node in enumerate(nodes):
+            node.columns, node.position = self, i
+
+    def column(self, key: str) -> list[Any]:
+        """The values for `key` (None where unknown), with the positions changed since cleared."""
+        changed = self.changed
+        if len(changed) > 4 * len(self.nodes) + 1024:  # a long log: every column starts afresh
+            self._columns.clear()
+            changed.clear()
+        entry = self._columns.get(key)
+        if entry is None:
+            if len(self._columns) >= MEMO_LIMIT:
+                self._columns.clear()
+            values: list[Any] = [None] * len(self.nodes)
+        else:
+            values, applied = entry
+            for position in changed[applied:]:
+                values[position] = None
+        self._columns[key] = (values, len(changed))
+        return values
+
+    def window(self, key: str, start: int, count: int) -> list[Any]:
+        """The values of `count` positions from `start`, wrapping around the end (as the batches do)."""
+        values = self.column(key)
+        end = start + count
+        if end <= len(values):
+            return values[start:end]
+        return values[start:] + values[: end - len(values)]
+
+    def put(self, key: str, node: NodeInfo, value: Any) -> None:
+        """Remember `value` for `node` (also in its memo); a node not in this list is only memoized."""
+        remember(node, key, value)
+        entry = self._columns.get(key)
+        if entry is not None and node.columns is self and 0 <= node.position < len(entry[0]):
+            entry[0][node.position] = value
+
+
+Span = tuple[NodeColumns, int, int]  # (columns, start, count): a batch that is a plain slice of the node list
+
+
+def recall(span: Span | None, key: str, nodes: list[NodeInfo]) -> list[Any]:
+    """What was remembered for `key` on each of `nodes` (None where nothing): by slice when they are `span`."""
+    if span is not None:
+        return span[0].window(key, span[1], span[2])
+    return [node.memo.get(key) for node in nodes]
+
+
+def keep(span: Span | None, key: str, node: NodeInfo, value: Any) -> None:
+    """Remember `value` for `node` (in its memo, and in the columns when the batch is `span`)."""
+    if span is not None:
+        span[0].put(key, node, value)
+    else:
+        remember(node, key, value)
+
+
+def unknown(values: list[Any]) -> list[int]:
+    """The positions of None in `values` (the nodes to compute), found without a Python-level loop."""
+    return list(itertools.compress(range(len(values)), map(operator.is_, values, itertools.repeat(None))))

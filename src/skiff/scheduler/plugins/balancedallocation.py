@@ -25,7 +25,7 @@ from skiff.scheduler.framework import (
     ScorePlugin,
     Status,
 )
-from skiff.scheduler.nodeinfo import NodeInfo, memo_key, remember
+from skiff.scheduler.nodeinfo import NodeInfo, keep, memo_key, recall, remember, unknown
 from skiff.scheduler.plugins.noderesources import DEFAULT_RESOURCES, node_amounts, parse_resources, pod_amount
 from skiff.scheduler.podinfo import CPU, MEMORY, PodInfo
 
@@ -90,10 +90,11 @@ class BalancedAllocation(PreScorePlugin, ScorePlugin):
             return out
         pod_cpu, pod_mem = pod.requests.milli_cpu, pod.requests.memory
         key = memo_key(self, pod_cpu, pod_mem)
-        out = [node.memo.get(key) for node in nodes]
+        span = state.span
+        out = recall(span, key, nodes)
         if None not in out:
             return cast(list[int], out)  # every node remembered its score
-        for i in [i for i, score in enumerate(out) if score is None]:  # few: the nodes changed since
+        for i in unknown(out):  # few: the nodes changed since
             node = nodes[i]
             cap_cpu, cap_mem = node.alloc_milli_cpu, node.alloc_memory
             if cap_cpu and cap_mem:
@@ -102,6 +103,6 @@ class BalancedAllocation(PreScorePlugin, ScorePlugin):
                 score = int((1 - abs((f_cpu - f_mem) / 2)) * MAX_NODE_SCORE)
             else:
                 score = MAX_NODE_SCORE  # one fraction or none: no deviation
-            remember(node, key, score)
+            keep(span, key, node, score)
             out[i] = score
         return cast(list[int], out)

@@ -36,7 +36,7 @@ from skiff.scheduler.framework import (
     unresolvable,
     unschedulable,
 )
-from skiff.scheduler.nodeinfo import NodeInfo, memo_key, remember
+from skiff.scheduler.nodeinfo import NodeInfo, keep, memo_key, recall, remember, unknown
 from skiff.scheduler.podinfo import CPU, EPHEMERAL_STORAGE, MEMORY, PodInfo
 
 NAME = "NodeResourcesFit"
@@ -266,8 +266,9 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
             return super().filter_nodes(state, pod, nodes, failed)
         cpu, mem, eph = req.milli_cpu, req.memory, req.ephemeral_storage
         key = memo_key(self, "filter", cpu, mem, eph)
-        known = [node.memo.get(key) for node in nodes]
-        for i in [i for i, status in enumerate(known) if status is None]:  # few: the nodes changed since
+        span = state.span
+        known = recall(span, key, nodes)
+        for i in unknown(known):  # few: the nodes changed since
             node = nodes[i]
             fresh = _FITS
             if (
@@ -277,7 +278,7 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
                 or (eph and eph > node.alloc_ephemeral - node.req_ephemeral)
             ):
                 fresh = self.filter(state, pod, node) or _FITS
-            remember(node, key, fresh)
+            keep(span, key, node, fresh)
             known[i] = fresh
         if known.count(_FITS) == len(nodes):
             return nodes  # the common case: every node fits
@@ -311,12 +312,13 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
             return out
         pod_cpu, pod_mem = pod.non_zero.milli_cpu, pod.non_zero.memory
         key = memo_key(self, "score", pod_cpu, pod_mem)
-        out = [node.memo.get(key) for node in nodes]
+        span = state.span
+        out = recall(span, key, nodes)
         if None not in out:
             return cast(list[int], out)  # every node remembered its score
         w_cpu, w_mem = self.weights
         least = self.strategy == LEAST_ALLOCATED
-        for i in [i for i, score in enumerate(out) if score is None]:  # few: the nodes changed since
+        for i in unknown(out):  # few: the nodes changed since
             node = nodes[i]
             total = weight_sum = 0
             cap = node.alloc_milli_cpu
@@ -336,7 +338,7 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
                     total += (min(req, cap) * 100 // cap) * w_mem
                 weight_sum += w_mem
             score = total // weight_sum if weight_sum else 0
-            remember(node, key, score)
+            keep(span, key, node, score)
             out[i] = score
         return cast(list[int], out)
 
