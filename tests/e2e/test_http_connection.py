@@ -140,6 +140,42 @@ def test_chunked_body(conn: Connection, server: Server, ns: str) -> None:
     assert (status, got["metadata"]["name"]) == (200, "chunked")
 
 
+def test_chunked_body_with_extensions_and_trailers_pipelined(conn: Connection, ns: str) -> None:
+    body = configmap("trailed", k="v")
+    head = (
+        f"POST /api/v1/namespaces/{ns}/configmaps HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunked = b"%x;name=value\r\n%s\r\n0\r\nX-Trailer: yes\r\n\r\n" % (len(body), body)
+    conn.send(head + chunked + request("GET", f"/api/v1/namespaces/{ns}/configmaps/trailed"))
+    (status, _, created), (status2, _, got) = conn.read_response(), conn.read_response()
+    assert (status, created["data"]) == (201, {"k": "v"}), created
+    assert (status2, got["metadata"]["name"]) == (200, "trailed")
+
+
+def test_chunked_body_over_3_mib_and_bad_framing(server: Server, ns: str) -> None:
+    head = (
+        f"POST /api/v1/namespaces/{ns}/configmaps HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    conn = Connection(server)
+    try:
+        big = configmap("big-chunked", blob="x" * (3 * 1024 * 1024))
+        piece = 256 * 1024
+        conn.send(head + b"".join(b"%x\r\n%s\r\n" % (len(big[i : i + piece]), big[i : i + piece])
+                                  for i in range(0, len(big), piece)) + b"0\r\n\r\n")  # fmt: skip
+        status, _, body = conn.read_response()
+        assert (status, body["reason"]) == (413, "RequestEntityTooLarge"), body
+    finally:
+        conn.close()
+    conn = Connection(server)
+    try:
+        conn.send(head + b"zz\r\nnot a chunk\r\n0\r\n\r\n")
+        assert conn.read_head()[0] == 400
+    finally:
+        conn.close()
+
+
 def test_oversized_body_gets_413_and_the_connection_goes_on(conn: Connection, server: Server, ns: str) -> None:
     big = configmap("big", blob="x" * (3 * 1024 * 1024))
     conn.send(request("POST", f"/api/v1/namespaces/{ns}/configmaps", big))

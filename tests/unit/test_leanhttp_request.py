@@ -37,3 +37,32 @@ def test_the_rest_path_reads_only_what_the_lean_request_has() -> None:
     assert {"method", "path", "query", "headers", "transport", "get"} <= used.keys()  # the scan finds them
     missing = {name: sorted(where) for name, where in used.items() if not hasattr(leanhttp.LeanRequest, name)}
     assert not missing, f"read by the REST path but not served by leanhttp.LeanRequest: {missing}"
+
+def _dechunk_fed(data: bytes, step: int) -> tuple[bytes | bool, int]:
+    """Feed `data` `step` bytes at a time to the chunked-body decoder as the protocol does; (result, end)."""
+    proto = leanhttp.LeanProtocol.__new__(leanhttp.LeanProtocol)  # the decoder reads only the buffer
+    proto._buf = bytearray()
+    head = leanhttp._Head()
+    head.chunks, head.scan, head.body_start, head.total = [], 0, 0, 0
+    result: bytes | bool = False
+    for i in range(0, len(data), step):
+        proto._buf += data[i : i + step]
+        result = proto._dechunk(head)
+        if result is not False:
+            break
+    return result, head.total
+
+
+def test_chunked_bodies_decode_however_they_arrive() -> None:
+    body = b'{"metadata": {"name": "x"}, "data": {"k": "' + b"v" * 300 + b'"}}'
+    framed = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (body[:1], body[1:100], body[100:]))
+    for end in (b"0\r\n\r\n", b"0\r\nX-Trailer: 1\r\n\r\n"):
+        for step in (1, 2, 7, 64, len(framed) + len(end)):
+            assert _dechunk_fed(framed + end + b"GET /next", step) == (body, len(framed) + len(end)), step
+
+
+def test_bad_chunk_framing_is_left_to_aiohttp() -> None:
+    for bad in (b"zz\r\nabc\r\n", b"3\r\nabcd\r\n", b"\r\n", b"-1\r\n", b"1" * 2000):
+        assert _dechunk_fed(bad, 1)[0] is True, bad
+    over = b"%x\r\n" % (3 * 1024 * 1024 + 1)
+    assert _dechunk_fed(over, len(over))[0] is True  # over the body limit

@@ -10,17 +10,18 @@ return a `web.Response` with a bytes body.
 request heads themselves and serve a request when it is plain REST: HTTP/1.1
 GET/POST/PUT/PATCH/DELETE on a path `fastroute.RestRoutes` dispatches,
 without a streaming segment (watch, log, exec, attach, portforward, proxy)
-or a `watch` query, with no body or a Content-Length one (`Expect:
-100-continue` answered, more than `content.MAX_BODY` answered by the
-handler's 413 without reading it, then closed). The handler chain is the
+or a `watch` query, with no body, a Content-Length one or a chunked one
+(`Expect: 100-continue` answered; a Content-Length over `content.MAX_BODY`
+answered by the handler's 413 and the body dropped as it arrives). The
+handler chain is the
 same one aiohttp's path runs (`fastroute`), given a `LeanRequest`: the part
 of `web.Request` the REST handlers and middlewares read. Responses are
 written whole, in order, one request at a time per connection (pipelined
 requests wait in the buffer), through `tlswrite`.
 
 Anything else -- an upgrade (exec/attach/port-forward), a watch, the pod
-proxy, other routes, chunked bodies, HTTP/1.0, a head this parser finds odd
--- hands the connection to aiohttp's `RequestHandler` at that request's
+proxy, other routes, HTTP/1.0, a chunked body over the limit or badly
+framed, a head this parser finds odd -- hands the connection to aiohttp's `RequestHandler` at that request's
 first byte (`set_protocol`, `connection_made`, the buffered bytes as
 `data_received`), which keeps it from then on and answers as it always did,
 malformed requests included. Nothing of a request is consumed before it is
@@ -223,6 +224,7 @@ class _Head:
 
     __slots__ = (
         "body_start",
+        "chunks",
         "close",
         "expect_continue",
         "handler",
@@ -233,6 +235,8 @@ class _Head:
         "path",
         "query_string",
         "route",
+        "scan",
+        "size",
         "too_large",
         "total",
     )
@@ -252,6 +256,9 @@ class _Head:
         self.close = False
         self.too_large = False
         self.expect_continue = False
+        self.chunks: list[bytes] | None = None  # a chunked body: the chunks decoded so far
+        self.scan = 0  # a chunked body: where the next chunk's size line starts in the buffer
+        self.size = 0  # a chunked body: its bytes so far
 
 
 class LeanServer:
@@ -398,9 +405,20 @@ class LeanProtocol(asyncio.Protocol):
                 self._hand_off()
                 return
             self._head = head
-            if head.expect_continue and not head.too_large and len(buf) < head.total:
+            body_sent = len(buf) > head.body_start if head.chunks is not None else len(buf) >= head.total
+            if head.expect_continue and not head.too_large and not body_sent:
                 tlswrite.write(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
-        if head.too_large:  # answered without its body (the handler's 413)
+        if head.chunks is not None:
+            decoded = self._dechunk(head)
+            if decoded is False:
+                return
+            if decoded is True:
+                self._hand_off()
+                return
+            assert isinstance(decoded, bytes)
+            body = decoded
+            del buf[: head.total]
+        elif head.too_large:  # answered without its body (the handler's 413)
             body = b""
             if head.expect_continue:  # the client waits for a go-ahead it will not get: no body follows
                 self._close_after = True
@@ -464,7 +482,11 @@ class LeanProtocol(asyncio.Protocol):
                 if length is not None or not (value.isascii() and value.isdigit()):
                     return None
                 length = int(value)
-            elif lower in ("transfer-encoding", "upgrade"):
+            elif lower == "transfer-encoding":
+                if head.chunks is not None or value.lower() != "chunked":
+                    return None  # a coding other than chunked alone: aiohttp's answer
+                head.chunks = []
+            elif lower == "upgrade":
                 return None
             elif lower == "connection":
                 tokens = {t.strip().lower() for t in value.split(",")}
@@ -478,12 +500,52 @@ class LeanProtocol(asyncio.Protocol):
             elif "\x00" in value or "\r" in value or "\n" in value:
                 return None
             fields.append((name, value))
+        if head.chunks is not None and length is not None:
+            return None  # both framings: aiohttp refuses it
         head.headers = CIMultiDictProxy(CIMultiDict(fields))
         head.length = length
         head.body_start = end + 4
         head.total = head.body_start + (length or 0)
+        head.scan = head.body_start
         head.too_large = length is not None and length > content.MAX_BODY
         return head
+
+    def _dechunk(self, head: _Head) -> bytes | bool:
+        """A chunked body once it is whole (its end goes to `head.total`); False while more is to come,
+        True when it is not ours after all (bad framing, over the size limit: aiohttp answers it)."""
+        buf, chunks = self._buf, head.chunks
+        assert chunks is not None
+        if len(buf) > 2 * content.MAX_BODY:  # chunk framing around a body of at most MAX_BODY: a flood of tiny chunks
+            return True
+        pos = head.scan
+        while True:
+            head.scan = pos  # chunks before it are decoded: a later call goes on from here
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                return len(buf) - pos > 1024  # a size line that long is no size line
+            size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip(b" \t")
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 8:
+                return True
+            size = int(size_text, 16)
+            if size == 0:
+                if buf[eol + 2 : eol + 4] == b"\r\n":  # no trailers
+                    head.total = eol + 4
+                else:
+                    end = buf.find(b"\r\n\r\n", eol)
+                    if end < 0:
+                        return len(buf) - eol > MAX_HEAD
+                    head.total = end + 4
+                return b"".join(chunks)
+            data_end = eol + 2 + size
+            if head.size + size > content.MAX_BODY:
+                return True
+            if len(buf) < data_end + 2:
+                return False
+            if buf[data_end : data_end + 2] != b"\r\n":
+                return True
+            chunks.append(bytes(buf[eol + 2 : data_end]))
+            head.size += size
+            pos = data_end + 2
 
     async def _serve(self, request: LeanRequest, handler: Handler) -> None:
         try:
