@@ -259,3 +259,20 @@ async def test_a_compacted_continue_is_410_with_a_token_for_the_rest(backend: SQ
             )
     finally:
         await cache.close()
+
+
+async def test_list_options_are_checked_as_kubernetes_does(backend: SQLiteBackend) -> None:
+    registry, _, cm_rt = _registry()
+    store = Store(backend, registry, None)
+    cases = [
+        (ListOptions(resource_version_match="Exact"), "resourceVersionMatch is forbidden unless resourceVersion"),
+        (ListOptions(resource_version="5", resource_version_match="Newest"), 'Unsupported value: "Newest"'),
+        (ListOptions(resource_version="0", resource_version_match="Exact"), 'forbidden for resourceVersion "0"'),
+        (ListOptions(resource_version="5", resource_version_match="Exact", continue_token="x"), "when continue"),
+    ]
+    for opts, message in cases:
+        with pytest.raises(errors.Invalid) as info:
+            await store.list(cm_rt, "ns", opts)
+        status = info.value.status()
+        assert status["code"] == 422 and status["message"].startswith('ListOptions.meta.k8s.io "" is invalid: ')
+        assert message in status["message"] and status["details"]["causes"][0]["field"] == "resourceVersionMatch"

@@ -84,6 +84,7 @@ class Store:
         strategy = strategy_of(rt)
         labels = selectors.parse_label_selector(opts.label_selector)
         fields = fieldselectors.parse_field_selector(opts.field_selector, strategy.selectable_fields)
+        self._check_list_options(opts)
         prefix = rt.prefix(namespace)
         revision = 0  # the revision to list at; 0: the latest
         start: str | None = None
@@ -95,10 +96,6 @@ class Store:
         elif opts.resource_version:
             rv = objects.parse_resource_version(opts.resource_version)
             match = opts.resource_version_match
-            if match not in ("", "NotOlderThan", "Exact"):
-                raise errors.BadRequest(
-                    f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"'
-                )
             # Exact, or the legacy exact match of a paginated list from a resourceVersion other than 0
             if match == "Exact" or (match == "" and opts.limit > 0 and rv > 0):
                 revision = rv
@@ -114,6 +111,31 @@ class Store:
             if listed is not None:
                 return listed
         return await self._list_storage(rt, prefix, revision, start, opts, select, unfiltered)
+
+    @staticmethod
+    def _check_list_options(opts: ListOptions) -> None:
+        """Kubernetes' ValidateListOptions for a list: 422 Invalid naming every rule broken."""
+        match = opts.resource_version_match
+        if not match:
+            return
+        errs: list[tuple[str, str, str]] = []
+        forbidden = "FieldValueForbidden", "resourceVersionMatch"
+        if not opts.resource_version:
+            errs.append((*forbidden, "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"))
+        if opts.continue_token:
+            errs.append((*forbidden, "Forbidden: resourceVersionMatch is forbidden when continue is provided"))
+        if match not in ("Exact", "NotOlderThan"):
+            errs.append(
+                (
+                    "FieldValueNotSupported",
+                    "resourceVersionMatch",
+                    f'Unsupported value: "{match}": supported values: "Exact", "NotOlderThan", ""',
+                )
+            )
+        if match == "Exact" and opts.resource_version == "0":
+            errs.append((*forbidden, 'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"'))
+        if errs:
+            raise errors.field_error("ListOptions", "", errs, group="meta.k8s.io")
 
     async def _list_cached(
         self,
