@@ -276,3 +276,22 @@ async def test_list_options_are_checked_as_kubernetes_does(backend: SQLiteBacken
         status = info.value.status()
         assert status["code"] == 422 and status["message"].startswith('ListOptions.meta.k8s.io "" is invalid: ')
         assert message in status["message"] and status["details"]["causes"][0]["field"] == "resourceVersionMatch"
+
+
+async def test_a_list_not_older_than_a_future_revision_is_a_timeout(backend: SQLiteBackend) -> None:
+    registry, _, cm_rt = _registry()
+    cache = WatchCache(backend)
+    await cache.start()
+    try:
+        for store in (Store(backend, registry, cache), Store(backend, registry, None)):
+            future = str(await backend.current_revision() + 10)
+            for opts in (ListOptions(resource_version=future), ListOptions(resource_version=future, limit=0)):
+                with pytest.raises(errors.Timeout, match=f"Too large resource version: {future}, current: "):
+                    await store.list(cm_rt, "ns", opts)
+            now = str(await backend.current_revision())
+            listed = await store.list(
+                cm_rt, "ns", ListOptions(resource_version=now, resource_version_match="NotOlderThan")
+            )
+            assert listed["metadata"]["resourceVersion"] == now
+    finally:
+        await cache.close()

@@ -87,6 +87,7 @@ class Store:
         self._check_list_options(opts)
         prefix = rt.prefix(namespace)
         revision = 0  # the revision to list at; 0: the latest
+        at_least = 0  # NotOlderThan: the oldest revision the list may be at
         start: str | None = None
         if opts.continue_token:
             if opts.resource_version not in ("", "0"):
@@ -99,6 +100,8 @@ class Store:
             # Exact, or the legacy exact match of a paginated list from a resourceVersion other than 0
             if match == "Exact" or (match == "" and opts.limit > 0 and rv > 0):
                 revision = rv
+            else:
+                at_least = rv
         unfiltered = labels.empty() and fields.empty()
 
         def select(kv: KeyValue) -> Obj | None:
@@ -106,11 +109,15 @@ class Store:
             return obj if unfiltered or self._matches(strategy, labels, fields, obj) else None
 
         limit = max(opts.limit, 0)
+        listed = None
         if self.cache is not None:
             listed = await self._list_cached(self.cache, rt, prefix, revision, start, limit, select, unfiltered)
-            if listed is not None:
-                return listed
-        return await self._list_storage(rt, prefix, revision, start, opts, select, unfiltered)
+        if listed is None:
+            listed = await self._list_storage(rt, prefix, revision, start, opts, select, unfiltered)
+        current = int(listed["metadata"]["resourceVersion"])
+        if current < at_least:  # read after catching up with storage: storage is not there yet either
+            raise errors.Timeout(f"Too large resource version: {at_least}, current: {current}", retry_after=1)
+        return listed
 
     @staticmethod
     def _check_list_options(opts: ListOptions) -> None:
