@@ -264,6 +264,16 @@ def remember(node: NodeInfo, key: Hashable, value: Any) -> None:
     memo[key] = value
 
 
+class _Column:
+    __slots__ = ("applied", "missing", "peak", "values")
+
+    def __init__(self, size: int) -> None:
+        self.values: list[Any] = [None] * size
+        self.missing = set(range(size))  # positions holding None
+        self.peak = size  # the most `missing` held since it was last copied (a set's table never shrinks)
+        self.applied = 0  # how much of the change log is cleared in `values`
+
+
 class NodeColumns:
     """Plugin answers per pod shape, one list aligned with the cache's node list, valid until a node changes.
 
@@ -275,7 +285,7 @@ class NodeColumns:
     def __init__(self) -> None:
         self.nodes: list[NodeInfo] = []
         self.changed: list[int] = []  # positions of nodes changed, in order
-        self._columns: dict[str, tuple[list[Any], int]] = {}  # key -> (values, how much of `changed` applied)
+        self._columns: dict[str, _Column] = {}
 
     def reset(self, nodes: list[NodeInfo]) -> None:
         for old in self.nodes:
@@ -284,48 +294,61 @@ class NodeColumns:
         for i, node in enumerate(nodes):
             node.columns, node.position = self, i
 
-    def column(self, key: str) -> list[Any]:
-        """The values for `key` (None where unknown), with the positions changed since cleared."""
+    def column(self, key: str) -> _Column:
+        """The column for `key`, with the positions changed since its last read cleared."""
         changed = self.changed
         if len(changed) > 4 * len(self.nodes) + 1024:  # a long log: every column starts afresh
             self._columns.clear()
             changed.clear()
-        entry = self._columns.get(key)
-        if entry is None:
+        col = self._columns.get(key)
+        if col is None:
             if len(self._columns) >= MEMO_LIMIT:
                 self._columns.clear()
-            values: list[Any] = [None] * len(self.nodes)
-        else:
-            values, applied = entry
-            for position in changed[applied:]:
+            col = self._columns[key] = _Column(len(self.nodes))
+        elif col.applied < len(changed):
+            values, missing = col.values, col.missing
+            for position in changed[col.applied :]:
                 values[position] = None
-        self._columns[key] = (values, len(changed))
-        return values
+                missing.add(position)
+            col.peak = max(col.peak, len(missing))
+        col.applied = len(changed)
+        return col
 
-    def window(self, key: str, start: int, count: int) -> list[Any]:
-        """The values of `count` positions from `start`, wrapping around the end (as the batches do)."""
-        values = self.column(key)
+    def window(self, key: str, start: int, count: int) -> tuple[list[Any], list[int]]:
+        """The values of `count` positions from `start`, wrapping around the end (as the batches do), and
+        the offsets in that window where nothing is known."""
+        col = self.column(key)
+        values = col.values
+        size = len(values)
         end = start + count
-        if end <= len(values):
-            return values[start:end]
-        return values[start:] + values[: end - len(values)]
+        window = values[start:end] if end <= size else values[start:] + values[: end - size]
+        missing = col.missing
+        if len(missing) > count:  # a young column: scanning the window is cheaper
+            return window, unknown(window)
+        if col.peak > 4 * len(missing) + 64:  # iterating a set walks its whole table: copy it to its size
+            missing = col.missing = set(missing)
+            col.peak = len(missing)
+        return window, sorted(offset for p in missing if (offset := (p - start) % size) < count)
 
     def put(self, key: str, node: NodeInfo, value: Any) -> None:
         """Remember `value` for `node` (also in its memo); a node not in this list is only memoized."""
         remember(node, key, value)
-        entry = self._columns.get(key)
-        if entry is not None and node.columns is self and 0 <= node.position < len(entry[0]):
-            entry[0][node.position] = value
+        col = self._columns.get(key)
+        if col is not None and node.columns is self and 0 <= node.position < len(col.values):
+            col.values[node.position] = value
+            col.missing.discard(node.position)
 
 
 Span = tuple[NodeColumns, int, int]  # (columns, start, count): a batch that is a plain slice of the node list
 
 
-def recall(span: Span | None, key: str, nodes: list[NodeInfo]) -> list[Any]:
-    """What was remembered for `key` on each of `nodes` (None where nothing): by slice when they are `span`."""
+def recall(span: Span | None, key: str, nodes: list[NodeInfo]) -> tuple[list[Any], list[int]]:
+    """What was remembered for `key` on each of `nodes` (None where nothing), and the offsets of the
+    unknown ones: by slice when the nodes are `span`."""
     if span is not None:
         return span[0].window(key, span[1], span[2])
-    return [node.memo.get(key) for node in nodes]
+    known = [node.memo.get(key) for node in nodes]
+    return known, unknown(known)
 
 
 def keep(span: Span | None, key: str, node: NodeInfo, value: Any) -> None:

@@ -25,7 +25,7 @@ from skiff.scheduler.framework import (
     ScorePlugin,
     Status,
 )
-from skiff.scheduler.nodeinfo import NodeInfo, keep, memo_key, recall, remember, unknown
+from skiff.scheduler.nodeinfo import NodeInfo, keep, memo_key, recall, remember
 from skiff.scheduler.plugins.noderesources import DEFAULT_RESOURCES, node_amounts, parse_resources, pod_amount
 from skiff.scheduler.podinfo import CPU, MEMORY, PodInfo
 
@@ -91,10 +91,10 @@ class BalancedAllocation(PreScorePlugin, ScorePlugin):
         pod_cpu, pod_mem = pod.requests.milli_cpu, pod.requests.memory
         key = memo_key(self, pod_cpu, pod_mem)
         span = state.span
-        out = recall(span, key, nodes)
-        if None not in out:
+        out, todo = recall(span, key, nodes)
+        if not todo:
             return cast(list[int], out)  # every node remembered its score
-        for i in unknown(out):  # few: the nodes changed since
+        for i in todo:  # few: the nodes changed since
             node = nodes[i]
             cap_cpu, cap_mem = node.alloc_milli_cpu, node.alloc_memory
             if cap_cpu and cap_mem:

@@ -36,7 +36,7 @@ from skiff.scheduler.framework import (
     unresolvable,
     unschedulable,
 )
-from skiff.scheduler.nodeinfo import NodeInfo, keep, memo_key, recall, remember, unknown
+from skiff.scheduler.nodeinfo import NodeInfo, keep, memo_key, recall, remember
 from skiff.scheduler.podinfo import CPU, EPHEMERAL_STORAGE, MEMORY, PodInfo
 
 NAME = "NodeResourcesFit"
@@ -267,8 +267,8 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
         cpu, mem, eph = req.milli_cpu, req.memory, req.ephemeral_storage
         key = memo_key(self, "filter", cpu, mem, eph)
         span = state.span
-        known = recall(span, key, nodes)
-        for i in unknown(known):  # few: the nodes changed since
+        known, todo = recall(span, key, nodes)
+        for i in todo:  # few: the nodes changed since
             node = nodes[i]
             fresh = _FITS
             if (
@@ -313,12 +313,12 @@ class NodeResourcesFit(PreFilterPlugin, FilterPlugin, ScorePlugin):
         pod_cpu, pod_mem = pod.non_zero.milli_cpu, pod.non_zero.memory
         key = memo_key(self, "score", pod_cpu, pod_mem)
         span = state.span
-        out = recall(span, key, nodes)
-        if None not in out:
+        out, todo = recall(span, key, nodes)
+        if not todo:
             return cast(list[int], out)  # every node remembered its score
         w_cpu, w_mem = self.weights
         least = self.strategy == LEAST_ALLOCATED
-        for i in unknown(out):  # few: the nodes changed since
+        for i in todo:  # few: the nodes changed since
             node = nodes[i]
             total = weight_sum = 0
             cap = node.alloc_milli_cpu
