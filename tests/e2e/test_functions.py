@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -256,6 +257,27 @@ def test_raising_handler_is_500_with_traceback_in_logs_only(gateway: Gateway, tm
         follow.terminate()
         follow.wait(10)
     skiff(gateway, "delete", "boom")
+
+
+def test_logs_follow_outlasts_a_quiet_spell(gateway: Gateway, tmp_path: Path) -> None:
+    """`skiff fn logs -f` goes on following through a quiet spell longer than its pod watch's bookmark
+    period (15 s), as a loaded machine makes between two calls: a BOOKMARK names no pod."""
+    src = tmp_path / "hello.py"
+    src.write_text(HELLO)
+    skiff(gateway, "deploy", str(src), "--name", "quiet")
+    follow = subprocess.Popen([str(BIN / "skiff"), "fn", "logs", "quiet", "-f"], stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.PIPE, env=fn_env(gateway))  # fmt: skip
+    try:
+        time.sleep(20)  # no instance, no pod event for longer than a bookmark period: the quiet spell under test
+        assert follow.poll() is None, follow.stderr.read() if follow.stderr else ""
+        streamed: list[str] = []
+        threading.Thread(target=lambda: streamed.extend(follow.stdout or ()), daemon=True).start()
+        assert json.loads(skiff(gateway, "invoke", "quiet", "--data", '{"name": "late"}').stdout)["hello"] == "late"
+        wait_for(lambda: any(line.startswith("[pod/") for line in streamed), what="the instance's log followed")
+    finally:
+        follow.terminate()
+        follow.wait(10)
+    skiff(gateway, "delete", "quiet")
 
 
 def apply_function(cluster: Server, name: str, spec: dict[str, Any], *, check: bool = True) -> Any:

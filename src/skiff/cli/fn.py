@@ -238,10 +238,12 @@ async def _follow_logs(client: Any, args: argparse.Namespace) -> int:
             watch = client.watch(PODS, namespace=args.namespace, label_selector=f"{LABEL}={args.name}")
             async with contextlib.aclosing(watch) as events:
                 async for event in events:
+                    if event.type not in ("ADDED", "MODIFIED"):  # a BOOKMARK (every 15 s of quiet) names no pod
+                        continue
                     name = event.object["metadata"]["name"]
                     statuses = (event.object.get("status") or {}).get("containerStatuses") or []
                     started = any({"running", "terminated"} & set(cs.get("state") or {}) for cs in statuses)
-                    if event.type in ("ADDED", "MODIFIED") and started and name not in followed:
+                    if started and name not in followed:
                         followed[name] = await asyncio.create_subprocess_exec(
                             kubectl, "logs", "-f", "-n", args.namespace, f"pod/{name}", "--prefix", "--tail=-1",
                             stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent)  # fmt: skip
