@@ -103,7 +103,7 @@ class Rest:
                 return await serve_watch(request, self.store, self.cache, t)
             self._check_verb(rt, "list")
             shape = content.accept(request)
-            listed = await self.store.list(rt, t.namespace, list_options(request))
+            listed = await self.store.list(rt, t.namespace, list_options(request), encoded=shape == "json")
             return self.respond_list(request, rt, listed, shape)
         if method == "POST":
             self._check_verb(rt, "create")

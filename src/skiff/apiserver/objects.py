@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ import orjson
 
 from skiff.api.errors import BadRequest
 from skiff.apiserver.registry import ResourceType
+from skiff.apiserver.storedjson import Item, head_first
 from skiff.storage.interface import KeyValue
 
 Obj = dict[str, Any]
@@ -47,6 +49,7 @@ def encode(rt: ResourceType, obj: Obj) -> bytes:
     """The bytes stored for `obj` (converted to the storage version)."""
     if rt.to_storage is not None:
         obj = rt.to_storage(obj)
+    obj = head_first(obj)  # lists splice the stored bytes when metadata leads (`storedjson`)
     meta = obj.get("metadata") or {}
     if "resourceVersion" in meta:
         obj = dict(obj)
@@ -106,7 +109,7 @@ def decode_continue(token: str, prefix: str) -> tuple[int, str]:
 
 
 def list_object(
-    rt: ResourceType, items: list[Obj], revision: int, cont: str = "", remaining: int | None = None
+    rt: ResourceType, items: Sequence[Item], revision: int, cont: str = "", remaining: int | None = None
 ) -> Obj:
     meta: Obj = {"resourceVersion": str(revision)}
     if cont:

@@ -23,8 +23,9 @@ from dataclasses import replace
 from typing import Any
 
 from skiff.api import errors, fieldselectors, selectors, validation
-from skiff.apiserver import admission, deletion, objects, ownership
+from skiff.apiserver import admission, deletion, objects, ownership, storedjson
 from skiff.apiserver.admission_plugins.chain import Attributes, Chain
+from skiff.apiserver.cachelist import Page
 from skiff.apiserver.objects import Obj
 from skiff.apiserver.options import (
     MODIFIED,
@@ -38,6 +39,7 @@ from skiff.apiserver.options import (
     strategy_of,
 )
 from skiff.apiserver.registry import Registry, ResourceType
+from skiff.apiserver.storedjson import Item
 from skiff.apiserver.strategy import Finish, Strategy
 from skiff.apiserver.watchcache import WatchCache
 from skiff.storage.interface import (
@@ -80,7 +82,9 @@ class Store:
     async def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj:
         return objects.decode(rt, await self.get_kv(rt, namespace, name))
 
-    async def list(self, rt: ResourceType, namespace: str | None, opts: ListOptions) -> Obj:
+    async def list(self, rt: ResourceType, namespace: str | None, opts: ListOptions, *, encoded: bool = False) -> Obj:
+        """The list `opts` ask for. `encoded`: for a JSON answer -- items may be the stored bytes as they would
+        be answered (`storedjson`), orjson Fragments, instead of decoded objects."""
         strategy = strategy_of(rt)
         labels = selectors.parse_label_selector(opts.label_selector)
         fields = fieldselectors.parse_field_selector(opts.field_selector, strategy.selectable_fields)
@@ -104,7 +108,9 @@ class Store:
                 at_least = rv
         unfiltered = labels.empty() and fields.empty()
 
-        def select(kv: KeyValue) -> Obj | None:
+        def select(kv: KeyValue) -> Item | None:
+            if encoded and unfiltered and (raw := storedjson.answered(rt, kv)) is not None:
+                return raw  # written into the JSON list as is
             obj = objects.decode(rt, kv)
             return obj if unfiltered or self._matches(strategy, labels, fields, obj) else None
 
@@ -152,7 +158,7 @@ class Store:
         revision: int,
         start: str | None,
         limit: int,
-        select: Callable[[KeyValue], Obj | None],
+        select: Callable[[KeyValue], Item | None],
         unfiltered: bool,
     ) -> Obj | None:
         """A list (or a page of one) from the watch cache; None: read storage.
@@ -164,7 +170,7 @@ class Store:
                 return None
         at = revision or cache.revision
         # no await from here: the page is read from one state of the cache
-        page = cache.list_page(prefix, at, start, limit, select)
+        page: Page[Item] | None = cache.list_page(prefix, at, start, limit, select)
         if page is None:
             return None
         cont = objects.encode_continue(at, page.last_key + "\x00") if page.more else ""
@@ -178,12 +184,12 @@ class Store:
         revision: int,
         start: str | None,
         opts: ListOptions,
-        select: Callable[[KeyValue], Obj | None],
+        select: Callable[[KeyValue], Item | None],
         unfiltered: bool,
     ) -> Obj:
         """The same list read from storage (no cache, or a revision the cache's window no longer holds)."""
         want = max(opts.limit, 0)
-        items: list[Obj] = []
+        items: list[Item] = []
         more = False
         last_key = ""
         count = 0
