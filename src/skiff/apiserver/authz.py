@@ -14,9 +14,10 @@ k8s.io/apiserver's RequestInfoFactory does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
+import operator
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Protocol
 
 from aiohttp import web
@@ -233,14 +234,24 @@ def request_attributes(method: str, path: str, query: Mapping[str, str], user: U
     Remembered for the requests that repeat (a controller's creates in one namespace, its list and watch
     paths): the attributes are immutable, and parsing them cost ~10 us of every request.
     """
-    args = (method, path, query.get("watch", ""), query.get("fieldSelector", ""), user)
+    watch, selector = query.get("watch", ""), query.get("fieldSelector", "")
+    key = (method, path, watch, selector, _user_fields(user))  # tuples of str: hashed and compared in C
     try:
-        return _attributes(*args)
+        found = _remembered.get(key)
     except TypeError:  # a user whose groups are not a tuple: not hashable, parsed every time
-        return _attributes.__wrapped__(*args)
+        return _attributes(method, path, watch, selector, user)
+    if found is None:
+        if len(_remembered) >= REMEMBERED:
+            _remembered.clear()
+        found = _remembered[key] = _attributes(method, path, watch, selector, user)
+    return found
 
 
-@lru_cache(maxsize=2048)
+REMEMBERED = 4096  # distinct requests (a binding's path names its pod: those come and go)
+_user_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(UserInfo)))  # every field of the user
+_remembered: dict[tuple[object, ...], RequestAttributes] = {}
+
+
 def _attributes(method: str, path: str, watch: str, selector: str, user: UserInfo) -> RequestAttributes:
     """`request_attributes` of the two query parameters that matter (`watch`, `fieldSelector`).
 
