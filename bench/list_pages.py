@@ -16,7 +16,8 @@ first and the second page, which the cache undoes to serve the later pages.
 the official Python client), reporting the server process's CPU per list,
 paginated and not; with `--old-src DIR` a second server runs the code in DIR
 (e.g. a `git worktree` of an older commit) and the rounds alternate between
-the two, an interleaved A/B on the same machine load.
+the two, an interleaved A/B on the same machine load. It also lists as a Table (kubectl get's default
+Accept, limit as kubectl sends it), which needs the decoded objects for its columns.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from skiff.apiserver.builtin import builtin_types
 from skiff.apiserver.options import ListOptions, WriteOptions
@@ -99,6 +102,13 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(args.rounds):
             await cached.list(cm_rt, "list", ListOptions())
         unpaginated = (time.process_time() - t0) * 1000 / args.rounds
+        # the JSON body of an unpaginated list: decoded and encoded again, or spliced from the stored bytes
+        body: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            for encoded in (False, True):
+                t0 = time.process_time()
+                orjson.dumps(await cached.list(cm_rt, "list", ListOptions(), encoded=encoded))
+                body[encoded].append((time.process_time() - t0) * 1000)
         print(f"{args.objects} objects, limit={args.limit}, {args.rounds} interleaved rounds; CPU ms/op (median, min)")
         for name, values in cpu.items():
             if values:
@@ -106,6 +116,10 @@ async def main(args: argparse.Namespace) -> None:
                 note = f" ({args.writes} patches between pages 1 and 2, not counted)" if "writes" in name else ""
                 print(f"  paginated from {name:15s} {values[len(values) // 2]:7.1f} {values[0]:7.1f}{note}")
         print(f"  unpaginated from cache      {unpaginated:7.1f}")
+        for encoded, values in body.items():
+            values.sort()
+            what = "spliced" if encoded else "decoded"
+            print(f"  JSON body, {what}, cache   {values[len(values) // 2]:7.1f} {values[0]:7.1f}")
     finally:
         await cache.close()
         await backend.close()
@@ -145,7 +159,9 @@ def http_main(args: argparse.Namespace) -> None:
                 core.create_namespaced_config_map("list", client.V1ConfigMap(metadata=meta, data={"k": "v" * 200}))
             servers[name] = (srv, core)
 
-        def one(core: Any, limit: int) -> int:
+        def one(core: Any, limit: int, table: bool = False) -> int:
+            if table:  # kubectl get's default: a Table, `limit` 500 as kubectl sends
+                return table_list(core, limit)
             kw: dict[str, Any] = {"limit": limit} if limit else {}
             page = json.loads(core.list_namespaced_config_map("list", _preload_content=False, **kw).data)
             count = len(page["items"])
@@ -155,21 +171,39 @@ def http_main(args: argparse.Namespace) -> None:
                 count += len(page["items"])
             return count
 
-        cpu: dict[tuple[str, int], list[float]] = {}
+        def table_list(core: Any, limit: int) -> int:
+            count, token = 0, ""
+            while True:
+                query = [("limit", limit)] + ([("continue", token)] if token else [])
+                request = core.api_client.param_serialize(
+                    "GET", "/api/v1/namespaces/list/configmaps", query_params=query,
+                    header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+                    auth_settings=["BearerToken"],
+                )  # fmt: skip
+                raw = core.api_client.call_api(*request)
+                raw.read()
+                page = json.loads(raw.data)
+                count += len(page["rows"])
+                token = page["metadata"].get("continue", "")
+                if not token:
+                    return count
+
+        cpu: dict[tuple[str, int, bool], list[float]] = {}
         for _ in range(args.rounds):
             for name, (srv, core) in servers.items():
-                for limit in (args.limit, 0):
-                    one(core, limit)  # warm
+                for limit, table in ((args.limit, False), (0, False), (args.limit, True)):
+                    one(core, limit, table)  # warm
                     t0 = server_cpu(srv.proc.pid)
                     for _ in range(args.lists):
-                        assert one(core, limit) == args.objects
-                    cpu.setdefault((name, limit), []).append((server_cpu(srv.proc.pid) - t0) * 1000 / args.lists)
+                        assert one(core, limit, table) == args.objects
+                    spent = (server_cpu(srv.proc.pid) - t0) * 1000 / args.lists
+                    cpu.setdefault((name, limit, table), []).append(spent)
         rounds = f"{args.rounds} interleaved rounds of {args.lists}"
         print(f"server CPU ms per list of {args.objects} (HTTPS, {rounds}): median, min")
-        for (name, limit), values in cpu.items():
+        for (name, limit, table), values in sorted(cpu.items()):
             values.sort()
-            what = f"limit={limit}" if limit else "unpaginated"
-            print(f"  {name:4s} {what:12s} {values[len(values) // 2]:7.1f} {values[0]:7.1f}")
+            what = (f"limit={limit}" if limit else "unpaginated") + (" Table" if table else "")
+            print(f"  {name:4s} {what:18s} {values[len(values) // 2]:7.1f} {values[0]:7.1f}")
     finally:
         for srv, _ in servers.values():
             srv.stop()

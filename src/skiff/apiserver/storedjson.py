@@ -52,16 +52,12 @@ def answered(rt: ResourceType, kv: KeyValue) -> orjson.Fragment | None:
     """`kv`'s object as a list item of `rt` with its resourceVersion, or None: decode it."""
     value = kv.value
     at = value.find(_METADATA)
-    if at < 0:
-        return None
-    head = value[:at]
-    if head[:1] != b"{" or b"{" in head[1:] or b"[" in head:
+    if at < 0 or value[:1] != b"{" or value.find(b"{", 1, at) >= 0 or value.find(b"[", 0, at) >= 0:
         return None  # metadata is not (provably) the top-level one
-    if rt.from_storage is not None and b'"apiVersion":"' + rt.api_version.encode() + b'"' not in head:
+    if rt.from_storage is not None and value.find(b'"apiVersion":"' + rt.api_version.encode() + b'"', 0, at) < 0:
         return None  # stored in another version: decode converts it
     end = at + len(_METADATA)
     if value.find(_RESOURCE_VERSION, end) >= 0:
         return None
-    rv = b'"resourceVersion":"' + str(kv.mod_revision).encode()
-    sep = b'"' if value[end : end + 1] == b"}" else b'",'
-    return orjson.Fragment(b"".join((value[:end], rv, sep, value[end:])))
+    rv = b'"resourceVersion":"%d' % kv.mod_revision
+    return orjson.Fragment(b"".join((value[:end], rv, b'"' if value[end : end + 1] == b"}" else b'",', value[end:])))
