@@ -714,6 +714,8 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "aiohttp/http_",
             "aiohttp/streams.py",
             "leanhttp.py",
+            "leanrequest.py",
+            "httpframing.py",
             "fastroute.py",
             "paths.py",
             "content.py",

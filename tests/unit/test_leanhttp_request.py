@@ -1,10 +1,11 @@
-"""The REST handler chain reads nothing of a request that `leanhttp.LeanRequest` lacks.
+"""The REST handler chain reads nothing of a request that `leanrequest.LeanRequest` lacks.
 
 Plain REST requests reach the middlewares and handlers as a `LeanRequest`, not aiohttp's
 `web.Request`. An attribute a handler starts to read that the light request does not have would
 fail only on that path (a 500 to the user), so every `request.<name>` in the modules on it is
 checked here. Modules reached only through a hand-off to aiohttp (watches, the pod proxy and
-logs, discovery, OpenAPI, metrics.k8s.io, the aiohttp-side dispatch) are left out.
+logs, discovery, OpenAPI, metrics.k8s.io, the aiohttp-side dispatch) are left out, and so is
+`leanhttp`'s own machinery (the connection, its framing, the request object itself).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from skiff.apiserver import leanhttp
+from skiff.apiserver import httpframing, leanrequest
 
-APISERVER = Path(leanhttp.__file__).parent
+APISERVER = Path(leanrequest.__file__).parent
 ONLY_AFTER_HAND_OFF = {
     "watchstream.py",
     "pod_proxy.py",
@@ -24,6 +25,8 @@ ONLY_AFTER_HAND_OFF = {
     "metrics.py",
     "fastroute.py",
     "leanhttp.py",
+    "httpframing.py",
+    "leanrequest.py",
 }
 
 
@@ -35,19 +38,18 @@ def test_the_rest_path_reads_only_what_the_lean_request_has() -> None:
         for name in re.findall(r"\brequest\.([A-Za-z_]\w*)", module.read_text()):
             used.setdefault(name, set()).add(module.name)
     assert {"method", "path", "query", "headers", "transport", "get"} <= used.keys()  # the scan finds them
-    missing = {name: sorted(where) for name, where in used.items() if not hasattr(leanhttp.LeanRequest, name)}
-    assert not missing, f"read by the REST path but not served by leanhttp.LeanRequest: {missing}"
+    missing = {name: sorted(where) for name, where in used.items() if not hasattr(leanrequest.LeanRequest, name)}
+    assert not missing, f"read by the REST path but not served by leanrequest.LeanRequest: {missing}"
 
 def _dechunk_fed(data: bytes, step: int) -> tuple[bytes | bool, int]:
     """Feed `data` `step` bytes at a time to the chunked-body decoder as the protocol does; (result, end)."""
-    proto = leanhttp.LeanProtocol.__new__(leanhttp.LeanProtocol)  # the decoder reads only the buffer
-    proto._buf = bytearray()
-    head = leanhttp._Head()
+    buf = bytearray()
+    head = httpframing.RequestHead()
     head.chunks, head.scan, head.body_start, head.total = [], 0, 0, 0
     result: bytes | bool = False
     for i in range(0, len(data), step):
-        proto._buf += data[i : i + step]
-        result = proto._dechunk(head)
+        buf += data[i : i + step]
+        result = httpframing.dechunk(buf, head)
         if result is not False:
             break
     return result, head.total

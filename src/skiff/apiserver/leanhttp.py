@@ -26,6 +26,11 @@ first byte (`set_protocol`, `connection_made`, the buffered bytes as
 `data_received`), which keeps it from then on and answers as it always did,
 malformed requests included. Nothing of a request is consumed before it is
 known to be ours, so a hand-off is always at a request boundary.
+
+This module is the connection: its state, keep-alive, pipelining,
+100-continue, the linger after a 413, writing responses and the hand-off.
+What the bytes are (head parsing, chunked bodies) is `httpframing`; the
+request object the handlers get is `leanrequest`.
 """
 
 from __future__ import annotations
@@ -36,229 +41,25 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
-import orjson
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion11
-from aiohttp.web import UrlMappingMatchInfo
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
-from yarl import URL
+from aiohttp.http import SERVER_SOFTWARE
 
 from skiff.api import errors
 from skiff.apiserver import content, tlswrite
 from skiff.apiserver.fastroute import Handler, RestRoutes
+from skiff.apiserver.httpframing import MAX_HEAD, RequestHead, dechunk, parse_head
+from skiff.apiserver.leanrequest import LeanRequest
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 64 * 1024  # a longer head goes to aiohttp (which answers 431/400)
 LINGER = 10.0  # how long an answered oversized body may still come in before a closing connection goes (aiohttp's)
 KEEPALIVE_TIMEOUT = 75.0  # an idle connection is closed after this long (aiohttp's default)
 READ_HIGH_WATER = content.MAX_BODY + MAX_HEAD  # buffered while a request runs: reading pauses above
 
-_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-_STREAMING_SEGMENTS = frozenset({"watch", "log", "exec", "attach", "portforward", "proxy"})
 _OWN_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
-_EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
-
-
-class _Body:
-    """The request's `content` as `content.read_body` reads it: a body that has arrived whole."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def is_eof(self) -> bool:
-        return True
-
-    def read_nowait(self, n: int = -1) -> bytes:
-        data, self._data = self._data, b""
-        return data
-
-    async def read(self) -> bytes:
-        return self.read_nowait()
-
-
-class LeanRequest:
-    """The part of `web.Request` the REST handler chain reads, for a request `LeanProtocol` serves.
-
-    Method, path (never percent-escaped here), query, headers, the transport
-    (client certificate), `app`, `match_info`, the request's own mapping
-    (`request[USER] = ...`) and a body that has arrived whole.
-    """
-
-    __slots__ = (
-        "_params",
-        "_query",
-        "_route",
-        "_routes",
-        "_state",
-        "content",
-        "content_length",
-        "headers",
-        "method",
-        "path",
-        "protocol",
-        "query_string",
-        "raw_path",
-        "transport",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        query_string: str,
-        headers: CIMultiDictProxy[str],
-        body: bytes,
-        content_length: int | None,
-        protocol: LeanProtocol,
-        routes: RestRoutes,
-        route: web.AbstractRoute,
-        params: dict[str, str],
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.raw_path = f"{path}?{query_string}" if query_string else path
-        self.query_string = query_string
-        self.headers = headers
-        self.transport = protocol.transport
-        self.protocol = protocol
-        self.content = _Body(body)
-        self.content_length = content_length
-        self._routes = routes
-        self._route = route
-        self._params = params
-        self._query: MultiDictProxy[str] | None = None
-        self._state: dict[Any, Any] = {}
-
-    @property
-    def app(self) -> web.Application:
-        return self._routes.app
-
-    @property
-    def match_info(self) -> UrlMappingMatchInfo:
-        return self._routes.match_info(self._route, self._params)
-
-    @property
-    def query(self) -> MultiDictProxy[str]:
-        query = self._query
-        if query is None:
-            qs = self.query_string
-            query = MultiDictProxy(MultiDict(parse_qsl(qs, keep_blank_values=True))) if qs else _EMPTY_QUERY
-            self._query = query
-        return query
-
-    # the request's own mapping, as web.Request's
-    def __getitem__(self, key: Any) -> Any:
-        return self._state[key]
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._state[key] = value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._state
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._state)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self._state.get(key, default)
-
-    # the rest of web.Request's reading side that a handler may reach for
-    @property
-    def version(self) -> HttpVersion:
-        return HttpVersion11
-
-    @property
-    def host(self) -> str:
-        return self.headers.get("Host", "")
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.transport is not None and self.transport.get_extra_info("sslcontext") else "http"
-
-    @property
-    def secure(self) -> bool:
-        return self.scheme == "https"
-
-    @property
-    def remote(self) -> str | None:
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        return str(peer[0]) if isinstance(peer, tuple | list) and peer else None
-
-    @property
-    def rel_url(self) -> URL:
-        return URL.build(path=self.path, query_string=self.query_string, encoded=True)
-
-    @property
-    def url(self) -> URL:
-        return URL.build(scheme=self.scheme, authority=self.host).join(self.rel_url)
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
-
-    @property
-    def body_exists(self) -> bool:
-        return bool(self.content_length)
-
-    can_read_body = body_exists
-
-    async def read(self) -> bytes:
-        return await self.content.read()
-
-    async def text(self) -> str:
-        return (await self.read()).decode("utf-8")
-
-    async def json(self) -> Any:
-        return orjson.loads(await self.read())
-
-
-class _Head:
-    """A parsed request head that is ours to serve, waiting for its body."""
-
-    __slots__ = (
-        "body_start",
-        "chunks",
-        "close",
-        "expect_continue",
-        "handler",
-        "headers",
-        "length",
-        "method",
-        "params",
-        "path",
-        "query_string",
-        "route",
-        "scan",
-        "size",
-        "too_large",
-        "total",
-    )
-
-    method: str
-    path: str
-    query_string: str
-    headers: CIMultiDictProxy[str]
-    length: int | None
-    body_start: int
-    total: int
-    handler: Handler
-    route: web.AbstractRoute
-    params: dict[str, str]
-
-    def __init__(self) -> None:
-        self.close = False
-        self.too_large = False
-        self.expect_continue = False
-        self.chunks: list[bytes] | None = None  # a chunked body: the chunks decoded so far
-        self.scan = 0  # a chunked body: where the next chunk's size line starts in the buffer
-        self.size = 0  # a chunked body: its bytes so far
 
 
 class LeanServer:
@@ -316,7 +117,7 @@ class LeanProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._head: _Head | None = None
+        self._head: RequestHead | None = None
         self._task: asyncio.Task[None] | None = None  # the request being served
         self._close_after = False
         self._discard = 0  # bytes of an oversized body still to come, dropped as they arrive
@@ -400,7 +201,7 @@ class LeanProtocol(asyncio.Protocol):
                 if len(buf) > MAX_HEAD:
                     self._hand_off()
                 return
-            head = self._parse_head(end)
+            head = parse_head(buf, end, self._server.routes)
             if head is None:
                 self._hand_off()
                 return
@@ -409,7 +210,7 @@ class LeanProtocol(asyncio.Protocol):
             if head.expect_continue and not head.too_large and not body_sent:
                 tlswrite.write(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
         if head.chunks is not None:
-            decoded = self._dechunk(head)
+            decoded = dechunk(buf, head)
             if decoded is False:
                 return
             if decoded is True:
@@ -440,112 +241,6 @@ class LeanProtocol(asyncio.Protocol):
             self._server.routes, head.route, head.params,
         )  # fmt: skip
         self._task = self._loop.create_task(self._serve(request, head.handler))
-
-    def _parse_head(self, end: int) -> _Head | None:
-        """The head of the request at the buffer's start if it is one to serve here, else None."""
-        text = bytes(self._buf[:end]).decode("latin-1")
-        lines = text.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or parts[2] != "HTTP/1.1" or parts[0] not in _METHODS:
-            return None
-        method, target = parts[0], parts[1]
-        path, _, query_string = target.partition("?")
-        if (
-            not path.startswith("/")
-            or "%" in path
-            or "{" in path
-            or "}" in path
-            or "#" in target
-            or "//" in path
-            or "/." in path
-            or not _STREAMING_SEGMENTS.isdisjoint(path.split("/"))
-            or "watch=" in query_string
-        ):
-            return None
-        found = self._server.routes.find(path)
-        if found is None:
-            return None
-        head = _Head()
-        head.method, head.path, head.query_string = method, path, query_string
-        head.handler, head.route, head.params = found
-        fields: list[tuple[str, str]] = []
-        length: int | None = None
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[-1] in " \t" or name[0] in " \t":  # obs-fold, "Name :", no colon
-                return None
-            value = value.strip(" \t")
-            if not value.isascii():
-                value = value.encode("latin-1").decode("utf-8", "surrogateescape")
-            lower = name.lower()
-            if lower == "content-length":
-                if length is not None or not (value.isascii() and value.isdigit()):
-                    return None
-                length = int(value)
-            elif lower == "transfer-encoding":
-                if head.chunks is not None or value.lower() != "chunked":
-                    return None  # a coding other than chunked alone: aiohttp's answer
-                head.chunks = []
-            elif lower == "upgrade":
-                return None
-            elif lower == "connection":
-                tokens = {t.strip().lower() for t in value.split(",")}
-                if "upgrade" in tokens:
-                    return None
-                head.close = head.close or "close" in tokens
-            elif lower == "expect":
-                if value.lower() != "100-continue":
-                    return None  # aiohttp answers 417
-                head.expect_continue = True
-            elif "\x00" in value or "\r" in value or "\n" in value:
-                return None
-            fields.append((name, value))
-        if head.chunks is not None and length is not None:
-            return None  # both framings: aiohttp refuses it
-        head.headers = CIMultiDictProxy(CIMultiDict(fields))
-        head.length = length
-        head.body_start = end + 4
-        head.total = head.body_start + (length or 0)
-        head.scan = head.body_start
-        head.too_large = length is not None and length > content.MAX_BODY
-        return head
-
-    def _dechunk(self, head: _Head) -> bytes | bool:
-        """A chunked body once it is whole (its end goes to `head.total`); False while more is to come,
-        True when it is not ours after all (bad framing, over the size limit: aiohttp answers it)."""
-        buf, chunks = self._buf, head.chunks
-        assert chunks is not None
-        if len(buf) > 2 * content.MAX_BODY:  # chunk framing around a body of at most MAX_BODY: a flood of tiny chunks
-            return True
-        pos = head.scan
-        while True:
-            head.scan = pos  # chunks before it are decoded: a later call goes on from here
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                return len(buf) - pos > 1024  # a size line that long is no size line
-            size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip(b" \t")
-            if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 8:
-                return True
-            size = int(size_text, 16)
-            if size == 0:
-                if buf[eol + 2 : eol + 4] == b"\r\n":  # no trailers
-                    head.total = eol + 4
-                else:
-                    end = buf.find(b"\r\n\r\n", eol)
-                    if end < 0:
-                        return len(buf) - eol > MAX_HEAD
-                    head.total = end + 4
-                return b"".join(chunks)
-            data_end = eol + 2 + size
-            if head.size + size > content.MAX_BODY:
-                return True
-            if len(buf) < data_end + 2:
-                return False
-            if buf[data_end : data_end + 2] != b"\r\n":
-                return True
-            chunks.append(bytes(buf[eol + 2 : data_end]))
-            head.size += size
-            pos = data_end + 2
 
     async def _serve(self, request: LeanRequest, handler: Handler) -> None:
         try:
