@@ -112,7 +112,9 @@ class Store:
             if encoded and unfiltered and (raw := storedjson.answered(rt, kv)) is not None:
                 return raw  # written into the JSON list as is
             obj = objects.decode(rt, kv)
-            return obj if unfiltered or self._matches(strategy, labels, fields, obj) else None
+            if not unfiltered and not self._matches(strategy, labels, fields, obj):
+                return None
+            return (storedjson.answered(rt, kv) or obj) if encoded and not unfiltered else obj
 
         limit = max(opts.limit, 0)
         listed = None
