@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,14 +130,6 @@ def test_random_histories_match_a_replay() -> None:
 
 
 # ----------------------------------------------------- the cache's pages are storage's pages
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[SQLiteBackend]:
-    b = SQLiteBackend(str(tmp_path / "state.db"))
-    await b.start()
-    yield b
-    await b.close()
-
-
 def _registry() -> tuple[Registry, ResourceType, ResourceType]:
     registry = Registry()
     for rt in builtin_types():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,14 +19,6 @@ from skiff.apiserver.watchfanout import bucket_of
 from skiff.apiserver.watchwindow import EventWindow
 from skiff.storage.interface import CompactedError, FutureRevisionError, KeyValue
 from skiff.storage.sqlite import SQLiteBackend
-
-
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[SQLiteBackend]:
-    b = SQLiteBackend(str(tmp_path / "state.db"))
-    await b.start()
-    yield b
-    await b.close()
 
 
 @pytest.fixture
